@@ -1,0 +1,19 @@
+"""Run every benchmark and print the ratios (make bench)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench import runtime_overhead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
+    args = parser.parse_args()
+    asyncio.run(runtime_overhead.run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Bullant's services: the shared runtime (core) and one package per domain."""

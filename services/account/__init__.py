@@ -1,0 +1,1 @@
+"""The account domain: its gRPC adapter, domain logic and persistence."""

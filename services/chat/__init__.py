@@ -1,0 +1,1 @@
+"""The chat domain: its gRPC adapter, domain logic and persistence."""

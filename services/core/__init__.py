@@ -1,0 +1,1 @@
+"""The runtime every Bullant service shares: settings, server, interceptors, errors, clients, metrics."""

@@ -1,0 +1,101 @@
+"""grpc.health.v1 with a status per service name and overall, whose Watch streams end when the server drains."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeAlias
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+OVERALL = ""
+# HealthCheckResponse.ServingStatus values are plain ints at run time.
+ServingStatus: TypeAlias = int
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    """Health of each hosted service by its full name ("bullant.market.v1.MarketService") and of the server ("").
+
+    The overall status is SERVING only while every hosted service is. After `enter_graceful_shutdown` every status
+    is NOT_SERVING for good, and open Watch streams send that and end, so a draining server is not held open by
+    its own health watchers.
+    """
+
+    def __init__(self, service_names: Iterable[str]) -> None:
+        self._statuses: dict[str, ServingStatus] = {name: NOT_SERVING for name in service_names}
+        self._statuses[OVERALL] = NOT_SERVING
+        self._changed = asyncio.Event()
+        self._version = 0
+        self._shutting_down = False
+
+    def status(self, service: str = OVERALL) -> ServingStatus | None:
+        """The current status of a service, or None when it is not hosted here."""
+        return self._statuses.get(service)
+
+    def set(self, service: str, status: ServingStatus) -> None:
+        """Set one service's status (ignored once shutting down); the overall status follows."""
+        if self._shutting_down or service == OVERALL:
+            return
+        if service not in self._statuses:
+            raise KeyError(f"service {service!r} is not hosted on this server")
+        self._statuses[service] = status
+        hosted = [s for name, s in self._statuses.items() if name != OVERALL]
+        self._statuses[OVERALL] = SERVING if all(s == SERVING for s in hosted) else NOT_SERVING
+        self._notify()
+
+    def set_all(self, status: ServingStatus) -> None:
+        """Set every hosted service's status at once."""
+        for name in [n for n in self._statuses if n != OVERALL]:
+            self.set(name, status)
+
+    def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for every service, permanently; Watch streams report it and end."""
+        if self._shutting_down:
+            return
+        for name in self._statuses:
+            self._statuses[name] = NOT_SERVING
+        self._shutting_down = True
+        self._notify()
+
+    def _notify(self) -> None:
+        self._version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._statuses.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last: ServingStatus | None = None
+        while True:
+            changed = self._changed
+            status = self._statuses.get(request.service, SERVICE_UNKNOWN)
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+                # The status may have changed while the message was being sent: look again before waiting or ending.
+                continue
+            if self._shutting_down:
+                return
+            await changed.wait()
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name, status in self._statuses.items():
+            response.statuses[name].status = status
+        return response

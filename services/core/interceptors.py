@@ -1,0 +1,275 @@
+"""Server interceptors: call context and request id, access log and metrics, and domain-error mapping."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from services.core.context import (
+    FORWARDED_KEYS,
+    REQUEST_ID_KEY,
+    CallContext,
+    accept_request_id,
+    bind_call,
+    current_request_id,
+)
+from services.core.errors import DomainError
+from services.core.grpc_errors import (
+    domain_of_method,
+    status_for_domain_error,
+    status_for_internal_error,
+    status_for_unimplemented,
+)
+from services.core.metrics import GrpcMetrics
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[..., Any]
+UnaryWrapper = Callable[[Any, Context], Awaitable[Any]]
+StreamWrapper = Callable[[Any, Context], AsyncIterator[Any]]
+
+access_log = logging.getLogger("bullant.access")
+error_log = logging.getLogger("bullant.errors")
+
+# Probes and tooling call these constantly; their access lines go to DEBUG so they do not drown real traffic.
+_QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+async def _call_unary(behavior: Behavior, request: Any, context: Context) -> Any:
+    result = behavior(request, context)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _iterate(behavior: Behavior, request: Any, context: Context) -> AsyncIterator[Any]:
+    result = behavior(request, context)
+    if inspect.isawaitable(result):
+        # A handler that writes with context.write() and returns nothing.
+        await result
+        return
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    elif result is not None:
+        for item in result:
+            yield item
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
+    """Wraps each method's behaviour; subclasses say what happens around unary and stream calls."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        # Handlers are the same object for every call of a method, so each is wrapped once, not once per call.
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_handler(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self.wrap_unary(handler.unary_unary, method), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self.wrap_unary(handler.stream_unary, method), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self.wrap_stream(handler.unary_stream, method), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self.wrap_stream(handler.stream_stream, method), **kwargs)
+        return handler
+
+    @abstractmethod
+    def wrap_unary(self, behavior: Behavior, method: str) -> UnaryWrapper:
+        """A coroutine function that runs `behavior` for a unary-response call."""
+
+    @abstractmethod
+    def wrap_stream(self, behavior: Behavior, method: str) -> StreamWrapper:
+        """An async generator function that runs `behavior` for a streaming-response call."""
+
+
+class CallContextInterceptor(_WrappingInterceptor):
+    """Outermost: binds the CallContext (request id, deadline, forwarded credentials), echoes the request id in
+    trailing metadata, and records each call in the access log and the metrics."""
+
+    def __init__(self, metrics: GrpcMetrics | None) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def _begin(self, context: Context, method: str) -> CallContext:
+        metadata = context.invocation_metadata() or ()
+        candidate = None
+        forwarded: list[tuple[str, str]] = []
+        for key, value in metadata:
+            if key == REQUEST_ID_KEY and isinstance(value, str):
+                candidate = value
+            elif key in FORWARDED_KEYS and isinstance(value, str):
+                forwarded.append((key, value))
+        remaining = context.time_remaining()
+        call = CallContext(
+            request_id=accept_request_id(candidate),
+            method=method,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+            forwarded=tuple(forwarded),
+        )
+        # Each RPC runs in its own task, so the binding ends with the call; nothing to reset.
+        bind_call(call)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
+        if self._metrics:
+            self._metrics.started(method)
+        return call
+
+    def _finish(
+        self,
+        context: Context,
+        call: CallContext,
+        started: float,
+        outcome: BaseException | None,
+        messages_sent: int | None = None,
+    ) -> None:
+        code = _final_code(context, outcome)
+        elapsed = time.perf_counter() - started
+        if self._metrics:
+            self._metrics.handled(call.method, code.name, elapsed, messages_sent)
+        level = logging.DEBUG if call.method.startswith(_QUIET_SERVICES) else logging.INFO
+        if access_log.isEnabledFor(level):
+            access_log.log(
+                level,
+                "%s %s %.1fms",
+                call.method,
+                code.name,
+                elapsed * 1000,
+                extra={
+                    "method": call.method,
+                    "code": code.name,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": call.request_id,
+                    "peer": context.peer(),
+                    **({"messages_sent": messages_sent} if messages_sent is not None else {}),
+                },
+            )
+
+    def wrap_unary(self, behavior: Behavior, method: str) -> UnaryWrapper:
+        async def observed(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            call = self._begin(context, method)
+            outcome: BaseException | None = None
+            try:
+                return await _call_unary(behavior, request, context)
+            except BaseException as exc:
+                outcome = exc
+                raise
+            finally:
+                self._finish(context, call, started, outcome)
+
+        return observed
+
+    def wrap_stream(self, behavior: Behavior, method: str) -> StreamWrapper:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            call = self._begin(context, method)
+            outcome: BaseException | None = None
+            sent = 0
+            try:
+                async for item in _iterate(behavior, request, context):
+                    sent += 1
+                    yield item
+            except BaseException as exc:
+                outcome = exc
+                raise
+            finally:
+                self._finish(context, call, started, outcome, sent)
+
+        return observed
+
+
+class ErrorMappingInterceptor(_WrappingInterceptor):
+    """Turns domain errors into statuses with details; anything unexpected becomes INTERNAL with the request id,
+    its traceback logged and its text never sent to the client."""
+
+    async def _handle(self, exc: Exception, context: Context, method: str) -> None:
+        request_id = current_request_id()
+        domain = domain_of_method(method)
+        if isinstance(exc, DomainError):
+            await context.abort_with_status(status_for_domain_error(exc, domain=domain, request_id=request_id))
+        if _code_of(context.code()) is grpc.StatusCode.UNIMPLEMENTED:
+            # The generated base servicer marks a method with no behaviour yet this way before it raises.
+            await context.abort_with_status(status_for_unimplemented(method, domain=domain, request_id=request_id))
+        error_log.error(
+            "unhandled exception in %s (request id %s)",
+            method,
+            request_id,
+            exc_info=exc,
+            extra={"method": method, "request_id": request_id},
+        )
+        await context.abort_with_status(status_for_internal_error(domain=domain, request_id=request_id))
+
+    def wrap_unary(self, behavior: Behavior, method: str) -> UnaryWrapper:
+        async def mapped(request: Any, context: Context) -> Any:
+            try:
+                return await _call_unary(behavior, request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._handle(exc, context, method)
+
+        return mapped
+
+    def wrap_stream(self, behavior: Behavior, method: str) -> StreamWrapper:
+        async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in _iterate(behavior, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._handle(exc, context, method)
+
+        return mapped
+
+
+def _code_of(raw: Any) -> grpc.StatusCode | None:
+    if raw is None or isinstance(raw, grpc.StatusCode):
+        return raw
+    for code in grpc.StatusCode:
+        if code.value[0] == raw:
+            return code
+    return None
+
+
+def _final_code(context: Context, outcome: BaseException | None) -> grpc.StatusCode:
+    code = _code_of(context.code())
+    if code is not None:
+        return code
+    if outcome is None:
+        return grpc.StatusCode.OK
+    if not isinstance(outcome, Exception):
+        # CancelledError or GeneratorExit: cancelled by the client, its deadline or server shutdown.
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def server_interceptors(metrics: GrpcMetrics | None) -> Iterable[grpc.aio.ServerInterceptor]:
+    """The standard chain, outermost first. Authentication joins between the two with the account issue."""
+    return (CallContextInterceptor(metrics), ErrorMappingInterceptor())

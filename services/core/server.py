@@ -1,0 +1,194 @@
+"""The gRPC server every Bullant process runs: hosted services, health, reflection, interceptors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.core.health import HEALTH_SERVICE_NAME, SERVING, HealthService
+from services.core.interceptors import server_interceptors
+from services.core.metrics import GrpcMetrics
+from services.core.settings import Settings
+
+log = logging.getLogger("bullant.server")
+
+
+class Component(Protocol):
+    """Something a service depends on that opens resources in start() and releases them in stop()."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """One servicer to host: its short name, full proto name, how to add it, and the components it needs."""
+
+    name: str
+    full_name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+    components: Sequence[Component] = field(default=())
+
+
+class Lifecycle:
+    """Shared shutdown signal: long streams watch `draining` and end themselves when it is set."""
+
+    def __init__(self) -> None:
+        self.draining = asyncio.Event()
+
+
+class ServerError(Exception):
+    """The server could not start (port taken, bad address); the message says what to change."""
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments for the server: message size limits, keepalive, and exclusive port binding."""
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_seconds * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Accept client pings as often as every 10 s, so clients with keepalive are not cut off as abusive.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # Without this a second server could bind the same port silently and steal half the connections.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """A grpc.aio server hosting some of Bullant's services. Nothing is opened until start()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registrations: Sequence[ServiceRegistration],
+        *,
+        lifecycle: Lifecycle | None = None,
+        metrics: GrpcMetrics | None = None,
+    ) -> None:
+        if not registrations:
+            raise ValueError("a server needs at least one service")
+        self.settings = settings
+        self.registrations = tuple(registrations)
+        self.lifecycle = lifecycle or Lifecycle()
+        self.metrics = metrics or GrpcMetrics()
+        self.health = HealthService(r.full_name for r in self.registrations)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._started_components: list[Component] = []
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on (after start)."""
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start dependencies, bind the port, start serving, then report SERVING."""
+        server = grpc.aio.server(
+            interceptors=tuple(server_interceptors(self.metrics)),
+            options=server_options(self.settings),
+        )
+        for registration in self.registrations:
+            registration.add_to_server(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*(r.full_name for r in self.registrations), HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        try:
+            self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        except RuntimeError as exc:
+            raise ServerError(
+                f"cannot listen on {self.settings.host}:{self.settings.port} ({exc}); "
+                "is another process using it? Set BULLANT_PORT or --port."
+            ) from None
+        for registration in self.registrations:
+            for component in registration.components:
+                await component.start()
+                self._started_components.append(component)
+        self._server = server
+        await server.start()
+        if self.settings.metrics_port >= 0:
+            self._start_metrics_http()
+        self.health.set_all(SERVING)
+        log.info(
+            "serving %s on %s",
+            ", ".join(r.name for r in self.registrations),
+            self.address,
+            extra={
+                "services": [r.full_name for r in self.registrations],
+                "port": self.port,
+                "metrics_port": self.metrics_port,
+            },
+        )
+
+    def _start_metrics_http(self) -> None:
+        try:
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_host, self.settings.metrics_port)
+        except OSError as exc:
+            raise ServerError(
+                f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port} ({exc}); "
+                "set BULLANT_METRICS_PORT or --metrics-port (0 picks a free port)."
+            ) from None
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, let streams end, drain in-flight calls within the grace period, then stop
+        dependencies in reverse order."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self.lifecycle.draining.set()
+        if self._server is not None:
+            log.info("draining in-flight calls (grace %.1fs)", grace)
+            await self._server.stop(grace)
+            self._server = None
+        for component in reversed(self._started_components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("error while stopping %r", component)
+        self._started_components.clear()
+        self.metrics.stop_http()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        """Return once stop() has finished."""
+        await self._stopped.wait()
+
+
+async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServer], None] | None = None) -> None:
+    """Start `server`, serve until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    received: list[str] = []
+
+    def request_stop(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop_requested.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+    try:
+        await server.start()
+        if on_started:
+            on_started(server)
+        await stop_requested.wait()
+        log.info("received %s, shutting down", received[0])
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()

@@ -1,0 +1,168 @@
+"""Typed settings for every Bullant process, read from BULLANT_* variables and a per-environment file."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "config"
+SERVICE_NAMES: tuple[str, ...] = ("account", "market", "signal", "model", "chat")
+
+
+class Environment(StrEnum):
+    """Where a process runs; selects config/<env>.env and production safety checks."""
+
+    LOCAL = "local"
+    DEV = "dev"
+    PROD = "prod"
+
+
+class LogFormat(StrEnum):
+    """How log records are written: one JSON object per line, or plain text for a terminal."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; the message names every bad variable and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Settings(BaseModel):
+    """Every setting a Bullant process reads. Frozen: build a new one instead of mutating.
+
+    Each field `x` is read from the variable BULLANT_X; `load_settings` does the reading.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: Environment = Environment.LOCAL
+    app_name: str = Field(default="bullant", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+
+    # gRPC server.
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # -1 disables the /metrics endpoint; 0 picks a free port (as does port=0).
+    metrics_port: int = Field(default=9464, ge=-1, le=65535)
+    grace_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    keepalive_time_seconds: int = Field(default=30, ge=1)
+    keepalive_timeout_seconds: int = Field(default=10, ge=1)
+    max_concurrent_streams: int = Field(default=1000, ge=1)
+
+    # Logging.
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: LogFormat = LogFormat.JSON
+
+    # Calls to other services.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    retry_max_attempts: int = Field(default=4, ge=1, le=5)
+    retry_initial_backoff_seconds: float = Field(default=0.1, gt=0)
+    retry_max_backoff_seconds: float = Field(default=2.0, gt=0)
+    # Upstream address per service name ("market=10.0.0.5:50051,signal=..."); unset ones use `default_upstream`.
+    upstreams: dict[str, str] = Field(default_factory=dict)
+    default_upstream: str = "127.0.0.1:50051"
+
+    # Data layer (used from the data-layer issue on).
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str = ""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _parse_upstreams(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parsed: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, address = item.partition("=")
+            if not sep or not name.strip() or not address.strip():
+                raise ValueError(f"expected service=host:port, got {item!r}")
+            parsed[name.strip()] = address.strip()
+        return parsed
+
+    @field_validator("upstreams")
+    @classmethod
+    def _known_upstreams(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(SERVICE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds must be >= retry_initial_backoff_seconds")
+        return self
+
+    def upstream(self, service: str) -> str:
+        """The host:port where `service` is reached."""
+        return self.upstreams.get(service, self.default_upstream)
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (and config/<env>.env), raising SettingsError on bad values.
+
+    `environ` replaces os.environ (tests pass their own); `overrides` win over everything.
+    """
+    env_vars = dict(os.environ if environ is None else environ)
+    raw_env = env_vars.get("BULLANT_ENV", Environment.LOCAL.value).strip().lower()
+    try:
+        environment = Environment(raw_env)
+    except ValueError:
+        allowed = ", ".join(e.value for e in Environment)
+        raise SettingsError([f"BULLANT_ENV={raw_env!r}: must be one of {allowed}"]) from None
+    env_file = CONFIG_DIR / f"{environment.value}.env"
+    file_values = _read_env_file(env_file) if env_file.is_file() else {}
+    # Precedence: overrides > process environment > config/<env>.env > defaults.
+    merged = {**file_values, **{k: v for k, v in env_vars.items() if k.upper().startswith("BULLANT_")}}
+    values: dict[str, Any] = {k.upper().removeprefix("BULLANT_").lower(): v for k, v in merged.items()}
+    values.update(overrides)
+    try:
+        return Settings.model_validate(_known_fields_only(values))
+    except ValidationError as exc:
+        raise SettingsError([_describe(error, values) for error in exc.errors()]) from None
+
+
+def _known_fields_only(values: dict[str, Any]) -> dict[str, Any]:
+    # Unknown BULLANT_* variables are ignored (another version of the platform may know them).
+    return {k: v for k, v in values.items() if k in Settings.model_fields}
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep:
+            raise SettingsError([f"{path}:{number}: expected NAME=value, got {stripped!r}"])
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def _describe(error: Any, values: dict[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ())]
+    field = location[0] if location else ""
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not field:
+        return message
+    variable = f"BULLANT_{field.upper()}"
+    if field in values:
+        return f"{variable}={values[field]!r}: {message}"
+    return f"{variable}: {message}"

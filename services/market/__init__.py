@@ -1,0 +1,1 @@
+"""The market domain: its gRPC adapter, domain logic and persistence."""

@@ -1,0 +1,1 @@
+"""The model domain: its gRPC adapter, domain logic and persistence."""

@@ -1,0 +1,1 @@
+"""The signal domain: its gRPC adapter, domain logic and persistence."""

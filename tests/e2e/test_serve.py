@@ -1,0 +1,219 @@
+"""`bullant serve` as an operator runs it: grpcurl, health, reflection, metrics, shutdown and bad configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bullant.account.v1 import account_pb2
+from bullant.chat.v1 import chat_pb2
+from bullant.market.v1 import market_pb2
+from bullant.model.v1 import model_pb2
+from bullant.signal.v1 import signal_pb2
+from tests.e2e.platform import BULLANT, GRPCURL, Platform, grpcurl, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = [
+    module.DESCRIPTOR.services_by_name[name]
+    for module, name in (
+        (account_pb2, "AccountService"),
+        (market_pb2, "MarketService"),
+        (signal_pb2, "SignalService"),
+        (model_pb2, "ModelService"),
+        (chat_pb2, "ChatService"),
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    running = Platform("serve", "all", "--port", "0", "--metrics-port", "0", "--grace", "3").wait_ready()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_list_shows_every_service_with_health_and_reflection(platform: Platform) -> None:
+    result = grpcurl("-plaintext", platform.address, "list")
+    assert result.returncode == 0, result.stderr
+    listed = set(result.stdout.split())
+    assert {s.full_name for s in SERVICES} | {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= listed
+
+
+def test_describe_shows_every_method_and_message(platform: Platform) -> None:
+    for service in SERVICES:
+        described = grpcurl("-plaintext", platform.address, "describe", service.full_name)
+        assert described.returncode == 0, described.stderr
+        for method in service.methods:
+            assert f"rpc {method.name} (" in described.stdout
+    messages = {m.input_type.full_name for s in SERVICES for m in s.methods} | {
+        m.output_type.full_name for s in SERVICES for m in s.methods
+    }
+    for message in sorted(messages):
+        described = grpcurl("-plaintext", platform.address, "describe", message)
+        assert described.returncode == 0, f"{message}: {described.stderr}"
+        assert f"message {message.rsplit('.', 1)[1]} {{" in described.stdout
+
+
+@pytest.mark.parametrize("service", ["", *(s.full_name for s in SERVICES)])
+def test_health_check_is_serving_for_each_service(platform: Platform, service: str) -> None:
+    result = grpcurl(
+        "-plaintext", "-d", json.dumps({"service": service}), platform.address, "grpc.health.v1.Health/Check"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_unknown_health_service_is_not_found(platform: Platform) -> None:
+    result = grpcurl("-plaintext", "-d", '{"service":"nope.v1.Nope"}', platform.address, "grpc.health.v1.Health/Check")
+    assert result.returncode != 0
+    assert "NotFound" in result.stderr
+
+
+def test_unbuilt_method_answers_unimplemented_with_request_id(platform: Platform) -> None:
+    result = grpcurl(
+        "-plaintext",
+        "-v",
+        "-H",
+        "x-request-id: e2e-req-1",
+        "-d",
+        "{}",
+        platform.address,
+        "bullant.chat.v1.ChatService/ListTools",
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Unimplemented" in output
+    assert "x-request-id: e2e-req-1" in output
+    assert "NOT_IMPLEMENTED" in output
+
+
+def test_metrics_endpoint_counts_calls(platform: Platform) -> None:
+    assert platform.metrics_port
+    for _ in range(3):
+        grpcurl("-plaintext", "-d", "{}", platform.address, "grpc.health.v1.Health/Check")
+    body = httpx.get(f"http://127.0.0.1:{platform.metrics_port}/metrics", timeout=5).text
+    counted = [
+        line
+        for line in body.splitlines()
+        if line.startswith("bullant_grpc_server_handled_total{")
+        and 'grpc_method="Check"' in line
+        and 'grpc_code="OK"' in line
+    ]
+    assert counted, body
+    assert float(counted[0].rsplit(" ", 1)[1]) >= 3
+
+
+def test_access_log_is_json_with_method_code_and_request_id(platform: Platform) -> None:
+    grpcurl(
+        "-plaintext",
+        "-H",
+        "x-request-id: e2e-log-7",
+        "-d",
+        "{}",
+        platform.address,
+        "bullant.model.v1.ModelService/ListAlgorithms",
+    )
+    assert wait_until(lambda: any("e2e-log-7" in line for line in platform.lines))
+    entry = json.loads(next(line for line in platform.lines if "e2e-log-7" in line))
+    assert entry["logger"] == "bullant.access"
+    assert entry["method"] == "/bullant.model.v1.ModelService/ListAlgorithms"
+    assert entry["code"] == "UNIMPLEMENTED"
+    assert entry["request_id"] == "e2e-log-7"
+    assert entry["duration_ms"] >= 0
+
+
+def test_sigterm_during_a_long_stream_ends_cleanly_within_grace() -> None:
+    running = Platform("serve", "market", "signal", "--port", "0", "--metrics-port", "-1", "--grace", "3").wait_ready()
+    try:
+        watch = subprocess.Popen(
+            [
+                GRPCURL,
+                "-plaintext",
+                "-d",
+                '{"service":"bullant.market.v1.MarketService"}',
+                running.address,
+                "grpc.health.v1.Health/Watch",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert watch.stdout is not None
+        # Read raw bytes up to the end of the first message; communicate() later reads the file descriptor itself,
+        # so nothing may sit in a Python-side buffer in between.
+        first = b""
+        while not first.endswith(b"}\n"):
+            chunk = os.read(watch.stdout.fileno(), 1)
+            assert chunk, "grpcurl ended before the first message"
+            first += chunk
+        assert json.loads(first) == {"status": "SERVING"}
+        started = time.monotonic()
+        running.terminate()
+        code = running.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        rest_bytes, error_bytes = watch.communicate(timeout=10)
+        rest, watch_errors = rest_bytes.decode(), error_bytes.decode()
+        assert code == 0, running.output()
+        assert elapsed < 3 + 2, f"shutdown took {elapsed:.1f}s"
+        assert '"NOT_SERVING"' in rest, f"grpcurl: {watch_errors}\nserver: {running.output()}"
+        assert "Traceback" not in running.output(), running.output()
+        assert any("stopped" in line for line in running.lines)
+    finally:
+        running.stop()
+
+
+def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:
+    result = subprocess.run(
+        [BULLANT, "serve", "all"],
+        env={"BULLANT_PORT": "not-a-port", "BULLANT_GRACE_SECONDS": "-3", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr
+    assert "BULLANT_PORT='not-a-port'" in result.stderr
+    assert "BULLANT_GRACE_SECONDS='-3'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [BULLANT, "serve", "market", "--port", str(port), "--metrics-port", "-1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_service_name_is_refused() -> None:
+    result = subprocess.run([BULLANT, "serve", "trading"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "unknown service trading" in result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run([BULLANT, "version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("bullant 0.1.0 (grpcio ")

@@ -1,0 +1,48 @@
+"""Helpers shared by the tests: waiting for a condition, and a running server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from services.core.server import GrpcServer, ServiceRegistration
+from services.core.settings import Settings, load_settings
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.01
+) -> None:
+    """Wait until `condition()` is true; fail with AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for an in-process server: loopback, a free port, no /metrics endpoint, short grace."""
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": -1, "grace_seconds": 2.0}
+    values.update(overrides)
+    return load_settings(environ={}, **values)
+
+
+@asynccontextmanager
+async def running_server(
+    registrations: Sequence[ServiceRegistration], settings: Settings | None = None
+) -> AsyncIterator[GrpcServer]:
+    """A started GrpcServer on a free loopback port, stopped on exit."""
+    server = GrpcServer(settings or make_settings(), registrations)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)

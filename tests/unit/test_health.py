@@ -1,0 +1,58 @@
+"""HealthService state: overall status follows the hosted services; Watch reports every change and ends on shutdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+
+from services.core.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthService
+
+MARKET = "bullant.market.v1.MarketService"
+SIGNAL = "bullant.signal.v1.SignalService"
+
+
+def _watch(health: HealthService, service: str) -> Any:
+    no_context: Any = None  # Watch never touches its context
+    return health.Watch(health_pb2.HealthCheckRequest(service=service), no_context).__aiter__()
+
+
+def test_overall_is_serving_only_when_every_service_is() -> None:
+    health = HealthService([MARKET, SIGNAL])
+    assert health.status() == NOT_SERVING
+    health.set(MARKET, SERVING)
+    assert health.status() == NOT_SERVING
+    health.set(SIGNAL, SERVING)
+    assert health.status() == SERVING
+    health.set(SIGNAL, NOT_SERVING)
+    assert health.status() == NOT_SERVING
+    assert health.status("nope") is None
+
+
+def test_shutdown_is_permanent() -> None:
+    health = HealthService([MARKET])
+    health.set_all(SERVING)
+    health.enter_graceful_shutdown()
+    health.set(MARKET, SERVING)
+    assert health.status(MARKET) == NOT_SERVING
+    assert health.status() == NOT_SERVING
+
+
+async def test_watch_reports_shutdown_that_happens_while_a_message_is_in_flight() -> None:
+    health = HealthService([MARKET])
+    health.set_all(SERVING)
+    watch = _watch(health, MARKET)
+    first = await watch.__anext__()
+    assert first.status == SERVING
+    # Shutdown begins before the stream asks for its next message.
+    health.enter_graceful_shutdown()
+    rest = [message.status async for message in watch]
+    assert rest == [NOT_SERVING]
+
+
+async def test_watch_of_unknown_service_says_so() -> None:
+    health = HealthService([MARKET])
+    watch = _watch(health, "bullant.nope.v1.Nope")
+    assert (await watch.__anext__()).status == SERVICE_UNKNOWN
+    health.enter_graceful_shutdown()
+    assert [m.status async for m in watch] == []
