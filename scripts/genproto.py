@@ -33,8 +33,8 @@ def main() -> int:
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={GEN}",
         f"--grpc_python_out={GEN}",
-        f"--mypy_out={GEN}",
-        f"--mypy_grpc_out={GEN}",
+        f"--mypy_out=quiet:{GEN}",
+        f"--mypy_grpc_out=quiet:{GEN}",
         *sources,
     ]
     code = protoc.main(args)

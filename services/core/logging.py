@@ -37,6 +37,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal, ending with the request id of the call when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        return f"{line} [request_id={request_id}]" if request_id else line
+
+
 class CancelledRpcFilter(logging.Filter):
     """grpc.aio logs an RPC task cancelled by its client, its deadline or server shutdown as an ERROR with a
     CancelledError traceback. A cancelled call is not a server error (the access log records it as CANCELLED), so
@@ -56,7 +68,7 @@ def configure_logging(level: str, fmt: LogFormat, stream: Any = None) -> None:
     if fmt is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -70,7 +70,10 @@ def test_configure_logging_writes_json_or_text() -> None:
         stream = io.StringIO()
         configure_logging("DEBUG", LogFormat.TEXT, stream)
         logging.getLogger("bullant.x").debug("plain words")
-        assert "DEBUG   bullant.x: plain words" in stream.getvalue()
+        logging.getLogger("bullant.x").info("in a call", extra={"request_id": "r-1"})
+        first, second = stream.getvalue().splitlines()
+        assert first.endswith("DEBUG   bullant.x: plain words")
+        assert second.endswith("INFO    bullant.x: in a call [request_id=r-1]")
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
