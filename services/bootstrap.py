@@ -1,4 +1,4 @@
-"""Composition root: builds the server and the dependency graph for the requested services from settings."""
+"""Composition root: builds the shared dependencies once from settings, then the server for the requested services."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from collections.abc import Callable, Sequence
 
 from services.account import servicer as account
 from services.chat import servicer as chat
+from services.core.clients import ClientFactory
+from services.core.db.databases import DatabaseConfig, Databases
+from services.core.db.monitor import DatabaseMonitor
+from services.core.dependencies import Dependencies
+from services.core.health import Readiness
 from services.core.metrics import GrpcMetrics
 from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
 from services.core.settings import SERVICE_NAMES, Settings
@@ -13,7 +18,7 @@ from services.market import servicer as market
 from services.model import servicer as model
 from services.signal import servicer as signal
 
-REGISTRATIONS: dict[str, Callable[[], ServiceRegistration]] = {
+REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "account": account.registration,
     "market": market.registration,
     "signal": signal.registration,
@@ -22,14 +27,30 @@ REGISTRATIONS: dict[str, Callable[[], ServiceRegistration]] = {
 }
 
 
+def build_dependencies(settings: Settings) -> Dependencies:
+    """The shared dependency graph. Nothing is opened here: each part opens in its start()."""
+    return Dependencies(
+        settings=settings,
+        databases=Databases(DatabaseConfig.from_settings(settings)),
+        clients=ClientFactory(settings),
+        lifecycle=Lifecycle(),
+        readiness=Readiness(),
+    )
+
+
 def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> GrpcServer:
-    """A server hosting `names` (all services by default). Nothing is opened until its start()."""
+    """A server hosting `names` (all services by default) with its dependencies. Nothing opens until start()."""
     unknown = [name for name in names if name not in REGISTRATIONS]
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}")
+    deps = build_dependencies(settings)
+    monitor = DatabaseMonitor(deps.databases, deps.readiness, settings.db_health_interval_seconds)
     return GrpcServer(
         settings,
-        [REGISTRATIONS[name]() for name in names],
-        lifecycle=Lifecycle(),
+        [REGISTRATIONS[name](deps) for name in names],
+        lifecycle=deps.lifecycle,
         metrics=GrpcMetrics(),
+        # Started in this order, stopped in reverse: databases first, then their monitor, then outgoing clients.
+        components=(deps.databases, monitor, deps.clients),
+        readiness=deps.readiness,
     )

@@ -8,11 +8,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from services.bootstrap import build_server
+from services.core.db.databases import DatabaseConfig, Databases, describe_error
 from services.core.logging import configure_logging
-from services.core.server import GrpcServer, ServerError, serve_until_signal
-from services.core.settings import SERVICE_NAMES, SettingsError, load_settings
+from services.core.server import GrpcServer, serve_until_signal
+from services.core.settings import SERVICE_NAMES, Settings, SettingsError, load_settings
+from services.core.startup import StartupError
 
 log = logging.getLogger("bullant.cli")
 
@@ -40,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         help="Prometheus /metrics port, 0 picks a free one, -1 disables (BULLANT_METRICS_PORT, default 9464)",
     )
     serve.add_argument("--grace", type=float, help="seconds to drain calls on shutdown (BULLANT_GRACE_SECONDS)")
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="upgrade every database to the current schema",
+        description="Upgrade the global database and every shard to the schema this version expects (idempotent). "
+        "Missing MySQL databases are created first.",
+    )
+    migrate.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if any database is behind the code"
+    )
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -70,6 +85,25 @@ def _announce(server: GrpcServer) -> None:
     print(f"bullant: serving {names} on {server.address}{metrics}", file=sys.stderr, flush=True)
 
 
+async def _migrate(settings: Settings, check_only: bool) -> int:
+    databases = Databases(DatabaseConfig.from_settings(settings))
+    try:
+        if check_only:
+            behind = await databases.behind_head()
+            for name, current, head in behind:
+                print(f"{name}: at {current or 'none (empty)'}, head is {head}")
+            print(f"{len(behind)} database(s) behind: run bullant migrate" if behind else "all databases at head")
+            return 1 if behind else 0
+        for upgrade in await databases.migrate(create_databases=True):
+            if upgrade.changed:
+                print(f"{upgrade.name}: {upgrade.before or 'empty'} -> {upgrade.after}")
+            else:
+                print(f"{upgrade.name}: at {upgrade.after} (head), nothing to do")
+        return 0
+    finally:
+        await databases.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bullant` command; returns the exit code."""
     parser = _parser()
@@ -77,6 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(version_text())
         return 0
+    if args.command == "migrate":
+        settings_or_code = _settings({})
+        if isinstance(settings_or_code, int):
+            return settings_or_code
+        configure_logging(settings_or_code.log_level, settings_or_code.log_format)
+        try:
+            return asyncio.run(_migrate(settings_or_code, args.check))
+        except StartupError as exc:
+            print(f"bullant: {exc}", file=sys.stderr)
+            return 1
+        except DBAPIError as exc:
+            print(f"bullant: migration failed: {describe_error(exc)}", file=sys.stderr)
+            return 1
 
     names = _service_names(args.services, parser)
     overrides = {
@@ -89,19 +136,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if value is not None
     }
-    try:
-        settings = load_settings(**overrides)
-    except SettingsError as exc:
-        print(f"bullant: {exc}", file=sys.stderr)
-        return 2
+    settings = _settings(overrides)
+    if isinstance(settings, int):
+        return settings
     configure_logging(settings.log_level, settings.log_format)
     server = build_server(settings, names)
     try:
         asyncio.run(serve_until_signal(server, on_started=_announce))
-    except ServerError as exc:
+    except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _settings(overrides: dict[str, Any]) -> Settings | int:
+    """Settings, or exit code 2 after printing what is wrong with them."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from services.core.logging import JsonFormatter
+from tests import support
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Embedded databases made by tests live under pytest's temporary directory, never under ./var."""
+    support.DATA_ROOT = tmp_path_factory.mktemp("bullant")
 
 
 class RecordingHandler(logging.Handler):
@@ -40,3 +48,33 @@ def captured_logs() -> Iterator[RecordingHandler]:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
+
+
+# Real MariaDB and Redis, from BULLANT_TEST_MYSQL_URL / BULLANT_TEST_REDIS_URL. Without a URL the tests that need
+# one skip, unless BULLANT_TEST_REQUIRE_BACKENDS=1 (CI sets it): then a missing URL fails the run instead.
+
+
+def _require() -> bool:
+    return os.environ.get("BULLANT_TEST_REQUIRE_BACKENDS", "") not in ("", "0", "false")
+
+
+def backend_url(variable: str) -> str:
+    """The URL in `variable`, or skip (locally) / fail (in CI) when it is not set."""
+    url = os.environ.get(variable, "").strip()
+    if url:
+        return url
+    if _require():
+        pytest.fail(f"{variable} is not set but BULLANT_TEST_REQUIRE_BACKENDS=1")
+    pytest.skip(f"{variable} is not set")
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    """SQLAlchemy URL of the MariaDB/MySQL server under test (mysql+asyncmy://...)."""
+    return backend_url("BULLANT_TEST_MYSQL_URL")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the Redis server under test (redis://...)."""
+    return backend_url("BULLANT_TEST_REDIS_URL")

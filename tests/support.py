@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from services.core.server import GrpcServer, ServiceRegistration
@@ -28,9 +30,26 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+# Set by the session fixture in tests/conftest.py to a directory pytest cleans up.
+DATA_ROOT: Path | None = None
+
+
+def fresh_data_dir() -> Path:
+    """An empty directory for one test's embedded databases."""
+    return Path(tempfile.mkdtemp(prefix="data-", dir=DATA_ROOT))
+
+
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for an in-process server: loopback, a free port, no /metrics endpoint, short grace."""
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": -1, "grace_seconds": 2.0}
+    """Settings for an in-process server: loopback, a free port, no /metrics endpoint, short grace, and its own
+    empty data directory (SQLite databases migrated at start-up)."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": -1,
+        "grace_seconds": 2.0,
+        "data_dir": fresh_data_dir(),
+        "db_health_interval_seconds": 0.2,
+    }
     values.update(overrides)
     return load_settings(environ={}, **values)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bullant.account.v1 import account_pb2, account_pb2_grpc
+from services.core.dependencies import Dependencies
 from services.core.server import ServiceRegistration
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
@@ -13,8 +14,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
 
 
-def registration() -> ServiceRegistration:
-    """The account service, ready to be hosted by a GrpcServer."""
+def registration(deps: Dependencies) -> ServiceRegistration:
+    """The account service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     servicer = AccountServicer()  # type: ignore[abstract]
     return ServiceRegistration(

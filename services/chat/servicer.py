@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bullant.chat.v1 import chat_pb2, chat_pb2_grpc
+from services.core.dependencies import Dependencies
 from services.core.server import ServiceRegistration
 
 SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
@@ -13,8 +14,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
 
 
-def registration() -> ServiceRegistration:
-    """The chat service, ready to be hosted by a GrpcServer."""
+def registration(deps: Dependencies) -> ServiceRegistration:
+    """The chat service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     servicer = ChatServicer()  # type: ignore[abstract]
     return ServiceRegistration(

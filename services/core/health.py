@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeAlias
 
 import grpc
@@ -99,3 +99,39 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         for name, status in self._statuses.items():
             response.statuses[name].status = status
         return response
+
+
+class Readiness:
+    """Which dependencies (database, Redis, ...) are failing right now; the server serves only while none is.
+
+    Monitors report into it; the server listens and turns every hosted service NOT_SERVING while anything fails.
+    """
+
+    def __init__(self) -> None:
+        self._failing: dict[str, str] = {}
+        self._listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """True while no dependency fails."""
+        return not self._failing
+
+    @property
+    def failing(self) -> dict[str, str]:
+        """Failing dependency → why."""
+        return dict(self._failing)
+
+    def report(self, dependency: str, ok: bool, detail: str = "") -> None:
+        """Record a dependency's state; listeners hear about changes of overall readiness only."""
+        was_ready = self.ready
+        if ok:
+            self._failing.pop(dependency, None)
+        else:
+            self._failing[dependency] = detail or "failing"
+        if self.ready != was_ready:
+            for listener in list(self._listeners):
+                listener(self.ready)
+
+    def subscribe(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(ready)` whenever overall readiness changes."""
+        self._listeners.append(listener)

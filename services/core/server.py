@@ -14,10 +14,11 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.core.health import HEALTH_SERVICE_NAME, SERVING, HealthService
+from services.core.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, HealthService, Readiness
 from services.core.interceptors import server_interceptors
 from services.core.metrics import GrpcMetrics
 from services.core.settings import Settings
+from services.core.startup import StartupError
 
 log = logging.getLogger("bullant.server")
 
@@ -47,7 +48,7 @@ class Lifecycle:
         self.draining = asyncio.Event()
 
 
-class ServerError(Exception):
+class ServerError(StartupError):
     """The server could not start (port taken, bad address); the message says what to change."""
 
 
@@ -78,6 +79,8 @@ class GrpcServer:
         *,
         lifecycle: Lifecycle | None = None,
         metrics: GrpcMetrics | None = None,
+        components: Sequence[Component] = (),
+        readiness: Readiness | None = None,
     ) -> None:
         if not registrations:
             raise ValueError("a server needs at least one service")
@@ -86,6 +89,9 @@ class GrpcServer:
         self.lifecycle = lifecycle or Lifecycle()
         self.metrics = metrics or GrpcMetrics()
         self.health = HealthService(r.full_name for r in self.registrations)
+        # Shared dependencies (databases, coordination backend, their monitors), started before any service's own.
+        self.components = tuple(components)
+        self.readiness = readiness or Readiness()
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -116,15 +122,19 @@ class GrpcServer:
                 f"cannot listen on {self.settings.host}:{self.settings.port} ({exc}); "
                 "is another process using it? Set BULLANT_PORT or --port."
             ) from None
-        for registration in self.registrations:
-            for component in registration.components:
+        try:
+            for component in [*self.components, *(c for r in self.registrations for c in r.components)]:
                 await component.start()
                 self._started_components.append(component)
+        except BaseException:
+            await self._stop_components()
+            raise
         self._server = server
         await server.start()
         if self.settings.metrics_port >= 0:
             self._start_metrics_http()
-        self.health.set_all(SERVING)
+        self.readiness.subscribe(self._on_readiness)
+        self._on_readiness(self.readiness.ready)
         log.info(
             "serving %s on %s",
             ", ".join(r.name for r in self.registrations),
@@ -135,6 +145,11 @@ class GrpcServer:
                 "metrics_port": self.metrics_port,
             },
         )
+
+    def _on_readiness(self, ready: bool) -> None:
+        self.health.set_all(SERVING if ready else NOT_SERVING)
+        if not ready:
+            log.warning("dependencies failing, every service NOT_SERVING: %s", self.readiness.failing)
 
     def _start_metrics_http(self) -> None:
         try:
@@ -155,15 +170,18 @@ class GrpcServer:
             log.info("draining in-flight calls (grace %.1fs)", grace)
             await self._server.stop(grace)
             self._server = None
+        await self._stop_components()
+        self.metrics.stop_http()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def _stop_components(self) -> None:
         for component in reversed(self._started_components):
             try:
                 await component.stop()
             except Exception:
                 log.exception("error while stopping %r", component)
         self._started_components.clear()
-        self.metrics.stop_http()
-        self._stopped.set()
-        log.info("stopped")
 
     async def wait_stopped(self) -> None:
         """Return once stop() has finished."""

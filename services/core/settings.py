@@ -11,6 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "config"
 SERVICE_NAMES: tuple[str, ...] = ("account", "market", "signal", "model", "chat")
+_DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_scheme(url: str, allowed: tuple[str, ...]) -> None:
+    if not url:
+        return
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in allowed:
+        raise ValueError(f"unsupported URL scheme {scheme or url!r}; use one of {', '.join(allowed)}")
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
 
 
 class Environment(StrEnum):
@@ -72,9 +86,22 @@ class Settings(BaseModel):
     upstreams: dict[str, str] = Field(default_factory=dict)
     default_upstream: str = "127.0.0.1:50051"
 
-    # Data layer (used from the data-layer issue on).
+    # Data layer. Empty URLs mean the embedded default: SQLite files under data_dir.
     data_dir: Path = Path("var")
     database_url: str = ""
+    # Shard databases in shard order ("url0,url1,..."); empty means `shard_count` SQLite files under data_dir.
+    shard_urls: list[str] = Field(default_factory=list)
+    shard_count: int = Field(default=2, ge=1, le=256)
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_max_overflow: int = Field(default=20, ge=0, le=500)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=30)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    db_retry_attempts: int = Field(default=4, ge=1, le=10)
+    db_health_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Upgrade databases at start-up; unset means yes for the embedded local default, no elsewhere (run
+    # `bullant migrate`, e.g. as a Kubernetes Job, and services refuse to start on a database behind head).
+    db_auto_migrate: bool | None = None
+    # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
 
     @field_validator("log_level", mode="before")
@@ -95,6 +122,26 @@ class Settings(BaseModel):
             parsed[name.strip()] = address.strip()
         return parsed
 
+    @field_validator("shard_urls", mode="before")
+    @classmethod
+    def _parse_shard_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url", "shard_urls")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        for url in value if isinstance(value, list) else [value]:
+            _check_scheme(url, _DATABASE_SCHEMES)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        _check_scheme(value, _REDIS_SCHEMES)
+        return value
+
     @field_validator("upstreams")
     @classmethod
     def _known_upstreams(cls, value: dict[str, str]) -> dict[str, str]:
@@ -108,6 +155,23 @@ class Settings(BaseModel):
         if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
             raise ValueError("retry_max_backoff_seconds must be >= retry_initial_backoff_seconds")
         return self
+
+    @property
+    def auto_migrate(self) -> bool:
+        """Whether databases are upgraded at start-up (see db_auto_migrate)."""
+        if self.db_auto_migrate is not None:
+            return self.db_auto_migrate
+        return self.env is Environment.LOCAL and not self.database_url
+
+    def global_database_url(self) -> str:
+        """URL of the global database."""
+        return self.database_url or _sqlite_url(self.data_dir / "global.db")
+
+    def shard_database_urls(self) -> list[str]:
+        """URLs of the shard databases, in shard order."""
+        if self.shard_urls:
+            return list(self.shard_urls)
+        return [_sqlite_url(self.data_dir / f"shard_{index}.db") for index in range(self.shard_count)]
 
     def upstream(self, service: str) -> str:
         """The host:port where `service` is reached."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from services.core.dependencies import Dependencies
 from services.core.server import ServiceRegistration
 
 SERVICE = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
@@ -13,8 +14,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
 
 
-def registration() -> ServiceRegistration:
-    """The market service, ready to be hosted by a GrpcServer."""
+def registration(deps: Dependencies) -> ServiceRegistration:
+    """The market service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     servicer = MarketServicer()  # type: ignore[abstract]
     return ServiceRegistration(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bullant.model.v1 import model_pb2, model_pb2_grpc
+from services.core.dependencies import Dependencies
 from services.core.server import ServiceRegistration
 
 SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"]
@@ -13,8 +14,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
 
 
-def registration() -> ServiceRegistration:
-    """The model service, ready to be hosted by a GrpcServer."""
+def registration(deps: Dependencies) -> ServiceRegistration:
+    """The model service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     servicer = ModelServicer()  # type: ignore[abstract]
     return ServiceRegistration(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
+from services.core.dependencies import Dependencies
 from services.core.server import ServiceRegistration
 
 SERVICE = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
@@ -13,8 +14,8 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     UNIMPLEMENTED (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
 
 
-def registration() -> ServiceRegistration:
-    """The signal service, ready to be hosted by a GrpcServer."""
+def registration(deps: Dependencies) -> ServiceRegistration:
+    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     servicer = SignalServicer()  # type: ignore[abstract]
     return ServiceRegistration(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +24,8 @@ class Platform:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
-        environment.update({"BULLANT_LOG_FORMAT": "json", "BULLANT_DATA_DIR": os.environ.get("TMPDIR", "/tmp")})
+        self.data_dir = tempfile.mkdtemp(prefix="bullant-e2e-")
+        environment.update({"BULLANT_LOG_FORMAT": "json", "BULLANT_DATA_DIR": self.data_dir})
         environment.update(env or {})
         self.process = subprocess.Popen(
             [BULLANT, *args],
@@ -76,6 +79,7 @@ class Platform:
                 self.process.kill()
                 self.process.wait(5)
         self._reader.join(timeout=5)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def grpcurl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

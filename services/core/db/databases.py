@@ -1,0 +1,389 @@
+"""The global database and the account shards as one component: engines, migrations at start-up, the shard
+directory, and units of work routed by account id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.core.db import schema
+from services.core.db.engines import MYSQL, EngineOptions, create_engine, dialect_of, redacted, server_url
+from services.core.db.migrate import SchemaKind, Upgrade, current_revision, head_revision, upgrade_to_head
+from services.core.db.retry import retry_transient
+from services.core.errors import NotFound
+from services.core.settings import Settings
+from services.core.startup import StartupError
+
+T = TypeVar("T")
+log = logging.getLogger("bullant.db")
+GLOBAL = "global"
+_DIRECTORY_CACHE_LIMIT = 100_000
+_MYSQL_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
+_MYSQL_UNKNOWN_DATABASE = 1049
+
+
+class DatabaseBehind(StartupError):
+    """A database's schema is older than this code expects."""
+
+
+class ShardMisconfigured(StartupError):
+    """The configured shard list disagrees with what the databases record."""
+
+
+def utc_now() -> datetime:
+    """Now in UTC, naive, as every DateTime column stores it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseConfig:
+    """Where the databases are and how to treat them."""
+
+    global_url: str
+    shard_urls: tuple[str, ...]
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    auto_migrate: bool = False
+    retry_attempts: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabaseConfig:
+        """The configuration a process's settings describe."""
+        return cls(
+            global_url=settings.global_database_url(),
+            shard_urls=tuple(settings.shard_database_urls()),
+            engine=EngineOptions(
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_recycle_seconds=settings.db_pool_recycle_seconds,
+                connect_timeout_seconds=settings.db_connect_timeout_seconds,
+            ),
+            auto_migrate=settings.auto_migrate,
+            retry_attempts=settings.db_retry_attempts,
+        )
+
+    def locations(self) -> list[tuple[str, str, SchemaKind]]:
+        """(name, url, schema) of every database: `global`, then `shard_0`, `shard_1`, ..."""
+        return [(GLOBAL, self.global_url, SchemaKind.GLOBAL)] + [
+            (f"shard_{index}", url, SchemaKind.SHARD) for index, url in enumerate(self.shard_urls)
+        ]
+
+
+class Databases:
+    """Engines for the global database and every shard. Nothing opens until start().
+
+    Units of work: `global_transaction()`, `shard_transaction(shard_id)`, `account_transaction(account_id)` give a
+    connection inside a transaction; the `run_*` forms take the whole transaction as a function and re-run it after a
+    transient error (deadlock, lost connection). Cross-shard work iterates shards explicitly with `each_shard`.
+    """
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        if not config.shard_urls:
+            raise ValueError("at least one shard database is required")
+        self.config = config
+        self._engines: dict[str, AsyncEngine] = {}
+        self._directory: dict[int, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open engines, migrate (embedded default) or refuse a database behind head, check the shard list."""
+        try:
+            await self._start()
+        except DBAPIError as error:
+            raise StartupError(f"cannot use the databases: {describe_error(error)}") from error
+
+    async def _start(self) -> None:
+        self._open_engines()
+        if self.config.auto_migrate:
+            for upgrade in await self.migrate(create_databases=True):
+                if upgrade.changed:
+                    log.info("migrated %s from %s to %s", upgrade.name, upgrade.before or "empty", upgrade.after)
+        else:
+            await self.check_at_head()
+        await self._register_shards()
+
+    async def stop(self) -> None:
+        """Close every pooled connection."""
+        engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            await engine.dispose()
+
+    def _open_engines(self) -> None:
+        if self._engines:
+            return
+        for name, url, _kind in self.config.locations():
+            self._engines[name] = create_engine(url, self.config.engine)
+
+    def _engine(self, name: str) -> AsyncEngine:
+        if not self._engines:
+            raise RuntimeError("Databases.start() has not run")
+        return self._engines[name]
+
+    @property
+    def shard_count(self) -> int:
+        """How many shard databases are configured."""
+        return len(self.config.shard_urls)
+
+    # -- schema ---------------------------------------------------------------------------------------------------
+
+    async def migrate(self, *, create_databases: bool = False) -> list[Upgrade]:
+        """Upgrade every database to head; idempotent. `create_databases` first creates missing MySQL databases."""
+        if create_databases:
+            for _name, url, _kind in self.config.locations():
+                await _create_mysql_database(url, self.config.engine)
+        self._open_engines()
+        upgrades = []
+        for name, _url, kind in self.config.locations():
+            upgrades.append(
+                await retry_transient(
+                    lambda name=name, kind=kind: upgrade_to_head(self._engine(name), kind, name),  # type: ignore[misc]
+                    attempts=self.config.retry_attempts,
+                    description=f"migrating {name}",
+                )
+            )
+        return upgrades
+
+    async def behind_head(self) -> list[tuple[str, str | None, str]]:
+        """(name, current, head) of every database that is not at head."""
+        self._open_engines()
+        behind = []
+        for name, url, kind in self.config.locations():
+            try:
+                current = await current_revision(self._engine(name))
+            except DBAPIError as error:
+                if _error_code(error) != _MYSQL_UNKNOWN_DATABASE:
+                    raise
+                log.info("database %s does not exist yet", redacted(url))
+                current = None
+            head = head_revision(kind)
+            if current != head:
+                behind.append((name, current, head))
+        return behind
+
+    async def check_at_head(self) -> None:
+        """Raise DatabaseBehind, naming each database and the command to run, unless all are at head."""
+        behind = await self.behind_head()
+        if behind:
+            urls = {name: url for name, url, _ in self.config.locations()}
+            lines = [
+                f"{name} ({redacted(urls[name])}) is at revision {current or 'none (empty)'}, code expects {head}"
+                for name, current, head in behind
+            ]
+            raise DatabaseBehind(
+                "database schema is behind this version of Bullant:\n  "
+                + "\n  ".join(lines)
+                + "\nrun `bullant migrate` (with the same BULLANT_* settings) and start again"
+            )
+
+    async def _register_shards(self) -> None:
+        """Record each shard in the global registry and in itself, and refuse a list that lost or reordered shards."""
+        async with self.global_transaction() as connection:
+            known = dict((await connection.execute(select(schema.shards.c.shard_id, schema.shards.c.location))).all())
+        missing = sorted(shard for shard in known if shard >= self.shard_count)
+        if missing:
+            raise ShardMisconfigured(
+                f"the shard directory knows shard(s) {missing} but only {self.shard_count} are configured; accounts "
+                "there would be unreachable. Shards can be added at the end of BULLANT_SHARD_URLS, never removed."
+            )
+        for shard_id, url in enumerate(self.config.shard_urls):
+            recorded = await self._shard_identity(shard_id)
+            if not recorded:
+                # A new, empty shard learns who it is; a replica racing to do the same hits the primary key.
+                row = {"shard_id": shard_id, "create_time": utc_now()}
+                await _insert_unless_present(self._engine(f"shard_{shard_id}"), schema.shard_identity, row)
+                recorded = await self._shard_identity(shard_id)
+            if recorded != [shard_id]:
+                raise ShardMisconfigured(
+                    f"shard database #{shard_id} ({redacted(url)}) identifies itself as shard(s) {recorded}: "
+                    "BULLANT_SHARD_URLS is out of order, or two entries name the same database"
+                )
+            if shard_id not in known:
+                row = {"shard_id": shard_id, "location": redacted(url)[:512], "create_time": utc_now()}
+                if await _insert_unless_present(self._engine(GLOBAL), schema.shards, row):
+                    log.info("registered shard %d at %s", shard_id, redacted(url))
+
+    async def _shard_identity(self, shard_id: int) -> list[int]:
+        async with self.shard_transaction(shard_id) as connection:
+            return [int(v) for v in (await connection.execute(select(schema.shard_identity.c.shard_id))).scalars()]
+
+    # -- units of work --------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def global_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection to the global database in a transaction, committed on success."""
+        async with self._engine(GLOBAL).begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def shard_transaction(self, shard_id: int) -> AsyncIterator[AsyncConnection]:
+        """A connection to one shard in a transaction, committed on success."""
+        if not 0 <= shard_id < self.shard_count:
+            raise ValueError(f"no shard {shard_id}; there are {self.shard_count}")
+        async with self._engine(f"shard_{shard_id}").begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def account_transaction(self, account_id: int) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the shard that holds `account_id`'s data."""
+        async with self.shard_transaction(await self.shard_of(account_id)) as connection:
+            yield connection
+
+    async def run_global(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in a global transaction, re-running it after a transient error."""
+
+        async def attempt() -> T:
+            async with self.global_transaction() as connection:
+                return await work(connection)
+
+        return await retry_transient(attempt, attempts=self.config.retry_attempts, description="global transaction")
+
+    async def run_on_shard(self, shard_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction on one shard, re-running it after a transient error."""
+
+        async def attempt() -> T:
+            async with self.shard_transaction(shard_id) as connection:
+                return await work(connection)
+
+        return await retry_transient(
+            attempt, attempts=self.config.retry_attempts, description=f"transaction on shard {shard_id}"
+        )
+
+    async def run_for_account(self, account_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction on `account_id`'s shard, re-running it after a transient error."""
+        return await self.run_on_shard(await self.shard_of(account_id), work)
+
+    async def each_shard(self, work: Callable[[int, AsyncConnection], Awaitable[T]]) -> list[T]:
+        """Run `work(shard_id, connection)` on every shard concurrently (admin and batch jobs); results in shard
+        order."""
+        return list(
+            await asyncio.gather(
+                *(self.run_on_shard(shard, lambda c, s=shard: work(s, c)) for shard in range(self.shard_count))  # type: ignore[misc]
+            )
+        )
+
+    # -- shard directory ------------------------------------------------------------------------------------------
+
+    def choose_shard(self, account_id: int) -> int:
+        """The shard a new account goes to: account_id % shard_count."""
+        return account_id % self.shard_count
+
+    async def assign_shard(self, account_id: int) -> int:
+        """Record the shard of a new account (idempotent: an account keeps the shard it was first given)."""
+        if account_id < 0:
+            raise ValueError("account ids are not negative")
+        chosen = self.choose_shard(account_id)
+        row = {"account_id": account_id, "shard_id": chosen, "assign_time": utc_now()}
+        inserted = await retry_transient(
+            lambda: _insert_unless_present(self._engine(GLOBAL), schema.shard_directory, row),
+            attempts=self.config.retry_attempts,
+            description="assigning a shard",
+        )
+        if not inserted:
+            return await self.shard_of(account_id)
+        self._remember(account_id, chosen)
+        return chosen
+
+    async def shard_of(self, account_id: int) -> int:
+        """The shard recorded for `account_id`; NotFound when it has none."""
+        cached = self._directory.get(account_id)
+        if cached is not None:
+            return cached
+
+        async def lookup(connection: AsyncConnection) -> int | None:
+            result = await connection.execute(
+                select(schema.shard_directory.c.shard_id).where(schema.shard_directory.c.account_id == account_id)
+            )
+            value = result.scalar_one_or_none()
+            return None if value is None else int(value)
+
+        shard = await self.run_global(lookup)
+        if shard is None:
+            raise NotFound(f"account {account_id} has no shard", reason="ACCOUNT_NOT_FOUND")
+        self._remember(account_id, shard)
+        return shard
+
+    async def accounts_per_shard(self) -> dict[int, int]:
+        """How many accounts the directory has on each shard."""
+
+        async def count(connection: AsyncConnection) -> dict[int, int]:
+            column = schema.shard_directory.c.shard_id
+            rows = await connection.execute(select(column, func.count()).group_by(column))
+            return {int(shard): int(total) for shard, total in rows.all()}
+
+        return await self.run_global(count)
+
+    def _remember(self, account_id: int, shard: int) -> None:
+        # Assignments never change, so the cache is never stale; it is only bounded.
+        if len(self._directory) >= _DIRECTORY_CACHE_LIMIT:
+            self._directory.clear()
+        self._directory[account_id] = shard
+
+    # -- health ---------------------------------------------------------------------------------------------------
+
+    async def ping(self, timeout_seconds: float | None = None) -> dict[str, str | None]:
+        """Each database's name → None when it answers `SELECT 1`, else why not."""
+        timeout = timeout_seconds or self.config.engine.connect_timeout_seconds
+
+        async def one(engine: AsyncEngine) -> str | None:
+            try:
+                async with asyncio.timeout(timeout):
+                    async with engine.connect() as connection:
+                        await connection.execute(text("SELECT 1"))
+            except TimeoutError:
+                return f"no answer within {timeout:.1f}s"
+            except Exception as error:
+                return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            return None
+
+        names = list(self._engines)
+        results = await asyncio.gather(*(one(self._engines[name]) for name in names))
+        return dict(zip(names, results, strict=True))
+
+
+def _error_code(error: DBAPIError) -> int | None:
+    args = getattr(error.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def describe_error(error: DBAPIError) -> str:
+    """The driver's own message of a database error, on one line, without the SQL statement."""
+    original = error.orig if error.orig is not None else error
+    return f"{type(original).__name__}: {str(original).splitlines()[0][:300]}"
+
+
+async def _insert_unless_present(engine: AsyncEngine, table: Table, row: dict[str, object]) -> bool:
+    """Insert `row` in a transaction of its own; False when its key exists already (e.g. another replica got there
+    first). Its own transaction, because a failed INSERT must not poison a caller's transaction."""
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(table).values(**row))
+    except IntegrityError:
+        return False
+    return True
+
+
+async def _create_mysql_database(url: str, options: EngineOptions) -> None:
+    if dialect_of(url) != MYSQL:
+        return
+    name = make_url(url).database
+    if not name or not _MYSQL_DATABASE_NAME.match(name):
+        raise StartupError(f"cannot create MySQL database {name!r}: use letters, digits, '_', '$' or '-'")
+    engine = create_engine(server_url(url), options)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            )
+    finally:
+        await engine.dispose()

@@ -1,0 +1,90 @@
+"""Async SQLAlchemy engines: SQLite via aiosqlite (embedded default), MySQL/MariaDB via asyncmy (production)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+SQLITE = "sqlite"
+MYSQL = "mysql"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOptions:
+    """Connection pool and timeout choices shared by every engine of a process."""
+
+    pool_size: int = 10
+    max_overflow: int = 20
+    pool_recycle_seconds: int = 1800
+    connect_timeout_seconds: float = 5.0
+
+
+def dialect_of(url: str | URL) -> str:
+    """`sqlite` or `mysql`."""
+    return make_url(url).get_dialect().name
+
+
+def redacted(url: str | URL) -> str:
+    """The URL without its password, fit for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str | URL, options: EngineOptions | None = None) -> AsyncEngine:
+    """An engine for `url`. Opens no connection yet; SQLite's parent directory is created."""
+    options = options or EngineOptions()
+    parsed = make_url(url)
+    if parsed.get_dialect().name == SQLITE:
+        return _sqlite_engine(parsed, options)
+    if parsed.get_dialect().name == MYSQL:
+        return _mysql_engine(parsed, options)
+    raise ValueError(f"unsupported database {redacted(parsed)}")
+
+
+def _sqlite_engine(url: URL, options: EngineOptions) -> AsyncEngine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite files are local: a pool buys nothing and NullPool keeps file handles from outliving dispose().
+    engine = create_async_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"timeout": options.connect_timeout_seconds},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the one writer; foreign keys are off by default in SQLite.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(options.connect_timeout_seconds * 1000)}")
+        cursor.close()
+
+    return engine
+
+
+def _mysql_engine(url: URL, options: EngineOptions) -> AsyncEngine:
+    query = dict(url.query)
+    query.setdefault("charset", "utf8mb4")
+    return create_async_engine(
+        url.set(query=query),
+        pool_size=options.pool_size,
+        max_overflow=options.max_overflow,
+        # A pooled connection the server closed (restart, wait_timeout) is detected before use, not mid-request.
+        pool_pre_ping=True,
+        pool_recycle=options.pool_recycle_seconds,
+        pool_timeout=options.connect_timeout_seconds,
+        connect_args={"connect_timeout": options.connect_timeout_seconds},
+    )
+
+
+def server_url(url: str | URL) -> URL:
+    """The same MySQL server without a database, for creating or dropping databases."""
+    # URL.set() treats None as "leave unchanged", so the database is dropped with _replace.
+    return make_url(url)._replace(database=None)

@@ -1,0 +1,22 @@
+"""The shared dependencies the composition root builds once and hands to every domain's registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.core.clients import ClientFactory
+from services.core.db.databases import Databases
+from services.core.health import Readiness
+from services.core.server import Lifecycle
+from services.core.settings import Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependencies:
+    """Everything a domain may need from the platform; each domain takes what it uses in its constructors."""
+
+    settings: Settings
+    databases: Databases
+    clients: ClientFactory
+    lifecycle: Lifecycle
+    readiness: Readiness
