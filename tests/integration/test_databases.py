@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import Column, Integer, MetaData, Table, select, text, update
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -266,3 +268,19 @@ async def test_mysql_connections_use_utf8mb4(mysql_url: str) -> None:
             assert emoji == "bull 🐂"
     finally:
         await engine.dispose()
+
+
+async def test_migrations_match_the_tables_in_code(dbset: DatabaseSet) -> None:
+    """A table or column added in code without a migration (scripts/new_migration.py) fails here, on both engines."""
+    databases = await _started(Databases(dbset.config(shards=1)))
+    try:
+        for name, metadata in (("global", schema.global_metadata), ("shard_0", schema.shard_metadata)):
+
+            def differences(sync: Connection, metadata: MetaData = metadata) -> list[object]:
+                return list(compare_metadata(MigrationContext.configure(sync), metadata))
+
+            async with databases._engine(name).connect() as connection:
+                found = await connection.run_sync(differences)
+            assert found == [], f"{name}: {found}"
+    finally:
+        await databases.stop()
