@@ -8,9 +8,8 @@ from services.account import servicer as account
 from services.chat import servicer as chat
 from services.core.clients import ClientFactory
 from services.core.db.databases import DatabaseConfig, Databases
-from services.core.db.monitor import DatabaseMonitor
 from services.core.dependencies import Dependencies
-from services.core.health import Readiness
+from services.core.health import DependencyMonitor, Readiness
 from services.core.metrics import GrpcMetrics
 from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
 from services.core.settings import SERVICE_NAMES, Settings
@@ -44,7 +43,13 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}")
     deps = build_dependencies(settings)
-    monitor = DatabaseMonitor(deps.databases, deps.readiness, settings.db_health_interval_seconds)
+    monitor = DependencyMonitor(
+        "database",
+        deps.databases.problem,
+        deps.readiness,
+        interval_seconds=settings.db_health_interval_seconds,
+        timeout_seconds=settings.db_connect_timeout_seconds,
+    )
     return GrpcServer(
         settings,
         [REGISTRATIONS[name](deps) for name in names],

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+_log = logging.getLogger("bullant.health")
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 OVERALL = ""
 # HealthCheckResponse.ServingStatus values are plain ints at run time.
@@ -135,3 +138,60 @@ class Readiness:
     def subscribe(self, listener: Callable[[bool], None]) -> None:
         """Call `listener(ready)` whenever overall readiness changes."""
         self._listeners.append(listener)
+
+
+class DependencyMonitor:
+    """Probes one dependency every `interval_seconds` and reports it to Readiness: failure at once, recovery as soon
+    as it answers again. `probe(timeout)` returns None when healthy, else why not."""
+
+    def __init__(
+        self,
+        dependency: str,
+        probe: Callable[[float], Awaitable[str | None]],
+        readiness: Readiness,
+        *,
+        interval_seconds: float = 5.0,
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        self.dependency = dependency
+        self._probe = probe
+        self._readiness = readiness
+        self._interval = interval_seconds
+        self._timeout = min(timeout_seconds, interval_seconds)
+        self._task: asyncio.Task[None] | None = None
+        self._healthy: bool | None = None
+        self.checks = 0
+
+    async def start(self) -> None:
+        """Check once now (so start-up reflects reality), then keep checking in the background."""
+        await self.check()
+        self._task = asyncio.create_task(self._loop(), name=f"{self.dependency}-monitor")
+
+    async def stop(self) -> None:
+        """Stop checking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check(self) -> bool:
+        """Probe once and report the result; True when the dependency answered."""
+        try:
+            problem = await self._probe(self._timeout)
+        except Exception as error:  # a probe that breaks is itself a failure to report
+            problem = f"{type(error).__name__}: {error}"
+        healthy = problem is None
+        self._readiness.report(self.dependency, healthy, problem or "")
+        self.checks += 1
+        if not healthy and self._healthy is not False:
+            _log.error("%s unreachable, reporting NOT_SERVING: %s", self.dependency, problem)
+        elif healthy and self._healthy is False:
+            _log.info("%s answers again, reporting SERVING", self.dependency)
+        self._healthy = healthy
+        return healthy
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check()

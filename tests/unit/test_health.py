@@ -6,7 +6,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from services.core.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthService
+from services.core.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, DependencyMonitor, HealthService, Readiness
 
 MARKET = "bullant.market.v1.MarketService"
 SIGNAL = "bullant.signal.v1.SignalService"
@@ -56,3 +56,42 @@ async def test_watch_of_unknown_service_says_so() -> None:
     assert (await watch.__anext__()).status == SERVICE_UNKNOWN
     health.enter_graceful_shutdown()
     assert [m.status async for m in watch] == []
+
+
+def test_readiness_tells_listeners_about_changes_of_overall_state_only() -> None:
+    readiness = Readiness()
+    heard: list[bool] = []
+    readiness.subscribe(heard.append)
+    readiness.report("database", ok=True)
+    readiness.report("database", ok=False, detail="refused")
+    readiness.report("redis", ok=False, detail="timeout")
+    readiness.report("database", ok=True)
+    assert readiness.failing == {"redis": "timeout"}
+    readiness.report("redis", ok=True)
+    assert heard == [False, True]
+    assert readiness.ready
+
+
+async def test_dependency_monitor_reports_failure_and_recovery() -> None:
+    readiness = Readiness()
+    answers: list[str | Exception | None] = [None, "connection refused", RuntimeError("probe broke"), None]
+    timeouts: list[float] = []
+
+    async def probe(timeout: float) -> str | None:
+        timeouts.append(timeout)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monitor = DependencyMonitor("database", probe, readiness, interval_seconds=60, timeout_seconds=3)
+    assert await monitor.check()
+    assert readiness.ready
+    assert not await monitor.check()
+    assert readiness.failing == {"database": "connection refused"}
+    assert not await monitor.check()
+    assert readiness.failing == {"database": "RuntimeError: probe broke"}
+    assert await monitor.check()
+    assert readiness.ready
+    assert timeouts == [3, 3, 3, 3]
+    assert monitor.checks == 4

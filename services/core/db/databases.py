@@ -350,6 +350,11 @@ class Databases:
         results = await asyncio.gather(*(one(self._engines[name]) for name in names))
         return dict(zip(names, results, strict=True))
 
+    async def problem(self, timeout_seconds: float | None = None) -> str | None:
+        """None when every database answers, else which ones do not and why (a DependencyMonitor probe)."""
+        failing = {name: why for name, why in (await self.ping(timeout_seconds)).items() if why is not None}
+        return "; ".join(f"{name}: {why}" for name, why in failing.items()) or None
+
 
 def _error_code(error: DBAPIError) -> int | None:
     args = getattr(error.orig, "args", ())
