@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from services.account import servicer as account
 from services.chat import servicer as chat
 from services.core.clients import ClientFactory
+from services.core.coordination import Coordination, build_backend, keyspace_for
 from services.core.db.databases import DatabaseConfig, Databases
 from services.core.dependencies import Dependencies
 from services.core.health import DependencyMonitor, Readiness
@@ -31,6 +32,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
     return Dependencies(
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
+        coordination=Coordination(build_backend(settings.redis_url), keyspace_for(settings, "platform")),
         clients=ClientFactory(settings),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
@@ -43,19 +45,23 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}")
     deps = build_dependencies(settings)
-    monitor = DependencyMonitor(
+    interval = settings.db_health_interval_seconds
+    database_monitor = DependencyMonitor(
         "database",
         deps.databases.problem,
         deps.readiness,
-        interval_seconds=settings.db_health_interval_seconds,
+        interval_seconds=interval,
         timeout_seconds=settings.db_connect_timeout_seconds,
+    )
+    coordination_monitor = DependencyMonitor(
+        deps.coordination.backend.name, deps.coordination.problem, deps.readiness, interval_seconds=interval
     )
     return GrpcServer(
         settings,
         [REGISTRATIONS[name](deps) for name in names],
         lifecycle=deps.lifecycle,
         metrics=GrpcMetrics(),
-        # Started in this order, stopped in reverse: databases first, then their monitor, then outgoing clients.
-        components=(deps.databases, monitor, deps.clients),
+        # Started in this order and stopped in reverse, each monitor after what it watches.
+        components=(deps.databases, database_monitor, deps.coordination, coordination_monitor, deps.clients),
         readiness=deps.readiness,
     )

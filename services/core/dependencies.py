@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.core.clients import ClientFactory
+from services.core.coordination import Coordination
 from services.core.db.databases import Databases
 from services.core.health import Readiness
 from services.core.server import Lifecycle
@@ -17,6 +18,9 @@ class Dependencies:
 
     settings: Settings
     databases: Databases
+    # The process's cache, pub-sub, locks and rate limits; a domain takes its own namespace with
+    # coordination.for_service("market") (all views share one backend, so in-memory services hear each other).
+    coordination: Coordination
     clients: ClientFactory
     lifecycle: Lifecycle
     readiness: Readiness
