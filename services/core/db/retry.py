@@ -48,7 +48,7 @@ def is_transient(error: BaseException) -> bool:
 def backoff_delay(attempt: int, base_seconds: float = 0.05, max_seconds: float = 1.0) -> float:
     """Full-jitter exponential backoff before retry number `attempt` (1-based)."""
     ceiling = min(max_seconds, base_seconds * (2 ** (attempt - 1)))
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+    return float(ceiling * random.random())  # noqa: S311 - jitter, not cryptography
 
 
 async def retry_transient(
