@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.core.context import REQUEST_ID_KEY
@@ -151,8 +151,3 @@ def domain_of_method(full_method: str) -> str:
     if len(parts) >= 2 and parts[0] == "bullant":
         return f"{parts[0]}.{parts[1]}"
     return "bullant"
-
-
-def code_name(code: int) -> str:
-    """google.rpc.Code number → its name (`5` → `NOT_FOUND`)."""
-    return str(code_pb2.Code.Name(code)) if code in code_pb2.Code.values() else str(code)

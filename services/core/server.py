@@ -96,7 +96,6 @@ class GrpcServer:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._started_components: list[Component] = []
-        self._stopped = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -172,7 +171,6 @@ class GrpcServer:
             self._server = None
         await self._stop_components()
         self.metrics.stop_http()
-        self._stopped.set()
         log.info("stopped")
 
     async def _stop_components(self) -> None:
@@ -182,10 +180,6 @@ class GrpcServer:
             except Exception:
                 log.exception("error while stopping %r", component)
         self._started_components.clear()
-
-    async def wait_stopped(self) -> None:
-        """Return once stop() has finished."""
-        await self._stopped.wait()
 
 
 async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServer], None] | None = None) -> None:
