@@ -101,6 +101,13 @@ class Settings(BaseModel):
     # Upgrade databases at start-up; unset means yes for the embedded local default, no elsewhere (run
     # `bullant migrate`, e.g. as a Kubernetes Job, and services refuse to start on a database behind head).
     db_auto_migrate: bool | None = None
+    # Access tokens: Ed25519 PEM files. Unset in the local environment means a development key under data_dir/keys.
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = Field(default="bullant", min_length=1)
+    jwt_audience: str = Field(default="bullant", min_length=1)
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+
     # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
 
@@ -121,6 +128,11 @@ class Settings(BaseModel):
                 raise ValueError(f"expected service=host:port, got {item!r}")
             parsed[name.strip()] = address.strip()
         return parsed
+
+    @field_validator("jwt_private_key_file", "jwt_public_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("shard_urls", mode="before")
     @classmethod

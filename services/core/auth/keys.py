@@ -1,0 +1,99 @@
+"""Ed25519 keys for access tokens: the account service signs with the private key, every service verifies with the
+public one. A development key is generated under the data directory; elsewhere a key must be configured."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.core.settings import Environment, Settings
+from services.core.startup import StartupError
+
+DEV_KEY_NAME = "jwt-ed25519.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeys:
+    """The token keys of a process: the private key only where tokens are issued (the account service)."""
+
+    public_key: Ed25519PublicKey
+    private_key: Ed25519PrivateKey | None
+    key_id: str
+
+    @classmethod
+    def from_private(cls, private_key: Ed25519PrivateKey) -> SigningKeys:
+        public_key = private_key.public_key()
+        return cls(public_key, private_key, key_id_of(public_key))
+
+    @classmethod
+    def from_public(cls, public_key: Ed25519PublicKey) -> SigningKeys:
+        return cls(public_key, None, key_id_of(public_key))
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """A short stable id of a public key (the JWT `kid`), so a rotated key is told apart."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _read_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as error:
+        raise StartupError(f"cannot read the token signing key {path}: {error}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise StartupError(
+            f"{path} is not an Ed25519 private key (generate one with `openssl genpkey -algorithm ed25519`)"
+        )
+    return key
+
+
+def _read_public(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise StartupError(f"cannot read the token verification key {path}: {error}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise StartupError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def development_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The embedded default's key under `data_dir/keys/`, created (readable by the owner only) on first use."""
+    path = data_dir / "keys" / DEV_KEY_NAME
+    if path.exists():
+        return _read_private(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    # O_EXCL: two processes starting together must not both write a different key.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_private(path)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+    return key
+
+
+def load_signing_keys(settings: Settings) -> SigningKeys:
+    """The keys the settings name; a generated development key only in the local environment.
+
+    Production refuses to start without a configured key: a key generated on the fly would differ per replica and
+    every token from another replica would be rejected.
+    """
+    if settings.jwt_private_key_file is not None:
+        return SigningKeys.from_private(_read_private(settings.jwt_private_key_file))
+    if settings.jwt_public_key_file is not None:
+        return SigningKeys.from_public(_read_public(settings.jwt_public_key_file))
+    if settings.env is Environment.LOCAL:
+        return SigningKeys.from_private(development_key(settings.data_dir))
+    raise StartupError(
+        f"BULLANT_ENV={settings.env.value} needs a token key: set BULLANT_JWT_PRIVATE_KEY_FILE (services that issue "
+        "tokens) or BULLANT_JWT_PUBLIC_KEY_FILE (services that only verify them) to an Ed25519 PEM file"
+    )

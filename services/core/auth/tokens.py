@@ -1,0 +1,144 @@
+"""Short-lived access tokens (JWT, EdDSA): issued by the account service, verified locally by every service."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from services.core.auth.keys import SigningKeys
+from services.core.errors import Unauthenticated
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessClaims:
+    """What a verified access token says about its bearer."""
+
+    account_id: int
+    shard: int
+    roles: tuple[str, ...]
+    scopes: tuple[str, ...]
+    session_id: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenPolicy:
+    """Who issues tokens for whom, and for how long."""
+
+    issuer: str = "bullant"
+    audience: str = "bullant"
+    ttl_seconds: int = 900
+    # Clock difference tolerated between the issuing and the verifying replica.
+    leeway_seconds: int = 5
+
+
+class TokenIssuer:
+    """Signs access tokens; only a process holding the private key can."""
+
+    def __init__(self, keys: SigningKeys, policy: TokenPolicy) -> None:
+        if keys.private_key is None:
+            raise ValueError("issuing tokens needs the private key")
+        self._private_key = keys.private_key
+        self._key_id = keys.key_id
+        self._policy = policy
+
+    def issue(
+        self,
+        *,
+        account_id: int,
+        shard: int,
+        roles: Sequence[str],
+        scopes: Sequence[str],
+        session_id: str,
+        now: float | None = None,
+    ) -> tuple[str, AccessClaims]:
+        """A signed token and the claims in it; valid from `now` for the policy's TTL."""
+        issued_at = int(now if now is not None else time.time())
+        claims = AccessClaims(
+            account_id=account_id,
+            shard=shard,
+            roles=tuple(roles),
+            scopes=tuple(scopes),
+            session_id=session_id,
+            token_id=uuid.uuid4().hex,
+            issued_at=issued_at,
+            expires_at=issued_at + self._policy.ttl_seconds,
+        )
+        payload = {
+            "sub": str(account_id),
+            "shard": shard,
+            "roles": list(claims.roles),
+            "scopes": list(claims.scopes),
+            "sid": session_id,
+            "jti": claims.token_id,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "iss": self._policy.issuer,
+            "aud": self._policy.audience,
+        }
+        token = jwt.encode(payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self._key_id})
+        return token, claims
+
+
+class TokenVerifier:
+    """Checks a token's signature, algorithm, key id, expiry, issuer, audience and claim types, with no network
+    call; anything wrong is Unauthenticated with reason TOKEN_EXPIRED or TOKEN_INVALID."""
+
+    def __init__(self, keys: SigningKeys, policy: TokenPolicy) -> None:
+        self._keys = keys
+        self._policy = policy
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid token."""
+        try:
+            header = jwt.get_unverified_header(token)
+            # Only our algorithm and our key: no "none", no HMAC keyed with the public key, no foreign key.
+            if header.get("alg") != ALGORITHM or header.get("kid") != self._keys.key_id:
+                raise _invalid("token was not signed by this platform's key")
+            payload = jwt.decode(
+                token,
+                self._keys.public_key,
+                algorithms=[ALGORITHM],
+                audience=self._policy.audience,
+                issuer=self._policy.issuer,
+                leeway=self._policy.leeway_seconds,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("access token expired: refresh it", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError as error:
+            raise _invalid(str(error)) from None
+        return _claims(payload)
+
+
+def _invalid(why: str) -> Unauthenticated:
+    return Unauthenticated(f"invalid access token: {why}", reason="TOKEN_INVALID")
+
+
+def _claims(payload: dict[str, Any]) -> AccessClaims:
+    try:
+        roles, scopes = payload.get("roles", []), payload.get("scopes", [])
+        if not (isinstance(roles, list) and isinstance(scopes, list)):
+            raise TypeError("roles and scopes must be lists")
+        return AccessClaims(
+            account_id=int(payload["sub"]),
+            shard=int(payload["shard"]),
+            roles=tuple(str(role) for role in roles),
+            scopes=tuple(str(scope) for scope in scopes),
+            session_id=str(payload["sid"]),
+            token_id=str(payload["jti"]),
+            issued_at=int(payload["iat"]),
+            expires_at=int(payload["exp"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise _invalid(f"malformed claims ({error})") from None
