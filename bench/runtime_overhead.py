@@ -50,7 +50,7 @@ async def _bullant_server(servicer: MarketServicer) -> tuple[GrpcServer, int]:
         full_name=MARKET.full_name,
         add_to_server=lambda s: market_pb2_grpc.add_MarketServiceServicer_to_server(servicer, s),
     )
-    server = GrpcServer(settings, [registration])
+    server = GrpcServer(settings, [registration], authenticator=None)
     await server.start()
     assert server.port is not None
     return server, server.port

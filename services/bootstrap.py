@@ -6,6 +6,10 @@ from collections.abc import Callable, Sequence
 
 from services.account import servicer as account
 from services.chat import servicer as chat
+from services.core.auth.authenticator import Authenticator
+from services.core.auth.keys import load_signing_keys
+from services.core.auth.revocation import RevocationList
+from services.core.auth.tokens import TokenPolicy, TokenVerifier
 from services.core.clients import ClientFactory
 from services.core.coordination import Coordination, build_backend, keyspace_for
 from services.core.db.databases import DatabaseConfig, Databases
@@ -39,6 +43,25 @@ def build_dependencies(settings: Settings) -> Dependencies:
     )
 
 
+def token_policy(settings: Settings) -> TokenPolicy:
+    """Issuer, audience and lifetime of access tokens."""
+    return TokenPolicy(
+        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=settings.access_token_ttl_seconds
+    )
+
+
+def build_authenticator(settings: Settings, deps: Dependencies) -> Authenticator:
+    """Local token verification with revocations shared through the account service's cache namespace.
+
+    API keys are resolved by the account service's store, which arrives with the account issue; until then a call
+    with `x-api-key` is refused as API_KEY_INVALID.
+    """
+    return Authenticator(
+        TokenVerifier(load_signing_keys(settings), token_policy(settings)),
+        RevocationList(deps.coordination.for_service("account").cache),
+    )
+
+
 def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> GrpcServer:
     """A server hosting `names` (all services by default) with its dependencies. Nothing opens until start()."""
     unknown = [name for name in names if name not in REGISTRATIONS]
@@ -64,4 +87,5 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
         # Started in this order and stopped in reverse, each monitor after what it watches.
         components=(deps.databases, database_monitor, deps.coordination, coordination_monitor, deps.clients),
         readiness=deps.readiness,
+        authenticator=build_authenticator(settings, deps),
     )

@@ -12,11 +12,14 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from services.bootstrap import build_server
+from services.bootstrap import build_server, token_policy
+from services.core.access import SCOPES
+from services.core.auth.keys import load_signing_keys
+from services.core.auth.tokens import TokenIssuer
 from services.core.db.databases import DatabaseConfig, Databases, describe_error
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
-from services.core.settings import SERVICE_NAMES, Settings, SettingsError, load_settings
+from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
 from services.core.startup import StartupError
 
 log = logging.getLogger("bullant.cli")
@@ -55,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if any database is behind the code"
     )
+
+    token = commands.add_parser(
+        "token",
+        help="print a development access token (local environment only)",
+        description="Sign an access token with the local development key, for trying authenticated methods with "
+        "grpcurl before signing in exists. Refused outside BULLANT_ENV=local.",
+    )
+    token.add_argument("--account-id", type=int, default=1)
+    token.add_argument("--scopes", default="read,trade", help="comma-separated: read, trade, admin")
+    token.add_argument("--admin", action="store_true", help="add the admin role and scope")
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -111,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(version_text())
         return 0
+    if args.command == "token":
+        return _print_dev_token(args)
     if args.command == "migrate":
         settings_or_code = _settings({})
         if isinstance(settings_or_code, int):
@@ -140,12 +155,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(settings, int):
         return settings
     configure_logging(settings.log_level, settings.log_format)
-    server = build_server(settings, names)
     try:
+        server = build_server(settings, names)
         asyncio.run(serve_until_signal(server, on_started=_announce))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_dev_token(args: argparse.Namespace) -> int:
+    settings = _settings({})
+    if isinstance(settings, int):
+        return settings
+    if settings.env is not Environment.LOCAL:
+        print("bullant: development tokens exist only in BULLANT_ENV=local; sign in with Login", file=sys.stderr)
+        return 2
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        print(f"bullant: unknown scope(s) {', '.join(unknown)}; use {', '.join(sorted(SCOPES))}", file=sys.stderr)
+        return 2
+    roles = ["user", "admin"] if args.admin else ["user"]
+    if args.admin and "admin" not in scopes:
+        scopes.append("admin")
+    try:
+        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings))
+    except StartupError as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 1
+    token, _claims = issuer.issue(
+        account_id=args.account_id, shard=0, roles=roles, scopes=scopes, session_id="development"
+    )
+    print(token)
     return 0
 
 

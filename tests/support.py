@@ -59,7 +59,8 @@ async def running_server(
     registrations: Sequence[ServiceRegistration], settings: Settings | None = None
 ) -> AsyncIterator[GrpcServer]:
     """A started GrpcServer on a free loopback port, stopped on exit."""
-    server = GrpcServer(settings or make_settings(), registrations)
+    # No authenticator: these servers test other runtime concerns; tests/service/test_authentication.py covers it.
+    server = GrpcServer(settings or make_settings(), registrations, authenticator=None)
     await server.start()
     try:
         yield server

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from services.core.auth.authenticator import Authenticator
+from services.core.auth.identity import bind_identity
 from services.core.context import (
     FORWARDED_KEYS,
     REQUEST_ID_KEY,
@@ -249,6 +251,33 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
         return mapped
 
 
+class AuthenticationInterceptor(_WrappingInterceptor):
+    """Inside error mapping: establishes the caller's Identity and enforces the method's access rule before the
+    handler runs (before the first message of a stream)."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        super().__init__()
+        self._authenticator = authenticator
+
+    async def _authenticate(self, context: Context, method: str) -> None:
+        bind_identity(await self._authenticator.authenticate(method, context.invocation_metadata() or ()))
+
+    def wrap_unary(self, behavior: Behavior, method: str) -> UnaryWrapper:
+        async def authenticated(request: Any, context: Context) -> Any:
+            await self._authenticate(context, method)
+            return await _call_unary(behavior, request, context)
+
+        return authenticated
+
+    def wrap_stream(self, behavior: Behavior, method: str) -> StreamWrapper:
+        async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self._authenticate(context, method)
+            async for item in _iterate(behavior, request, context):
+                yield item
+
+        return authenticated
+
+
 def _code_of(raw: Any) -> grpc.StatusCode | None:
     if raw is None or isinstance(raw, grpc.StatusCode):
         return raw
@@ -270,6 +299,12 @@ def _final_code(context: Context, outcome: BaseException | None) -> grpc.StatusC
     return grpc.StatusCode.UNKNOWN
 
 
-def server_interceptors(metrics: GrpcMetrics | None) -> Iterable[grpc.aio.ServerInterceptor]:
-    """The standard chain, outermost first. Authentication joins between the two with the account issue."""
-    return (CallContextInterceptor(metrics), ErrorMappingInterceptor())
+def server_interceptors(
+    metrics: GrpcMetrics | None, authenticator: Authenticator | None
+) -> Iterable[grpc.aio.ServerInterceptor]:
+    """The standard chain, outermost first; without an authenticator every method is open (tests of other
+    concerns only: the composition root always passes one)."""
+    chain: list[grpc.aio.ServerInterceptor] = [CallContextInterceptor(metrics), ErrorMappingInterceptor()]
+    if authenticator is not None:
+        chain.append(AuthenticationInterceptor(authenticator))
+    return chain

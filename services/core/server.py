@@ -14,6 +14,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.core.auth.authenticator import Authenticator
 from services.core.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, HealthService, Readiness
 from services.core.interceptors import server_interceptors
 from services.core.metrics import GrpcMetrics
@@ -81,6 +82,7 @@ class GrpcServer:
         metrics: GrpcMetrics | None = None,
         components: Sequence[Component] = (),
         readiness: Readiness | None = None,
+        authenticator: Authenticator | None,
     ) -> None:
         if not registrations:
             raise ValueError("a server needs at least one service")
@@ -92,6 +94,7 @@ class GrpcServer:
         # Shared dependencies (databases, coordination backend, their monitors), started before any service's own.
         self.components = tuple(components)
         self.readiness = readiness or Readiness()
+        self.authenticator = authenticator
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -105,7 +108,7 @@ class GrpcServer:
     async def start(self) -> None:
         """Start dependencies, bind the port, start serving, then report SERVING."""
         server = grpc.aio.server(
-            interceptors=tuple(server_interceptors(self.metrics)),
+            interceptors=tuple(server_interceptors(self.metrics, self.authenticator)),
             options=server_options(self.settings),
         )
         for registration in self.registrations:

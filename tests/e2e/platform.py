@@ -82,6 +82,16 @@ class Platform:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def dev_token(data_dir: str, *extra: str) -> str:
+    """A development access token signed with the key a local `bullant serve` generated in `data_dir`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment["BULLANT_DATA_DIR"] = data_dir
+    result = subprocess.run(
+        [BULLANT, "token", *extra], capture_output=True, text=True, timeout=60, env=environment, check=True
+    )
+    return result.stdout.strip()
+
+
 def grpcurl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run the real grpcurl binary."""
     return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=timeout, check=False)

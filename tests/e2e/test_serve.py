@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from bullant.chat.v1 import chat_pb2
 from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
-from tests.e2e.platform import BULLANT, GRPCURL, Platform, grpcurl, wait_until
+from tests.e2e.platform import BULLANT, GRPCURL, Platform, dev_token, grpcurl, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -82,12 +83,22 @@ def test_unknown_health_service_is_not_found(platform: Platform) -> None:
     assert "NotFound" in result.stderr
 
 
+def test_calls_without_credentials_are_unauthenticated(platform: Platform) -> None:
+    result = grpcurl("-plaintext", "-d", "{}", platform.address, "bullant.chat.v1.ChatService/ListTools")
+    assert result.returncode != 0
+    assert "Unauthenticated" in result.stderr
+    assert "CREDENTIALS_MISSING" in result.stderr
+
+
 def test_unbuilt_method_answers_unimplemented_with_request_id(platform: Platform) -> None:
+    token = dev_token(platform.data_dir, "--scopes", "read")
     result = grpcurl(
         "-plaintext",
         "-v",
         "-H",
         "x-request-id: e2e-req-1",
+        "-H",
+        f"authorization: Bearer {token}",
         "-d",
         "{}",
         platform.address,
@@ -98,6 +109,15 @@ def test_unbuilt_method_answers_unimplemented_with_request_id(platform: Platform
     assert "Unimplemented" in output
     assert "x-request-id: e2e-req-1" in output
     assert "NOT_IMPLEMENTED" in output
+
+
+def test_dev_tokens_exist_only_in_the_local_environment(tmp_path: Path) -> None:
+    environment = {"PATH": os.environ.get("PATH", ""), "BULLANT_ENV": "prod", "BULLANT_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [BULLANT, "token"], capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "only in BULLANT_ENV=local" in result.stderr
 
 
 def test_metrics_endpoint_counts_calls(platform: Platform) -> None:
@@ -121,6 +141,8 @@ def test_access_log_is_json_with_method_code_and_request_id(platform: Platform) 
         "-plaintext",
         "-H",
         "x-request-id: e2e-log-7",
+        "-H",
+        f"authorization: Bearer {dev_token(platform.data_dir)}",
         "-d",
         "{}",
         platform.address,

@@ -1,0 +1,57 @@
+"""The authenticated caller, as handlers see it: a typed object bound to the call, never parsed from metadata."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.core.errors import Unauthenticated
+
+
+class Credential(StrEnum):
+    """How the caller proved who they are."""
+
+    SESSION = "session"
+    API_KEY = "api_key"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who is calling: their account, its shard, roles and the scopes of the credential used."""
+
+    account_id: int
+    shard: int
+    roles: tuple[str, ...]
+    scopes: tuple[str, ...]
+    credential: Credential
+    # The session (refresh-token family) of a bearer token; None for API keys.
+    session_id: str | None = None
+    # The access token's jti, or the API key's id.
+    credential_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the account has the admin role."""
+        return "admin" in self.roles
+
+
+_identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("bullant_identity", default=None)
+
+
+def bind_identity(identity: Identity | None) -> None:
+    """Make `identity` the caller of the RPC running in this task (the authentication interceptor does this)."""
+    _identity.set(identity)
+
+
+def current_identity() -> Identity | None:
+    """The caller of the RPC being handled; None in public methods called without credentials."""
+    return _identity.get()
+
+
+def require_identity() -> Identity:
+    """The caller, or Unauthenticated when the call carries no credentials."""
+    identity = _identity.get()
+    if identity is None:
+        raise Unauthenticated("this method needs credentials", reason="CREDENTIALS_MISSING")
+    return identity
