@@ -21,7 +21,7 @@ from services.core.coordination import (
     build_coordination,
     keyspace_for,
 )
-from services.core.coordination.envelope import GapDetector, Sequencer, backoff_delay, seal, unseal
+from services.core.coordination.envelope import GapDetector, Sequencer, seal, unseal
 from services.core.coordination.memory import ExpiringStore, redis_glob_to_regex
 from services.core.coordination.tasks import cancel_and_wait
 from tests.support import make_settings
@@ -126,13 +126,6 @@ def test_gap_detector_forgets_the_least_recently_seen_streams() -> None:
     gaps.observe(c, 1)  # evicts b
     assert gaps.observe(b, 9) == 0
     assert gaps.observe(a, 3) is not None
-
-
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
-    for attempt, ceiling in [(0, 0.1), (1, 0.2), (3, 0.8), (10, 2.0), (500, 2.0)]:
-        delays = [backoff_delay(attempt, 0.1, 2.0) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-    assert len({backoff_delay(3, 0.1, 2.0) for _ in range(20)}) > 1
 
 
 # --- Redis glob semantics -------------------------------------------------------------------------------------

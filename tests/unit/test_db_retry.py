@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from services.core.db import retry
-from services.core.db.retry import backoff_delay, is_transient, retry_transient
+from services.core.db.retry import is_transient, retry_transient
 
 
 class MySQLError(Exception):
@@ -39,11 +39,6 @@ def test_sqlite_busy_is_transient_and_other_sqlite_errors_are_not() -> None:
 def test_invalidated_connection_is_transient_and_plain_exceptions_are_not() -> None:
     assert is_transient(_wrapped(Exception("whatever"), invalidated=True))
     assert not is_transient(ValueError("not a database error"))
-
-
-def test_backoff_is_bounded_and_grows() -> None:
-    for attempt in range(1, 10):
-        assert 0 <= backoff_delay(attempt, 0.05, 1.0) <= min(1.0, 0.05 * 2 ** (attempt - 1))
 
 
 async def test_retry_reruns_transient_failures_then_returns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import struct
 import uuid
 from collections import OrderedDict
@@ -78,10 +77,3 @@ class GapDetector:
         if len(self._last) > self._max_streams:
             self._last.popitem(last=False)
         return 0 if last is None else sequence - last - 1
-
-
-def backoff_delay(attempt: int, initial_seconds: float, max_seconds: float) -> float:
-    """Exponential backoff with jitter before reconnect attempt `attempt` (0-based): the jitter spreads a crowd of
-    replicas reconnecting to a restarted Redis instead of having them arrive in lockstep."""
-    ceiling = min(max_seconds, initial_seconds * (2 ** min(attempt, 30)))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from services.core.backoff import jittered
 from services.core.coordination.base import Lease, Locks
 from services.core.coordination.tasks import cancel_and_wait
 from services.core.errors import Unavailable
@@ -98,7 +98,7 @@ class LeaderElection:
                 if _being_cancelled():
                     raise asyncio.CancelledError from None
                 log.exception("leader election for %s failed unexpectedly; campaigning again", self.name)
-            await asyncio.sleep(self.retry_every * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            await asyncio.sleep(jittered(self.retry_every))
 
     async def _acquire(self) -> Lease | None:
         try:

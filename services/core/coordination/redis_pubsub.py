@@ -11,8 +11,9 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 
+from services.core.backoff import backoff_delay
 from services.core.coordination.base import DEFAULT_MAX_PENDING, PubSub
-from services.core.coordination.envelope import Sequencer, backoff_delay, seal
+from services.core.coordination.envelope import Sequencer, seal
 from services.core.coordination.keys import KeySpace
 from services.core.coordination.redis_connection import OUTAGES, RedisConnection, unavailable_on_outage
 from services.core.coordination.subscription import Subscription
@@ -99,7 +100,12 @@ class RedisSubscription(Subscription):
                 with suppress(*OUTAGES, redis.exceptions.RedisError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             await asyncio.sleep(
-                backoff_delay(attempt, options.reconnect_initial_backoff_seconds, options.reconnect_max_backoff_seconds)
+                backoff_delay(
+                    attempt,
+                    options.reconnect_initial_backoff_seconds,
+                    options.reconnect_max_backoff_seconds,
+                    jitter_floor=0.5,
+                )
             )
             attempt += 1
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
+
+from services.core.backoff import backoff_delay
 
 T = TypeVar("T")
 log = logging.getLogger("bullant.db")
@@ -45,12 +46,6 @@ def is_transient(error: BaseException) -> bool:
     return any(text in message for text in SQLITE_TRANSIENT_MESSAGES) or isinstance(original, ConnectionError)
 
 
-def backoff_delay(attempt: int, base_seconds: float = 0.05, max_seconds: float = 1.0) -> float:
-    """Full-jitter exponential backoff before retry number `attempt` (1-based)."""
-    ceiling = min(max_seconds, base_seconds * (2 ** (attempt - 1)))
-    return float(ceiling * random.random())  # noqa: S311 - jitter, not cryptography
-
-
 async def retry_transient(
     operation: Callable[[], Awaitable[T]],
     *,
@@ -69,7 +64,7 @@ async def retry_transient(
         except DBAPIError as error:
             if attempt == attempts or not is_transient(error):
                 raise
-            delay = backoff_delay(attempt, base_seconds, max_seconds)
+            delay = backoff_delay(attempt - 1, base_seconds, max_seconds)
             log.warning(
                 "%s failed transiently (attempt %d of %d), retrying in %.3fs: %s",
                 description,
