@@ -11,8 +11,14 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from services.core.auth.authenticator import Authenticator
+from services.core.auth.keys import SigningKeys
+from services.core.auth.revocation import RevocationList
+from services.core.auth.tokens import TokenIssuer, TokenPolicy, TokenVerifier
+from services.core.coordination import KeySpace, MemoryBackend
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import load_settings
 from services.market.servicer import SERVICE as MARKET
@@ -43,40 +49,60 @@ async def _bare_server(servicer: MarketServicer) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-async def _bullant_server(servicer: MarketServicer) -> tuple[GrpcServer, int]:
+KEYS = SigningKeys.from_private(Ed25519PrivateKey.generate())
+POLICY = TokenPolicy()
+
+
+async def _bullant_server(servicer: MarketServicer, authenticator: Authenticator | None) -> tuple[GrpcServer, int]:
     settings = load_settings(environ={}, port=0, metrics_port=-1)
     registration = ServiceRegistration(
         name="market",
         full_name=MARKET.full_name,
         add_to_server=lambda s: market_pb2_grpc.add_MarketServiceServicer_to_server(servicer, s),
     )
-    server = GrpcServer(settings, [registration], authenticator=None)
+    server = GrpcServer(settings, [registration], authenticator=authenticator)
     await server.start()
     assert server.port is not None
     return server, server.port
 
 
-async def _unary_latencies(port: int, calls: int) -> list[float]:
+async def _open(servicer: MarketServicer) -> tuple[GrpcServer, int]:
+    return await _bullant_server(servicer, None)
+
+
+async def _authenticated(servicer: MarketServicer) -> tuple[GrpcServer, int]:
+    backend = MemoryBackend()
+    await backend.start()
+    revocations = RevocationList(backend.cache(KeySpace("bullant", "bench", "account")))
+    return await _bullant_server(servicer, Authenticator(TokenVerifier(KEYS, POLICY), revocations))
+
+
+def _token_metadata() -> tuple[tuple[str, str], ...]:
+    token, _ = TokenIssuer(KEYS, POLICY).issue(account_id=1, shard=0, roles=["user"], scopes=["read"], session_id="b")
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def _unary_latencies(port: int, calls: int, metadata: tuple[tuple[str, str], ...]) -> list[float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = market_pb2_grpc.MarketServiceStub(channel)
         request = market_pb2.GetInstrumentRequest(symbol="AAPL")
         for _ in range(200):
-            await stub.GetInstrument(request)
+            await stub.GetInstrument(request, metadata=metadata)
         latencies = []
         for _ in range(calls):
             started = time.perf_counter()
-            await stub.GetInstrument(request)
+            await stub.GetInstrument(request, metadata=metadata)
             latencies.append(time.perf_counter() - started)
         return latencies
 
 
-async def _stream_rate(port: int, messages: int) -> float:
+async def _stream_rate(port: int, messages: int, metadata: tuple[tuple[str, str], ...]) -> float:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = market_pb2_grpc.MarketServiceStub(channel)
         request = market_pb2.StreamTicksRequest(symbols=["X"] * messages)
         started = time.perf_counter()
         count = 0
-        async for _ in stub.StreamTicks(request):
+        async for _ in stub.StreamTicks(request, metadata=metadata):
             count += 1
         return count / (time.perf_counter() - started)
 
@@ -85,41 +111,51 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
+Starter = Callable[[MarketServicer], Awaitable[tuple[Any, int]]]
+
+
 async def _measure(
-    start: Callable[[MarketServicer], Awaitable[tuple[Any, int]]], calls: int, messages: int
+    start: Starter, calls: int, messages: int, metadata: tuple[tuple[str, str], ...]
 ) -> tuple[list[float], float]:
     server, port = await start(EchoMarket())
     try:
-        latencies = await _unary_latencies(port, calls)
-        rate = await _stream_rate(port, messages)
+        latencies = await _unary_latencies(port, calls, metadata)
+        rate = await _stream_rate(port, messages, metadata)
     finally:
         await server.stop(0)
     return latencies, rate
 
 
 async def run(quick: bool = False) -> None:
-    """Print unary p50/p99 and stream messages/s for bare grpcio and Bullant, and their ratio.
+    """Print unary p50/p99 and stream messages/s for bare grpcio, Bullant without and with authentication, and
+    their ratios to bare grpcio.
 
-    The two servers are measured in alternating rounds so that machine noise hits both alike.
+    The servers are measured in alternating rounds so that machine noise hits all alike.
     """
     logging.getLogger("bullant").setLevel(logging.WARNING)
     rounds, calls, messages = (2, 500, 5_000) if quick else (5, 2_000, 20_000)
-    bare_lat: list[float] = []
-    ours_lat: list[float] = []
-    bare_rates: list[float] = []
-    ours_rates: list[float] = []
+    token = _token_metadata()
+    variants: list[tuple[str, Starter, tuple[tuple[str, str], ...]]] = [
+        ("bare grpcio", _bare_server, ()),
+        ("bullant", _open, ()),
+        ("bullant+auth", _authenticated, token),
+    ]
+    latencies: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for _ in range(rounds):
-        latencies, rate = await _measure(_bare_server, calls, messages)
-        bare_lat += latencies
-        bare_rates.append(rate)
-        latencies, rate = await _measure(_bullant_server, calls, messages)
-        ours_lat += latencies
-        ours_rates.append(rate)
-    bare_rate, ours_rate = statistics.median(bare_rates), statistics.median(ours_rates)
+        for label, start, metadata in variants:
+            measured, rate = await _measure(start, calls, messages, metadata)
+            latencies[label] += measured
+            rates[label].append(rate)
+    bare = "bare grpcio"
     print("== runtime overhead: Bullant server vs bare grpc.aio (same servicer, loopback) ==")
-    print(f"{'':28}{'bare grpcio':>14}{'bullant':>14}{'ratio':>9}")
-    for label, q in (("unary p50 (us)", 50), ("unary p99 (us)", 99)):
-        bare, ours = _p(bare_lat, q) * 1e6, _p(ours_lat, q) * 1e6
-        print(f"{label:28}{bare:14.1f}{ours:14.1f}{ours / bare:8.2f}x")
-    print(f"{'stream messages/s':28}{bare_rate:14.0f}{ours_rate:14.0f}{bare_rate / ours_rate:8.2f}x")
-    print("(ratio = bullant cost / bare cost; 1.00x means no overhead)")
+    header = "".join(f"{label:>14}" for label, _, _ in variants)
+    print(f"{'':22}{header}   ratios to bare")
+    for name, q in (("unary p50 (us)", 50), ("unary p99 (us)", 99)):
+        values = {label: _p(latencies[label], q) * 1e6 for label in latencies}
+        ratios = " ".join(f"{values[label] / values[bare]:.2f}x" for label, _, _ in variants[1:])
+        print(f"{name:22}" + "".join(f"{values[label]:14.1f}" for label, _, _ in variants) + f"   {ratios}")
+    medians = {label: statistics.median(rates[label]) for label in rates}
+    ratios = " ".join(f"{medians[bare] / medians[label]:.2f}x" for label, _, _ in variants[1:])
+    print(f"{'stream messages/s':22}" + "".join(f"{medians[label]:14.0f}" for label, _, _ in variants) + f"   {ratios}")
+    print("(ratio = cost relative to bare grpcio; 1.00x means no overhead; +auth checks a bearer token on every call)")

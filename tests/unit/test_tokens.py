@@ -183,3 +183,24 @@ def test_configured_key_files_are_used(tmp_path: Path) -> None:
     (tmp_path / "bad.pem").write_text("not a key")
     with pytest.raises(StartupError, match="cannot read the token signing key"):
         load_signing_keys(load_settings(environ={"BULLANT_JWT_PRIVATE_KEY_FILE": str(tmp_path / "bad.pem")}))
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(KEYS, TokenPolicy(ttl_seconds=900, leeway_seconds=5), cache_size=2)
+    token = _issue()
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first
+    later = time.time() + 900 + 6
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(Unauthenticated) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_the_verified_token_memory_is_bounded() -> None:
+    verifier = TokenVerifier(KEYS, POLICY, cache_size=2)
+    tokens = [_issue(session_id=f"s-{i}") for i in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier._verified) == 2
+    assert list(verifier._verified) == tokens[-2:]

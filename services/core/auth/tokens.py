@@ -92,14 +92,34 @@ class TokenIssuer:
 
 class TokenVerifier:
     """Checks a token's signature, algorithm, key id, expiry, issuer, audience and claim types, with no network
-    call; anything wrong is Unauthenticated with reason TOKEN_EXPIRED or TOKEN_INVALID."""
+    call; anything wrong is Unauthenticated with reason TOKEN_EXPIRED or TOKEN_INVALID.
 
-    def __init__(self, keys: SigningKeys, policy: TokenPolicy) -> None:
+    A client sends the same token with every call for its whole life, and checking the signature is the dearest
+    part (about 0.25 ms), so tokens that passed are remembered (bounded) and only their expiry is checked again.
+    """
+
+    def __init__(self, keys: SigningKeys, policy: TokenPolicy, *, cache_size: int = 10_000) -> None:
         self._keys = keys
         self._policy = policy
+        self._cache_size = cache_size
+        self._verified: dict[str, AccessClaims] = {}
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if time.time() <= claims.expires_at + self._policy.leeway_seconds:
+                return claims
+            del self._verified[token]
+            raise Unauthenticated("access token expired: refresh it", reason="TOKEN_EXPIRED")
+        claims = self._verify_signed(token)
+        if len(self._verified) >= self._cache_size:
+            # Dicts keep insertion order: drop the oldest entry.
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = claims
+        return claims
+
+    def _verify_signed(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
             # Only our algorithm and our key: no "none", no HMAC keyed with the public key, no foreign key.
