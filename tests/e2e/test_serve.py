@@ -212,7 +212,9 @@ def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_port_in_use_is_a_clear_error() -> None:
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment["BULLANT_DATA_DIR"] = str(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -223,6 +225,7 @@ def test_port_in_use_is_a_clear_error() -> None:
             text=True,
             timeout=60,
             check=False,
+            env=environment,
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
