@@ -29,7 +29,7 @@ from services.core.db.migrate import MIGRATIONS, SchemaKind, alembic_config, hea
 def _import_stores() -> None:
     # Domain stores define their tables on import; autogenerate sees only tables that exist in the metadata.
     for module in pkgutil.walk_packages(services.__path__, "services."):
-        if module.name.endswith(".store"):
+        if module.name.endswith(("store", ".schema")):
             importlib.import_module(module.name)
 
 

@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 
 from services.account import servicer as account
 from services.chat import servicer as chat
+from services.core.auth.api_keys import ApiKeyResolver
 from services.core.auth.authenticator import Authenticator
 from services.core.auth.keys import load_signing_keys
 from services.core.auth.revocation import RevocationList
-from services.core.auth.tokens import TokenPolicy, TokenVerifier
+from services.core.auth.tokens import TokenVerifier, token_policy
 from services.core.clients import ClientFactory
 from services.core.coordination import Coordination, build_backend, keyspace_for
 from services.core.db.databases import DatabaseConfig, Databases
@@ -32,7 +33,8 @@ REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
-    """The shared dependency graph. Nothing is opened here: each part opens in its start()."""
+    """The shared dependency graph. Nothing is opened here: each part opens in its start() (the signing keys are
+    read now, so a missing key stops the process before it binds its port)."""
     return Dependencies(
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
@@ -40,25 +42,19 @@ def build_dependencies(settings: Settings) -> Dependencies:
         clients=ClientFactory(settings),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
+        signing_keys=load_signing_keys(settings),
     )
 
 
-def token_policy(settings: Settings) -> TokenPolicy:
-    """Issuer, audience and lifetime of access tokens."""
-    return TokenPolicy(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=settings.access_token_ttl_seconds
-    )
-
-
-def build_authenticator(settings: Settings, deps: Dependencies) -> Authenticator:
-    """Local token verification with revocations shared through the account service's cache namespace.
-
-    API keys are resolved by the account service's store, which arrives with the account issue; until then a call
-    with `x-api-key` is refused as API_KEY_INVALID.
-    """
+def build_authenticator(deps: Dependencies) -> Authenticator:
+    """Local token verification, revocations shared through the account service's cache namespace, and API keys
+    resolved from the global database (cached in the same namespace, evicted by the account service on revoke)."""
+    assert deps.signing_keys is not None
+    account_cache = deps.coordination.for_service("account").cache
     return Authenticator(
-        TokenVerifier(load_signing_keys(settings), token_policy(settings)),
-        RevocationList(deps.coordination.for_service("account").cache),
+        TokenVerifier(deps.signing_keys, token_policy(deps.settings)),
+        RevocationList(account_cache),
+        ApiKeyResolver(deps.databases, account_cache),
     )
 
 
@@ -87,5 +83,5 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
         # Started in this order and stopped in reverse, each monitor after what it watches.
         components=(deps.databases, database_monitor, deps.coordination, coordination_monitor, deps.clients),
         readiness=deps.readiness,
-        authenticator=build_authenticator(settings, deps),
+        authenticator=build_authenticator(deps),
     )

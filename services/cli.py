@@ -1,4 +1,4 @@
-"""The `bullant` command: serve some or all services, print the version."""
+"""The `bullant` command: serve services, migrate databases, manage admins, print the version."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from services.bootstrap import build_server, token_policy
+from services.account.store import AccountStore
+from services.account.validation import normalize_email
+from services.bootstrap import build_server
 from services.core.access import SCOPES
 from services.core.auth.keys import load_signing_keys
-from services.core.auth.tokens import TokenIssuer
+from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.db.databases import DatabaseConfig, Databases, describe_error
+from services.core.errors import InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
 from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
@@ -69,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--scopes", default="read,trade", help="comma-separated: read, trade, admin")
     token.add_argument("--admin", action="store_true", help="add the admin role and scope")
 
+    admin = commands.add_parser(
+        "admin",
+        help="grant or revoke the admin role of an account",
+        description="Give an account the admin role (or take it away). It applies to access tokens issued from now "
+        "on: the user's next login or refresh (at most the access-token lifetime later).",
+    )
+    admin.add_argument("action", choices=("grant", "revoke"))
+    admin.add_argument("email", help="the account's login email")
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -117,6 +129,20 @@ async def _migrate(settings: Settings, check_only: bool) -> int:
         await databases.stop()
 
 
+async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
+    databases = Databases(DatabaseConfig.from_settings(settings))
+    await databases.start()
+    try:
+        account = await AccountStore(databases).set_role(normalize_email(email), "admin", present=grant)
+    finally:
+        await databases.stop()
+    if account is None:
+        print(f"bullant: no account with email {email}", file=sys.stderr)
+        return 1
+    print(f"account {account.account_id} ({account.email}): roles {', '.join(account.roles)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bullant` command; returns the exit code."""
     parser = _parser()
@@ -126,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _print_dev_token(args)
+    if args.command == "admin":
+        settings_or_code = _settings({})
+        if isinstance(settings_or_code, int):
+            return settings_or_code
+        try:
+            return asyncio.run(_set_admin(settings_or_code, args.email, grant=args.action == "grant"))
+        except (StartupError, InvalidArgument) as exc:
+            print(f"bullant: {exc}", file=sys.stderr)
+            return 1
     if args.command == "migrate":
         settings_or_code = _settings({})
         if isinstance(settings_or_code, int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.core.auth.keys import SigningKeys
 from services.core.clients import ClientFactory
 from services.core.coordination import Coordination
 from services.core.db.databases import Databases
@@ -24,3 +25,5 @@ class Dependencies:
     clients: ClientFactory
     lifecycle: Lifecycle
     readiness: Readiness
+    # Access-token keys: the private key only where tokens are issued; None in tests that need no tokens.
+    signing_keys: SigningKeys | None = None

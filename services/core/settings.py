@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -108,6 +109,23 @@ class Settings(BaseModel):
     jwt_audience: str = Field(default="bullant", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
 
+    # Refresh tokens (opaque, rotated on every use): how long one stays valid unless used.
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=3600, le=365 * 86400)
+    # argon2id cost of password hashes; raising them rehashes each password at its next login.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=64, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
+    # Login throttling: attempts per minute per email and per client IP, then a lockout of the email after this
+    # many failures in a row.
+    login_rate_per_email_per_minute: int = Field(default=10, ge=1, le=10_000)
+    login_rate_per_ip_per_minute: int = Field(default=60, ge=1, le=100_000)
+    login_lockout_failures: int = Field(default=10, ge=1, le=1000)
+    login_lockout_seconds: int = Field(default=900, ge=1, le=86400)
+    # Peers whose x-forwarded-for is believed (the gateway); the client IP of other calls is the peer address.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    # Base URL of the web app, for links in emails (email verification, password reset).
+    public_url: str = Field(default="http://localhost:8080", pattern=r"^https?://[^\s]+$")
+
     # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
 
@@ -139,6 +157,15 @@ class Settings(BaseModel):
     def _parse_shard_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
         return value
 
     @field_validator("database_url", "shard_urls")

@@ -12,6 +12,7 @@ import jwt
 
 from services.core.auth.keys import SigningKeys
 from services.core.errors import Unauthenticated
+from services.core.settings import Settings
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
@@ -40,6 +41,13 @@ class TokenPolicy:
     ttl_seconds: int = 900
     # Clock difference tolerated between the issuing and the verifying replica.
     leeway_seconds: int = 5
+
+
+def token_policy(settings: Settings) -> TokenPolicy:
+    """Issuer, audience and lifetime of access tokens from the settings."""
+    return TokenPolicy(
+        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=settings.access_token_ttl_seconds
+    )
 
 
 class TokenIssuer:

@@ -1,0 +1,130 @@
+"""TOTP two-factor authentication: enrolment, confirmation with recovery codes, checks at login, and turning it off."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+
+from services.account.credentials import hash_recovery_code, new_recovery_codes, new_salt
+from services.account.models import Account
+from services.account.runtime import AccountRuntime, log
+from services.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+
+ISSUER = "Bullant"
+PERIOD_SECONDS = 30
+# Codes from the previous and next 30-second step are accepted: phones' clocks drift.
+DRIFT_STEPS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactor:
+    """What the user typed as a second factor: a TOTP code or a recovery code."""
+
+    totp_code: str = ""
+    recovery_code: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    """A pending TOTP secret to show the user."""
+
+    secret: str
+    otpauth_uri: str
+    expire_time: datetime
+
+
+def _step(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=UTC).timestamp()) // PERIOD_SECONDS
+
+
+def matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The time step within the drift window whose code is `code`, None when none matches."""
+    if not (len(code) == 6 and code.isascii() and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = _step(now)
+    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+class TwoFactor:
+    """EnrollTotp, ConfirmTotp, DisableTotp and the second-factor check of Login."""
+
+    def __init__(self, runtime: AccountRuntime) -> None:
+        self._rt = runtime
+
+    async def enroll(self, account_id: int, password: str) -> Enrollment:
+        account = await self._rt.check_password(account_id, password)
+        if account.totp_enabled:
+            raise FailedPrecondition("TOTP is already enabled", reason="TOTP_ALREADY_ENABLED")
+        secret = pyotp.random_base32()
+        now = self._rt.now()
+        expire_time = now + self._rt.policy.pending_totp_ttl
+        if not await self._rt.credentials.put_pending_totp(account_id, secret, now=now, expire_time=expire_time):
+            raise FailedPrecondition("TOTP is already enabled", reason="TOTP_ALREADY_ENABLED")
+        uri = pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=ISSUER)
+        return Enrollment(secret=secret, otpauth_uri=uri, expire_time=expire_time)
+
+    async def confirm(self, account_id: int, code: str) -> tuple[list[str], Account]:
+        """Activate the pending secret; the recovery codes (shown once) and the account."""
+        credential = await self._rt.credentials.totp(account_id)
+        now = self._rt.now()
+        if credential is not None and credential.active:
+            raise FailedPrecondition("TOTP is already enabled", reason="TOTP_ALREADY_ENABLED")
+        if credential is None or (credential.expire_time is not None and credential.expire_time <= now):
+            raise FailedPrecondition("no pending TOTP enrolment: call EnrollTotp", reason="TOTP_NOT_ENROLLED")
+        step = matching_step(credential.secret, code, now)
+        if step is None:
+            raise PermissionDenied("wrong TOTP code", reason="TOTP_INVALID")
+        codes = new_recovery_codes()
+        salt = new_salt()
+        activated = await self._rt.credentials.activate_totp(
+            account_id,
+            secret=credential.secret,
+            step=step,
+            salt=salt,
+            code_hashes=[hash_recovery_code(code, salt) for code in codes],
+        )
+        if not activated:
+            raise FailedPrecondition("the pending enrolment changed: call EnrollTotp again", reason="TOTP_NOT_ENROLLED")
+        log.info("totp enabled", extra={"account_id": account_id})
+        return codes, await self._rt.account(account_id)
+
+    async def disable(self, account_id: int, password: str, second_factor: SecondFactor) -> Account:
+        account = await self._rt.check_password(account_id, password)
+        if not account.totp_enabled:
+            raise FailedPrecondition("TOTP is not enabled", reason="TOTP_NOT_ENABLED")
+        await self.check(account_id, second_factor, login=False)
+        await self._rt.credentials.delete_totp(account_id)
+        log.info("totp disabled", extra={"account_id": account_id})
+        return await self._rt.account(account_id)
+
+    async def check(self, account_id: int, second_factor: SecondFactor | None, *, login: bool) -> None:
+        """Accept a current unused TOTP code or an unused recovery code (spending it). At login a failure is
+        UNAUTHENTICATED (the caller is not signed in yet); elsewhere PERMISSION_DENIED."""
+        error = Unauthenticated if login else PermissionDenied
+        if second_factor is None or not (second_factor.totp_code or second_factor.recovery_code):
+            raise error("a TOTP code or a recovery code is required", reason="TOTP_REQUIRED")
+        credential = await self._rt.credentials.totp(account_id)
+        if credential is None or not credential.active:
+            raise error("TOTP is not enabled", reason="TOTP_NOT_ENABLED")
+        now = self._rt.now()
+        if second_factor.totp_code:
+            step = matching_step(credential.secret, second_factor.totp_code, now)
+            # accept_step makes each code single-use: a code seen by a shoulder-surfer is already spent.
+            if (
+                step is None
+                or step <= credential.last_step
+                or not await self._rt.credentials.accept_step(account_id, step)
+            ):
+                raise error("wrong or already used TOTP code", reason="TOTP_INVALID")
+            return
+        code_hash = hash_recovery_code(second_factor.recovery_code, credential.recovery_salt)
+        if not await self._rt.credentials.use_recovery_code(account_id, code_hash, now):
+            raise error("wrong or already used recovery code", reason="RECOVERY_CODE_INVALID")
+        log.info("recovery code used", extra={"account_id": account_id})

@@ -1,0 +1,156 @@
+"""API keys: created with chosen scopes and an expiry, shown once, kept as hashes, revoked at once everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from services.account.credentials import hash_secret, new_api_key_id, new_api_key_secret
+from services.account.models import ApiKey, Scope
+from services.account.runtime import AccountRuntime, log
+from services.core.auth.api_keys import evict_api_keys
+from services.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+
+MAX_NAME_LENGTH = 64
+KNOWN_SCOPES = tuple(scope.value for scope in Scope)
+
+
+def _fingerprint(name: str, scopes: Sequence[str], expire_time: datetime | None) -> str:
+    text = json.dumps([name, sorted(scopes), expire_time.isoformat() if expire_time else "default"])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_name(name: str) -> str:
+    """A key's label: 1 to 64 printable characters."""
+    stripped = name.strip()
+    if not stripped or len(stripped) > MAX_NAME_LENGTH or not stripped.isprintable():
+        raise InvalidArgument.field("api_key.name", f"must be 1 to {MAX_NAME_LENGTH} printable characters")
+    return stripped
+
+
+def check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
+    """Known scopes, at least one, without repeats (in the canonical order)."""
+    unknown = [scope for scope in scopes if scope not in KNOWN_SCOPES]
+    if unknown:
+        raise InvalidArgument(
+            FieldViolation("api_key.scopes", f"unknown scope(s) {', '.join(unknown[:5])!r}; use read, trade, admin"),
+            reason="SCOPE_INVALID",
+        )
+    if not scopes:
+        raise InvalidArgument(FieldViolation("api_key.scopes", "name at least one scope"), reason="SCOPE_INVALID")
+    return tuple(scope for scope in KNOWN_SCOPES if scope in scopes)
+
+
+class ApiKeys:
+    """CreateApiKey, ListApiKeys and RevokeApiKey."""
+
+    def __init__(self, runtime: AccountRuntime) -> None:
+        self._rt = runtime
+
+    async def create(
+        self,
+        account_id: int,
+        *,
+        name: str,
+        scopes: Sequence[str],
+        expire_time: datetime | None,
+        request_id: str | None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret (the only time the secret is known). With a request id a retry returns the first
+        key and the same secret; the same request id with a different request is REQUEST_ID_REUSED."""
+        name, chosen = check_name(name), check_scopes(scopes)
+        now = self._rt.now()
+        policy = self._rt.policy
+        if expire_time is not None and not now < expire_time <= now + policy.api_key_max_ttl:
+            raise InvalidArgument(
+                FieldViolation(
+                    "api_key.expire_time", f"must be in the future and at most {policy.api_key_max_ttl.days} days ahead"
+                ),
+                reason="EXPIRE_TIME_INVALID",
+            )
+        account = await self._rt.active_account(account_id)
+        if not account.email_verified:
+            raise FailedPrecondition("verify your email before creating API keys", reason="EMAIL_NOT_VERIFIED")
+        if Scope.ADMIN in chosen and not account.is_admin:
+            raise PermissionDenied("only admins may create keys with the admin scope", reason="SCOPE_NOT_ALLOWED")
+        fingerprint = _fingerprint(name, chosen, expire_time) if request_id else None
+        if request_id:
+            earlier = await self._earlier(account_id, request_id, fingerprint)
+            if earlier is not None:
+                return earlier
+        if await self._rt.credentials.count_active_api_keys(account_id, now) >= policy.max_active_api_keys:
+            raise ResourceExhausted(
+                f"an account may have at most {policy.max_active_api_keys} active API keys: revoke one first",
+                reason="API_KEY_LIMIT_REACHED",
+            )
+        secret = new_api_key_secret(self._rt.api_key_derivation_key, account_id=account_id, request_id=request_id or "")
+        key = ApiKey(
+            api_key_id=new_api_key_id(),
+            account_id=account_id,
+            name=name,
+            scopes=chosen,
+            prefix=secret[:11],
+            create_time=now,
+            expire_time=expire_time or now + policy.api_key_default_ttl,
+        )
+        stored = await self._rt.credentials.create_api_key(
+            key, secret_hash=hash_secret(secret), request_id=request_id, fingerprint=fingerprint
+        )
+        if not stored:
+            # A concurrent call with the same request id won; answer like its retry.
+            earlier = await self._earlier(account_id, request_id or "", fingerprint)
+            if earlier is None:
+                raise AlreadyExists("request id already used", reason="REQUEST_ID_REUSED")
+            return earlier
+        log.info("api key created", extra={"account_id": account_id, "api_key_id": key.api_key_id})
+        return key, secret
+
+    async def _earlier(self, account_id: int, request_id: str, fingerprint: str | None) -> tuple[ApiKey, str] | None:
+        found = await self._rt.credentials.api_key_by_request(account_id, request_id)
+        if found is None:
+            return None
+        key, stored_hash, stored_fingerprint = found
+        secret = new_api_key_secret(self._rt.api_key_derivation_key, account_id=account_id, request_id=request_id)
+        if stored_fingerprint != fingerprint or hash_secret(secret) != stored_hash:
+            raise AlreadyExists("this request id was used for a different request", reason="REQUEST_ID_REUSED")
+        return key, secret
+
+    async def list(
+        self, account_id: int, *, show_revoked: bool, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[ApiKey], bool]:
+        """Keys newest first, and whether more follow."""
+        found = await self._rt.credentials.list_api_keys(
+            account_id, show_revoked=show_revoked, after=after, limit=limit + 1
+        )
+        return found[:limit], len(found) > limit
+
+    async def revoke(self, account_id: int, api_key_id: str) -> ApiKey:
+        """Revoke one of the caller's keys; another account's key is NotFound, like an unknown one."""
+        key = await self._rt.credentials.api_key(account_id, api_key_id)
+        if key is None:
+            raise NotFound("no such API key", reason="API_KEY_NOT_FOUND")
+        if key.revoke_time is None:
+            await self.revoke_all(account_id, reason="revoked", api_key_id=api_key_id)
+        revoked = await self._rt.credentials.api_key(account_id, api_key_id)
+        assert revoked is not None
+        return revoked
+
+    async def revoke_all(self, account_id: int, *, reason: str, api_key_id: str | None = None) -> int:
+        """Revoke the account's keys (or one) in the database and evict them from every replica's cache."""
+        revoked, hashes = await self._rt.credentials.revoke_api_keys(
+            account_id, now=self._rt.now(), reason=reason, api_key_id=api_key_id
+        )
+        await evict_api_keys(self._rt.cache, hashes)
+        if revoked:
+            log.info("api keys revoked", extra={"account_id": account_id, "count": len(revoked), "reason": reason})
+        return len(revoked)

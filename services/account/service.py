@@ -1,0 +1,279 @@
+"""The account domain: registration, email verification, passwords, profile and admin user management."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.account.credentials import hash_secret, new_email_token
+from services.account.factors import TwoFactor
+from services.account.keys import ApiKeys
+from services.account.models import Account, AccountState, Role
+from services.account.profile import (
+    Profile,
+    apply_update,
+    default_profile,
+    finalize_profile,
+    profile_from_json,
+    profile_to_json,
+    validate_profile,
+)
+from services.account.runtime import AccountRuntime, log
+from services.account.sessions import Sessions
+from services.account.store import OutboxMessage, Purpose
+from services.account.validation import check_password
+from services.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+
+EMAIL = "email"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """What Register needs besides the normalised email and the password."""
+
+    display_name: str = ""
+    timezone: str = ""
+    locale: str = ""
+    request_id: str = ""
+    ip_address: str = ""
+
+
+class AccountService:
+    """The account domain's entry point; the servicer calls only this (and its parts)."""
+
+    def __init__(self, runtime: AccountRuntime) -> None:
+        self.runtime = runtime
+        self.two_factor = TwoFactor(runtime)
+        self.sessions = Sessions(runtime, self.two_factor)
+        self.api_keys = ApiKeys(runtime)
+
+    # -- registration and verification -----------------------------------------------------------------------------
+
+    async def register(self, email: str, password: str, details: Registration) -> Account:
+        """Create an account and queue its verification email. A retry with the same request id and credentials
+        returns the account the first call created."""
+        rt = self.runtime
+        password = check_password(password, email=email)
+        initial = validate_profile(
+            finalize_profile(
+                Profile(display_name=details.display_name, timezone=details.timezone, locale=details.locale), email
+            )
+        )
+        if details.request_id:
+            earlier = await rt.accounts.account_by_register_request(details.request_id)
+            if earlier is not None:
+                return await self._earlier_registration(earlier, email, password)
+        await rt.throttles.registration.check(email=email, ip_address=details.ip_address)
+        password_hash = await rt.passwords.hash(password)
+        try:
+            account, _ = await rt.accounts.create_account(
+                email=email, password_hash=password_hash, request_id=details.request_id or None, now=rt.now()
+            )
+        except AlreadyExists as error:
+            if error.reason == "REQUEST_ID_TAKEN":
+                earlier = await rt.accounts.account_by_register_request(details.request_id)
+                if earlier is not None:
+                    return await self._earlier_registration(earlier, email, password)
+            raise
+        await rt.accounts.save_profile_document(account.account_id, profile_to_json(initial), rt.now())
+        await self._send_verification(account)
+        log.info("account registered", extra={"account_id": account.account_id})
+        return account
+
+    async def _earlier_registration(self, earlier: tuple[Account, str], email: str, password: str) -> Account:
+        account, stored_hash = earlier
+        if account.email != email or not (await self.runtime.passwords.verify(stored_hash, password)).matched:
+            raise AlreadyExists("this request id was used for a different request", reason="REQUEST_ID_REUSED")
+        return account
+
+    async def _send_verification(self, account: Account) -> None:
+        rt = self.runtime
+        token = new_email_token()
+        now = rt.now()
+        link = rt.link("verify-email", token)
+        await rt.accounts.issue_email_token(
+            account_id=account.account_id,
+            purpose=Purpose.VERIFY_EMAIL,
+            token_hash=hash_secret(token),
+            now=now,
+            expire_time=now + rt.policy.verification_token_ttl,
+            message=OutboxMessage(
+                account_id=account.account_id,
+                channel=EMAIL,
+                recipient=account.email,
+                template="verify_email",
+                payload={"link": link, "expire_hours": int(rt.policy.verification_token_ttl.total_seconds() // 3600)},
+            ),
+        )
+        if rt.policy.log_email_links:
+            # The embedded default has no mail server: the developer follows the link from the log.
+            log.info("verification email queued: %s", link, extra={"account_id": account.account_id})
+
+    async def verify_email(self, token: str) -> Account:
+        """Verify the email of the token's account. Presenting a token that already verified its account again
+        succeeds, so a double-clicked link is harmless."""
+        rt = self.runtime
+        token_hash = hash_secret(token)
+        stored = await rt.accounts.email_token(token_hash, Purpose.VERIFY_EMAIL)
+        if stored is None or stored.supersede_time is not None:
+            raise InvalidArgument.field("token", "unknown or superseded token", reason="VERIFICATION_TOKEN_INVALID")
+        if stored.use_time is not None:
+            account = await rt.account(stored.account_id)
+            if account.email_verified:
+                return account
+            raise InvalidArgument.field("token", "this token was used already", reason="VERIFICATION_TOKEN_INVALID")
+        now = rt.now()
+        if stored.expire_time <= now:
+            raise FailedPrecondition(
+                "this verification link expired: ask for a new one", reason="VERIFICATION_TOKEN_EXPIRED"
+            )
+        account = await rt.account(stored.account_id)
+        values = {} if account.email_verified else {"verify_time": now}
+        verified = await rt.accounts.use_email_token(token_hash, now, **values)
+        if verified is None:
+            # A concurrent click used it first.
+            return await rt.account(stored.account_id)
+        log.info("email verified", extra={"account_id": verified.account_id})
+        return verified
+
+    async def resend_verification(self, account_id: int) -> None:
+        """Issue a new verification token (older ones stop working); a few per hour at most."""
+        account = await self.runtime.active_account(account_id)
+        if account.email_verified:
+            raise FailedPrecondition("the email is already verified", reason="EMAIL_ALREADY_VERIFIED")
+        await self.runtime.throttles.verification_email.limit(
+            str(account_id), self.runtime.policy.verification_emails_per_hour, 3600.0
+        )
+        await self._send_verification(account)
+
+    # -- passwords --------------------------------------------------------------------------------------------------
+
+    async def request_password_reset(self, email: str, ip_address: str) -> None:
+        """Queue a reset link when the email has an account; the answer is the same either way."""
+        rt = self.runtime
+        await rt.throttles.password_reset.check(email=email, ip_address=ip_address)
+        found = await rt.accounts.credentials_by_email(email)
+        if found is None or not found[0].active:
+            return
+        account = found[0]
+        token = new_email_token()
+        now = rt.now()
+        link = rt.link("reset-password", token)
+        await rt.accounts.issue_email_token(
+            account_id=account.account_id,
+            purpose=Purpose.RESET_PASSWORD,
+            token_hash=hash_secret(token),
+            now=now,
+            expire_time=now + rt.policy.reset_token_ttl,
+            message=OutboxMessage(
+                account_id=account.account_id,
+                channel=EMAIL,
+                recipient=account.email,
+                template="reset_password",
+                payload={"link": link, "expire_minutes": int(rt.policy.reset_token_ttl.total_seconds() // 60)},
+            ),
+        )
+        if rt.policy.log_email_links:
+            log.info("password reset email queued: %s", link, extra={"account_id": account.account_id})
+
+    async def reset_password(self, token: str, new_password: str) -> None:
+        """Set a new password with a reset token; every session and API key of the account is revoked."""
+        rt = self.runtime
+        token_hash = hash_secret(token)
+        stored = await rt.accounts.email_token(token_hash, Purpose.RESET_PASSWORD)
+        if stored is None or stored.supersede_time is not None or stored.use_time is not None:
+            raise InvalidArgument.field("token", "unknown, used or superseded token", reason="RESET_TOKEN_INVALID")
+        now = rt.now()
+        if stored.expire_time <= now:
+            raise FailedPrecondition("this reset link expired: ask for a new one", reason="RESET_TOKEN_EXPIRED")
+        account = await rt.account(stored.account_id)
+        password = check_password(new_password, email=account.email, field="new_password")
+        password_hash = await rt.passwords.hash(password)
+        if await rt.accounts.use_email_token(token_hash, now, password_hash=password_hash) is None:
+            raise InvalidArgument.field("token", "this token was used already", reason="RESET_TOKEN_INVALID")
+        await rt.revoke_sessions(account.account_id, reason="password_reset")
+        await self.api_keys.revoke_all(account.account_id, reason="password_reset")
+        log.info("password reset", extra={"account_id": account.account_id})
+
+    async def change_password(self, account_id: int, session_id: str, current: str, new: str) -> int:
+        """Replace the password; every other session is revoked. How many sessions were revoked."""
+        rt = self.runtime
+        account = await rt.check_password(account_id, current)
+        password = check_password(new, email=account.email, field="new_password")
+        if password == current:
+            raise InvalidArgument.field(
+                "new_password", "must differ from the current password", reason="PASSWORD_UNCHANGED"
+            )
+        await rt.accounts.update_account(account_id, password_hash=await rt.passwords.hash(password))
+        revoked = await rt.revoke_sessions(account_id, reason="password_changed", keep_session_id=session_id)
+        log.info("password changed", extra={"account_id": account_id})
+        return len(revoked)
+
+    # -- profile ----------------------------------------------------------------------------------------------------
+
+    async def profile(self, account_id: int) -> Profile:
+        """The stored profile with defaults filled in."""
+        account = await self.runtime.account(account_id)
+        stored = await self.runtime.accounts.profile_document(account_id)
+        if stored is None:
+            return default_profile(account.email)
+        document, update_time = stored
+        return finalize_profile(profile_from_json(document, update_time=update_time), account.email)
+
+    async def update_profile(self, account_id: int, incoming: Profile, paths: Sequence[str]) -> Profile:
+        """Change the named fields; the whole profile after the change."""
+        account = await self.runtime.account(account_id)
+        current = await self.profile(account_id)
+        updated = validate_profile(finalize_profile(apply_update(current, incoming, paths), account.email))
+        await self.runtime.accounts.save_profile_document(account_id, profile_to_json(updated), self.runtime.now())
+        return await self.profile(account_id)
+
+    # -- admin ------------------------------------------------------------------------------------------------------
+
+    async def list_users(
+        self,
+        *,
+        after_id: int,
+        limit: int,
+        email_query: str,
+        role: Role | None,
+        state: AccountState | None,
+    ) -> tuple[list[Account], bool]:
+        found = await self.runtime.accounts.list_accounts(
+            after_id=after_id,
+            limit=limit + 1,
+            email_query=email_query,
+            role=role.value if role else None,
+            state=state,
+        )
+        return found[:limit], len(found) > limit
+
+    async def disable_user(self, admin_id: int, account_id: int, reason: str) -> tuple[Account, int, int]:
+        """Disable an account and revoke its sessions and keys; (account, sessions revoked, keys revoked)."""
+        if admin_id == account_id:
+            raise FailedPrecondition("an admin cannot disable their own account", reason="CANNOT_DISABLE_SELF")
+        rt = self.runtime
+        account = await rt.account(account_id)
+        if account.active:
+            updated = await rt.accounts.update_account(
+                account_id, state=int(AccountState.DISABLED), disable_time=rt.now(), disable_reason=reason
+            )
+            assert updated is not None
+            account = updated
+            log.warning("account disabled", extra={"account_id": account_id, "admin_id": admin_id})
+        # Revoke even when it was disabled already: a retry after a partial failure finishes the job.
+        sessions = await rt.revoke_sessions(account_id, reason="account_disabled")
+        keys = await self.api_keys.revoke_all(account_id, reason="account_disabled")
+        return account, len(sessions), keys
+
+    async def enable_user(self, admin_id: int, account_id: int) -> Account:
+        rt = self.runtime
+        account = await rt.account(account_id)
+        if account.active:
+            return account
+        updated = await rt.accounts.update_account(
+            account_id, state=int(AccountState.ACTIVE), disable_time=None, disable_reason=""
+        )
+        assert updated is not None
+        log.warning("account enabled", extra={"account_id": account_id, "admin_id": admin_id})
+        return updated
