@@ -62,7 +62,8 @@ totp_credentials = Table(
     "totp_credentials",
     global_metadata,
     Column("account_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("secret", String(64), nullable=False),
+    # Sealed with the data key (AES-GCM bound to the account): a database dump does not reveal it.
+    Column("secret", String(255), nullable=False),
     Column("active", SmallInteger, nullable=False, server_default="0"),
     Column("create_time", DateTime(timezone=False), nullable=False),
     # When a pending (unconfirmed) secret lapses; NULL once active.
@@ -403,7 +404,7 @@ class CredentialStore:
                 return None
             return TotpCredential(
                 account_id=int(row.account_id),
-                secret=str(row.secret),
+                sealed_secret=str(row.secret),
                 active=bool(row.active),
                 create_time=row.create_time,
                 expire_time=row.expire_time,
@@ -414,7 +415,9 @@ class CredentialStore:
         result: TotpCredential | None = await self._run(work)
         return result
 
-    async def put_pending_totp(self, account_id: int, secret: str, *, now: datetime, expire_time: datetime) -> bool:
+    async def put_pending_totp(
+        self, account_id: int, sealed_secret: str, *, now: datetime, expire_time: datetime
+    ) -> bool:
         """Replace a pending secret (never an active one); False when TOTP is active."""
 
         async def work(connection: AsyncConnection) -> bool:
@@ -428,7 +431,7 @@ class CredentialStore:
             await connection.execute(delete(totp_credentials).where(totp_credentials.c.account_id == account_id))
             await connection.execute(
                 insert(totp_credentials).values(
-                    account_id=account_id, secret=secret, active=0, create_time=now, expire_time=expire_time
+                    account_id=account_id, secret=sealed_secret, active=0, create_time=now, expire_time=expire_time
                 )
             )
             return True
@@ -440,9 +443,10 @@ class CredentialStore:
         return result
 
     async def activate_totp(
-        self, account_id: int, *, secret: str, step: int, salt: str, code_hashes: Sequence[str]
+        self, account_id: int, *, sealed_secret: str, step: int, salt: str, code_hashes: Sequence[str]
     ) -> bool:
-        """Make the pending `secret` active with its recovery codes; False when it is no longer the pending one."""
+        """Make the pending `sealed_secret` active with its recovery codes; False when it is no longer the pending
+        one."""
 
         async def work(connection: AsyncConnection) -> bool:
             result = await connection.execute(
@@ -450,7 +454,7 @@ class CredentialStore:
                 .where(
                     and_(
                         totp_credentials.c.account_id == account_id,
-                        totp_credentials.c.secret == secret,
+                        totp_credentials.c.secret == sealed_secret,
                         totp_credentials.c.active == 0,
                     )
                 )

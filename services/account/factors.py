@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 import pyotp
 
 from services.account.credentials import hash_recovery_code, new_recovery_codes, new_salt
-from services.account.models import Account
+from services.account.models import Account, TotpCredential
 from services.account.runtime import AccountRuntime, log
-from services.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from services.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
+from services.core.sealing import SealError
 
 ISSUER = "Bullant"
 PERIOD_SECONDS = 30
@@ -65,7 +66,8 @@ class TwoFactor:
         secret = pyotp.random_base32()
         now = self._rt.now()
         expire_time = now + self._rt.policy.pending_totp_ttl
-        if not await self._rt.credentials.put_pending_totp(account_id, secret, now=now, expire_time=expire_time):
+        sealed = self._rt.sealer.seal(secret, context=_context(account_id))
+        if not await self._rt.credentials.put_pending_totp(account_id, sealed, now=now, expire_time=expire_time):
             raise FailedPrecondition("TOTP is already enabled", reason="TOTP_ALREADY_ENABLED")
         uri = pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=ISSUER)
         return Enrollment(secret=secret, otpauth_uri=uri, expire_time=expire_time)
@@ -78,14 +80,14 @@ class TwoFactor:
             raise FailedPrecondition("TOTP is already enabled", reason="TOTP_ALREADY_ENABLED")
         if credential is None or (credential.expire_time is not None and credential.expire_time <= now):
             raise FailedPrecondition("no pending TOTP enrolment: call EnrollTotp", reason="TOTP_NOT_ENROLLED")
-        step = matching_step(credential.secret, code, now)
+        step = matching_step(self._secret(credential), code, now)
         if step is None:
             raise PermissionDenied("wrong TOTP code", reason="TOTP_INVALID")
         codes = new_recovery_codes()
         salt = new_salt()
         activated = await self._rt.credentials.activate_totp(
             account_id,
-            secret=credential.secret,
+            sealed_secret=credential.sealed_secret,
             step=step,
             salt=salt,
             code_hashes=[hash_recovery_code(code, salt) for code in codes],
@@ -115,7 +117,7 @@ class TwoFactor:
             raise error("TOTP is not enabled", reason="TOTP_NOT_ENABLED")
         now = self._rt.now()
         if second_factor.totp_code:
-            step = matching_step(credential.secret, second_factor.totp_code, now)
+            step = matching_step(self._secret(credential), second_factor.totp_code, now)
             # accept_step makes each code single-use: a code seen by a shoulder-surfer is already spent.
             if (
                 step is None
@@ -128,3 +130,15 @@ class TwoFactor:
         if not await self._rt.credentials.use_recovery_code(account_id, code_hash, now):
             raise error("wrong or already used recovery code", reason="RECOVERY_CODE_INVALID")
         log.info("recovery code used", extra={"account_id": account_id})
+
+    def _secret(self, credential: TotpCredential) -> str:
+        try:
+            return self._rt.sealer.open(credential.sealed_secret, context=_context(credential.account_id))
+        except SealError:
+            # Wrong BULLANT_DATA_KEY_FILE: nobody could pass this factor; say so to the operator, not the user.
+            log.error("cannot open the TOTP secret: is BULLANT_DATA_KEY_FILE the key it was sealed with?")
+            raise Unavailable("two-factor authentication is unavailable; try again later") from None
+
+
+def _context(account_id: int) -> str:
+    return f"totp:{account_id}"

@@ -115,11 +115,11 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TotpCredential:
-    """A TOTP secret: pending until confirmed, then active. `last_step` is the newest time step a code was accepted
-    for, so a code cannot be replayed."""
+    """A TOTP secret, sealed (services.core.sealing): pending until confirmed, then active. `last_step` is the newest
+    time step a code was accepted for, so a code cannot be replayed."""
 
     account_id: int
-    secret: str
+    sealed_secret: str
     active: bool
     create_time: datetime
     expire_time: datetime | None

@@ -47,7 +47,8 @@ class Passwords:
             parallelism=parameters.parallelism,
             type=Type.ID,
         )
-        self._dummy_hash: str | None = None
+        # Made now, not on the first unknown email: that first answer would otherwise take twice as long.
+        self._dummy_hash = self._hasher.hash("not the password of any account")
 
     async def hash(self, password: str) -> str:
         """A new argon2id hash of `password` with a fresh salt."""
@@ -57,7 +58,7 @@ class Passwords:
         """Check `password` against `stored_hash`. With no stored hash (unknown account) a dummy hash is checked
         instead, so that the answer takes as long as for a real account and timing tells nothing."""
         if stored_hash is None:
-            await asyncio.to_thread(self._verify, await self._dummy(), password)
+            await asyncio.to_thread(self._verify, self._dummy_hash, password)
             return Verification(False)
         if not await asyncio.to_thread(self._verify, stored_hash, password):
             return Verification(False)
@@ -70,8 +71,3 @@ class Passwords:
             return self._hasher.verify(stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.hash("not the password of any account")
-        return self._dummy_hash

@@ -16,12 +16,14 @@ from services.account.models import Account, Session
 from services.account.passwords import HashParameters, Passwords
 from services.account.store import AccountStore
 from services.account.throttle import Throttle, ThrottlePolicy
+from services.core.auth.keys import load_data_key
 from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.coordination import Cache
 from services.core.db.databases import Databases
 from services.core.dependencies import Dependencies
 from services.core.errors import NotFound, PermissionDenied
+from services.core.sealing import Sealer
 from services.core.settings import Environment
 from services.core.startup import StartupError
 
@@ -75,6 +77,8 @@ class AccountRuntime:
     policy: AccountPolicy
     # Secret for deriving the secrets of API keys created with a request id (idempotent retries).
     api_key_derivation_key: bytes
+    # Encrypts the TOTP secrets kept in the database.
+    sealer: Sealer
     clock: Callable[[], datetime]
 
     def now(self) -> datetime:
@@ -174,5 +178,6 @@ def build_runtime(deps: Dependencies, *, clock: Callable[[], datetime]) -> Accou
         ),
         # Derived, not the signing key itself: one secret, two unrelated uses.
         api_key_derivation_key=hmac.new(raw, b"bullant api key derivation v1", hashlib.sha256).digest(),
+        sealer=Sealer(load_data_key(settings)),
         clock=clock,
     )

@@ -24,7 +24,7 @@ from services.account.factors import SecondFactor
 from services.account.models import AccountState, Role
 from services.account.runtime import build_runtime
 from services.account.service import AccountService, Registration
-from services.account.validation import MAX_PASSWORD_LENGTH, normalize_email
+from services.account.validation import MAX_PASSWORD_LENGTH, check_password, normalize_email
 from services.core.auth.identity import Credential, Identity, require_identity
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
@@ -46,6 +46,8 @@ class Checks:
 
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
+        # The reason of the first check that named one (EMAIL_INVALID, PASSWORD_TOO_WEAK), for ErrorInfo.
+        self.reason: str | None = None
 
     def required(self, field: str, value: str, *, max_length: int = _MAX_SECRET_LENGTH) -> None:
         if not value:
@@ -73,12 +75,26 @@ class Checks:
         try:
             return normalize_email(value, field=field)
         except InvalidArgument as error:
-            self.violations.extend(error.violations)
+            self._add(error)
             return ""
+
+    def new_password(self, field: str, value: str, email: str) -> None:
+        """The password policy, checked with the other fields so every problem is reported at once."""
+        if not value or len(value) > 4 * MAX_PASSWORD_LENGTH:
+            self.required(field, value, max_length=4 * MAX_PASSWORD_LENGTH)
+            return
+        try:
+            check_password(value, email=email, field=field)
+        except InvalidArgument as error:
+            self._add(error)
+
+    def _add(self, error: InvalidArgument) -> None:
+        self.violations.extend(error.violations)
+        self.reason = self.reason or error.reason
 
     def done(self) -> None:
         if self.violations:
-            raise InvalidArgument(self.violations)
+            raise InvalidArgument(self.violations, reason=self.reason)
 
 
 def _second_factor(message: Any) -> SecondFactor | None:
@@ -136,7 +152,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def Register(self, request: account_pb2.RegisterRequest, context: Context) -> account_pb2.RegisterResponse:
         checks = Checks()
         email = checks.email("email", request.email)
-        checks.required("password", request.password, max_length=4 * MAX_PASSWORD_LENGTH)
+        checks.new_password("password", request.password, email)
         checks.text("display_name", request.display_name, max_length=256)
         checks.text("timezone", request.timezone, max_length=64)
         checks.text("locale", request.locale, max_length=35)

@@ -3,6 +3,7 @@ public one. A development key is generated under the data directory; elsewhere a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from services.core.settings import Environment, Settings
 from services.core.startup import StartupError
 
 DEV_KEY_NAME = "jwt-ed25519.pem"
+DEV_DATA_KEY_NAME = "data-key.b64"
+DATA_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +66,56 @@ def _read_public(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def _create_once(path: Path, content: bytes) -> bool:
+    """Write `content` to a new owner-only file; False when the file exists already (another process won)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: two processes starting together must not both write a different key.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+    return True
+
+
 def development_key(data_dir: Path) -> Ed25519PrivateKey:
     """The embedded default's key under `data_dir/keys/`, created (readable by the owner only) on first use."""
     path = data_dir / "keys" / DEV_KEY_NAME
     if path.exists():
         return _read_private(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    # O_EXCL: two processes starting together must not both write a different key.
+    return key if _create_once(path, pem) else _read_private(path)
+
+
+def _read_data_key(path: Path) -> bytes:
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_private(path)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+        text = path.read_text(encoding="ascii").strip()
+        key = base64.b64decode(text, validate=True)
+    except (OSError, ValueError) as error:
+        raise StartupError(f"cannot read the data key {path}: {error}") from None
+    if len(key) != DATA_KEY_BYTES:
+        raise StartupError(
+            f"{path} must hold {DATA_KEY_BYTES} random bytes in base64 (make one with `openssl rand -base64 32`)"
+        )
     return key
+
+
+def load_data_key(settings: Settings) -> bytes:
+    """The key that encrypts secrets the platform must read back (TOTP secrets): BULLANT_DATA_KEY_FILE, or in the
+    local environment a key generated under the data directory. Elsewhere a missing key stops the process."""
+    if settings.data_key_file is not None:
+        return _read_data_key(settings.data_key_file)
+    if settings.env is not Environment.LOCAL:
+        raise StartupError(
+            f"BULLANT_ENV={settings.env.value} needs BULLANT_DATA_KEY_FILE: 32 random bytes in base64 "
+            "(`openssl rand -base64 32`), the same for every replica, kept out of the database"
+        )
+    path = settings.data_dir / "keys" / DEV_DATA_KEY_NAME
+    if not path.exists():
+        _create_once(path, base64.b64encode(os.urandom(DATA_KEY_BYTES)) + b"\n")
+    return _read_data_key(path)
 
 
 def load_signing_keys(settings: Settings) -> SigningKeys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from sqlalchemy.pool import NullPool
 
 SQLITE = "sqlite"
 MYSQL = "mysql"
+# The drivers log each statement with its parameters at DEBUG, and parameters carry secrets (a TOTP secret, a
+# password hash): their loggers never go below INFO, whatever BULLANT_LOG_LEVEL says.
+_DRIVER_LOGGERS = ("aiosqlite", "asyncmy")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +42,8 @@ def redacted(url: str | URL) -> str:
 def create_engine(url: str | URL, options: EngineOptions | None = None) -> AsyncEngine:
     """An engine for `url`. Opens no connection yet; SQLite's parent directory is created."""
     options = options or EngineOptions()
+    for name in _DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     parsed = make_url(url)
     if parsed.get_dialect().name == SQLITE:
         return _sqlite_engine(parsed, options)

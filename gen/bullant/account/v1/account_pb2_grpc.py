@@ -208,9 +208,10 @@ class AccountServiceServicer:
 
     def Register(self, request, context):
         """Register creates an account from an email and a password and sends a verification email (through the outbox).
-        The email is normalised (trimmed, domain lower-cased). The password must be at least 10 characters, not in the
-        common-password list and not equal to the email. The new account can log in at once, but cannot use the "trade"
-        scope or create API keys until its email is verified.
+        The email is normalised (trimmed, lower-cased, the domain in IDNA form), so addresses differing only in case
+        are one account. The password must be at least 10 characters, not in the common-password list and not equal to
+        the email. The new account can log in at once, but cannot use the "trade" scope or create API keys until its
+        email is verified.
         Auth: public.
         Errors: ALREADY_EXISTS EMAIL_TAKEN; INVALID_ARGUMENT EMAIL_INVALID, PASSWORD_TOO_WEAK; ALREADY_EXISTS
         REQUEST_ID_REUSED (same request_id, different request).

@@ -61,9 +61,10 @@ class AccountServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AccountServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_account_pb2.RegisterRequest, _account_pb2.RegisterResponse]
     """Register creates an account from an email and a password and sends a verification email (through the outbox).
-    The email is normalised (trimmed, domain lower-cased). The password must be at least 10 characters, not in the
-    common-password list and not equal to the email. The new account can log in at once, but cannot use the "trade"
-    scope or create API keys until its email is verified.
+    The email is normalised (trimmed, lower-cased, the domain in IDNA form), so addresses differing only in case
+    are one account. The password must be at least 10 characters, not in the common-password list and not equal to
+    the email. The new account can log in at once, but cannot use the "trade" scope or create API keys until its
+    email is verified.
     Auth: public.
     Errors: ALREADY_EXISTS EMAIL_TAKEN; INVALID_ARGUMENT EMAIL_INVALID, PASSWORD_TOO_WEAK; ALREADY_EXISTS
     REQUEST_ID_REUSED (same request_id, different request).
@@ -247,9 +248,10 @@ class AccountServiceAsyncStub(AccountServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_account_pb2.RegisterRequest, _account_pb2.RegisterResponse]  # type: ignore[assignment]
     """Register creates an account from an email and a password and sends a verification email (through the outbox).
-    The email is normalised (trimmed, domain lower-cased). The password must be at least 10 characters, not in the
-    common-password list and not equal to the email. The new account can log in at once, but cannot use the "trade"
-    scope or create API keys until its email is verified.
+    The email is normalised (trimmed, lower-cased, the domain in IDNA form), so addresses differing only in case
+    are one account. The password must be at least 10 characters, not in the common-password list and not equal to
+    the email. The new account can log in at once, but cannot use the "trade" scope or create API keys until its
+    email is verified.
     Auth: public.
     Errors: ALREADY_EXISTS EMAIL_TAKEN; INVALID_ARGUMENT EMAIL_INVALID, PASSWORD_TOO_WEAK; ALREADY_EXISTS
     REQUEST_ID_REUSED (same request_id, different request).
@@ -436,9 +438,10 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_pb2.RegisterResponse, _abc.Awaitable[_account_pb2.RegisterResponse]]:
         """Register creates an account from an email and a password and sends a verification email (through the outbox).
-        The email is normalised (trimmed, domain lower-cased). The password must be at least 10 characters, not in the
-        common-password list and not equal to the email. The new account can log in at once, but cannot use the "trade"
-        scope or create API keys until its email is verified.
+        The email is normalised (trimmed, lower-cased, the domain in IDNA form), so addresses differing only in case
+        are one account. The password must be at least 10 characters, not in the common-password list and not equal to
+        the email. The new account can log in at once, but cannot use the "trade" scope or create API keys until its
+        email is verified.
         Auth: public.
         Errors: ALREADY_EXISTS EMAIL_TAKEN; INVALID_ARGUMENT EMAIL_INVALID, PASSWORD_TOO_WEAK; ALREADY_EXISTS
         REQUEST_ID_REUSED (same request_id, different request).

@@ -144,7 +144,7 @@ def upgrade() -> None:
     op.create_table(
         "totp_credentials",
         sa.Column("account_id", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("secret", sa.String(length=64), nullable=False),
+        sa.Column("secret", sa.String(length=255), nullable=False),
         sa.Column("active", sa.SmallInteger(), server_default="0", nullable=False),
         sa.Column("create_time", sa.DateTime(), nullable=False),
         sa.Column("expire_time", sa.DateTime(), nullable=True),
