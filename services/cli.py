@@ -12,13 +12,16 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from services.account.credential_store import CredentialStore
 from services.account.store import AccountStore
 from services.account.validation import normalize_email
 from services.bootstrap import build_server
 from services.core.access import SCOPES
 from services.core.auth.keys import load_signing_keys
+from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
-from services.core.db.databases import DatabaseConfig, Databases, describe_error
+from services.core.coordination import Coordination, build_backend, keyspace_for
+from services.core.db.databases import DatabaseConfig, Databases, describe_error, utc_now
 from services.core.errors import InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
@@ -75,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     admin = commands.add_parser(
         "admin",
         help="grant or revoke the admin role of an account",
-        description="Give an account the admin role (or take it away). It applies to access tokens issued from now "
-        "on: the user's next login or refresh (at most the access-token lifetime later).",
+        description="Give an account the admin role (or take it away). A grant applies from the user's next login "
+        "or refresh; a revoke also signs every session of the account out (with Redis configured, at once; with "
+        "the in-memory backend of another process, refresh stops at once and access tokens within their lifetime).",
     )
     admin.add_argument("action", choices=("grant", "revoke"))
     admin.add_argument("email", help="the account's login email")
@@ -131,15 +135,28 @@ async def _migrate(settings: Settings, check_only: bool) -> int:
 
 async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
     databases = Databases(DatabaseConfig.from_settings(settings))
+    coordination = Coordination(build_backend(settings.redis_url), keyspace_for(settings, "platform"))
     await databases.start()
+    await coordination.start()
     try:
         account = await AccountStore(databases).set_role(normalize_email(email), "admin", present=grant)
+        revoked = []
+        if account is not None and not grant:
+            # An admin's live tokens carry the admin scope: end the sessions instead of waiting for them to expire.
+            revoked = await CredentialStore(databases).revoke_sessions(
+                account.account_id, now=utc_now(), reason="role_changed"
+            )
+            revocations = RevocationList(coordination.for_service("account").cache)
+            for session in revoked:
+                await revocations.revoke_session(session.session_id, settings.access_token_ttl_seconds + 5)
     finally:
+        await coordination.stop()
         await databases.stop()
     if account is None:
         print(f"bullant: no account with email {email}", file=sys.stderr)
         return 1
-    print(f"account {account.account_id} ({account.email}): roles {', '.join(account.roles)}")
+    ended = f"; {len(revoked)} session(s) signed out" if revoked else ""
+    print(f"account {account.account_id} ({account.email}): roles {', '.join(account.roles)}{ended}")
     return 0
 
 

@@ -92,6 +92,25 @@ def test_admin_grant_gives_the_admin_scope_at_next_login(platform: Platform) -> 
     assert "admin" in login["scopes"]
     users = call(platform, "ListUsers", {"email_query": "root"}, f"authorization: Bearer {login['access_token']}")
     assert [user["email"] for user in users["users"]] == ["root@example.com"]
+    revoked = subprocess.run(
+        [BULLANT, "admin", "revoke", "root@example.com"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert "roles user; 1 session(s) signed out" in revoked.stdout
+    refresh = grpcurl(
+        "-plaintext",
+        "-d",
+        json.dumps({"refresh_token": login["refresh_token"]}),
+        platform.address,
+        f"{ACCOUNT}/Refresh",
+    )
+    assert refresh.returncode != 0
+    assert "SESSION_REVOKED" in refresh.stderr
     missing = subprocess.run(
         [BULLANT, "admin", "grant", "nobody@example.com"],
         capture_output=True,
