@@ -22,10 +22,9 @@ from services.core.coordination import KeySpace, MemoryBackend
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import load_settings
 from services.market.servicer import SERVICE as MARKET
-from services.market.servicer import MarketServicer
 
 
-class EchoMarket(MarketServicer):
+class EchoMarket(market_pb2_grpc.MarketServiceServicer):
     """Answers GetInstrument at once and streams `max_batch` empty tick batches."""
 
     async def GetInstrument(
@@ -41,7 +40,7 @@ class EchoMarket(MarketServicer):
             yield message
 
 
-async def _bare_server(servicer: MarketServicer) -> tuple[grpc.aio.Server, int]:
+async def _bare_server(servicer: market_pb2_grpc.MarketServiceServicer) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     market_pb2_grpc.add_MarketServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -53,7 +52,9 @@ KEYS = SigningKeys.from_private(Ed25519PrivateKey.generate())
 POLICY = TokenPolicy()
 
 
-async def _bullant_server(servicer: MarketServicer, authenticator: Authenticator | None) -> tuple[GrpcServer, int]:
+async def _bullant_server(
+    servicer: market_pb2_grpc.MarketServiceServicer, authenticator: Authenticator | None
+) -> tuple[GrpcServer, int]:
     settings = load_settings(environ={}, port=0, metrics_port=-1)
     registration = ServiceRegistration(
         name="market",
@@ -66,11 +67,11 @@ async def _bullant_server(servicer: MarketServicer, authenticator: Authenticator
     return server, server.port
 
 
-async def _open(servicer: MarketServicer) -> tuple[GrpcServer, int]:
+async def _open(servicer: market_pb2_grpc.MarketServiceServicer) -> tuple[GrpcServer, int]:
     return await _bullant_server(servicer, None)
 
 
-async def _authenticated(servicer: MarketServicer) -> tuple[GrpcServer, int]:
+async def _authenticated(servicer: market_pb2_grpc.MarketServiceServicer) -> tuple[GrpcServer, int]:
     backend = MemoryBackend()
     await backend.start()
     revocations = RevocationList(backend.cache(KeySpace("bullant", "bench", "account")))
@@ -111,7 +112,7 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
-Starter = Callable[[MarketServicer], Awaitable[tuple[Any, int]]]
+Starter = Callable[[market_pb2_grpc.MarketServiceServicer], Awaitable[tuple[Any, int]]]
 
 
 async def _measure(

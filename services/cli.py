@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -22,11 +23,14 @@ from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.coordination import Coordination, build_backend, keyspace_for
 from services.core.db.databases import DatabaseConfig, Databases, describe_error, utc_now
-from services.core.errors import InvalidArgument
+from services.core.errors import DomainError, InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
 from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
 from services.core.startup import StartupError
+from services.market.importer import ProgressBar, import_file
+from services.market.models import Timeframe
+from services.market.service import normalize_symbol
 
 log = logging.getLogger("bullant.cli")
 
@@ -84,6 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("action", choices=("grant", "revoke"))
     admin.add_argument("email", help="the account's login email")
+
+    imports = commands.add_parser(
+        "import-bars",
+        help="import OHLCV bars from a CSV file",
+        description="Validate and store bars from a CSV file (columns time,open,high,low,close,volume and optionally "
+        "trade_count; time in RFC 3339 or Unix seconds), with the rules of ImportBars. By default nothing is "
+        "written unless every row is good; --skip-invalid writes the good rows and reports the bad ones.",
+    )
+    imports.add_argument("file", type=Path)
+    imports.add_argument("--symbol", required=True, help="an existing instrument, e.g. SIM-AAPL")
+    imports.add_argument("--timeframe", required=True, choices=[t.label for t in Timeframe])
+    imports.add_argument("--skip-invalid", action="store_true", help="write good rows, report bad ones")
+    imports.add_argument("--validate-only", action="store_true", help="check and count without writing")
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -160,6 +177,41 @@ async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
     return 0
 
 
+async def _import_bars(settings: Settings, args: argparse.Namespace) -> int:
+    timeframe = next(t for t in Timeframe if t.label == args.timeframe)
+    databases = Databases(DatabaseConfig.from_settings(settings))
+    try:
+        await databases.start()
+        symbol = normalize_symbol(args.symbol)
+        outcome = await import_file(
+            databases,
+            args.file,
+            symbol=symbol,
+            timeframe=timeframe,
+            skip_invalid=args.skip_invalid,
+            validate_only=args.validate_only,
+            progress=ProgressBar(),
+        )
+    except DomainError as exc:
+        print(f"bullant: {exc.message}", file=sys.stderr)
+        for violation in getattr(exc, "violations", ())[:20]:
+            print(f"  {violation.description}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, StartupError) as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await databases.stop()
+    for error in outcome.errors[:20]:
+        print(f"line {error.line}: {error.reason} {error.field}: {error.message}", file=sys.stderr)
+    verb = "would be" if args.validate_only else "were"
+    print(
+        f"{symbol} {timeframe.label}: {outcome.inserted} inserted, {outcome.updated} updated, "
+        f"{outcome.unchanged} unchanged, {outcome.rejected} rejected ({verb} written)"
+    )
+    return 0 if not outcome.rejected else 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bullant` command; returns the exit code."""
     parser = _parser()
@@ -169,29 +221,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _print_dev_token(args)
+    if args.command == "serve":
+        return _serve(args, parser)
+    settings = _settings({})
+    if isinstance(settings, int):
+        return settings
+    if args.command == "import-bars":
+        return asyncio.run(_import_bars(settings, args))
     if args.command == "admin":
-        settings_or_code = _settings({})
-        if isinstance(settings_or_code, int):
-            return settings_or_code
         try:
-            return asyncio.run(_set_admin(settings_or_code, args.email, grant=args.action == "grant"))
+            return asyncio.run(_set_admin(settings, args.email, grant=args.action == "grant"))
         except (StartupError, InvalidArgument) as exc:
             print(f"bullant: {exc}", file=sys.stderr)
             return 1
-    if args.command == "migrate":
-        settings_or_code = _settings({})
-        if isinstance(settings_or_code, int):
-            return settings_or_code
-        configure_logging(settings_or_code.log_level, settings_or_code.log_format)
-        try:
-            return asyncio.run(_migrate(settings_or_code, args.check))
-        except StartupError as exc:
-            print(f"bullant: {exc}", file=sys.stderr)
-            return 1
-        except DBAPIError as exc:
-            print(f"bullant: migration failed: {describe_error(exc)}", file=sys.stderr)
-            return 1
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(_migrate(settings, args.check))
+    except StartupError as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        print(f"bullant: migration failed: {describe_error(exc)}", file=sys.stderr)
+        return 1
 
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     names = _service_names(args.services, parser)
     overrides = {
         key: value

@@ -131,6 +131,27 @@ class Settings(BaseModel):
     # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
 
+    # Market data feeds to run: any of sim, replay, ccxt (each on the one replica holding its leader lock).
+    market_feeds: list[str] = Field(default_factory=lambda: ["sim"])
+    sim_seed: int = 42
+    sim_tick_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    # History the simulator stores at its first start: days of daily bars, days of minute bars (and roll-ups).
+    sim_history_daily_days: int = Field(default=365, ge=0, le=3650)
+    sim_history_minute_days: int = Field(default=3, ge=0, le=30)
+    # Stored symbols the replay feed plays back as "<symbol>.REPLAY", at this many market seconds per second.
+    replay_symbols: list[str] = Field(default_factory=list)
+    replay_speed: float = Field(default=60.0, gt=0, le=1_000_000)
+    # The ccxt feed: exchange id, unified symbols ("BTC/USDT"), and (tests only) a base URL replacing the exchange's.
+    ccxt_exchange: str = "binance"
+    ccxt_symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT"])
+    ccxt_base_url: str = ""
+    ccxt_poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    # A live symbol without a tick for this long makes its feed degraded (every symbol: reconnect).
+    feed_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Ticks a StreamTicks subscriber may have queued before conflation, and open streams per account.
+    stream_queue_capacity: int = Field(default=4096, ge=16, le=1_000_000)
+    max_streams_per_account: int = Field(default=32, ge=1, le=10_000)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -153,6 +174,21 @@ class Settings(BaseModel):
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("market_feeds", "replay_symbols", "ccxt_symbols", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("market_feeds")
+    @classmethod
+    def _known_feeds(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"sim", "replay", "ccxt"})
+        if unknown:
+            raise ValueError(f"unknown feed(s) {', '.join(unknown)}; known: sim, replay, ccxt")
+        return value
 
     @field_validator("shard_urls", mode="before")
     @classmethod

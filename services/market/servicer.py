@@ -2,24 +2,525 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from services.core.auth.identity import current_identity
+from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
-from services.core.server import ServiceRegistration
+from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.server import Lifecycle, ServiceRegistration
+from services.market.bars import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvHeaderError, CsvRowReader, rows_from_bars
+from services.market.encoding import (
+    bar_message,
+    instrument_from_message,
+    instrument_message,
+    naive_utc,
+    quote_message,
+    timestamp,
+)
+from services.market.feeds.registry import AdapterFactory
+from services.market.models import AssetClass, Bar, Timeframe
+from services.market.runtime import build_market
+from services.market.service import BackfillProgress, BarImport, ImportOutcome, MarketService, normalize_symbol
+from services.market.streaming import Subscriber, TickHub
+from services.market.wire import tick_batch_response
 
 SERVICE = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_QUOTE_SYMBOLS = 200
+MAX_STREAM_SYMBOLS = 1000
+_DROP_REPORT_SECONDS = 1.0
+# Rows committed at a time by a SKIP_INVALID stream import.
+_STREAM_COMMIT_ROWS = 20_000
+
+
+def _timeframe(value: int, field: str = "timeframe") -> Timeframe:
+    if value not in Timeframe._value2member_map_:
+        raise InvalidArgument.field(field, "is required: one of TIMEFRAME_1M, _5M, _15M, _1H, _1D")
+    return Timeframe(value)
+
+
+def _symbols(raw: list[str], *, limit: int, field: str = "symbols") -> list[str]:
+    if not raw:
+        raise InvalidArgument.field(field, "name at least one symbol")
+    if len(raw) > limit:
+        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
+    seen: dict[str, None] = {}
+    for index, symbol in enumerate(raw):
+        seen[normalize_symbol(symbol, field=f"{field}[{index}]")] = None
+    return list(seen)
+
+
+def _outcome_fields(outcome: ImportOutcome) -> dict[str, Any]:
+    return {
+        "inserted_count": outcome.inserted,
+        "updated_count": outcome.updated,
+        "unchanged_count": outcome.unchanged,
+        "rejected_count": outcome.rejected,
+        "errors": [
+            market_pb2.RowError(line=e.line, field=e.field, reason=e.reason, message=e.message) for e in outcome.errors
+        ],
+        "errors_truncated": outcome.errors_truncated,
+        "first_open_time": timestamp(outcome.first_open_time),
+        "last_open_time": timestamp(outcome.last_open_time),
+    }
+
+
+def _bars_from_messages(bars: Any) -> list[Bar]:
+    return [
+        Bar(
+            naive_utc(bar.open_time) if bar.HasField("open_time") else None,  # type: ignore[arg-type]
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            bar.trade_count if bar.HasField("trade_count") else None,
+        )
+        for bar in bars
+    ]
+
+
+def _heartbeat() -> market_pb2.StreamTicksResponse:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return market_pb2.StreamTicksResponse(heartbeat=common_pb2.Heartbeat(server_time=stamp))
 
 
 class MarketServicer(market_pb2_grpc.MarketServiceServicer):
-    """bullant.market.v1.MarketService. Its methods are built by issue 5; until each lands it answers UNIMPLEMENTED
-    (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
+    """bullant.market.v1.MarketService."""
+
+    def __init__(self, service: MarketService, hub: TickHub, lifecycle: Lifecycle, *, queue: int, streams: int) -> None:
+        self._service = service
+        self._hub = hub
+        self._lifecycle = lifecycle
+        self._queue_capacity = queue
+        self._max_streams = streams
+        self._streams: Counter[int] = Counter()
+
+    # -- instruments ------------------------------------------------------------------------------------------------
+
+    async def ListInstruments(
+        self, request: market_pb2.ListInstrumentsRequest, context: Context
+    ) -> market_pb2.ListInstrumentsResponse:
+        if len(request.query) > 64 or len(request.venue) > 32:
+            raise InvalidArgument.field("query", "query at most 64 and venue at most 32 characters")
+        if request.asset_class not in AssetClass._value2member_map_:
+            raise InvalidArgument.field("asset_class", "unknown asset class")
+        size = page_size(request.page_size)
+        query = f"{request.query}|{request.asset_class}|{request.venue}"
+        position = decode_page_token(request.page_token, query=query)
+        after = str(position.get("after", "")) if position else ""
+        found = await self._service.store.search_instruments(
+            query=request.query.strip(),
+            asset_class=AssetClass(request.asset_class) if request.asset_class else None,
+            venue=request.venue.strip().upper(),
+            after=after,
+            limit=size + 1,
+        )
+        page = found[:size]
+        token = encode_page_token({"after": page[-1].symbol}, query=query) if len(found) > size else ""
+        return market_pb2.ListInstrumentsResponse(
+            instruments=[instrument_message(item) for item in page], next_page_token=token
+        )
+
+    async def GetInstrument(
+        self, request: market_pb2.GetInstrumentRequest, context: Context
+    ) -> market_pb2.GetInstrumentResponse:
+        instrument = await self._service.instrument(normalize_symbol(request.symbol))
+        return market_pb2.GetInstrumentResponse(instrument=instrument_message(instrument))
+
+    async def CreateInstrument(
+        self, request: market_pb2.CreateInstrumentRequest, context: Context
+    ) -> market_pb2.CreateInstrumentResponse:
+        if not request.HasField("instrument"):
+            raise InvalidArgument.field("instrument", "is required")
+        incoming = instrument_from_message(request.instrument)
+        symbol = normalize_symbol(incoming.symbol, field="instrument.symbol")
+        created = await self._service.create_instrument(replace(incoming, symbol=symbol))
+        return market_pb2.CreateInstrumentResponse(instrument=instrument_message(created))
+
+    # -- quotes -----------------------------------------------------------------------------------------------------
+
+    async def GetQuote(self, request: market_pb2.GetQuoteRequest, context: Context) -> market_pb2.GetQuoteResponse:
+        symbol = normalize_symbol(request.symbol)
+        quotes = await self._service.quotes([symbol])
+        if symbol not in quotes:
+            raise NotFound(f"{symbol} has no market data yet", reason="QUOTE_NOT_AVAILABLE")
+        return market_pb2.GetQuoteResponse(quote=quote_message(quotes[symbol]))
+
+    async def BatchGetQuotes(
+        self, request: market_pb2.BatchGetQuotesRequest, context: Context
+    ) -> market_pb2.BatchGetQuotesResponse:
+        symbols = _symbols(list(request.symbols), limit=MAX_QUOTE_SYMBOLS)
+        quotes = await self._service.quotes(symbols)
+        return market_pb2.BatchGetQuotesResponse(
+            quotes=[quote_message(quotes[s]) for s in symbols if s in quotes],
+            unavailable_symbols=[s for s in symbols if s not in quotes],
+        )
+
+    # -- bars -------------------------------------------------------------------------------------------------------
+
+    async def ListBars(self, request: market_pb2.ListBarsRequest, context: Context) -> market_pb2.ListBarsResponse:
+        symbol = normalize_symbol(request.symbol)
+        timeframe = _timeframe(request.timeframe)
+        start = naive_utc(request.start_time) if request.HasField("start_time") else None
+        end = naive_utc(request.end_time) if request.HasField("end_time") else None
+        if start is not None and end is not None and not start < end:
+            raise InvalidArgument(FieldViolation("start_time", "must be before end_time"), reason="TIME_RANGE_INVALID")
+        size = page_size(request.page_size)
+        query = f"{symbol}|{timeframe}|{start}|{end}|{request.descending}"
+        position = decode_page_token(request.page_token, query=query)
+        await self._service.instrument(symbol)
+        if position is not None:
+            try:
+                cursor = datetime.fromisoformat(str(position["t"]))
+            except (KeyError, ValueError):
+                raise InvalidArgument(
+                    FieldViolation("page_token", "malformed page token"), reason="PAGE_TOKEN_INVALID"
+                ) from None
+            if request.descending:
+                end = cursor
+            else:
+                start = cursor + timedelta(microseconds=1)
+        found = await self._service.store.bars(
+            symbol, timeframe, start=start, end=end, limit=size + 1, descending=request.descending
+        )
+        page = found[:size]
+        token = encode_page_token({"t": page[-1].open_time.isoformat()}, query=query) if len(found) > size else ""
+        return market_pb2.ListBarsResponse(bars=[bar_message(bar) for bar in page], next_page_token=token)
+
+    async def ImportBars(
+        self, request: market_pb2.ImportBarsRequest, context: Context
+    ) -> market_pb2.ImportBarsResponse:
+        symbol = normalize_symbol(request.symbol)
+        timeframe = _timeframe(request.timeframe)
+        if bool(request.csv) == bool(request.bars):
+            raise InvalidArgument(FieldViolation("csv", "set exactly one of csv and bars"), reason="SOURCE_INVALID")
+        await self._service.instrument(symbol)
+        job = self._service.begin_import(
+            symbol,
+            timeframe,
+            skip_invalid=request.mode == market_pb2.IMPORT_MODE_SKIP_INVALID,
+            validate_only=request.validate_only,
+            source="csv" if request.csv else "bars",
+        )
+        # Parsing and validating 100k rows takes seconds of CPU: off the event loop, which keeps serving.
+        if request.csv:
+            rows = await asyncio.to_thread(_csv_rows, CsvRowReader(), request.csv)
+        else:
+            rows = list(rows_from_bars(_bars_from_messages(request.bars)))
+        if len(rows) > MAX_ROWS_PER_CALL:
+            raise InvalidArgument(
+                FieldViolation("bars" if request.bars else "csv", f"at most {MAX_ROWS_PER_CALL} rows per call"),
+                reason="IMPORT_TOO_LARGE",
+            )
+        await asyncio.to_thread(job.add, rows)
+        outcome = await job.finish()
+        return market_pb2.ImportBarsResponse(**_outcome_fields(outcome))
+
+    async def ImportBarStream(
+        self, request_iterator: AsyncIterator[market_pb2.ImportBarStreamRequest], context: Context
+    ) -> market_pb2.ImportBarStreamResponse:
+        job: BarImport | None = None
+        reader: CsvRowReader | None = None
+        kind = ""
+        position = 0
+        async for message in request_iterator:
+            which = message.WhichOneof("payload")
+            if job is None:
+                if which != "header":
+                    raise InvalidArgument(
+                        FieldViolation("header", "the first message must be the header"), reason="HEADER_REQUIRED"
+                    )
+                job = await self._stream_job(message.header)
+                continue
+            if which == "header":
+                raise InvalidArgument(FieldViolation("header", "only one header"), reason="HEADER_REQUIRED")
+            if kind and which != kind:
+                raise InvalidArgument(
+                    FieldViolation(which or "payload", "csv_chunk and bars cannot be mixed"), reason="SOURCE_INVALID"
+                )
+            kind = which or ""
+            job.source = "csv" if which == "csv_chunk" else "bars"
+            if which == "csv_chunk":
+                reader = reader or CsvRowReader()
+                rows = await asyncio.to_thread(_csv_feed, reader, message.csv_chunk)
+            else:
+                rows = list(rows_from_bars(_bars_from_messages(message.bars.bars), first_line=position + 1))
+                position += len(message.bars.bars)
+            await self._stream_rows(job, rows)
+        if job is None:
+            raise InvalidArgument(FieldViolation("header", "the stream carried no header"), reason="HEADER_REQUIRED")
+        if reader is not None:
+            await self._stream_rows(job, _csv_finish(reader))
+        outcome = await job.finish()
+        return market_pb2.ImportBarStreamResponse(**_outcome_fields(outcome))
+
+    async def _stream_job(self, header: market_pb2.ImportBarStreamHeader) -> BarImport:
+        symbol = normalize_symbol(header.symbol, field="header.symbol")
+        timeframe = _timeframe(header.timeframe, "header.timeframe")
+        await self._service.instrument(symbol)
+        return self._service.begin_import(
+            symbol,
+            timeframe,
+            skip_invalid=header.mode == market_pb2.IMPORT_MODE_SKIP_INVALID,
+            validate_only=header.validate_only,
+        )
+
+    async def _stream_rows(self, job: BarImport, rows: list[Any]) -> None:
+        await asyncio.to_thread(job.add, rows)
+        if job.rows > MAX_ROWS_PER_STREAM:
+            raise InvalidArgument(
+                FieldViolation("payload", f"at most {MAX_ROWS_PER_STREAM} rows per stream"), reason="IMPORT_TOO_LARGE"
+            )
+        # SKIP_INVALID commits as it goes, so a broken stream keeps what arrived; ALL_OR_NOTHING waits for the end.
+        if job.skip_invalid and job.pending >= _STREAM_COMMIT_ROWS:
+            await job.commit()
+
+    async def BackfillBars(
+        self, request: market_pb2.BackfillBarsRequest, context: Context
+    ) -> AsyncIterator[market_pb2.BackfillBarsResponse]:
+        symbol = normalize_symbol(request.symbol)
+        timeframe = _timeframe(request.timeframe)
+        if not request.HasField("start_time"):
+            raise InvalidArgument.field("start_time", "is required")
+        async for event in self._service.backfill(
+            symbol,
+            timeframe,
+            start=naive_utc(request.start_time),
+            end=naive_utc(request.end_time) if request.HasField("end_time") else None,
+            feed_id=request.feed_id.strip(),
+            overwrite=request.overwrite,
+        ):
+            if isinstance(event, BackfillProgress):
+                yield market_pb2.BackfillBarsResponse(
+                    progress=market_pb2.BackfillProgress(
+                        fetched_count=event.fetched,
+                        written_count=event.written,
+                        through_time=timestamp(event.through_time),
+                        percent_complete=event.percent,
+                    )
+                )
+            else:
+                fields = _outcome_fields(event)
+                for name in ("errors", "errors_truncated"):
+                    fields.pop(name)
+                yield market_pb2.BackfillBarsResponse(result=market_pb2.BackfillResult(**fields))
+
+    # -- streaming --------------------------------------------------------------------------------------------------
+
+    # Yields pre-encoded bytes as well as messages; the registration installs a serializer that passes bytes through.
+    async def StreamTicks(  # type: ignore[override]
+        self, request: market_pb2.StreamTicksRequest, context: Context
+    ) -> AsyncIterator[market_pb2.StreamTicksResponse | bytes]:
+        symbols = _symbols(list(request.symbols), limit=MAX_STREAM_SYMBOLS)
+        await self._service.instruments(symbols)
+        batch_size = min(request.max_batch_size or 256, 4096)
+        if batch_size < 0:
+            raise InvalidArgument.field("max_batch_size", "must not be negative")
+        heartbeat = float(min(max(request.heartbeat_interval_seconds or 15, 1), 60))
+        identity = current_identity()
+        account = identity.account_id if identity is not None else 0
+        if self._streams[account] >= self._max_streams:
+            raise ResourceExhausted(
+                f"at most {self._max_streams} tick streams per account on this server",
+                reason="TOO_MANY_STREAMS",
+                retry_after_seconds=5.0,
+            )
+        conflate = request.conflation != market_pb2.CONFLATION_MODE_NONE
+        # Subscribe before the snapshot: a tick published meanwhile is queued, and its sequence tells it apart.
+        subscriber = self._hub.subscribe(symbols, capacity=self._queue_capacity, conflate=conflate)
+        self._streams[account] += 1
+        try:
+            if not request.skip_snapshot:
+                quotes = await self._service.snapshot(symbols)
+                yield market_pb2.StreamTicksResponse(
+                    snapshot=market_pb2.QuoteSnapshot(quotes=[quote_message(q) for q in quotes])
+                )
+            async for message in self._stream(subscriber, batch_size, heartbeat):
+                yield message
+        finally:
+            self._hub.unsubscribe(subscriber)
+            self._streams[account] -= 1
+            if self._streams[account] <= 0:
+                del self._streams[account]
+
+    async def _stream(
+        self, subscriber: Subscriber, batch_size: int, heartbeat: float
+    ) -> AsyncIterator[market_pb2.StreamTicksResponse | bytes]:
+        last_report = 0.0
+        while True:
+            if subscriber.closed or self._lifecycle.draining.is_set():
+                raise Unavailable("the server is shutting down: reconnect", reason="SERVER_DRAINING")
+            if subscriber.overflowed:
+                raise ResourceExhausted(
+                    "the stream fell too far behind (conflation is off)", reason="SUBSCRIBER_TOO_SLOW"
+                )
+            if subscriber.pending:
+                now = time.monotonic()
+                if subscriber.dropped and now - last_report >= _DROP_REPORT_SECONDS:
+                    last_report = now
+                    drops = subscriber.take_drops()
+                    yield market_pb2.StreamTicksResponse(
+                        drops=market_pb2.DropReport(
+                            symbols=[
+                                market_pb2.SymbolDropCount(symbol=s, dropped_count=c) for s, c in sorted(drops.items())
+                            ],
+                            total_dropped_count=subscriber.total_dropped,
+                        )
+                    )
+                # Pre-encoded: the pieces of the published batches, joined (see services/market/wire.py).
+                yield tick_batch_response(subscriber.take(batch_size))
+                continue
+            try:
+                await asyncio.wait_for(subscriber.wake.wait(), timeout=heartbeat)
+            except TimeoutError:
+                yield _heartbeat()
+
+    # -- feeds ------------------------------------------------------------------------------------------------------
+
+    async def ListFeeds(self, request: market_pb2.ListFeedsRequest, context: Context) -> market_pb2.ListFeedsResponse:
+        size = page_size(request.page_size)
+        position = decode_page_token(request.page_token)
+        after = str(position.get("after", "")) if position else ""
+        views = [view for view in await self._service.feeds() if view.feed_id > after]
+        page = views[:size]
+        feeds = []
+        for view in page:
+            status = view.status
+            if status is None:
+                feeds.append(
+                    market_pb2.Feed(
+                        feed_id=view.feed_id,
+                        state=market_pb2.FEED_STATE_DOWN,
+                        state_reason="no replica holds this feed's leader lock",
+                    )
+                )
+                continue
+            feeds.append(
+                market_pb2.Feed(
+                    feed_id=status.feed_id,
+                    adapter=status.adapter,
+                    display_name=status.display_name,
+                    simulated=status.simulated,
+                    state=int(status.state),  # type: ignore[arg-type]
+                    state_reason=status.state_reason,
+                    state_change_time=_iso(status.state_change_time),
+                    transport=_TRANSPORTS.get(status.transport, market_pb2.FEED_TRANSPORT_UNSPECIFIED),
+                    symbol_count=status.symbol_count,
+                    stale_symbols=status.stale_symbols,
+                    last_tick_time=_iso(status.last_tick_time),
+                    ticks_per_second=status.ticks_per_second,
+                    reconnect_count=status.reconnect_count,
+                    leader=status.leader,
+                )
+            )
+        token = encode_page_token({"after": page[-1].feed_id}) if len(views) > size else ""
+        return market_pb2.ListFeedsResponse(feeds=feeds, next_page_token=token)
 
 
-def registration(deps: Dependencies) -> ServiceRegistration:
-    """The market service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
-    # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
-    servicer = MarketServicer()  # type: ignore[abstract]
+_TRANSPORTS = {
+    "internal": market_pb2.FEED_TRANSPORT_INTERNAL,
+    "streaming": market_pb2.FEED_TRANSPORT_STREAMING,
+    "polling": market_pb2.FEED_TRANSPORT_POLLING,
+}
+
+
+def _iso(text: str) -> Timestamp | None:
+    if not text:
+        return None
+    try:
+        return timestamp(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def _csv_rows(reader: CsvRowReader, data: bytes) -> list[Any]:
+    return [*_csv_feed(reader, data), *_csv_finish(reader)]
+
+
+def _csv_feed(reader: CsvRowReader, data: bytes) -> list[Any]:
+    try:
+        return list(reader.feed(data))
+    except CsvHeaderError as error:
+        raise InvalidArgument(FieldViolation("csv", str(error)), reason="CSV_HEADER_INVALID") from None
+
+
+def _csv_finish(reader: CsvRowReader) -> list[Any]:
+    try:
+        return list(reader.finish())
+    except CsvHeaderError as error:
+        raise InvalidArgument(FieldViolation("csv", str(error)), reason="CSV_HEADER_INVALID") from None
+
+
+def _passthrough(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that sends pre-encoded bytes as they are."""
+
+    def serialize(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serializer(message)
+
+    return serialize
+
+
+class _RawStreamTicks:
+    """Adds the service to a server with StreamTicks' serializer accepting pre-encoded responses (the generated
+    code is kept: only that one handler is rebuilt)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        return None  # replaced by add_registered_method_handlers below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        original = handlers["StreamTicks"]
+        handlers = {
+            **handlers,
+            "StreamTicks": grpc.unary_stream_rpc_method_handler(
+                original.unary_stream,
+                request_deserializer=original.request_deserializer,
+                response_serializer=_passthrough(original.response_serializer),
+            ),
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        self._server.add_registered_method_handlers(service, handlers)
+
+
+def registration(
+    deps: Dependencies,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    factories: Mapping[str, AdapterFactory] | None = None,
+) -> ServiceRegistration:
+    """The market service and its components (tick hub, feed runners, history sources); `factories` replaces the
+    configured feeds."""
+    market = build_market(deps, clock=clock, factories=factories)
+    servicer = MarketServicer(
+        market.service,
+        market.hub,
+        deps.lifecycle,
+        queue=deps.settings.stream_queue_capacity,
+        streams=deps.settings.max_streams_per_account,
+    )
     return ServiceRegistration(
         name="market",
         full_name=SERVICE.full_name,
-        add_to_server=lambda server: market_pb2_grpc.add_MarketServiceServicer_to_server(servicer, server),
+        add_to_server=lambda server: market_pb2_grpc.add_MarketServiceServicer_to_server(
+            servicer,
+            _RawStreamTicks(server),  # type: ignore[arg-type]
+        ),
+        components=market.components,
     )

@@ -26,7 +26,6 @@ from services.core.auth.tokens import TokenIssuer, TokenPolicy, TokenVerifier
 from services.core.coordination import KeySpace, MemoryBackend
 from services.core.server import GrpcServer, ServiceRegistration
 from services.market.servicer import SERVICE as MARKET
-from services.market.servicer import MarketServicer
 from tests.support import make_settings
 
 KEYS = SigningKeys.from_private(Ed25519PrivateKey.generate())
@@ -36,7 +35,7 @@ API_KEY_OWNER = Identity(
 )
 
 
-class WhoAmIMarket(MarketServicer):
+class WhoAmIMarket(market_pb2_grpc.MarketServiceServicer):
     """GetInstrument answers with the caller's account id as the symbol; StreamTicks streams once."""
 
     async def GetInstrument(

@@ -24,7 +24,6 @@ from services.core import errors
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import SERVICE_NAMES
 from services.market.servicer import SERVICE as MARKET
-from services.market.servicer import MarketServicer
 from tests.conftest import RecordingHandler
 from tests.support import eventually, make_settings, running_server
 
@@ -61,7 +60,7 @@ EXPECTED_CODES = {
 SECRET = "connection string mysql://root:hunter2@db"
 
 
-class ScriptedMarket(MarketServicer):
+class ScriptedMarket(market_pb2_grpc.MarketServiceServicer):
     """A market servicer whose GetInstrument raises the error its symbol names, for exercising the runtime."""
 
     def __init__(self) -> None:
@@ -91,7 +90,7 @@ class ScriptedMarket(MarketServicer):
         await asyncio.Event().wait()
 
 
-def _registration(servicer: MarketServicer) -> ServiceRegistration:
+def _registration(servicer: market_pb2_grpc.MarketServiceServicer) -> ServiceRegistration:
     return ServiceRegistration(
         name="market",
         full_name=MARKET.full_name,

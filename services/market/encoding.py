@@ -1,0 +1,138 @@
+"""Conversions between the market domain's records and bullant.market.v1 messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.market.v1 import market_pb2
+from services.market.models import AssetClass, Bar, Instrument, Quote, Tick, TradingSession
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.replace(tzinfo=UTC))
+    return stamp
+
+
+def naive_utc(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC).replace(tzinfo=None)
+
+
+def instrument_message(item: Instrument) -> market_pb2.Instrument:
+    session = item.trading_session
+    return market_pb2.Instrument(
+        symbol=item.symbol,
+        venue=item.venue,
+        venue_symbol=item.venue_symbol or item.symbol,
+        display_name=item.display_name,
+        asset_class=int(item.asset_class),  # type: ignore[arg-type]
+        quote_currency=item.quote_currency,
+        base_currency=item.base_currency,
+        tick_size=item.tick_size,
+        lot_size=item.lot_size,
+        timezone=item.timezone,
+        trading_session=market_pb2.TradingSession(
+            always_open=session.always_open,
+            open_local_time=session.open_local_time,
+            close_local_time=session.close_local_time,
+            description=session.description,
+        ),
+        feed_id=item.feed_id,
+        simulated=item.simulated,
+        create_time=timestamp(item.create_time),
+        update_time=timestamp(item.update_time),
+    )
+
+
+def instrument_from_message(message: market_pb2.Instrument) -> Instrument:
+    session = message.trading_session
+    return Instrument(
+        symbol=message.symbol,
+        venue=message.venue,
+        venue_symbol=message.venue_symbol,
+        display_name=message.display_name,
+        asset_class=AssetClass(message.asset_class)
+        if message.asset_class in AssetClass._value2member_map_
+        else AssetClass.UNSPECIFIED,
+        quote_currency=message.quote_currency,
+        base_currency=message.base_currency,
+        tick_size=message.tick_size,
+        lot_size=message.lot_size,
+        timezone=message.timezone or "UTC",
+        trading_session=TradingSession(
+            always_open=session.always_open,
+            open_local_time=session.open_local_time,
+            close_local_time=session.close_local_time,
+            description=session.description,
+        )
+        if message.HasField("trading_session")
+        else TradingSession(),
+        feed_id=message.feed_id,
+        simulated=message.simulated,
+    )
+
+
+def bar_message(bar: Bar) -> market_pb2.Bar:
+    message = market_pb2.Bar(
+        open_time=timestamp(bar.open_time),
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+    )
+    if bar.trade_count is not None:
+        message.trade_count = bar.trade_count
+    return message
+
+
+def quote_message(quote: Quote) -> market_pb2.Quote:
+    message = market_pb2.Quote(
+        symbol=quote.symbol,
+        last_price=quote.last_price,
+        day_volume=quote.day_volume,
+        last_tick_time=timestamp(quote.last_tick_time),
+        sequence=quote.sequence,
+        simulated=quote.simulated,
+        stale=quote.stale,
+    )
+    for name in ("bid", "ask", "bid_size", "ask_size", "previous_close", "day_open", "day_high", "day_low"):
+        value = getattr(quote, name)
+        if value is not None:
+            setattr(message, name, value)
+    change, change_percent = quote.change, quote.change_percent
+    if change is not None:
+        message.change = change
+    if change_percent is not None:
+        message.change_percent = change_percent
+    return message
+
+
+def tick_message(tick: Tick) -> market_pb2.Tick:
+    message = market_pb2.Tick(
+        symbol=tick.symbol,
+        event_time=timestamp(tick.event_time),
+        price=tick.price,
+        size=tick.size,
+        aggressor_side=tick.aggressor_side,  # type: ignore[arg-type]
+        sequence=tick.sequence,
+    )
+    if tick.bid is not None:
+        message.bid = tick.bid
+    if tick.ask is not None:
+        message.ask = tick.ask
+    if tick.bid_size is not None:
+        message.bid_size = tick.bid_size
+    if tick.ask_size is not None:
+        message.ask_size = tick.ask_size
+    return message
+
+
+def encode_ticks(ticks: Sequence[Tick]) -> bytes:
+    """The wire form of a TickBatch: what the feed leader publishes."""
+    return market_pb2.TickBatch(ticks=[tick_message(tick) for tick in ticks]).SerializeToString()

@@ -1,0 +1,146 @@
+"""The market domain's records: timeframes, instruments, bars, ticks, quotes and feed status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import IntEnum
+
+
+class Timeframe(IntEnum):
+    """Bar spans; the numbers are bullant.common.v1.Timeframe's."""
+
+    M1 = 1
+    M5 = 2
+    M15 = 3
+    H1 = 4
+    D1 = 5
+
+    @property
+    def seconds(self) -> int:
+        return _SECONDS[self]
+
+    @property
+    def delta(self) -> timedelta:
+        return timedelta(seconds=_SECONDS[self])
+
+    @property
+    def label(self) -> str:
+        """Short name: "1m", "5m", "15m", "1h", "1d"."""
+        return _LABELS[self]
+
+    def floor(self, moment: datetime) -> datetime:
+        """The open time of the bar containing `moment` (naive UTC)."""
+        epoch = int((moment - EPOCH).total_seconds())
+        return EPOCH + timedelta(seconds=epoch - epoch % self.seconds)
+
+    def aligned(self, moment: datetime) -> bool:
+        return moment.microsecond == 0 and self.floor(moment) == moment
+
+
+EPOCH = datetime(1970, 1, 1)
+_SECONDS = {Timeframe.M1: 60, Timeframe.M5: 300, Timeframe.M15: 900, Timeframe.H1: 3600, Timeframe.D1: 86400}
+_LABELS = {Timeframe.M1: "1m", Timeframe.M5: "5m", Timeframe.M15: "15m", Timeframe.H1: "1h", Timeframe.D1: "1d"}
+
+
+class AssetClass(IntEnum):
+    """Numbers of bullant.market.v1.AssetClass."""
+
+    UNSPECIFIED = 0
+    STOCK = 1
+    CRYPTO = 2
+    FX = 3
+    INDEX = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingSession:
+    """Regular trading hours in the venue's time zone ("HH:MM"), or always open."""
+
+    always_open: bool = True
+    open_local_time: str = ""
+    close_local_time: str = ""
+    description: str = "24/7"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instrument:
+    """A tradable or quoted thing (see bullant.market.v1.Instrument)."""
+
+    symbol: str
+    venue: str
+    asset_class: AssetClass
+    quote_currency: str
+    venue_symbol: str = ""
+    display_name: str = ""
+    base_currency: str = ""
+    tick_size: float = 0.0
+    lot_size: float = 0.0
+    timezone: str = "UTC"
+    trading_session: TradingSession = field(default_factory=TradingSession)
+    feed_id: str = ""
+    simulated: bool = False
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One OHLCV candle; `open_time` naive UTC."""
+
+    open_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One trade print (with the top of the book when known); `event_time` naive UTC. `sequence` is assigned by
+    the publisher, strictly increasing per symbol."""
+
+    symbol: str
+    event_time: datetime
+    price: float
+    size: float
+    bid: float | None = None
+    ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    # 0 unknown, 1 buy, 2 sell (bullant.common.v1.Side).
+    aggressor_side: int = 0
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quote:
+    """The latest state of an instrument's market (see bullant.market.v1.Quote)."""
+
+    symbol: str
+    last_price: float
+    last_tick_time: datetime
+    sequence: int
+    day_volume: float = 0.0
+    bid: float | None = None
+    ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    previous_close: float | None = None
+    day_open: float | None = None
+    day_high: float | None = None
+    day_low: float | None = None
+    simulated: bool = False
+    stale: bool = False
+
+    @property
+    def change(self) -> float | None:
+        return None if self.previous_close is None else self.last_price - self.previous_close
+
+    @property
+    def change_percent(self) -> float | None:
+        if self.previous_close is None or self.previous_close == 0:
+            return None
+        return 100.0 * (self.last_price - self.previous_close) / self.previous_close

@@ -1,0 +1,397 @@
+"""The market domain: the instrument catalogue, quotes, stored bars with validated imports, backfill from feeds, and
+feed health."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import available_timezones
+
+from services.core.coordination import Cache, Locks
+from services.core.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.market.bars import (
+    MAX_REPORTED_ERRORS,
+    BarValidator,
+    RawRow,
+    RowError,
+    classify,
+    roll_up,
+)
+from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
+from services.market.feeds.registry import HistorySources
+from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
+from services.market.models import AssetClass, Bar, Instrument, Quote, Timeframe
+from services.market.quotes import QuoteCache, mark_stale
+from services.market.store import MarketStore
+
+SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+# Bars fetched from a feed per request during a backfill.
+_BACKFILL_WINDOW_BARS = 1000
+_MAX_VIOLATIONS = 100
+
+
+def normalize_symbol(raw: str, *, field: str = "symbol") -> str:
+    """The platform symbol: upper-cased; INVALID_ARGUMENT SYMBOL_INVALID when it breaks the symbol rules."""
+    symbol = raw.strip().upper()
+    if not SYMBOL.match(symbol):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise InvalidArgument(
+            FieldViolation(field, f"{shown!r} is not a symbol: 1-32 of A-Z 0-9 . _ - starting with a letter or digit"),
+            reason="SYMBOL_INVALID",
+        )
+    return symbol
+
+
+@dataclass(slots=True)
+class ImportOutcome:
+    """Counts of an import, as ImportBarsResponse reports them."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    first_open_time: datetime | None = None
+    last_open_time: datetime | None = None
+
+    @property
+    def errors_truncated(self) -> bool:
+        return self.rejected > len(self.errors)
+
+    def reject(self, error: RowError) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+    def accept_times(self, bars: Sequence[Bar]) -> None:
+        if bars:
+            first, last = bars[0].open_time, bars[-1].open_time
+            self.first_open_time = first if self.first_open_time is None else min(first, self.first_open_time)
+            self.last_open_time = last if self.last_open_time is None else max(last, self.last_open_time)
+
+
+def rejected_error(outcome: ImportOutcome, *, source: str) -> InvalidArgument:
+    """ALL_OR_NOTHING's refusal: one field violation per bad row (at most 100): "csv" with the line number for CSV,
+    "bars[<index>].<field>" for bars."""
+
+    def field_of(error: RowError) -> str:
+        if source == "csv":
+            return "csv"
+        name = "open_time" if error.field == "time" else error.field
+        return f"bars[{error.line - 1}]" + (f".{name}" if name else "")
+
+    violations = [
+        FieldViolation(field_of(error), f"line {error.line}: {error.reason}: {error.message}")
+        for error in outcome.errors[:_MAX_VIOLATIONS]
+    ]
+    return InvalidArgument(
+        violations,
+        f"{outcome.rejected} row(s) rejected; nothing was written",
+        reason="BARS_REJECTED",
+        metadata={"rejected_count": outcome.rejected},
+    )
+
+
+class BarImport:
+    """One import (a call or a stream): validates rows in order and writes accepted bars atomically per commit."""
+
+    def __init__(
+        self,
+        store: MarketStore,
+        symbol: str,
+        timeframe: Timeframe,
+        *,
+        skip_invalid: bool,
+        validate_only: bool,
+        now: datetime,
+        source: str = "bars",
+    ) -> None:
+        self._store = store
+        self.source = source
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.skip_invalid = skip_invalid
+        self.validate_only = validate_only
+        self._now = now
+        self._validator = BarValidator(timeframe)
+        self._accepted: list[Bar] = []
+        self.rows = 0
+        self.outcome = ImportOutcome()
+
+    def add(self, rows: Sequence[RawRow | RowError]) -> None:
+        for row in rows:
+            self.rows += 1
+            result = row if isinstance(row, RowError) else self._validator.validate(row, self._now)
+            if isinstance(result, RowError):
+                self.outcome.reject(result)
+            else:
+                self._accepted.append(result)
+
+    @property
+    def pending(self) -> int:
+        return len(self._accepted)
+
+    async def commit(self) -> None:
+        """Write the accepted bars so far in one transaction (nothing with validate_only)."""
+        accepted, self._accepted = self._accepted, []
+        if not accepted:
+            return
+        stored = await self._store.bars_at(self.symbol, self.timeframe, [bar.open_time for bar in accepted])
+        plan = classify(accepted, stored)
+        if not self.validate_only:
+            await self._store.write_bars(self.symbol, self.timeframe, plan.inserts, plan.updates)
+        self.outcome.inserted += len(plan.inserts)
+        self.outcome.updated += len(plan.updates)
+        self.outcome.unchanged += plan.unchanged
+        self.outcome.accept_times(accepted)
+
+    async def finish(self) -> ImportOutcome:
+        """Commit what is left. ALL_OR_NOTHING with bad rows writes nothing and raises BARS_REJECTED (reported in the
+        outcome instead with validate_only)."""
+        if self.outcome.rejected and not self.skip_invalid and not self.validate_only:
+            raise rejected_error(self.outcome, source=self.source)
+        await self.commit()
+        return self.outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillProgress:
+    fetched: int
+    written: int
+    through_time: datetime
+    percent: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedView:
+    """A configured feed and its leader's status (None: no replica runs it)."""
+
+    feed_id: str
+    status: FeedStatus | None
+
+
+class MarketService:
+    """The market domain's entry point for the servicer."""
+
+    def __init__(
+        self,
+        *,
+        store: MarketStore,
+        cache: Cache,
+        locks: Locks,
+        history: HistorySources,
+        staleness: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self._cache = cache
+        self._quotes = QuoteCache(cache)
+        self._locks = locks
+        self.history = history
+        self._staleness = staleness
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    # -- instruments ------------------------------------------------------------------------------------------------
+
+    async def instrument(self, symbol: str) -> Instrument:
+        found = await self.store.instrument(symbol)
+        if found is None:
+            raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
+        return found
+
+    async def instruments(self, symbols: Sequence[str]) -> dict[str, Instrument]:
+        """Every one of `symbols`; NOT_FOUND SYMBOL_NOT_FOUND naming the first unknown one."""
+        found = await self.store.instruments(symbols)
+        for symbol in symbols:
+            if symbol not in found:
+                raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
+        return found
+
+    async def create_instrument(self, instrument: Instrument) -> Instrument:
+        violations: list[FieldViolation] = []
+        reason = None
+        if not instrument.venue.strip() or len(instrument.venue) > 32:
+            violations.append(FieldViolation("instrument.venue", "is required, at most 32 characters"))
+        if instrument.asset_class is AssetClass.UNSPECIFIED:
+            violations.append(FieldViolation("instrument.asset_class", "is required"))
+        if not re.fullmatch(r"[A-Z0-9]{2,16}", instrument.quote_currency.strip().upper()):
+            violations.append(FieldViolation("instrument.quote_currency", "must be a currency code like USD or USDT"))
+        if instrument.base_currency and not re.fullmatch(r"[A-Z0-9]{2,16}", instrument.base_currency.upper()):
+            violations.append(FieldViolation("instrument.base_currency", "must be a currency code like BTC"))
+        if instrument.tick_size < 0 or instrument.lot_size < 0:
+            violations.append(FieldViolation("instrument.tick_size", "tick_size and lot_size must not be negative"))
+        if len(instrument.display_name) > 128 or not instrument.display_name.isprintable():
+            violations.append(FieldViolation("instrument.display_name", "at most 128 printable characters"))
+        if instrument.timezone not in _timezones():
+            violations.append(FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"))
+            reason = reason or "TIMEZONE_INVALID"
+        if violations:
+            raise InvalidArgument(violations, reason=reason)
+        if instrument.feed_id and instrument.feed_id not in self.history.feed_ids:
+            raise NotFound(f"no feed {instrument.feed_id}", reason="FEED_NOT_FOUND")
+        return await self.store.create_instrument(
+            replace(
+                instrument,
+                venue=instrument.venue.strip().upper(),
+                quote_currency=instrument.quote_currency.strip().upper(),
+                base_currency=instrument.base_currency.strip().upper(),
+                venue_symbol=instrument.venue_symbol or instrument.symbol,
+            )
+        )
+
+    # -- quotes -----------------------------------------------------------------------------------------------------
+
+    async def quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        """Latest quotes of known symbols (absent: no market data yet), marked stale where due."""
+        instruments = await self.instruments(symbols)
+        found = await self._quotes.get(symbols)
+        statuses = await feed_statuses(self._cache, sorted({item.feed_id for item in instruments.values()}))
+        now = self._clock()
+        return {
+            symbol: mark_stale(
+                quote,
+                now=now,
+                staleness=self._staleness,
+                feed_healthy=_healthy(statuses.get(instruments[symbol].feed_id)),
+            )
+            for symbol, quote in found.items()
+        }
+
+    async def snapshot(self, symbols: Sequence[str]) -> list[Quote]:
+        quotes = await self.quotes(symbols)
+        return [quotes[symbol] for symbol in symbols if symbol in quotes]
+
+    # -- bars -------------------------------------------------------------------------------------------------------
+
+    def begin_import(
+        self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool, source: str = "bars"
+    ) -> BarImport:
+        """An import of rows from `source` ("csv" or "bars")."""
+        return BarImport(
+            self.store,
+            symbol,
+            timeframe,
+            skip_invalid=skip_invalid,
+            validate_only=validate_only,
+            now=self._clock(),
+            source=source,
+        )
+
+    async def backfill(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        *,
+        start: datetime,
+        end: datetime | None,
+        feed_id: str,
+        overwrite: bool,
+    ) -> AsyncIterator[BackfillProgress | ImportOutcome]:
+        """Fetch missing history from a feed in windows, yielding progress after each and the outcome last."""
+        instrument = await self.instrument(symbol)
+        feed_id = feed_id or instrument.feed_id
+        now = self._clock()
+        end = min(end or now, timeframe.floor(now))
+        if not start < end:
+            raise InvalidArgument(
+                FieldViolation("start_time", "must be before end_time and before the last closed bar"),
+                reason="TIME_RANGE_INVALID",
+            )
+        adapter = await self._history_adapter(feed_id)
+        native = adapter.history_timeframes(symbol)
+        fetch_timeframe = timeframe if timeframe in native else Timeframe.M1 if Timeframe.M1 in native else None
+        if fetch_timeframe is None:
+            raise FailedPrecondition(
+                f"feed {feed_id} has no {timeframe.label} history of {symbol}", reason="BACKFILL_NOT_SUPPORTED"
+            )
+        lease = await self._locks.acquire(f"backfill:{symbol}:{int(timeframe)}", ttl_seconds=600)
+        if lease is None:
+            raise Aborted("a backfill of this symbol and timeframe is running", reason="BACKFILL_IN_PROGRESS")
+        try:
+            outcome = ImportOutcome()
+            validator = BarValidator(timeframe)
+            fetched = written = 0
+            window = timeframe.delta * _BACKFILL_WINDOW_BARS
+            cursor = timeframe.floor(start) if not timeframe.aligned(start) else start
+            total = (end - cursor).total_seconds()
+            while cursor < end:
+                upper = min(cursor + window, end)
+                try:
+                    raw = await adapter.history(symbol, fetch_timeframe, cursor, upper)
+                except HistoryNotSupported as error:
+                    raise FailedPrecondition(str(error), reason="BACKFILL_NOT_SUPPORTED") from None
+                except FeedError as error:
+                    raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
+                fetched += len(raw)
+                bars = raw if fetch_timeframe is timeframe else roll_up(raw, timeframe, now=now)
+                accepted: list[Bar] = []
+                for bar in bars:
+                    checked = validator.validate(
+                        RawRow(0, bar.open_time, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count),
+                        now,
+                    )
+                    if isinstance(checked, RowError):
+                        outcome.rejected += 1
+                    else:
+                        accepted.append(checked)
+                written += await self._store_window(symbol, timeframe, accepted, overwrite, outcome)
+                cursor = upper
+                done = 100.0 if total <= 0 else min(100.0, 100.0 * (1 - (end - cursor).total_seconds() / total))
+                yield BackfillProgress(fetched=fetched, written=written, through_time=cursor, percent=done)
+                await self._locks.renew(lease, 600)
+            yield outcome
+        finally:
+            await self._locks.release(lease)
+
+    async def _store_window(
+        self, symbol: str, timeframe: Timeframe, accepted: list[Bar], overwrite: bool, outcome: ImportOutcome
+    ) -> int:
+        if not accepted:
+            return 0
+        stored = await self.store.bars_at(symbol, timeframe, [bar.open_time for bar in accepted])
+        plan = classify(accepted, stored)
+        updates = plan.updates if overwrite else []
+        await self.store.write_bars(symbol, timeframe, plan.inserts, updates)
+        outcome.inserted += len(plan.inserts)
+        outcome.updated += len(updates)
+        outcome.unchanged += plan.unchanged + (len(plan.updates) - len(updates))
+        outcome.accept_times(accepted)
+        return len(plan.inserts) + len(updates)
+
+    async def _history_adapter(self, feed_id: str) -> FeedAdapter:
+        try:
+            adapter = await self.history.adapter(feed_id)
+        except FeedError as error:
+            raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
+        if adapter is None:
+            raise NotFound(f"no feed {feed_id!r}", reason="FEED_NOT_FOUND")
+        return adapter
+
+    # -- feeds ------------------------------------------------------------------------------------------------------
+
+    async def feeds(self) -> list[FeedView]:
+        ids = self.history.feed_ids
+        statuses = await feed_statuses(self._cache, ids)
+        return [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids]
+
+
+def _healthy(status: FeedStatus | None) -> bool:
+    return status is not None and status.state in (FeedState.HEALTHY, FeedState.STOPPED)
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}

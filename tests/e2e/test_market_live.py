@@ -1,0 +1,120 @@
+"""`bullant serve all` on embedded defaults has live simulated ticks, history and quotes, as the README shows with
+grpcurl; `bullant import-bars` loads a CSV file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.platform import BULLANT, Platform, dev_token, grpcurl
+
+pytestmark = pytest.mark.e2e
+
+MARKET = "bullant.market.v1.MarketService"
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    running = Platform("serve", "all", "--port", "0", "--metrics-port", "-1", "--grace", "3").wait_ready()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    """grpcurl prints one JSON object per stream message."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        value, end = decoder.raw_decode(text, position)
+        found.append(value)
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return found
+
+
+def test_stream_ticks_shows_a_snapshot_then_live_ticks(platform: Platform) -> None:
+    token = dev_token(platform.data_dir, "--scopes", "read")
+    result = grpcurl(
+        "-plaintext",
+        "-max-time",
+        "4",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        json.dumps({"symbols": ["SIM-BTC-USDT", "SIM-AAPL"]}),
+        platform.address,
+        f"{MARKET}/StreamTicks",
+    )
+    messages = _objects(result.stdout)
+    assert messages, result.stderr
+    assert "snapshot" in messages[0]
+    ticks = [tick for message in messages if "ticks" in message for tick in message["ticks"]["ticks"]]
+    assert ticks, result.stdout[:2000]
+    assert {tick["symbol"] for tick in ticks} <= {"SIM-BTC-USDT", "SIM-AAPL"}
+    sequences = [int(tick["sequence"]) for tick in ticks if tick["symbol"] == "SIM-BTC-USDT"]
+    assert sequences == sorted(sequences)
+
+
+def test_history_and_quotes_are_there_on_a_fresh_start(platform: Platform) -> None:
+    token = dev_token(platform.data_dir, "--scopes", "read")
+    bars = grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        json.dumps({"symbol": "SIM-AAPL", "timeframe": "TIMEFRAME_1D", "page_size": 400}),
+        platform.address,
+        f"{MARKET}/ListBars",
+    )
+    assert bars.returncode == 0, bars.stderr
+    assert len(json.loads(bars.stdout)["bars"]) >= 360
+    quote = grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        json.dumps({"symbol": "SIM-AAPL"}),
+        platform.address,
+        f"{MARKET}/GetQuote",
+    )
+    assert quote.returncode == 0, quote.stderr
+    body = json.loads(quote.stdout)["quote"]
+    assert body["simulated"] is True
+    assert "previous_close" in body
+
+
+def test_import_bars_from_a_csv_file(platform: Platform, tmp_path: Path) -> None:
+    csv = tmp_path / "bars.csv"
+    csv.write_text(
+        "time,open,high,low,close,volume\n"
+        "2020-01-02T00:00:00Z,10,11,9,10.5,100\n"
+        "2020-01-03T00:00:00Z,10.5,12,10,11,150\n"
+        "2020-01-04T00:00:00Z,11,10,9,10,150\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment["BULLANT_DATA_DIR"] = platform.data_dir
+    command = [BULLANT, "import-bars", str(csv), "--symbol", "sim-aapl", "--timeframe", "1d"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert "line 4" in refused.stderr
+    assert "HIGH_TOO_LOW" in refused.stderr
+    skipped = subprocess.run(
+        [*command, "--skip-invalid"], capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+    assert skipped.returncode == 3  # done, with rejected rows
+    assert "2 inserted, 0 updated, 0 unchanged, 1 rejected" in skipped.stdout
+    again = subprocess.run(
+        [*command, "--skip-invalid"], capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+    assert "0 inserted, 0 updated, 2 unchanged, 1 rejected" in again.stdout
