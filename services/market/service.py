@@ -19,13 +19,13 @@ from services.core.errors import (
     NotFound,
     Unavailable,
 )
+from services.market.aggregation import roll_up
 from services.market.bars import (
     MAX_REPORTED_ERRORS,
     BarValidator,
     RawRow,
     RowError,
     classify,
-    roll_up,
 )
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources

@@ -11,17 +11,15 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from services.market.aggregation import BarBuilder, bars_from_ticks, roll_up
 from services.market.bars import (
     MAX_LINE_CHARS,
-    BarBuilder,
     BarValidator,
     CsvHeaderError,
     CsvRowReader,
     RawRow,
     RowError,
-    bars_from_ticks,
     classify,
-    roll_up,
     rows_from_bars,
 )
 from services.market.models import Bar, Timeframe
