@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import runtime_overhead
+from bench import runtime_overhead, stream_ticks
+
+
+async def _run(quick: bool) -> None:
+    await runtime_overhead.run(quick=quick)
+    print()
+    await stream_ticks.run(quick=quick)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
     args = parser.parse_args()
-    asyncio.run(runtime_overhead.run(quick=args.quick))
+    asyncio.run(_run(args.quick))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from services.market.models import EPOCH, Bar, Timeframe
 
 _US_PER_SECOND = 1_000_000
+_MINUTE = timedelta(minutes=1)
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -118,6 +119,8 @@ class BarBuilder:
 
     def __init__(self) -> None:
         self._minute: datetime | None = None
+        # The current minute's end, so a tick inside it costs one comparison.
+        self._minute_end: datetime | None = None
         self._last_closed: datetime | None = None
         self._open = self._high = self._low = self._close = self._volume = 0.0
         self._count = 0
@@ -132,6 +135,15 @@ class BarBuilder:
 
     def on_tick(self, time: datetime, price: float, size: float) -> list[Bar]:
         """Returns the bar this tick closed by starting a later minute (or nothing)."""
+        if self._minute is not None and self._minute <= time < self._minute_end:  # type: ignore[operator]
+            if price > self._high:
+                self._high = price
+            elif price < self._low:
+                self._low = price
+            self._close = price
+            self._volume += size
+            self._count += 1
+            return []
         minute = time.replace(second=0, microsecond=0)
         # After a flush the closed minute must not open again: it would be a second bar with the same open_time.
         if (self._minute is not None and minute < self._minute) or (
@@ -148,6 +160,7 @@ class BarBuilder:
             return []
         closed = self._close_current()
         self._minute = minute
+        self._minute_end = minute + _MINUTE
         self._open = self._high = self._low = self._close = price
         self._volume = size
         self._count = 1

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.core.coordination import Cache
-from services.market.models import Instrument, Quote, Tick
+from services.market.models import EPOCH, Instrument, Quote, Tick
 
 QUOTE_PREFIX = "quote:"
 # Quotes outlive a feed outage so GetQuote can still answer (marked stale).
@@ -27,94 +28,142 @@ def trading_day(moment: datetime, timezone: str) -> date:
     return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).date()
 
 
+def day_bounds(moment: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """The naive-UTC [start, end) of the trading day containing `moment` in the instrument's time zone."""
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    day = moment.replace(tzinfo=UTC).astimezone(zone).date()
+    start = datetime.combine(day, dtime(), zone).astimezone(UTC).replace(tzinfo=None)
+    end = datetime.combine(day + timedelta(days=1), dtime(), zone).astimezone(UTC).replace(tzinfo=None)
+    return start, end
+
+
 @dataclass(slots=True)
-class _State:
+class _Running:
+    """One symbol's quote as plain mutable fields: a tick costs a few comparisons, not a new object."""
+
     instrument: Instrument
-    quote: Quote | None
-    day: date | None
+    sequence: int = 0
+    has_price: bool = False
+    last_price: float = 0.0
+    last_time: datetime = EPOCH
+    day_start: datetime = EPOCH
+    day_end: datetime = EPOCH
+    previous_close: float | None = None
+    day_open: float | None = None
+    day_high: float | None = None
+    day_low: float | None = None
+    day_volume: float = 0.0
+    bid: float | None = None
+    ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+
+    def quote(self) -> Quote | None:
+        if not self.has_price:
+            return None
+        return Quote(
+            symbol=self.instrument.symbol,
+            last_price=self.last_price,
+            last_tick_time=self.last_time,
+            sequence=self.sequence,
+            day_volume=self.day_volume,
+            bid=self.bid,
+            ask=self.ask,
+            bid_size=self.bid_size,
+            ask_size=self.ask_size,
+            previous_close=self.previous_close,
+            day_open=self.day_open,
+            day_high=self.day_high,
+            day_low=self.day_low,
+            simulated=self.instrument.simulated,
+        )
 
 
 class QuoteBook:
     """The leader's running quotes of one feed's symbols, O(1) per tick."""
 
     def __init__(self, instruments: Iterable[Instrument]) -> None:
-        self._states = {item.symbol: _State(item, None, None) for item in instruments}
+        self._states = {item.symbol: _Running(item) for item in instruments}
         self._dirty: set[str] = set()
         # Closes of the last stored day, for symbols whose first quote this leader makes.
         self._initial_closes: dict[str, float] = {}
 
-    def restore(self, quotes: Mapping[str, Quote], previous_closes: Mapping[str, float]) -> None:
-        """Continue from the quotes a previous leader shared (sequence numbers go on from theirs) and the stored
-        daily closes."""
+    def restore(self, quotes: Mapping[str, Quote], previous_closes: Mapping[str, float], *, floor: int = 0) -> None:
+        """Continue from the quotes a previous leader shared and the stored daily closes; sequences continue above
+        both the shared ones and `floor`."""
         self._initial_closes = dict(previous_closes)
         for symbol, state in self._states.items():
+            state.sequence = max(state.sequence, floor)
             quote = quotes.get(symbol)
-            close = previous_closes.get(symbol)
-            if quote is not None:
-                state.quote = (
-                    quote if quote.previous_close is not None or close is None else replace(quote, previous_close=close)
-                )
-                state.day = trading_day(quote.last_tick_time, state.instrument.timezone)
+            if quote is None:
+                continue
+            state.has_price = True
+            state.sequence = max(quote.sequence, floor)
+            state.last_price, state.last_time = quote.last_price, quote.last_tick_time
+            state.day_start, state.day_end = day_bounds(quote.last_tick_time, state.instrument.timezone)
+            state.previous_close = (
+                quote.previous_close if quote.previous_close is not None else previous_closes.get(symbol)
+            )
+            state.day_open, state.day_high, state.day_low = quote.day_open, quote.day_high, quote.day_low
+            state.day_volume = quote.day_volume
+            state.bid, state.ask, state.bid_size, state.ask_size = quote.bid, quote.ask, quote.bid_size, quote.ask_size
+
+    def continue_after(self, previous: QuoteBook) -> None:
+        """Keep counting above the sequences `previous` handed out (a reconnect within one leadership)."""
+        for symbol, state in self._states.items():
+            earlier = previous._states.get(symbol)
+            if earlier is not None and earlier.sequence > state.sequence:
+                state.sequence = earlier.sequence
+                if earlier.has_price and earlier.last_time >= state.last_time:
+                    self._states[symbol] = replace(earlier, instrument=state.instrument)
+
+    def next_sequence(self, symbol: str) -> int:
+        """Number the next tick of `symbol` (strictly increasing, continuing a previous leader's numbers)."""
+        state = self._states[symbol]
+        state.sequence += 1
+        return state.sequence
 
     def last_sequence(self, symbol: str) -> int:
         state = self._states.get(symbol)
-        return 0 if state is None or state.quote is None else state.quote.sequence
+        return 0 if state is None else state.sequence
 
-    def apply(self, tick: Tick) -> Quote:
-        """Fold one tick (already numbered) into its symbol's quote."""
+    def apply(self, tick: Tick, sequence: int) -> None:
+        """Fold one tick, numbered `sequence`, into its symbol's quote."""
         state = self._states[tick.symbol]
-        day = trading_day(tick.event_time, state.instrument.timezone)
-        quote = state.quote
-        if quote is None or state.day != day:
-            previous_close = quote.last_price if quote is not None else self._initial_close(tick.symbol)
-            quote = Quote(
-                symbol=tick.symbol,
-                last_price=tick.price,
-                last_tick_time=tick.event_time,
-                sequence=tick.sequence,
-                previous_close=previous_close,
-                day_open=tick.price,
-                day_high=tick.price,
-                day_low=tick.price,
-                day_volume=tick.size,
-                simulated=state.instrument.simulated,
+        moment, price = tick.event_time, tick.price
+        if not state.day_start <= moment < state.day_end:
+            state.day_start, state.day_end = day_bounds(moment, state.instrument.timezone)
+            state.previous_close = (
+                state.last_price if state.has_price else self._initial_closes.get(tick.symbol, state.previous_close)
             )
-            state.day = day
+            state.day_open = state.day_high = state.day_low = price
+            state.day_volume = 0.0
         else:
-            quote = Quote(
-                symbol=tick.symbol,
-                last_price=tick.price,
-                last_tick_time=tick.event_time,
-                sequence=tick.sequence,
-                previous_close=quote.previous_close,
-                day_open=quote.day_open if quote.day_open is not None else tick.price,
-                day_high=tick.price if quote.day_high is None else max(quote.day_high, tick.price),
-                day_low=tick.price if quote.day_low is None else min(quote.day_low, tick.price),
-                day_volume=quote.day_volume + tick.size,
-                simulated=state.instrument.simulated,
-                bid=tick.bid if tick.bid is not None else quote.bid,
-                ask=tick.ask if tick.ask is not None else quote.ask,
-                bid_size=tick.bid_size if tick.bid_size is not None else quote.bid_size,
-                ask_size=tick.ask_size if tick.ask_size is not None else quote.ask_size,
-            )
+            if state.day_open is None:
+                state.day_open = price
+            if state.day_high is None or price > state.day_high:
+                state.day_high = price
+            if state.day_low is None or price < state.day_low:
+                state.day_low = price
+        state.has_price = True
+        state.last_price, state.last_time, state.sequence = price, moment, sequence
+        state.day_volume += tick.size
         if tick.bid is not None or tick.ask is not None:
-            quote = replace(quote, bid=tick.bid, ask=tick.ask, bid_size=tick.bid_size, ask_size=tick.ask_size)
-        state.quote = quote
+            state.bid, state.ask, state.bid_size, state.ask_size = tick.bid, tick.ask, tick.bid_size, tick.ask_size
         self._dirty.add(tick.symbol)
-        return quote
-
-    def _initial_close(self, symbol: str) -> float | None:
-        return self._initial_closes.get(symbol)
 
     def take_dirty(self) -> list[Quote]:
         """Quotes changed since the previous call."""
-        dirty = [state.quote for symbol in self._dirty if (state := self._states[symbol]).quote is not None]
+        dirty = [quote for symbol in self._dirty if (quote := self._states[symbol].quote()) is not None]
         self._dirty.clear()
-        return [quote for quote in dirty if quote is not None]
+        return dirty
 
     def quote(self, symbol: str) -> Quote | None:
         state = self._states.get(symbol)
-        return None if state is None else state.quote
+        return None if state is None else state.quote()
 
 
 def encode_quote(quote: Quote) -> bytes:

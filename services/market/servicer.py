@@ -385,8 +385,10 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
                 # Pre-encoded: the pieces of the published batches, joined (see services/market/wire.py).
                 yield tick_batch_response(subscriber.take(batch_size))
                 continue
+            # asyncio.timeout, not wait_for: no extra task per wait (this runs once per batch per subscriber).
             try:
-                await asyncio.wait_for(subscriber.wake.wait(), timeout=heartbeat)
+                async with asyncio.timeout(heartbeat):
+                    await subscriber.wake.wait()
             except TimeoutError:
                 yield _heartbeat()
 

@@ -51,17 +51,27 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
 def split_tick_batch(data: bytes) -> list[Piece]:
     """The ticks of an encoded TickBatch as pieces; ValueError when it is not one."""
     pieces: list[Piece] = []
+    append = pieces.append
     position = 0
     size = len(data)
     while position < size:
         start = position
         if data[position] != _FIELD_1_BYTES:
             raise ValueError(f"unexpected field tag {data[position]} in a TickBatch")
-        length, position = _varint(data, position + 1)
+        length = data[position + 1] if position + 1 < size else 0x80
+        if length < 0x80:  # a tick is ~50 bytes: its length is almost always one varint byte
+            position += 2
+        else:
+            length, position = _varint(data, position + 1)
         end = position + length
         if end > size:
             raise ValueError("truncated tick")
-        pieces.append(Piece(_symbol(data, position, end), data[start:end]))
+        # Tick.symbol is field 1 and protobuf writes fields in number order, so it comes first when set.
+        if position + 1 < end and data[position] == _FIELD_1_BYTES and data[position + 1] < 0x80:
+            symbol = data[position + 2 : position + 2 + data[position + 1]].decode("utf-8")
+        else:
+            symbol = _symbol(data, position, end)
+        append(Piece(symbol, data[start:end]))
         position = end
     return pieces
 

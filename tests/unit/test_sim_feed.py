@@ -16,7 +16,8 @@ import numpy.typing as npt
 import pytest
 
 from services.market.feeds.base import HistoryNotSupported, Transport
-from services.market.feeds.sim import DEMO_SYMBOLS, SimSymbol, SimulatedFeed
+from services.market.feeds.sim import SimulatedFeed
+from services.market.feeds.sim_model import DEMO_SYMBOLS, SimSymbol
 from services.market.models import AssetClass, Bar, Tick, Timeframe
 from tests.support import eventually
 

@@ -126,6 +126,7 @@ class FeedRunner:
             simulated=adapter.simulated,
         )
         self._book = QuoteBook(())
+        self._sequence_floor = 0
         self._builders: dict[str, BarBuilder] = {}
         self._last_seen: dict[str, float] = {}
         self._tick_counts: deque[tuple[float, int]] = deque()
@@ -147,6 +148,11 @@ class FeedRunner:
 
     async def _lead(self, lease: Lease) -> None:
         self.status.leader = lease.owner
+        # Sequences of this leadership start above any earlier leader's, even one that died before sharing its last
+        # numbers: they start at the leadership's start time in microseconds (and above the lease's fencing token,
+        # which Redis also draws from its clock), and a leader hands out fewer than a million per second per symbol.
+        # Within a leadership they go up by one.
+        self._sequence_floor = max(lease.token, time.time_ns() // 1000)
         self.status.reconnect_count = 0
         attempt = 0
         try:
@@ -186,7 +192,11 @@ class FeedRunner:
                     await self.adapter.stop()
                     await asyncio.sleep(delay)
         finally:
+            await self._save_quotes()
             await self._flush(force=True)
+            self._set_state(FeedState.DOWN, "the leader stepped down; another replica takes over")
+            self.status.leader = ""
+            await self._publish_status()
             with contextlib.suppress(Exception):
                 await self.adapter.stop()
 
@@ -201,6 +211,7 @@ class FeedRunner:
         self.status.symbol_count = len(symbols)
         if self._policy.initial_daily_days or self._policy.initial_minute_days:
             await self._initial_history(symbols)
+        previous = self._book
         self._book = QuoteBook(instruments)
         now = self._clock()
         closes: dict[str, float] = {}
@@ -208,7 +219,9 @@ class FeedRunner:
             daily = await self._store.last_bar(symbol, Timeframe.D1, before=Timeframe.D1.floor(now))
             if daily is not None:
                 closes[symbol] = daily.close
-        self._book.restore(await self._quotes.get(symbols), closes)
+        self._book.restore(await self._quotes.get(symbols), closes, floor=self._sequence_floor)
+        # A reconnect within this leadership keeps counting from what it published, whatever the cache holds.
+        self._book.continue_after(previous)
         self._builders = {symbol: BarBuilder() for symbol in symbols}
         start = time.monotonic()
         self._last_seen = dict.fromkeys(symbols, start)
@@ -251,10 +264,17 @@ class FeedRunner:
                     await self._flush()
                     await self._publish_status()
         finally:
+            await self._save_quotes()
             if not consume.done():
                 consume.cancel()
                 with contextlib.suppress(asyncio.CancelledError, FeedError):
                     await consume
+
+    async def _save_quotes(self) -> None:
+        try:
+            await self._quotes.put(self._book.take_dirty())
+        except Exception:
+            log.exception("could not share the quotes of feed %s", self.adapter.feed_id)
 
     async def _consume(self, symbols: Sequence[str]) -> None:
         async for batch in self.adapter.ticks(symbols):
@@ -263,35 +283,27 @@ class FeedRunner:
 
     async def publish(self, batch: Sequence[Tick]) -> None:
         """Number the ticks, fold them into quotes and bars, and publish them to every replica."""
-        numbered: list[Tick] = []
+        accepted: list[Tick] = []
+        sequences: list[int] = []
         seen = time.monotonic()
-        for incoming in batch:
-            builder = self._builders.get(incoming.symbol)
+        book, builders, last_seen, closed = self._book, self._builders, self._last_seen, self._closed_bars
+        for tick in batch:
+            builder = builders.get(tick.symbol)
             if builder is None:
                 continue
-            tick = Tick(
-                incoming.symbol,
-                incoming.event_time,
-                incoming.price,
-                incoming.size,
-                incoming.bid,
-                incoming.ask,
-                incoming.bid_size,
-                incoming.ask_size,
-                incoming.aggressor_side,
-                self._book.last_sequence(incoming.symbol) + 1,
-            )
-            self._book.apply(tick)
+            sequence = book.next_sequence(tick.symbol)
+            book.apply(tick, sequence)
             for bar in builder.on_tick(tick.event_time, tick.price, tick.size):
-                self._closed_bars.append((tick.symbol, bar))
-            self._last_seen[tick.symbol] = seen
-            numbered.append(tick)
-        if not numbered:
+                closed.append((tick.symbol, bar))
+            last_seen[tick.symbol] = seen
+            accepted.append(tick)
+            sequences.append(sequence)
+        if not accepted:
             return
-        await self._hub.publish(encode_ticks(numbered))
-        self.published_ticks += len(numbered)
-        self._tick_counts.append((seen, len(numbered)))
-        self.status.last_tick_time = numbered[-1].event_time.isoformat()
+        await self._hub.publish(encode_ticks(accepted, sequences))
+        self.published_ticks += len(accepted)
+        self._tick_counts.append((seen, len(accepted)))
+        self.status.last_tick_time = accepted[-1].event_time.isoformat()
 
     def _supervise(self, now: float) -> None:
         """Staleness: some symbols quiet → degraded; every symbol quiet → the connection is dead, reconnect."""
