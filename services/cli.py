@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from services.account.credential_store import CredentialStore
+from services.account.session_store import SessionStore
 from services.account.store import AccountStore
 from services.account.validation import normalize_email
 from services.bootstrap import build_server
@@ -160,7 +160,7 @@ async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
         revoked = []
         if account is not None and not grant:
             # An admin's live tokens carry the admin scope: end the sessions instead of waiting for them to expire.
-            revoked = await CredentialStore(databases).revoke_sessions(
+            revoked = await SessionStore(databases).revoke_sessions(
                 account.account_id, now=utc_now(), reason="role_changed"
             )
             revocations = RevocationList(coordination.for_service("account").cache)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from services.account.credential_store import CredentialStore
 from services.account.models import Account, Session
 from services.account.passwords import HashParameters, Passwords
+from services.account.session_store import SessionStore
 from services.account.store import AccountStore
 from services.account.throttle import Throttle, ThrottlePolicy
 from services.core.auth.keys import load_data_key
@@ -68,6 +69,7 @@ class AccountRuntime:
     databases: Databases
     accounts: AccountStore
     credentials: CredentialStore
+    sessions: SessionStore
     passwords: Passwords
     issuer: TokenIssuer
     revocations: RevocationList
@@ -125,7 +127,7 @@ class AccountRuntime:
     ) -> list[Session]:
         """Revoke sessions in the database and publish them to the revocation list, so every service refuses their
         access tokens at once."""
-        revoked = await self.credentials.revoke_sessions(
+        revoked = await self.sessions.revoke_sessions(
             account_id, now=self.now(), reason=reason, session_id=session_id, keep_session_id=keep_session_id
         )
         ttl = (self.policy.access_token_ttl + self.policy.token_leeway).total_seconds()
@@ -160,6 +162,7 @@ def build_runtime(deps: Dependencies, *, clock: Callable[[], datetime]) -> Accou
         databases=deps.databases,
         accounts=AccountStore(deps.databases),
         credentials=CredentialStore(deps.databases),
+        sessions=SessionStore(deps.databases),
         passwords=Passwords(HashParameters.from_settings(settings)),
         issuer=TokenIssuer(keys, token_policy(settings)),
         revocations=RevocationList(coordination.cache),

@@ -70,7 +70,7 @@ class Sessions:
             expire_time=now + self._rt.policy.refresh_token_ttl,
         )
         refresh_token = new_refresh_token()
-        await self._rt.credentials.start_session(session, hash_secret(refresh_token), login_values=login_values)
+        await self._rt.sessions.start_session(session, hash_secret(refresh_token), login_values=login_values)
         log.info(
             "login",
             extra={"account_id": account.account_id, "session_id": session.session_id, "ip": client.ip_address},
@@ -82,7 +82,7 @@ class Sessions:
         """Rotate a refresh token. A token presented a second time means two parties hold it: the whole session is
         revoked, so the thief's copy and the victim's both stop working."""
         old_hash = hash_secret(refresh_token)
-        record = await self._rt.credentials.refresh_record(old_hash)
+        record = await self._rt.sessions.refresh_record(old_hash)
         if record is None:
             raise Unauthenticated("unknown refresh token", reason="REFRESH_TOKEN_INVALID")
         session = record.session
@@ -96,7 +96,7 @@ class Sessions:
         account = await self._rt.active_account(session.account_id)
         new_token = new_refresh_token()
         expire_time = now + self._rt.policy.refresh_token_ttl
-        rotated = await self._rt.credentials.rotate(
+        rotated = await self._rt.sessions.rotate(
             old_hash=old_hash,
             new_hash=hash_secret(new_token),
             session_id=session.session_id,
@@ -130,12 +130,12 @@ class Sessions:
         self, account_id: int, *, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[Session], bool]:
         """Active sessions, most recently used first, and whether more follow."""
-        found = await self._rt.credentials.list_sessions(account_id, now=self._rt.now(), after=after, limit=limit + 1)
+        found = await self._rt.sessions.list_sessions(account_id, now=self._rt.now(), after=after, limit=limit + 1)
         return found[:limit], len(found) > limit
 
     async def revoke(self, account_id: int, session_id: str) -> None:
         """Revoke one of the caller's sessions; another account's session is NotFound, like an unknown one."""
-        session = await self._rt.credentials.session(session_id)
+        session = await self._rt.sessions.session(session_id)
         if session is None or session.account_id != account_id:
             raise NotFound("no such session", reason="SESSION_NOT_FOUND")
         await self._rt.revoke_sessions(account_id, reason="revoked", session_id=session_id)

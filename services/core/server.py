@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -207,3 +207,37 @@ async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServe
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await server.stop()
+
+
+def _passthrough(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that sends pre-encoded bytes as they are."""
+
+    def serialize(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serializer(message)
+
+    return serialize
+
+
+class PreEncodedResponses:
+    """Stands in for the server when a generated `add_<Service>Servicer_to_server` registers a service, so that the
+    named streaming methods may yield pre-encoded response bytes as well as messages (a fan-out that encodes once
+    for many subscribers). The generated code is kept; only those handlers' serializers change."""
+
+    def __init__(self, server: grpc.aio.Server, methods: set[str]) -> None:
+        self._server = server
+        self._methods = methods
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        return None  # replaced by add_registered_method_handlers below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        handlers = dict(handlers)
+        for name in self._methods:
+            original = handlers[name]
+            handlers[name] = grpc.unary_stream_rpc_method_handler(
+                original.unary_stream,
+                request_deserializer=original.request_deserializer,
+                response_serializer=_passthrough(original.response_serializer),
+            )
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        self._server.add_registered_method_handlers(service, handlers)

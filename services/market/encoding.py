@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.market.v1 import market_pb2
+
+if TYPE_CHECKING:
+    from services.market.imports import ImportOutcome
 from services.market.models import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
 
 
@@ -168,3 +172,35 @@ def encode_ticks(ticks: Sequence[Tick], sequences: Sequence[int] | None = None) 
         if tick.ask_size is not None:
             message.ask_size = tick.ask_size
     return batch.SerializeToString()
+
+
+def outcome_fields(outcome: ImportOutcome) -> dict[str, Any]:
+    """The fields of ImportBarsResponse / ImportBarStreamResponse for an import's outcome."""
+    return {
+        "inserted_count": outcome.inserted,
+        "updated_count": outcome.updated,
+        "unchanged_count": outcome.unchanged,
+        "rejected_count": outcome.rejected,
+        "errors": [
+            market_pb2.RowError(line=e.line, field=e.field, reason=e.reason, message=e.message) for e in outcome.errors
+        ],
+        "errors_truncated": outcome.errors_truncated,
+        "first_open_time": timestamp(outcome.first_open_time),
+        "last_open_time": timestamp(outcome.last_open_time),
+    }
+
+
+def bars_from_messages(bars: Any) -> list[Bar]:
+    """Bar messages as domain bars (a missing open_time stays None for validation to report)."""
+    return [
+        Bar(
+            naive_utc(bar.open_time) if bar.HasField("open_time") else None,  # type: ignore[arg-type]
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            bar.trade_count if bar.HasField("trade_count") else None,
+        )
+        for bar in bars
+    ]

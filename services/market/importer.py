@@ -13,8 +13,8 @@ from typing import TextIO
 from services.core.db.databases import Databases, utc_now
 from services.core.errors import NotFound
 from services.market.bars import MAX_ROWS_PER_STREAM, CsvRowReader
+from services.market.imports import BarImport, ImportOutcome
 from services.market.models import Timeframe
-from services.market.service import BarImport, ImportOutcome
 from services.market.store import MarketStore
 
 CHUNK_BYTES = 1 << 20

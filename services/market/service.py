@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
@@ -21,7 +21,6 @@ from services.core.errors import (
 )
 from services.market.aggregation import roll_up
 from services.market.bars import (
-    MAX_REPORTED_ERRORS,
     BarValidator,
     RawRow,
     RowError,
@@ -30,6 +29,7 @@ from services.market.bars import (
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
+from services.market.imports import BarImport, ImportOutcome
 from services.market.models import AssetClass, Bar, Instrument, Quote, Timeframe
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.store import MarketStore
@@ -37,7 +37,6 @@ from services.market.store import MarketStore
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # Bars fetched from a feed per request during a backfill.
 _BACKFILL_WINDOW_BARS = 1000
-_MAX_VIOLATIONS = 100
 
 
 def normalize_symbol(raw: str, *, field: str = "symbol") -> str:
@@ -50,118 +49,6 @@ def normalize_symbol(raw: str, *, field: str = "symbol") -> str:
             reason="SYMBOL_INVALID",
         )
     return symbol
-
-
-@dataclass(slots=True)
-class ImportOutcome:
-    """Counts of an import, as ImportBarsResponse reports them."""
-
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    errors: list[RowError] = field(default_factory=list)
-    first_open_time: datetime | None = None
-    last_open_time: datetime | None = None
-
-    @property
-    def errors_truncated(self) -> bool:
-        return self.rejected > len(self.errors)
-
-    def reject(self, error: RowError) -> None:
-        self.rejected += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append(error)
-
-    def accept_times(self, bars: Sequence[Bar]) -> None:
-        if bars:
-            first, last = bars[0].open_time, bars[-1].open_time
-            self.first_open_time = first if self.first_open_time is None else min(first, self.first_open_time)
-            self.last_open_time = last if self.last_open_time is None else max(last, self.last_open_time)
-
-
-def rejected_error(outcome: ImportOutcome, *, source: str) -> InvalidArgument:
-    """ALL_OR_NOTHING's refusal: one field violation per bad row (at most 100): "csv" with the line number for CSV,
-    "bars[<index>].<field>" for bars."""
-
-    def field_of(error: RowError) -> str:
-        if source == "csv":
-            return "csv"
-        name = "open_time" if error.field == "time" else error.field
-        return f"bars[{error.line - 1}]" + (f".{name}" if name else "")
-
-    violations = [
-        FieldViolation(field_of(error), f"line {error.line}: {error.reason}: {error.message}")
-        for error in outcome.errors[:_MAX_VIOLATIONS]
-    ]
-    return InvalidArgument(
-        violations,
-        f"{outcome.rejected} row(s) rejected; nothing was written",
-        reason="BARS_REJECTED",
-        metadata={"rejected_count": outcome.rejected},
-    )
-
-
-class BarImport:
-    """One import (a call or a stream): validates rows in order and writes accepted bars atomically per commit."""
-
-    def __init__(
-        self,
-        store: MarketStore,
-        symbol: str,
-        timeframe: Timeframe,
-        *,
-        skip_invalid: bool,
-        validate_only: bool,
-        now: datetime,
-        source: str = "bars",
-    ) -> None:
-        self._store = store
-        self.source = source
-        self.symbol = symbol
-        self.timeframe = timeframe
-        self.skip_invalid = skip_invalid
-        self.validate_only = validate_only
-        self._now = now
-        self._validator = BarValidator(timeframe)
-        self._accepted: list[Bar] = []
-        self.rows = 0
-        self.outcome = ImportOutcome()
-
-    def add(self, rows: Sequence[RawRow | RowError]) -> None:
-        for row in rows:
-            self.rows += 1
-            result = row if isinstance(row, RowError) else self._validator.validate(row, self._now)
-            if isinstance(result, RowError):
-                self.outcome.reject(result)
-            else:
-                self._accepted.append(result)
-
-    @property
-    def pending(self) -> int:
-        return len(self._accepted)
-
-    async def commit(self) -> None:
-        """Write the accepted bars so far in one transaction (nothing with validate_only)."""
-        accepted, self._accepted = self._accepted, []
-        if not accepted:
-            return
-        stored = await self._store.bars_at(self.symbol, self.timeframe, [bar.open_time for bar in accepted])
-        plan = classify(accepted, stored)
-        if not self.validate_only:
-            await self._store.write_bars(self.symbol, self.timeframe, plan.inserts, plan.updates)
-        self.outcome.inserted += len(plan.inserts)
-        self.outcome.updated += len(plan.updates)
-        self.outcome.unchanged += plan.unchanged
-        self.outcome.accept_times(accepted)
-
-    async def finish(self) -> ImportOutcome:
-        """Commit what is left. ALL_OR_NOTHING with bad rows writes nothing and raises BARS_REJECTED (reported in the
-        outcome instead with validate_only)."""
-        if self.outcome.rejected and not self.skip_invalid and not self.validate_only:
-            raise rejected_error(self.outcome, source=self.source)
-        await self.commit()
-        return self.outcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

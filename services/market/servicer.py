@@ -20,20 +20,23 @@ from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.paging import decode_page_token, encode_page_token, page_size
-from services.core.server import Lifecycle, ServiceRegistration
-from services.market.bars import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvHeaderError, CsvRowReader, rows_from_bars
+from services.core.server import Lifecycle, PreEncodedResponses, ServiceRegistration
+from services.market.bars import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvRowReader, rows_from_bars
 from services.market.encoding import (
     bar_message,
+    bars_from_messages,
     instrument_from_message,
     instrument_message,
     naive_utc,
+    outcome_fields,
     quote_message,
     timestamp,
 )
 from services.market.feeds.registry import AdapterFactory
-from services.market.models import AssetClass, Bar, Timeframe
+from services.market.imports import BarImport, csv_feed, csv_finish, csv_rows
+from services.market.models import AssetClass, Timeframe
 from services.market.runtime import build_market
-from services.market.service import BackfillProgress, BarImport, ImportOutcome, MarketService, normalize_symbol
+from services.market.service import BackfillProgress, MarketService, normalize_symbol
 from services.market.streaming import Subscriber, TickHub
 from services.market.wire import tick_batch_response
 
@@ -61,36 +64,6 @@ def _symbols(raw: list[str], *, limit: int, field: str = "symbols") -> list[str]
     for index, symbol in enumerate(raw):
         seen[normalize_symbol(symbol, field=f"{field}[{index}]")] = None
     return list(seen)
-
-
-def _outcome_fields(outcome: ImportOutcome) -> dict[str, Any]:
-    return {
-        "inserted_count": outcome.inserted,
-        "updated_count": outcome.updated,
-        "unchanged_count": outcome.unchanged,
-        "rejected_count": outcome.rejected,
-        "errors": [
-            market_pb2.RowError(line=e.line, field=e.field, reason=e.reason, message=e.message) for e in outcome.errors
-        ],
-        "errors_truncated": outcome.errors_truncated,
-        "first_open_time": timestamp(outcome.first_open_time),
-        "last_open_time": timestamp(outcome.last_open_time),
-    }
-
-
-def _bars_from_messages(bars: Any) -> list[Bar]:
-    return [
-        Bar(
-            naive_utc(bar.open_time) if bar.HasField("open_time") else None,  # type: ignore[arg-type]
-            bar.open,
-            bar.high,
-            bar.low,
-            bar.close,
-            bar.volume,
-            bar.trade_count if bar.HasField("trade_count") else None,
-        )
-        for bar in bars
-    ]
 
 
 def _heartbeat() -> market_pb2.StreamTicksResponse:
@@ -219,9 +192,9 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
         )
         # Parsing and validating 100k rows takes seconds of CPU: off the event loop, which keeps serving.
         if request.csv:
-            rows = await asyncio.to_thread(_csv_rows, CsvRowReader(), request.csv)
+            rows = await asyncio.to_thread(csv_rows, CsvRowReader(), request.csv)
         else:
-            rows = list(rows_from_bars(_bars_from_messages(request.bars)))
+            rows = list(rows_from_bars(bars_from_messages(request.bars)))
         if len(rows) > MAX_ROWS_PER_CALL:
             raise InvalidArgument(
                 FieldViolation("bars" if request.bars else "csv", f"at most {MAX_ROWS_PER_CALL} rows per call"),
@@ -229,7 +202,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             )
         await asyncio.to_thread(job.add, rows)
         outcome = await job.finish()
-        return market_pb2.ImportBarsResponse(**_outcome_fields(outcome))
+        return market_pb2.ImportBarsResponse(**outcome_fields(outcome))
 
     async def ImportBarStream(
         self, request_iterator: AsyncIterator[market_pb2.ImportBarStreamRequest], context: Context
@@ -257,17 +230,17 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             job.source = "csv" if which == "csv_chunk" else "bars"
             if which == "csv_chunk":
                 reader = reader or CsvRowReader()
-                rows = await asyncio.to_thread(_csv_feed, reader, message.csv_chunk)
+                rows = await asyncio.to_thread(csv_feed, reader, message.csv_chunk)
             else:
-                rows = list(rows_from_bars(_bars_from_messages(message.bars.bars), first_line=position + 1))
+                rows = list(rows_from_bars(bars_from_messages(message.bars.bars), first_line=position + 1))
                 position += len(message.bars.bars)
             await self._stream_rows(job, rows)
         if job is None:
             raise InvalidArgument(FieldViolation("header", "the stream carried no header"), reason="HEADER_REQUIRED")
         if reader is not None:
-            await self._stream_rows(job, _csv_finish(reader))
+            await self._stream_rows(job, csv_finish(reader))
         outcome = await job.finish()
-        return market_pb2.ImportBarStreamResponse(**_outcome_fields(outcome))
+        return market_pb2.ImportBarStreamResponse(**outcome_fields(outcome))
 
     async def _stream_job(self, header: market_pb2.ImportBarStreamHeader) -> BarImport:
         symbol = normalize_symbol(header.symbol, field="header.symbol")
@@ -315,7 +288,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
                     )
                 )
             else:
-                fields = _outcome_fields(event)
+                fields = outcome_fields(event)
                 for name in ("errors", "errors_truncated"):
                     fields.pop(name)
                 yield market_pb2.BackfillBarsResponse(result=market_pb2.BackfillResult(**fields))
@@ -450,57 +423,6 @@ def _iso(text: str) -> Timestamp | None:
         return None
 
 
-def _csv_rows(reader: CsvRowReader, data: bytes) -> list[Any]:
-    return [*_csv_feed(reader, data), *_csv_finish(reader)]
-
-
-def _csv_feed(reader: CsvRowReader, data: bytes) -> list[Any]:
-    try:
-        return list(reader.feed(data))
-    except CsvHeaderError as error:
-        raise InvalidArgument(FieldViolation("csv", str(error)), reason="CSV_HEADER_INVALID") from None
-
-
-def _csv_finish(reader: CsvRowReader) -> list[Any]:
-    try:
-        return list(reader.finish())
-    except CsvHeaderError as error:
-        raise InvalidArgument(FieldViolation("csv", str(error)), reason="CSV_HEADER_INVALID") from None
-
-
-def _passthrough(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """A response serializer that sends pre-encoded bytes as they are."""
-
-    def serialize(message: Any) -> bytes:
-        return message if isinstance(message, bytes) else serializer(message)
-
-    return serialize
-
-
-class _RawStreamTicks:
-    """Adds the service to a server with StreamTicks' serializer accepting pre-encoded responses (the generated
-    code is kept: only that one handler is rebuilt)."""
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        return None  # replaced by add_registered_method_handlers below
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        original = handlers["StreamTicks"]
-        handlers = {
-            **handlers,
-            "StreamTicks": grpc.unary_stream_rpc_method_handler(
-                original.unary_stream,
-                request_deserializer=original.request_deserializer,
-                response_serializer=_passthrough(original.response_serializer),
-            ),
-        }
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-        self._server.add_registered_method_handlers(service, handlers)
-
-
 def registration(
     deps: Dependencies,
     *,
@@ -522,7 +444,7 @@ def registration(
         full_name=SERVICE.full_name,
         add_to_server=lambda server: market_pb2_grpc.add_MarketServiceServicer_to_server(
             servicer,
-            _RawStreamTicks(server),  # type: ignore[arg-type]
+            PreEncodedResponses(server, {"StreamTicks"}),  # type: ignore[arg-type]
         ),
         components=market.components,
     )
