@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from services.core.backoff import backoff_delay
 from services.core.coordination import PubSub
-from services.market.wire import Piece, split_tick_batch
+from services.market.wire import DATA, SYMBOL, Piece, split_tick_batch
 
 log = logging.getLogger("bullant.market.streaming")
 
@@ -54,14 +54,14 @@ class Subscriber:
     def _conflate(self) -> None:
         newest: dict[str, Piece] = {}
         for piece in self._pending:
-            newest[piece.symbol] = piece
+            newest[piece[SYMBOL]] = piece
         dropped = len(self._pending) - len(newest)
         for piece in self._pending:
-            if newest[piece.symbol] is not piece:
-                self.dropped[piece.symbol] = self.dropped.get(piece.symbol, 0) + 1
+            if newest[piece[SYMBOL]] is not piece:
+                self.dropped[piece[SYMBOL]] = self.dropped.get(piece[SYMBOL], 0) + 1
         self.total_dropped += dropped
         # Keep arrival order among the survivors, so each symbol's ticks stay in sequence order.
-        self._pending = [piece for piece in self._pending if newest[piece.symbol] is piece]
+        self._pending = [piece for piece in self._pending if newest[piece[SYMBOL]] is piece]
 
     @property
     def pending(self) -> int:
@@ -73,7 +73,7 @@ class Subscriber:
         del self._pending[:limit]
         if not self._pending:
             self.wake.clear()
-        return [piece.data for piece in batch]
+        return [piece[DATA] for piece in batch]
 
     def take_drops(self) -> dict[str, int]:
         """Drops since the previous call, per symbol."""
@@ -157,7 +157,8 @@ class TickHub:
         for subscriber in self._subscribers:
             wanted = filtered.get(subscriber.symbols)
             if wanted is None:
-                wanted = [piece for piece in pieces if piece.symbol in subscriber.symbols]
+                symbols = subscriber.symbols
+                wanted = [piece for piece in pieces if piece[SYMBOL] in symbols]
                 filtered[subscriber.symbols] = wanted
             subscriber.offer(wanted)
 

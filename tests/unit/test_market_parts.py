@@ -12,7 +12,7 @@ from services.market.encoding import encode_ticks
 from services.market.models import AssetClass, Instrument, Quote, Tick
 from services.market.quotes import QuoteBook, day_bounds
 from services.market.streaming import Subscriber
-from services.market.wire import Piece, encode_varint, split_tick_batch, tick_batch_response
+from services.market.wire import encode_varint, split_tick_batch, tick_batch_response
 
 SEOUL = Instrument(symbol="S", venue="KRX", asset_class=AssetClass.STOCK, quote_currency="KRW", timezone="Asia/Seoul")
 
@@ -37,10 +37,10 @@ def test_split_pieces_are_the_ticks_protobuf_reads(symbol_length: int) -> None:
     encoded = encode_ticks(ticks, [2**40 + i for i in range(len(ticks))])
     pieces = split_tick_batch(encoded)
     parsed = market_pb2.TickBatch.FromString(encoded)
-    assert [piece.symbol for piece in pieces] == [tick.symbol for tick in parsed.ticks]
-    assert b"".join(piece.data for piece in pieces) == encoded
+    assert [symbol for symbol, _ in pieces] == [tick.symbol for tick in parsed.ticks]
+    assert b"".join(data for _, data in pieces) == encoded
     # Any subset of pieces, joined, is a StreamTicksResponse carrying exactly those ticks.
-    subset = [pieces[0].data, pieces[3].data]
+    subset = [pieces[0][1], pieces[3][1]]
     response = market_pb2.StreamTicksResponse.FromString(tick_batch_response(subset))
     assert list(response.ticks.ticks) == [parsed.ticks[0], parsed.ticks[3]]
     assert parsed.ticks[1].event_time.ToDatetime() == ticks[1].event_time
@@ -55,15 +55,15 @@ def test_malformed_batches_are_refused() -> None:
 
 def test_a_conflating_subscriber_keeps_the_newest_tick_per_symbol_and_counts_the_rest() -> None:
     subscriber = Subscriber(frozenset({"A", "B"}), capacity=4, conflate=True)
-    subscriber.offer([Piece("A", b"a1"), Piece("B", b"b1"), Piece("A", b"a2")])
+    subscriber.offer([("A", b"a1"), ("B", b"b1"), ("A", b"a2")])
     assert subscriber.pending == 3
-    subscriber.offer([Piece("A", b"a3"), Piece("B", b"b2")])
+    subscriber.offer([("A", b"a3"), ("B", b"b2")])
     assert subscriber.take(10) == [b"a3", b"b2"]
     assert subscriber.take_drops() == {"A": 2, "B": 1}
     assert subscriber.total_dropped == 3
     assert subscriber.take_drops() == {}
     strict = Subscriber(frozenset({"A"}), capacity=2, conflate=False)
-    strict.offer([Piece("A", b"1"), Piece("A", b"2"), Piece("A", b"3")])
+    strict.offer([("A", b"1"), ("A", b"2"), ("A", b"3")])
     assert strict.overflowed
     assert strict.pending == 0
 
