@@ -105,7 +105,7 @@ class ChatServiceServicer:
     def ListConversations(self, request, context):
         """Lists the caller's conversations, most recently active first, without their messages.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,7 +152,7 @@ class ChatServiceServicer:
     def ListTools(self, request, context):
         """Lists the tools the assistant can call, with the JSON schema of their arguments.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,7 +61,7 @@ class ChatServiceStub:
     ListConversations: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]
     """Lists the caller's conversations, most recently active first, without their messages.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.GetConversationResponse]
     """Gets one of the caller's conversations with its messages, oldest first.
@@ -92,7 +92,7 @@ class ChatServiceStub:
     ListTools: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListToolsRequest, _chat_pb2.ListToolsResponse]
     """Lists the tools the assistant can call, with the JSON schema of their arguments.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
 
 @_typing.type_check_only
@@ -120,7 +120,7 @@ class ChatServiceAsyncStub(ChatServiceStub):
     ListConversations: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """Lists the caller's conversations, most recently active first, without their messages.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.GetConversationResponse]  # type: ignore[assignment]
     """Gets one of the caller's conversations with its messages, oldest first.
@@ -151,7 +151,7 @@ class ChatServiceAsyncStub(ChatServiceStub):
     ListTools: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListToolsRequest, _chat_pb2.ListToolsResponse]  # type: ignore[assignment]
     """Lists the tools the assistant can call, with the JSON schema of their arguments.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -188,7 +188,7 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.ListConversationsResponse, _abc.Awaitable[_chat_pb2.ListConversationsResponse]]:
         """Lists the caller's conversations, most recently active first, without their messages.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -243,7 +243,7 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.ListToolsResponse, _abc.Awaitable[_chat_pb2.ListToolsResponse]]:
         """Lists the tools the assistant can call, with the JSON schema of their arguments.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -137,7 +137,7 @@ class ModelServiceServicer:
     def ListAlgorithms(self, request, context):
         """Lists the forecasting algorithms (naive, drift, ARIMA, LSTM, Kalman, ensemble) with their parameters.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,7 +179,7 @@ class ModelServiceServicer:
     def ListTrainingJobs(self, request, context):
         """Lists training jobs, newest first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,7 +198,7 @@ class ModelServiceServicer:
     def ListModels(self, request, context):
         """Lists model versions, newest first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

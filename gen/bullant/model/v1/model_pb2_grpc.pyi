@@ -61,7 +61,7 @@ class ModelServiceStub:
     ListAlgorithms: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListAlgorithmsRequest, _model_pb2.ListAlgorithmsResponse]
     """Lists the forecasting algorithms (naive, drift, ARIMA, LSTM, Kalman, ensemble) with their parameters.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     TrainModel: _grpc.UnaryUnaryMultiCallable[_model_pb2.TrainModelRequest, _model_pb2.TrainModelResponse]
     """Starts a training job in a worker process and returns at once with the job; WatchTraining follows it. A
@@ -87,7 +87,7 @@ class ModelServiceStub:
     ListTrainingJobs: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListTrainingJobsRequest, _model_pb2.ListTrainingJobsResponse]
     """Lists training jobs, newest first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     CancelTraining: _grpc.UnaryUnaryMultiCallable[_model_pb2.CancelTrainingRequest, _model_pb2.CancelTrainingResponse]
     """Cancels a queued or running training job (its worker is stopped, no model version is registered). Cancelling
@@ -98,7 +98,7 @@ class ModelServiceStub:
     ListModels: _grpc.UnaryUnaryMultiCallable[_model_pb2.ListModelsRequest, _model_pb2.ListModelsResponse]
     """Lists model versions, newest first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetModel: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetModelRequest, _model_pb2.GetModelResponse]
     """Gets a model version.
@@ -173,7 +173,7 @@ class ModelServiceAsyncStub(ModelServiceStub):
     ListAlgorithms: _aio.UnaryUnaryMultiCallable[_model_pb2.ListAlgorithmsRequest, _model_pb2.ListAlgorithmsResponse]  # type: ignore[assignment]
     """Lists the forecasting algorithms (naive, drift, ARIMA, LSTM, Kalman, ensemble) with their parameters.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     TrainModel: _aio.UnaryUnaryMultiCallable[_model_pb2.TrainModelRequest, _model_pb2.TrainModelResponse]  # type: ignore[assignment]
     """Starts a training job in a worker process and returns at once with the job; WatchTraining follows it. A
@@ -199,7 +199,7 @@ class ModelServiceAsyncStub(ModelServiceStub):
     ListTrainingJobs: _aio.UnaryUnaryMultiCallable[_model_pb2.ListTrainingJobsRequest, _model_pb2.ListTrainingJobsResponse]  # type: ignore[assignment]
     """Lists training jobs, newest first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     CancelTraining: _aio.UnaryUnaryMultiCallable[_model_pb2.CancelTrainingRequest, _model_pb2.CancelTrainingResponse]  # type: ignore[assignment]
     """Cancels a queued or running training job (its worker is stopped, no model version is registered). Cancelling
@@ -210,7 +210,7 @@ class ModelServiceAsyncStub(ModelServiceStub):
     ListModels: _aio.UnaryUnaryMultiCallable[_model_pb2.ListModelsRequest, _model_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists model versions, newest first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetModel: _aio.UnaryUnaryMultiCallable[_model_pb2.GetModelRequest, _model_pb2.GetModelResponse]  # type: ignore[assignment]
     """Gets a model version.
@@ -288,7 +288,7 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_pb2.ListAlgorithmsResponse, _abc.Awaitable[_model_pb2.ListAlgorithmsResponse]]:
         """Lists the forecasting algorithms (naive, drift, ARIMA, LSTM, Kalman, ensemble) with their parameters.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -338,7 +338,7 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_pb2.ListTrainingJobsResponse, _abc.Awaitable[_model_pb2.ListTrainingJobsResponse]]:
         """Lists training jobs, newest first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -361,7 +361,7 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_pb2.ListModelsResponse, _abc.Awaitable[_model_pb2.ListModelsResponse]]:
         """Lists model versions, newest first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod

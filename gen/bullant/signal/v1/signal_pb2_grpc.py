@@ -153,7 +153,7 @@ class SignalServiceServicer:
     def ListIndicators(self, request, context):
         """Lists the indicators ComputeIndicators accepts, with their parameters and outputs.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,7 +174,7 @@ class SignalServiceServicer:
     def ListStrategies(self, request, context):
         """Lists the strategies with their typed parameters and defaults.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,7 +206,7 @@ class SignalServiceServicer:
     def ListSignals(self, request, context):
         """Lists stored signals, newest bar first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_RANGE, INVALID_PAGE_TOKEN, ALERT_NOT_FOUND (also for another account's alert).
+        Errors: INVALID_RANGE, PAGE_TOKEN_INVALID, ALERT_NOT_FOUND (also for another account's alert).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,7 +237,7 @@ class SignalServiceServicer:
     def ListAlerts(self, request, context):
         """Lists the caller's alert rules, newest first.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,7 +277,7 @@ class SignalServiceServicer:
         the signal's direction (a SELL followed by a fall is a win). A scheduled job fills the figures in; each row
         says when it was computed.
         Auth: any caller, scope `read`.
-        Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, INVALID_PAGE_TOKEN.
+        Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -322,7 +322,7 @@ class SignalServiceServicer:
     def ListBacktests(self, request, context):
         """Lists the caller's backtests, newest first, by default without trades, equity curves and sweep results.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

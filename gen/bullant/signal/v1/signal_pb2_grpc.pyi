@@ -64,7 +64,7 @@ class SignalServiceStub:
     ListIndicators: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListIndicatorsRequest, _signal_pb2.ListIndicatorsResponse]
     """Lists the indicators ComputeIndicators accepts, with their parameters and outputs.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     ComputeIndicators: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ComputeIndicatorsRequest, _signal_pb2.ComputeIndicatorsResponse]
     """Computes any set of indicators over the stored bars of one symbol and timeframe. Outputs are aligned with the
@@ -77,7 +77,7 @@ class SignalServiceStub:
     ListStrategies: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListStrategiesRequest, _signal_pb2.ListStrategiesResponse]
     """Lists the strategies with their typed parameters and defaults.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     EvaluateStrategy: _grpc.UnaryUnaryMultiCallable[_signal_pb2.EvaluateStrategyRequest, _signal_pb2.EvaluateStrategyResponse]
     """Runs one strategy over stored bars and returns its signal events (technical only: no model fusion, nothing
@@ -97,7 +97,7 @@ class SignalServiceStub:
     ListSignals: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListSignalsRequest, _signal_pb2.ListSignalsResponse]
     """Lists stored signals, newest bar first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_RANGE, INVALID_PAGE_TOKEN, ALERT_NOT_FOUND (also for another account's alert).
+    Errors: INVALID_RANGE, PAGE_TOKEN_INVALID, ALERT_NOT_FOUND (also for another account's alert).
     """
     GetSignal: _grpc.UnaryUnaryMultiCallable[_signal_pb2.GetSignalRequest, _signal_pb2.GetSignalResponse]
     """Gets one stored signal, e.g. the one a notification links to.
@@ -116,7 +116,7 @@ class SignalServiceStub:
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListAlertsRequest, _signal_pb2.ListAlertsResponse]
     """Lists the caller's alert rules, newest first.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetAlert: _grpc.UnaryUnaryMultiCallable[_signal_pb2.GetAlertRequest, _signal_pb2.GetAlertResponse]
     """Gets one of the caller's alert rules.
@@ -140,7 +140,7 @@ class SignalServiceStub:
     the signal's direction (a SELL followed by a fall is a win). A scheduled job fills the figures in; each row
     says when it was computed.
     Auth: any caller, scope `read`.
-    Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, INVALID_PAGE_TOKEN.
+    Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, PAGE_TOKEN_INVALID.
     """
     RunBacktest: _grpc.UnaryStreamMultiCallable[_signal_pb2.RunBacktestRequest, _signal_pb2.RunBacktestResponse]
     """Runs a backtest (or a parameter sweep) and streams its progress, then the finished backtest with its report as
@@ -169,7 +169,7 @@ class SignalServiceStub:
     ListBacktests: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListBacktestsRequest, _signal_pb2.ListBacktestsResponse]
     """Lists the caller's backtests, newest first, by default without trades, equity curves and sweep results.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
 
 @_typing.type_check_only
@@ -193,7 +193,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListIndicators: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListIndicatorsRequest, _signal_pb2.ListIndicatorsResponse]  # type: ignore[assignment]
     """Lists the indicators ComputeIndicators accepts, with their parameters and outputs.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     ComputeIndicators: _aio.UnaryUnaryMultiCallable[_signal_pb2.ComputeIndicatorsRequest, _signal_pb2.ComputeIndicatorsResponse]  # type: ignore[assignment]
     """Computes any set of indicators over the stored bars of one symbol and timeframe. Outputs are aligned with the
@@ -206,7 +206,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListStrategies: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListStrategiesRequest, _signal_pb2.ListStrategiesResponse]  # type: ignore[assignment]
     """Lists the strategies with their typed parameters and defaults.
     Auth: any caller, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     EvaluateStrategy: _aio.UnaryUnaryMultiCallable[_signal_pb2.EvaluateStrategyRequest, _signal_pb2.EvaluateStrategyResponse]  # type: ignore[assignment]
     """Runs one strategy over stored bars and returns its signal events (technical only: no model fusion, nothing
@@ -226,7 +226,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListSignals: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListSignalsRequest, _signal_pb2.ListSignalsResponse]  # type: ignore[assignment]
     """Lists stored signals, newest bar first.
     Auth: any caller, scope `read`.
-    Errors: INVALID_RANGE, INVALID_PAGE_TOKEN, ALERT_NOT_FOUND (also for another account's alert).
+    Errors: INVALID_RANGE, PAGE_TOKEN_INVALID, ALERT_NOT_FOUND (also for another account's alert).
     """
     GetSignal: _aio.UnaryUnaryMultiCallable[_signal_pb2.GetSignalRequest, _signal_pb2.GetSignalResponse]  # type: ignore[assignment]
     """Gets one stored signal, e.g. the one a notification links to.
@@ -245,7 +245,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListAlerts: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListAlertsRequest, _signal_pb2.ListAlertsResponse]  # type: ignore[assignment]
     """Lists the caller's alert rules, newest first.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
     GetAlert: _aio.UnaryUnaryMultiCallable[_signal_pb2.GetAlertRequest, _signal_pb2.GetAlertResponse]  # type: ignore[assignment]
     """Gets one of the caller's alert rules.
@@ -269,7 +269,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     the signal's direction (a SELL followed by a fall is a win). A scheduled job fills the figures in; each row
     says when it was computed.
     Auth: any caller, scope `read`.
-    Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, INVALID_PAGE_TOKEN.
+    Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, PAGE_TOKEN_INVALID.
     """
     RunBacktest: _aio.UnaryStreamMultiCallable[_signal_pb2.RunBacktestRequest, _signal_pb2.RunBacktestResponse]  # type: ignore[assignment]
     """Runs a backtest (or a parameter sweep) and streams its progress, then the finished backtest with its report as
@@ -298,7 +298,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListBacktests: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListBacktestsRequest, _signal_pb2.ListBacktestsResponse]  # type: ignore[assignment]
     """Lists the caller's backtests, newest first, by default without trades, equity curves and sweep results.
     Auth: the caller's own account, scope `read`.
-    Errors: INVALID_PAGE_TOKEN.
+    Errors: PAGE_TOKEN_INVALID.
     """
 
 class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -325,7 +325,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signal_pb2.ListIndicatorsResponse, _abc.Awaitable[_signal_pb2.ListIndicatorsResponse]]:
         """Lists the indicators ComputeIndicators accepts, with their parameters and outputs.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -350,7 +350,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signal_pb2.ListStrategiesResponse, _abc.Awaitable[_signal_pb2.ListStrategiesResponse]]:
         """Lists the strategies with their typed parameters and defaults.
         Auth: any caller, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -388,7 +388,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signal_pb2.ListSignalsResponse, _abc.Awaitable[_signal_pb2.ListSignalsResponse]]:
         """Lists stored signals, newest bar first.
         Auth: any caller, scope `read`.
-        Errors: INVALID_RANGE, INVALID_PAGE_TOKEN, ALERT_NOT_FOUND (also for another account's alert).
+        Errors: INVALID_RANGE, PAGE_TOKEN_INVALID, ALERT_NOT_FOUND (also for another account's alert).
         """
 
     @_abc_1.abstractmethod
@@ -425,7 +425,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signal_pb2.ListAlertsResponse, _abc.Awaitable[_signal_pb2.ListAlertsResponse]]:
         """Lists the caller's alert rules, newest first.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -473,7 +473,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         the signal's direction (a SELL followed by a fall is a win). A scheduled job fills the figures in; each row
         says when it was computed.
         Auth: any caller, scope `read`.
-        Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, INVALID_PAGE_TOKEN.
+        Errors: STRATEGY_NOT_FOUND, INVALID_HORIZON (not one of 1, 5, 20), INVALID_RANGE, PAGE_TOKEN_INVALID.
         """
 
     @_abc_1.abstractmethod
@@ -526,7 +526,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signal_pb2.ListBacktestsResponse, _abc.Awaitable[_signal_pb2.ListBacktestsResponse]]:
         """Lists the caller's backtests, newest first, by default without trades, equity curves and sweep results.
         Auth: the caller's own account, scope `read`.
-        Errors: INVALID_PAGE_TOKEN.
+        Errors: PAGE_TOKEN_INVALID.
         """
 
 def add_SignalServiceServicer_to_server(servicer: SignalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
