@@ -54,6 +54,28 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+# Details travel in a trailer, and clients refuse trailers above 8 KiB by default (the call then fails with a
+# transport error instead of the status): violations beyond this budget are summarised in a last entry.
+_VIOLATION_BUDGET_BYTES = 4096
+_DESCRIPTION_LIMIT = 300
+_MESSAGE_LIMIT = 1024
+
+
+def _bad_request(violations: tuple[tuple[str, str], ...]) -> error_details_pb2.BadRequest:
+    bad_request = error_details_pb2.BadRequest()
+    used = 0
+    for index, (field, description) in enumerate(violations):
+        text = description if len(description) <= _DESCRIPTION_LIMIT else description[: _DESCRIPTION_LIMIT - 3] + "..."
+        size = len(field.encode()) + len(text.encode()) + 8
+        if used + size > _VIOLATION_BUDGET_BYTES:
+            left = len(violations) - index
+            bad_request.field_violations.add(field="", description=f"... and {left} more violation(s) not listed")
+            break
+        bad_request.field_violations.add(field=field, description=text)
+        used += size
+    return bad_request
+
+
 def build_status(
     code: grpc.StatusCode,
     message: str,
@@ -66,15 +88,12 @@ def build_status(
     retry_after_seconds: float | None = None,
 ) -> grpc.Status:
     """A grpc.Status whose trailers carry google.rpc.Status details and the request id."""
+    if len(message) > _MESSAGE_LIMIT:
+        # The message travels twice (grpc-message and inside the details): keep both trailers small.
+        message = message[: _MESSAGE_LIMIT - 3] + "..."
     details: list[any_pb2.Any] = []
     if violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-                for field, description in violations
-            ]
-        )
-        details.append(_pack(bad_request))
+        details.append(_pack(_bad_request(violations)))
     details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})))
     if retry_after_seconds is not None:
         delay = duration_pb2.Duration()

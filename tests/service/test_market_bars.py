@@ -290,7 +290,10 @@ async def test_reports_are_capped_but_counts_are_not(platform: MarketPlatform) -
     csv = _csv(HEADER, *(_row(m, v=-1) for m in range(1001)), _row(2000))
     error = await _failure(_import(platform, "HIST-A", csv=csv))
     info, violations = _details(error)
-    assert (info.metadata["rejected_count"], len(violations)) == ("1001", 100)
+    assert info.metadata["rejected_count"] == "1001"
+    # At most 100 rows are listed, fewer when the trailer would grow past what clients accept; a last entry says so.
+    assert len(violations) <= 101
+    assert violations[-1][1].startswith("... and ")
     reply = await _import(platform, "HIST-A", csv=csv, mode=SKIP)
     assert _counts(reply) == (1, 0, 0, 1001)
     assert (len(reply.errors), reply.errors_truncated) == (1000, True)

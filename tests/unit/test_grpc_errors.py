@@ -102,6 +102,21 @@ def test_invalid_argument_carries_every_violation_and_custom_reason() -> None:
     assert "RequestInfo" not in found
 
 
+def test_many_violations_stay_within_what_clients_accept_in_a_trailer() -> None:
+    error = errors.InvalidArgument(
+        [errors.FieldViolation(f"bars[{i}].high", "x" * 500) for i in range(100)], reason="BARS_REJECTED"
+    )
+    status = status_for_domain_error(error, domain="bullant.market", request_id="r1")
+    trailer = sum(len(value) for key, value in status.trailing_metadata if isinstance(value, bytes | str))
+    assert trailer < 8192  # the default soft limit of gRPC clients
+    bad_request = _details(status)["BadRequest"]
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    listed = list(bad_request.field_violations)
+    assert listed[0].field == "bars[0].high"
+    assert len(listed[0].description) == 300
+    assert listed[-1].description == f"... and {100 - (len(listed) - 1)} more violation(s) not listed"
+
+
 def test_invalid_argument_needs_a_violation() -> None:
     with pytest.raises(ValueError, match="at least one"):
         errors.InvalidArgument([])

@@ -201,7 +201,8 @@ class MarketServiceServicer:
 
         mode says what happens when rows are bad. IMPORT_MODE_ALL_OR_NOTHING (the default) writes nothing and fails the
         call with INVALID_ARGUMENT, reason BARS_REJECTED (metadata "rejected_count"), and one BadRequest field violation
-        per bad row (at most 100), field "bars[<index>].<field>" or "csv" with the line number in the description.
+        per bad row (at most 100, fewer when they would not fit in the status trailer: a last violation then says how
+        many more), field "bars[<index>].<field>" or "csv" with the line number in the description.
         IMPORT_MODE_SKIP_INVALID writes the good rows in one transaction and reports the bad ones in the response. The
         write of a call is atomic either way: never half a batch. validate_only checks and counts without writing.
 
