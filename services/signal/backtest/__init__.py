@@ -1,0 +1,1 @@
+"""Backtesting: simulate a strategy's target-position signal over bars, with costs, sizing and protective exits."""

@@ -1,0 +1,105 @@
+"""Bars for the signal domain, read from the market service through its gRPC contract (never its tables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.market.v1 import market_pb2, market_pb2_grpc
+from services.core.clients import ClientFactory
+from services.core.errors import NotFound, Unavailable
+from services.signal.indicators.base import Bars
+
+MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
+_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BarSeries:
+    """Bars of one symbol and timeframe as arrays, ascending by open time."""
+
+    times: list[datetime]
+    bars: Bars
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def followed_by(self, later: BarSeries) -> BarSeries:
+        """These bars, then `later`'s."""
+        joined = [
+            np.concatenate((getattr(self.bars, name), getattr(later.bars, name)))
+            for name in ("open", "high", "low", "close", "volume")
+        ]
+        return BarSeries(self.times + later.times, Bars(*joined))
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.replace(tzinfo=UTC))
+    return stamp
+
+
+class MarketData:
+    """Pages through MarketService.ListBars with the caller's credentials (forwarded by the client factory)."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        self._clients = clients
+
+    async def bars(
+        self,
+        symbol: str,
+        timeframe: int,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        descending: bool = False,
+    ) -> BarSeries:
+        """Up to `limit` bars with start <= open_time < end, ascending (the latest `limit` when `descending`);
+        NOT_FOUND SYMBOL_NOT_FOUND for an unknown symbol, UNAVAILABLE MARKET_UNAVAILABLE when the market service
+        cannot answer."""
+        stub = self._clients.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+        request = market_pb2.ListBarsRequest(
+            symbol=symbol,
+            timeframe=timeframe,  # type: ignore[arg-type]
+            page_size=min(limit, _PAGE),
+            descending=descending,
+        )
+        if start is not None:
+            request.start_time.CopyFrom(_stamp(start))
+        if end is not None:
+            request.end_time.CopyFrom(_stamp(end))
+        times: list[datetime] = []
+        columns: list[list[float]] = [[], [], [], [], []]
+        while True:
+            try:
+                reply = await stub.ListBars(request)
+            except grpc.aio.AioRpcError as error:
+                raise _translate(error, symbol) from None
+            for bar in reply.bars:
+                times.append(bar.open_time.ToDatetime())
+                for column, value in zip(columns, (bar.open, bar.high, bar.low, bar.close, bar.volume), strict=True):
+                    column.append(value)
+            if not reply.next_page_token or len(times) >= limit:
+                break
+            request.page_token = reply.next_page_token
+        times, columns = times[:limit], [column[:limit] for column in columns]
+        if descending:
+            times.reverse()
+            for column in columns:
+                column.reverse()
+        arrays: list[npt.NDArray[np.float64]] = [np.asarray(column, dtype=np.float64) for column in columns]
+        return BarSeries(times, Bars(*arrays))
+
+
+def _translate(error: grpc.aio.AioRpcError, symbol: str) -> Exception:
+    if error.code() is grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
+    if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+        return NotFound(f"{symbol} is not a symbol", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
+    return Unavailable(f"the market service did not answer ({error.code().name})", reason="MARKET_UNAVAILABLE")

@@ -1,0 +1,226 @@
+"""ListIndicators and ComputeIndicators through real channels: the signal service reads bars from the market service
+over gRPC (same process, its configured upstream) and matches TA-Lib; bad requests get the contract's reasons."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import numpy as np
+import pytest
+import talib
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.common.v1 import common_pb2
+from bullant.market.v1 import market_pb2, market_pb2_grpc
+from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
+from services.bootstrap import build_authenticator, build_dependencies
+from services.core.auth.tokens import TokenIssuer, token_policy
+from services.core.server import GrpcServer
+from services.market import servicer as market_servicer
+from services.market.feeds.sim import SimulatedFeed
+from services.market.models import Timeframe
+from services.signal import servicer as signal_servicer
+from tests.account_platform import refusal
+from tests.support import make_settings
+
+START = datetime(2025, 3, 3)
+DAYS = 400
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.replace(tzinfo=UTC))
+    return stamp
+
+
+@dataclass
+class Platform:
+    signal: signal_pb2_grpc.SignalServiceAsyncStub
+    market: market_pb2_grpc.MarketServiceAsyncStub
+    reader: tuple[tuple[str, str], ...]
+    closes: np.ndarray
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[Platform]:
+    port = _free_port()
+    settings = make_settings(port=port, default_upstream=f"127.0.0.1:{port}", market_feeds=[])
+    deps = build_dependencies(settings)
+    server = GrpcServer(
+        settings,
+        [market_servicer.registration(deps), signal_servicer.registration(deps)],
+        lifecycle=deps.lifecycle,
+        components=(deps.databases, deps.coordination, deps.clients),
+        authenticator=build_authenticator(deps),
+    )
+    await server.start()
+    assert deps.signing_keys is not None
+    issuer = TokenIssuer(deps.signing_keys, token_policy(settings))
+    admin, _ = issuer.issue(account_id=1, shard=0, roles=("user", "admin"), scopes=("read", "admin"), session_id="a")
+    reader, _ = issuer.issue(account_id=2, shard=0, roles=("user",), scopes=("read",), session_id="r")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            market = market_pb2_grpc.MarketServiceStub(channel)
+            admin_md = (("authorization", f"Bearer {admin}"),)
+            await market.CreateInstrument(
+                market_pb2.CreateInstrumentRequest(
+                    instrument=market_pb2.Instrument(
+                        symbol="DEMO", venue="TEST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+                    )
+                ),
+                metadata=admin_md,
+            )
+            feed = SimulatedFeed(seed=11, clock=lambda: datetime(2027, 6, 1))
+            bars = feed.bars("SIM-AAPL", Timeframe.D1, START, START + timedelta(days=DAYS))
+            await market.ImportBars(
+                market_pb2.ImportBarsRequest(
+                    symbol="DEMO",
+                    timeframe=common_pb2.TIMEFRAME_1D,
+                    bars=[
+                        market_pb2.Bar(
+                            open_time=_stamp(bar.open_time),
+                            open=bar.open,
+                            high=bar.high,
+                            low=bar.low,
+                            close=bar.close,
+                            volume=bar.volume,
+                        )
+                        for bar in bars
+                    ],
+                ),
+                metadata=admin_md,
+            )
+            yield Platform(
+                signal_pb2_grpc.SignalServiceStub(channel),
+                market,
+                (("authorization", f"Bearer {reader}"),),
+                np.array([bar.close for bar in bars]),
+            )
+    finally:
+        await server.stop(grace=0.5)
+
+
+def _request(**extra: object) -> signal_pb2.ComputeIndicatorsRequest:
+    values: dict[str, object] = {
+        "symbol": "demo",
+        "timeframe": common_pb2.TIMEFRAME_1D,
+        "range": common_pb2.TimeRange(start_time=_stamp(START)),
+    }
+    values.update(extra)
+    return signal_pb2.ComputeIndicatorsRequest(**values)  # type: ignore[arg-type]
+
+
+async def test_the_catalogue_lists_at_least_twenty_indicators(platform: Platform) -> None:
+    reply = await platform.signal.ListIndicators(
+        signal_pb2.ListIndicatorsRequest(page_size=1000), metadata=platform.reader
+    )
+    names = {indicator.name for indicator in reply.indicators}
+    assert len(names) >= 20
+    assert {"sma", "ema", "rsi", "macd", "bbands", "atr", "adx", "ichimoku", "vwap"} <= names
+    macd = next(indicator for indicator in reply.indicators if indicator.name == "macd")
+    assert [output.name for output in macd.outputs] == ["macd", "signal", "histogram"]
+    assert {param.name for param in macd.parameters} >= {"fast", "slow", "signal"}
+
+
+async def test_compute_matches_talib_over_stored_bars(platform: Platform) -> None:
+    reply = await platform.signal.ComputeIndicators(
+        _request(
+            indicators=[
+                signal_pb2.IndicatorSpec(name="sma", parameters={"period": 20}),
+                signal_pb2.IndicatorSpec(name="rsi", alias="rsi14"),
+                signal_pb2.IndicatorSpec(name="bbands", alias="bb", outputs=["upper", "lower"]),
+            ]
+        ),
+        metadata=platform.reader,
+    )
+    assert len(reply.bar_times) == len(platform.closes)
+    sma, rsi, bands = reply.results
+    assert sma.series[0].name == "sma_20"
+    np.testing.assert_allclose(sma.series[0].values, talib.SMA(platform.closes, 20), rtol=1e-8, equal_nan=True)
+    assert sma.series[0].warmup_bars == 19
+    np.testing.assert_allclose(rsi.series[0].values, talib.RSI(platform.closes, 14), rtol=1e-8, equal_nan=True)
+    assert [item.name for item in bands.series] == ["bb.upper", "bb.lower"]
+    assert bands.spec.parameters["period"] > 0  # defaults are filled in
+
+
+async def test_warmup_extension_reads_earlier_bars(platform: Platform) -> None:
+    later = START + timedelta(days=100)
+    reply = await platform.signal.ComputeIndicators(
+        _request(
+            range=common_pb2.TimeRange(start_time=_stamp(later)),
+            indicators=[signal_pb2.IndicatorSpec(name="sma", parameters={"period": 20})],
+            extend_for_warmup=True,
+        ),
+        metadata=platform.reader,
+    )
+    [series] = reply.results[0].series
+    assert series.warmup_bars == 0
+    assert reply.bar_times[0].ToDatetime() == later
+    np.testing.assert_allclose(series.values, talib.SMA(platform.closes, 20)[100:], rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "reason"),
+    [
+        ({"symbol": "NOPE"}, grpc.StatusCode.NOT_FOUND, "SYMBOL_NOT_FOUND"),
+        ({"indicators": [signal_pb2.IndicatorSpec(name="nope")]}, grpc.StatusCode.NOT_FOUND, "INDICATOR_NOT_FOUND"),
+        (
+            {"indicators": [signal_pb2.IndicatorSpec(name="sma", parameters={"period": 0})]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_PARAMETER",
+        ),
+        (
+            {"indicators": [signal_pb2.IndicatorSpec(name="sma", outputs=["upper"])]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNKNOWN_OUTPUT",
+        ),
+        (
+            {
+                "indicators": [
+                    signal_pb2.IndicatorSpec(name="sma", alias="a"),
+                    signal_pb2.IndicatorSpec(name="ema", alias="a"),
+                ]
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DUPLICATE_ALIAS",
+        ),
+        (
+            {
+                "range": common_pb2.TimeRange(start_time=_stamp(START), end_time=_stamp(START)),
+                "indicators": [signal_pb2.IndicatorSpec(name="sma")],
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_RANGE",
+        ),
+        (
+            {
+                "range": common_pb2.TimeRange(
+                    start_time=_stamp(datetime(2010, 1, 1)), end_time=_stamp(datetime(2011, 1, 1))
+                ),
+                "indicators": [signal_pb2.IndicatorSpec(name="sma")],
+            },
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NO_BARS",
+        ),
+        (
+            {"indicators": [signal_pb2.IndicatorSpec(name="sma")] * 51},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "TOO_MANY_INDICATORS",
+        ),
+    ],
+)
+async def test_bad_requests(platform: Platform, extra: dict[str, object], code: grpc.StatusCode, reason: str) -> None:
+    if "indicators" not in extra:
+        extra = {**extra, "indicators": [signal_pb2.IndicatorSpec(name="sma")]}
+    call = platform.signal.ComputeIndicators(_request(**extra), metadata=platform.reader)
+    assert await refusal(call) == (code, reason)
