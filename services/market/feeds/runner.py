@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -33,6 +33,7 @@ STATUS_PREFIX = "feed:"
 # A status older than this means no replica is running the feed.
 STATUS_TTL_SECONDS = 10.0
 _QUOTE_FLUSH_SECONDS = 0.25
+_CLEANUP_SECONDS = 3.0
 _SUPERVISE_SECONDS = 1.0
 _HIGHER_TIMEFRAMES = (Timeframe.M5, Timeframe.M15, Timeframe.H1, Timeframe.D1)
 
@@ -192,13 +193,11 @@ class FeedRunner:
                     await self.adapter.stop()
                     await asyncio.sleep(delay)
         finally:
-            await self._save_quotes()
-            await self._flush(force=True)
             self._set_state(FeedState.DOWN, "the leader stepped down; another replica takes over")
             self.status.leader = ""
-            await self._publish_status()
-            with contextlib.suppress(Exception):
-                await self.adapter.stop()
+            await self._bounded(
+                self._save_quotes(), self._flush(force=True), self._publish_status(), self.adapter.stop()
+            )
 
     async def _idle(self) -> None:
         while True:
@@ -264,11 +263,27 @@ class FeedRunner:
                     await self._flush()
                     await self._publish_status()
         finally:
-            await self._save_quotes()
+            await self._bounded(self._save_quotes())
             if not consume.done():
                 consume.cancel()
                 with contextlib.suppress(asyncio.CancelledError, FeedError):
                     await consume
+
+    async def _bounded(self, *steps: Coroutine[Any, Any, None]) -> None:
+        """Clean-up steps, given a few seconds in all: with Redis or the database down they could otherwise wait
+        forever, and a stopping leader must stop (its lease runs out anyway)."""
+        try:
+            async with asyncio.timeout(_CLEANUP_SECONDS):
+                for step in steps:
+                    try:
+                        await step
+                    except Exception:
+                        log.exception("clean-up of feed %s failed", self.adapter.feed_id)
+        except TimeoutError:
+            log.warning("clean-up of feed %s took over %.0fs; abandoned", self.adapter.feed_id, _CLEANUP_SECONDS)
+        finally:
+            for step in steps:
+                step.close()  # steps never started (after a timeout) must not warn "never awaited"
 
     async def _save_quotes(self) -> None:
         try:
