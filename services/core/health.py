@@ -160,20 +160,27 @@ class DependencyMonitor:
         self._timeout = min(timeout_seconds, interval_seconds)
         self._task: asyncio.Task[None] | None = None
         self._healthy: bool | None = None
+        self._stopped = False
         self.checks = 0
 
     async def start(self) -> None:
         """Check once now (so start-up reflects reality), then keep checking in the background."""
         await self.check()
+        self._stopped = False
         self._task = asyncio.create_task(self._loop(), name=f"{self.dependency}-monitor")
 
     async def stop(self) -> None:
-        """Stop checking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop checking. A cancellation that lands just as a probe's own timeout fires can be swallowed
+        (asyncio.timeout on Python 3.11), so the loop also checks a flag, and the task is cancelled until it ends."""
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     async def check(self) -> bool:
         """Probe once and report the result; True when the dependency answered."""
@@ -192,6 +199,7 @@ class DependencyMonitor:
         return healthy
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self._interval)
-            await self.check()
+            if not self._stopped:
+                await self.check()

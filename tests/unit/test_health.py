@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from grpc_health.v1 import health_pb2
@@ -95,3 +96,23 @@ async def test_dependency_monitor_reports_failure_and_recovery() -> None:
     assert readiness.ready
     assert timeouts == [3, 3, 3, 3]
     assert monitor.checks == 4
+
+
+async def test_a_monitor_stops_even_when_a_probe_swallows_the_cancellation() -> None:
+    started = asyncio.Event()
+
+    async def stubborn(timeout: float) -> str | None:
+        # Like asyncio.timeout on Python 3.11 when a cancellation and the timeout coincide: the cancel is lost.
+        if not started.is_set():
+            return None
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "cancellation swallowed"
+        return None
+
+    monitor = DependencyMonitor("redis", stubborn, Readiness(), interval_seconds=0.01, timeout_seconds=0.01)
+    await monitor.start()
+    started.set()
+    await asyncio.sleep(0.05)  # the loop is now inside the stubborn probe
+    await asyncio.wait_for(monitor.stop(), timeout=5)
