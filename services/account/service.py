@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.account.credentials import hash_secret, new_email_token
 from services.account.factors import TwoFactor
@@ -87,27 +88,34 @@ class AccountService:
         return account
 
     async def _send_verification(self, account: Account) -> None:
+        ttl = self.runtime.policy.verification_token_ttl
+        await self._email_link(
+            account, Purpose.VERIFY_EMAIL, "verify-email", ttl, expire_hours=int(ttl.total_seconds() // 3600)
+        )
+
+    async def _email_link(self, account: Account, purpose: str, path: str, ttl: timedelta, **payload: object) -> None:
+        """Store a single-use token for `purpose` and queue the email carrying its link, in one transaction."""
         rt = self.runtime
         token = new_email_token()
         now = rt.now()
-        link = rt.link("verify-email", token)
+        link = rt.link(path, token)
         await rt.accounts.issue_email_token(
             account_id=account.account_id,
-            purpose=Purpose.VERIFY_EMAIL,
+            purpose=purpose,
             token_hash=hash_secret(token),
             now=now,
-            expire_time=now + rt.policy.verification_token_ttl,
+            expire_time=now + ttl,
             message=OutboxMessage(
                 account_id=account.account_id,
                 channel=EMAIL,
                 recipient=account.email,
-                template="verify_email",
-                payload={"link": link, "expire_hours": int(rt.policy.verification_token_ttl.total_seconds() // 3600)},
+                template=purpose,
+                payload={"link": link, **payload},
             ),
         )
         if rt.policy.log_email_links:
             # The embedded default has no mail server: the developer follows the link from the log.
-            log.info("verification email queued: %s", link, extra={"account_id": account.account_id})
+            log.info("%s email queued: %s", purpose, link, extra={"account_id": account.account_id})
 
     async def verify_email(self, token: str) -> Account:
         """Verify the email of the token's account. Presenting a token that already verified its account again
@@ -155,26 +163,10 @@ class AccountService:
         found = await rt.accounts.credentials_by_email(email)
         if found is None or not found[0].active:
             return
-        account = found[0]
-        token = new_email_token()
-        now = rt.now()
-        link = rt.link("reset-password", token)
-        await rt.accounts.issue_email_token(
-            account_id=account.account_id,
-            purpose=Purpose.RESET_PASSWORD,
-            token_hash=hash_secret(token),
-            now=now,
-            expire_time=now + rt.policy.reset_token_ttl,
-            message=OutboxMessage(
-                account_id=account.account_id,
-                channel=EMAIL,
-                recipient=account.email,
-                template="reset_password",
-                payload={"link": link, "expire_minutes": int(rt.policy.reset_token_ttl.total_seconds() // 60)},
-            ),
+        ttl = rt.policy.reset_token_ttl
+        await self._email_link(
+            found[0], Purpose.RESET_PASSWORD, "reset-password", ttl, expire_minutes=int(ttl.total_seconds() // 60)
         )
-        if rt.policy.log_email_links:
-            log.info("password reset email queued: %s", link, extra={"account_id": account.account_id})
 
     async def reset_password(self, token: str, new_password: str) -> None:
         """Set a new password with a reset token; every session and API key of the account is revoked."""

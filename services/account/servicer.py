@@ -21,7 +21,7 @@ from services.account.encoding import (
     timestamp,
 )
 from services.account.factors import SecondFactor
-from services.account.models import AccountState, Role
+from services.account.models import AccountState, Role, TokenPair
 from services.account.runtime import build_runtime
 from services.account.service import AccountService, Registration
 from services.account.validation import MAX_PASSWORD_LENGTH, check_password, normalize_email
@@ -105,6 +105,20 @@ def _second_factor(message: Any) -> SecondFactor | None:
     if len(value) > _MAX_CODE_LENGTH:
         raise InvalidArgument.field(which, f"must be at most {_MAX_CODE_LENGTH} characters")
     return SecondFactor(totp_code=value) if which == "totp_code" else SecondFactor(recovery_code=value)
+
+
+def _token_fields(pair: TokenPair) -> dict[str, Any]:
+    """The fields LoginResponse and RefreshResponse share."""
+    return {
+        "access_token": pair.access_token,
+        "access_token_expire_time": timestamp(pair.access_expire_time),
+        "refresh_token": pair.refresh_token,
+        "refresh_token_expire_time": timestamp(pair.refresh_expire_time),
+        "token_type": "Bearer",
+        "session_id": pair.session_id,
+        "account": account_message(pair.account),
+        "scopes": list(pair.scopes),
+    }
 
 
 def _session_identity() -> Identity:
@@ -233,32 +247,14 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         checks.done()
         client = client_info(context, self._trusted, device_name=request.device_name, user_agent=request.user_agent)
         pair = await self._service.sessions.login(email, request.password, _second_factor(request), client)
-        return account_pb2.LoginResponse(
-            access_token=pair.access_token,
-            access_token_expire_time=timestamp(pair.access_expire_time),
-            refresh_token=pair.refresh_token,
-            refresh_token_expire_time=timestamp(pair.refresh_expire_time),
-            token_type="Bearer",  # noqa: S106 - the token type name, not a secret
-            session_id=pair.session_id,
-            account=account_message(pair.account),
-            scopes=list(pair.scopes),
-        )
+        return account_pb2.LoginResponse(**_token_fields(pair))
 
     async def Refresh(self, request: account_pb2.RefreshRequest, context: Context) -> account_pb2.RefreshResponse:
         checks = Checks()
         checks.required("refresh_token", request.refresh_token)
         checks.done()
         pair = await self._service.sessions.refresh(request.refresh_token, client_info(context, self._trusted))
-        return account_pb2.RefreshResponse(
-            access_token=pair.access_token,
-            access_token_expire_time=timestamp(pair.access_expire_time),
-            refresh_token=pair.refresh_token,
-            refresh_token_expire_time=timestamp(pair.refresh_expire_time),
-            token_type="Bearer",  # noqa: S106 - the token type name, not a secret
-            session_id=pair.session_id,
-            account=account_message(pair.account),
-            scopes=list(pair.scopes),
-        )
+        return account_pb2.RefreshResponse(**_token_fields(pair))
 
     async def Logout(self, request: account_pb2.LogoutRequest, context: Context) -> account_pb2.LogoutResponse:
         identity = _session_identity()
