@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import IntEnum
 
+from services.core.timeframes import EPOCH, Timeframe
 
-class Timeframe(IntEnum):
-    """Bar spans; the numbers are bullant.common.v1.Timeframe's."""
-
-    M1 = 1
-    M5 = 2
-    M15 = 3
-    H1 = 4
-    D1 = 5
-
-    @property
-    def seconds(self) -> int:
-        return _SECONDS[self]
-
-    @property
-    def delta(self) -> timedelta:
-        return timedelta(seconds=_SECONDS[self])
-
-    @property
-    def label(self) -> str:
-        """Short name: "1m", "5m", "15m", "1h", "1d"."""
-        return _LABELS[self]
-
-    def floor(self, moment: datetime) -> datetime:
-        """The open time of the bar containing `moment` (naive UTC)."""
-        epoch = int((moment - EPOCH).total_seconds())
-        return EPOCH + timedelta(seconds=epoch - epoch % self.seconds)
-
-    def aligned(self, moment: datetime) -> bool:
-        return moment.microsecond == 0 and self.floor(moment) == moment
-
-
-EPOCH = datetime(1970, 1, 1)
-_SECONDS = {Timeframe.M1: 60, Timeframe.M5: 300, Timeframe.M15: 900, Timeframe.H1: 3600, Timeframe.D1: 86400}
-_LABELS = {Timeframe.M1: "1m", Timeframe.M5: "5m", Timeframe.M15: "15m", Timeframe.H1: "1h", Timeframe.D1: "1d"}
+# EPOCH and Timeframe live in core (the signal service uses them too) and are re-exported for the market's modules.
+__all__ = ["EPOCH", "AssetClass", "Bar", "Instrument", "Quote", "Tick", "Timeframe", "TradingSession"]
 
 
 class AssetClass(IntEnum):
