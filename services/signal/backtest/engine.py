@@ -25,7 +25,7 @@ from services.signal.backtest.sizing import entry_sizes
 
 Times = npt.NDArray[np.datetime64]
 Progress = Callable[[int, int], None]
-_INITIAL_TRADE_CAPACITY = 1024
+INITIAL_TRADE_CAPACITY = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class BacktestBars:
     @property
     def close_time(self) -> Times:
         """When each bar closes."""
-        return self.open_time + np.timedelta64(_nanoseconds(self.span), "ns")
+        return self.open_time + np.timedelta64(nanoseconds(self.span), "ns")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,16 +218,16 @@ def run_backtest(
     """Simulate `signal` over `bars`. The first `warmup_bars` bars are history only (indicator and volatility
     warm-up): no signal on them fills and they are not in the equity curve or metrics. `progress(done, total)` is
     called every `progress_every` bars and at the end; an exception raised there aborts the run."""
-    targets = _validated_signal(signal, len(bars))
+    targets = validated_signal(signal, len(bars))
     if not 0 <= warmup_bars < len(bars):
         raise ValueError(f"warmup_bars must be in [0, {len(bars)}), got {warmup_bars}")
     if progress_every < 1:
         raise ValueError(f"progress_every must be positive, got {progress_every}")
     lot = None if config.allow_fractional else config.lot_size
     sizes = entry_sizes(bars.close, config.sizing, periods_per_year=config.periods_per_year, lot_size=lot)
-    params = _kernel_params(config, lot, warmup_bars)
+    params = kernel_params(config, lot, warmup_bars)
     state = k.new_state(config.initial_cash)
-    trades = np.zeros((_INITIAL_TRADE_CAPACITY, k.TRADE_COLUMNS))
+    trades = np.zeros((INITIAL_TRADE_CAPACITY, k.TRADE_COLUMNS))
     equity, cash, position = (np.zeros(len(bars)) for _ in range(3))
     total, bar = len(bars) - warmup_bars, warmup_bars
     chunk = progress_every if progress is not None else total
@@ -248,7 +248,8 @@ def run_backtest(
     )
 
 
-def _validated_signal(signal: npt.ArrayLike, count: int) -> Array:
+def validated_signal(signal: npt.ArrayLike, count: int) -> Array:
+    """The signal as float64, one value per bar, each +1, 0, -1 or NaN (ValueError otherwise)."""
     targets = np.ascontiguousarray(signal, dtype=np.float64)
     if targets.shape != (count,):
         raise ValueError(f"signal has shape {targets.shape}, expected ({count},): one value per bar")
@@ -259,7 +260,8 @@ def _validated_signal(signal: npt.ArrayLike, count: int) -> Array:
     return targets
 
 
-def _kernel_params(config: BacktestConfig, lot: float | None, warmup_bars: int) -> Array:
+def kernel_params(config: BacktestConfig, lot: float | None, warmup_bars: int) -> Array:
+    """The settings packed for the compiled loop (see kernel.P_*)."""
     params = np.zeros(k.PARAM_COUNT)
     params[k.P_RATE] = config.commission.rate
     params[k.P_FIXED_FEE] = config.commission.fixed_per_fill
@@ -287,7 +289,7 @@ def _result(
     cash: Array,
     position: Array,
 ) -> BacktestResult:
-    trades = _trade_log(bars, config, buffer[: int(state[k.S_TRADE_COUNT])])
+    trades = trade_log(bars, config, buffer[: int(state[k.S_TRADE_COUNT])])
     equity, cash, position = equity[start:], cash[start:], position[start:]
     close = bars.close[start:]
     first_price = float(bars.open[start])
@@ -316,7 +318,8 @@ def _result(
     return BacktestResult(trades, curve, metrics, len(curve), float(state[k.S_QUANTITY]))
 
 
-def _trade_log(bars: BacktestBars, config: BacktestConfig, rows: Array) -> TradeLog:
+def trade_log(bars: BacktestBars, config: BacktestConfig, rows: Array) -> TradeLog:
+    """The kernel's trade rows as a TradeLog, with fill times stamped by the fill-timing convention."""
     side = rows[:, k.T_SIDE]
     quantity = rows[:, k.T_QUANTITY]
     entry_bar = rows[:, k.T_ENTRY_BAR].astype(np.int64)
@@ -328,7 +331,7 @@ def _trade_log(bars: BacktestBars, config: BacktestConfig, rows: Array) -> Trade
     pnl = gross - fees
     at_close = config.fill_timing == FillTiming.SIGNAL_BAR_CLOSE
     exit_at_close = (reason == ExitReason.END_OF_DATA) | ((reason == ExitReason.SIGNAL) & at_close)
-    span = np.timedelta64(_nanoseconds(bars.span), "ns")
+    span = np.timedelta64(nanoseconds(bars.span), "ns")
     return TradeLog(
         side=side.astype(np.int8),
         quantity=quantity,
@@ -357,7 +360,8 @@ def _datetime64_ns(times: Times | Sequence[datetime]) -> Times:
     return np.array(micros, dtype="datetime64[us]").astype("datetime64[ns]")
 
 
-def _nanoseconds(span: timedelta) -> int:
+def nanoseconds(span: timedelta) -> int:
+    """A timedelta in whole nanoseconds."""
     return (span.days * 86_400 + span.seconds) * 1_000_000_000 + span.microseconds * 1000
 
 

@@ -18,7 +18,10 @@ P_RATE, P_FIXED_FEE, P_SLIPPAGE, P_STOP_LOSS, P_TAKE_PROFIT, P_TRAILING_STOP = 0
 P_LOT, P_SIZE_IS_QUANTITY, P_NEXT_OPEN, P_ALLOW_SHORT, P_CLOSE_AT_END, P_START = 6, 7, 8, 9, 10, 11
 PARAM_COUNT = 12
 
-# State carried between chunks of bars (so a long run can report progress and grow its trade buffer).
+# State carried between chunks of bars (so a long run can report progress and grow its trade buffer). The helpers
+# below read it as two parts: the book (S_CASH, S_TRADE_COUNT, S_EXPOSED_BARS, S_FEES) and one instrument's holding
+# (S_QUANTITY, S_ENTRY_PRICE, S_ENTRY_FEE, S_ENTRY_BAR, S_BEST_PRICE). The single-symbol loop passes the same array
+# as both; a portfolio (portfolio_kernel.py) has one book and a holding per symbol.
 S_CASH, S_QUANTITY, S_ENTRY_PRICE, S_ENTRY_FEE, S_ENTRY_BAR, S_BEST_PRICE = 0, 1, 2, 3, 4, 5
 S_TRADE_COUNT, S_EXPOSED_BARS, S_FEES = 6, 7, 8
 STATE_SIZE = 9
@@ -34,6 +37,8 @@ MAX_CLOSES_PER_BAR = 3
 
 # ExitReason numbers, repeated as plain ints because compiled code cannot read an IntEnum.
 _SIGNAL, _STOP_LOSS, _TAKE_PROFIT, _TRAILING_STOP, _END_OF_DATA = 1, 2, 3, 4, 5
+# A long the cash caps below this fraction of equity is skipped (see _open_position).
+_DUST = 1e-9
 
 
 def jit(function: F) -> F:
@@ -43,49 +48,68 @@ def jit(function: F) -> F:
 
 
 @jit
-def _close_position(state: Array, trades: Array, params: Array, price: float, bar: int, reason: int) -> None:  # noqa: PLR0917
-    """Close the whole position at `price` moved by slippage against the trader, and record the trade."""
-    quantity = state[S_QUANTITY]
+def _close_position(  # noqa: PLR0917
+    book: Array, holding: Array, trades: Array, params: Array, price: float, bar: int, reason: int
+) -> None:
+    """Close the holding's whole position at `price` moved by slippage against the trader, and record the trade
+    in the book's next row of `trades`."""
+    quantity = holding[S_QUANTITY]
     side = 1.0 if quantity > 0.0 else -1.0
     fill = price * (1.0 - side * params[P_SLIPPAGE])
     fee = abs(quantity) * fill * params[P_RATE] + params[P_FIXED_FEE]
-    state[S_CASH] += quantity * fill - fee
-    row = trades[int(state[S_TRADE_COUNT])]
+    book[S_CASH] += quantity * fill - fee
+    row = trades[int(book[S_TRADE_COUNT])]
     row[T_SIDE] = side
     row[T_QUANTITY] = abs(quantity)
-    row[T_ENTRY_BAR] = state[S_ENTRY_BAR]
+    row[T_ENTRY_BAR] = holding[S_ENTRY_BAR]
     row[T_EXIT_BAR] = bar
-    row[T_ENTRY_PRICE] = state[S_ENTRY_PRICE]
+    row[T_ENTRY_PRICE] = holding[S_ENTRY_PRICE]
     row[T_EXIT_PRICE] = fill
-    row[T_ENTRY_FEE] = state[S_ENTRY_FEE]
+    row[T_ENTRY_FEE] = holding[S_ENTRY_FEE]
     row[T_EXIT_FEE] = fee
     row[T_REASON] = reason
-    state[S_TRADE_COUNT] += 1.0
-    state[S_FEES] += fee
-    state[S_QUANTITY] = 0.0
+    book[S_TRADE_COUNT] += 1.0
+    book[S_FEES] += fee
+    holding[S_QUANTITY] = 0.0
 
 
 @jit
-def _open_position(state: Array, params: Array, side: float, price: float, bar: int, size: float) -> None:  # noqa: PLR0917
-    """Open `side` at `price` moved by slippage, sized by `size`; nothing happens when that sizes to no units."""
+def _open_position(  # noqa: PLR0917
+    book: Array,
+    holding: Array,
+    params: Array,
+    side: float,
+    price: float,
+    bar: int,
+    size: float,
+    equity: float,
+    long_budget: float,
+) -> None:
+    """Open `side` on the (flat) holding at `price` moved by slippage, sized by `size`: a quantity, or a fraction of
+    `equity` of which a long spends at most `long_budget` (math.inf for no cap); fees come out of the same budget.
+    Nothing happens when that sizes to no units."""
     fill = price * (1.0 + side * params[P_SLIPPAGE])
     if params[P_SIZE_IS_QUANTITY] != 0.0:
         quantity = size
     else:
-        # Called only when flat, so equity is the cash; the fee comes out of the same budget.
-        quantity = (state[S_CASH] * size - params[P_FIXED_FEE]) / (fill * (1.0 + params[P_RATE]))
+        quantity = (equity * size - params[P_FIXED_FEE]) / (fill * (1.0 + params[P_RATE]))
+        if side > 0.0:
+            affordable = (long_budget - params[P_FIXED_FEE]) / (fill * (1.0 + params[P_RATE]))
+            if affordable < quantity:  # False for a NaN size, which stays NaN and is skipped below
+                # Cash spent by an earlier entry is left at ± rounding error, which must not buy a dust position.
+                quantity = affordable if affordable * fill > _DUST * equity else 0.0
         if params[P_LOT] > 0.0:
             quantity = math.floor(quantity / params[P_LOT]) * params[P_LOT]
     if not quantity > 0.0:  # also skips NaN sizes (volatility not yet known) and exhausted equity
         return
     fee = quantity * fill * params[P_RATE] + params[P_FIXED_FEE]
-    state[S_CASH] -= side * quantity * fill + fee
-    state[S_QUANTITY] = side * quantity
-    state[S_ENTRY_PRICE] = fill
-    state[S_ENTRY_FEE] = fee
-    state[S_ENTRY_BAR] = bar
-    state[S_BEST_PRICE] = price
-    state[S_FEES] += fee
+    book[S_CASH] -= side * quantity * fill + fee
+    holding[S_QUANTITY] = side * quantity
+    holding[S_ENTRY_PRICE] = fill
+    holding[S_ENTRY_FEE] = fee
+    holding[S_ENTRY_BAR] = bar
+    holding[S_BEST_PRICE] = price
+    book[S_FEES] += fee
 
 
 @jit
@@ -107,11 +131,14 @@ def _wanted_side(target: float, allow_short: bool) -> float:
 def _move_to(  # noqa: PLR0917
     state: Array, trades: Array, params: Array, side: float, price: float, bar: int, size: float
 ) -> None:
-    """Close the position (if any) and open one on `side` (if not flat), both at `price`."""
+    """Close the position (if any) and open one on `side` (if not flat), both at `price`. The single-symbol state is
+    both book and holding; the entry is flat, so its equity is the cash (uncapped, as sizes may exceed 1)."""
     if state[S_QUANTITY] != 0.0:
-        _close_position(state, trades, params, price=price, bar=bar, reason=_SIGNAL)
+        _close_position(state, state, trades, params, price=price, bar=bar, reason=_SIGNAL)
     if side != 0.0:
-        _open_position(state, params, side=side, price=price, bar=bar, size=size)
+        _open_position(
+            state, state, params, side=side, price=price, bar=bar, size=size, equity=state[S_CASH], long_budget=math.inf
+        )
 
 
 @jit
@@ -204,7 +231,7 @@ def simulate(
                 side, entry, best, open_[bar], high[bar], low[bar], stop_loss, take_profit, trailing_stop
             )
             if reason != 0:
-                _close_position(state, trades, params, price=price, bar=bar, reason=reason)
+                _close_position(state, state, trades, params, price=price, bar=bar, reason=reason)
                 quantity = 0.0
             else:
                 best = max(best, high[bar]) if side > 0.0 else min(best, low[bar])
@@ -215,7 +242,7 @@ def simulate(
         if quantity != 0.0:
             exposed += 1.0
             if bar == last and params[P_CLOSE_AT_END] != 0.0:
-                _close_position(state, trades, params, price=close[bar], bar=bar, reason=_END_OF_DATA)
+                _close_position(state, state, trades, params, price=close[bar], bar=bar, reason=_END_OF_DATA)
                 quantity = 0.0
         equity[bar] = state[S_CASH] + quantity * close[bar]
         cash[bar] = state[S_CASH]
