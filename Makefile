@@ -51,6 +51,8 @@ lint: setup $(NODE_STAMP)
 	cd protos && ../node_modules/.bin/buf lint
 
 bench: setup
+	@test -f $(subst .installed-,.bench-installed-,$(STAMP)) || { $(PY) -m pip install --quiet -e '.[dev,bench]' \
+		&& rm -f $(VENV)/.bench-installed-* && touch $(subst .installed-,.bench-installed-,$(STAMP)); }
 	$(PY) -m bench
 
 clean:
