@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -28,9 +29,10 @@ from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
 from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
 from services.core.startup import StartupError
-from services.market.importer import ProgressBar, import_file
+from services.market.importer import ImportProgressBar, import_file
 from services.market.models import Timeframe
 from services.market.service import normalize_symbol
+from services.signal import backtest_cli
 
 log = logging.getLogger("bullant.cli")
 
@@ -101,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("--timeframe", required=True, choices=[t.label for t in Timeframe])
     imports.add_argument("--skip-invalid", action="store_true", help="write good rows, report bad ones")
     imports.add_argument("--validate-only", action="store_true", help="check and count without writing")
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="run a backtest on the running platform and summarise it",
+        description="Run a strategy over stored bars through RunBacktest on a running signal service (make run), "
+        "with a progress bar, a summary table and an equity-curve PNG. In BULLANT_ENV=local a development token is "
+        "used unless --token or BULLANT_TOKEN is given.",
+    )
+    backtest_cli.add_arguments(backtest)
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -190,7 +201,7 @@ async def _import_bars(settings: Settings, args: argparse.Namespace) -> int:
             timeframe=timeframe,
             skip_invalid=args.skip_invalid,
             validate_only=args.validate_only,
-            progress=ProgressBar(),
+            progress=ImportProgressBar(),
         )
     except DomainError as exc:
         print(f"bullant: {exc.message}", file=sys.stderr)
@@ -223,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_dev_token(args)
     if args.command == "serve":
         return _serve(args, parser)
+    if args.command == "backtest":
+        return _backtest(args)
     settings = _settings({})
     if isinstance(settings, int):
         return settings
@@ -274,27 +287,43 @@ def _print_dev_token(args: argparse.Namespace) -> int:
     settings = _settings({})
     if isinstance(settings, int):
         return settings
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    token = _dev_token(settings, args.account_id, scopes, admin=args.admin)
+    if isinstance(token, int):
+        return token
+    print(token)
+    return 0
+
+
+def _dev_token(settings: Settings, account_id: int, scopes: list[str], *, admin: bool) -> str | int:
+    """A development access token, or an exit code after saying why there is none."""
     if settings.env is not Environment.LOCAL:
         print("bullant: development tokens exist only in BULLANT_ENV=local; sign in with Login", file=sys.stderr)
         return 2
-    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
         print(f"bullant: unknown scope(s) {', '.join(unknown)}; use {', '.join(sorted(SCOPES))}", file=sys.stderr)
         return 2
-    roles = ["user", "admin"] if args.admin else ["user"]
-    if args.admin and "admin" not in scopes:
+    roles = ["user", "admin"] if admin else ["user"]
+    if admin and "admin" not in scopes:
         scopes.append("admin")
     try:
         issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1
-    token, _claims = issuer.issue(
-        account_id=args.account_id, shard=0, roles=roles, scopes=scopes, session_id="development"
-    )
-    print(token)
-    return 0
+    token, _claims = issuer.issue(account_id=account_id, shard=0, roles=roles, scopes=scopes, session_id="development")
+    return token
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    settings = _settings({})
+    if isinstance(settings, int):
+        return settings
+    token = args.token or os.environ.get("BULLANT_TOKEN") or _dev_token(settings, 1, ["read", "trade"], admin=False)
+    if isinstance(token, int):
+        return token
+    return backtest_cli.run(args, target=args.target or f"127.0.0.1:{settings.port}", token=token)
 
 
 def _settings(overrides: dict[str, Any]) -> Settings | int:

@@ -83,7 +83,8 @@ class Settings(BaseModel):
     retry_max_attempts: int = Field(default=4, ge=1, le=5)
     retry_initial_backoff_seconds: float = Field(default=0.1, gt=0)
     retry_max_backoff_seconds: float = Field(default=2.0, gt=0)
-    # Upstream address per service name ("market=10.0.0.5:50051,signal=..."); unset ones use `default_upstream`.
+    # Upstream address per service name ("market=10.0.0.5:50051,signal=..."); unset ones use `default_upstream`,
+    # which defaults to this process's own port on loopback (the all-in-one server calls itself).
     upstreams: dict[str, str] = Field(default_factory=dict)
     default_upstream: str = "127.0.0.1:50051"
 
@@ -151,6 +152,9 @@ class Settings(BaseModel):
     # Ticks a StreamTicks subscriber may have queued before conflation, and open streams per account.
     stream_queue_capacity: int = Field(default=4096, ge=16, le=1_000_000)
     max_streams_per_account: int = Field(default=32, ge=1, le=10_000)
+    # Backtests a signal replica simulates at once (others wait QUEUED), and queued or running ones per account.
+    backtest_workers: int = Field(default=2, ge=1, le=256)
+    backtests_per_account: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -252,7 +256,11 @@ class Settings(BaseModel):
 
     def upstream(self, service: str) -> str:
         """The host:port where `service` is reached."""
-        return self.upstreams.get(service, self.default_upstream)
+        if service in self.upstreams:
+            return self.upstreams[service]
+        if "default_upstream" not in self.model_fields_set and self.port:
+            return f"127.0.0.1:{self.port}"
+        return self.default_upstream
 
 
 def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

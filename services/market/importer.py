@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from services.core.db.databases import Databases, utc_now
 from services.core.errors import NotFound
+from services.core.progress import ProgressBar
 from services.market.bars import MAX_ROWS_PER_STREAM, CsvRowReader
 from services.market.imports import BarImport, ImportOutcome
 from services.market.models import Timeframe
@@ -31,29 +29,12 @@ class Progress:
     rejected: int
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal (plain periodic lines when not a terminal)."""
-
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self._stream = stream
-        self._width = width
-        self._last = 0.0
-        self._tty = stream.isatty()
+class ImportProgressBar(ProgressBar):
+    """The import's progress: bytes read of the file, rows and rejected rows so far."""
 
     def __call__(self, progress: Progress, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._last < (0.1 if self._tty else 2.0):
-            return
-        self._last = now
         fraction = progress.read_bytes / progress.total_bytes if progress.total_bytes else 1.0
-        filled = int(fraction * self._width)
-        bar = "#" * filled + "-" * (self._width - filled)
-        line = f"[{bar}] {fraction:6.1%} {progress.rows:,} rows, {progress.rejected:,} rejected"
-        if self._tty:
-            self._stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
+        self.show(fraction, f"{progress.rows:,} rows, {progress.rejected:,} rejected", final=final)
 
 
 async def import_file(

@@ -38,6 +38,35 @@ class BarSeries:
         return BarSeries(self.times + later.times, Bars(*joined))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentInfo:
+    """What a backtest needs to know of an instrument: its currency, lot and how many hours a day it trades."""
+
+    symbol: str
+    quote_currency: str
+    lot_size: float
+    always_open: bool
+    session_hours: float
+
+    @property
+    def days_per_year(self) -> float:
+        """Trading days a year: every day for a market that never closes, 252 for an exchange."""
+        return 365.0 if self.always_open else 252.0
+
+
+def _session_hours(session: market_pb2.TradingSession) -> float:
+    """Hours between the session's local open and close ("09:30" to "16:00" is 6.5); 24 when always open."""
+    if session.always_open:
+        return 24.0
+    try:
+        opens = [int(part) for part in session.open_local_time.split(":")[:2]]
+        closes = [int(part) for part in session.close_local_time.split(":")[:2]]
+        hours = (closes[0] * 60 + closes[1] - opens[0] * 60 - opens[1]) / 60.0
+    except (ValueError, IndexError):
+        return 6.5
+    return hours if 0.0 < hours <= 24.0 else 6.5
+
+
 def _stamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment.replace(tzinfo=UTC))
@@ -49,6 +78,22 @@ class MarketData:
 
     def __init__(self, clients: ClientFactory) -> None:
         self._clients = clients
+
+    async def instrument(self, symbol: str) -> InstrumentInfo:
+        """The instrument's currency, lot and session; SYMBOL_NOT_FOUND or MARKET_UNAVAILABLE as for bars."""
+        stub = self._clients.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+        try:
+            reply = await stub.GetInstrument(market_pb2.GetInstrumentRequest(symbol=symbol))
+        except grpc.aio.AioRpcError as error:
+            raise _translate(error, symbol) from None
+        item = reply.instrument
+        return InstrumentInfo(
+            symbol=item.symbol,
+            quote_currency=item.quote_currency,
+            lot_size=item.lot_size if item.lot_size > 0.0 else 1.0,
+            always_open=item.trading_session.always_open or item.asset_class == market_pb2.ASSET_CLASS_CRYPTO,
+            session_hours=_session_hours(item.trading_session),
+        )
 
     async def bars(
         self,

@@ -3,111 +3,33 @@ over gRPC (same process, its configured upstream) and matches TA-Lib; bad reques
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import numpy as np
 import pytest
 import talib
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.common.v1 import common_pb2
-from bullant.market.v1 import market_pb2, market_pb2_grpc
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
-from services.bootstrap import build_authenticator, build_dependencies
-from services.core.auth.tokens import TokenIssuer, token_policy
-from services.core.server import GrpcServer
-from services.market import servicer as market_servicer
-from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
-from services.signal import servicer as signal_servicer
 from tests.account_platform import refusal
-from tests.support import make_settings
-
-START = datetime(2025, 3, 3)
-DAYS = 400
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.replace(tzinfo=UTC))
-    return stamp
+from tests.signal_platform import START, running_signal_platform
+from tests.signal_platform import stamp as _stamp
 
 
 @dataclass
 class Platform:
     signal: signal_pb2_grpc.SignalServiceAsyncStub
-    market: market_pb2_grpc.MarketServiceAsyncStub
     reader: tuple[tuple[str, str], ...]
     closes: np.ndarray
 
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
-    port = _free_port()
-    settings = make_settings(port=port, default_upstream=f"127.0.0.1:{port}", market_feeds=[])
-    deps = build_dependencies(settings)
-    server = GrpcServer(
-        settings,
-        [market_servicer.registration(deps), signal_servicer.registration(deps)],
-        lifecycle=deps.lifecycle,
-        components=(deps.databases, deps.coordination, deps.clients),
-        authenticator=build_authenticator(deps),
-    )
-    await server.start()
-    assert deps.signing_keys is not None
-    issuer = TokenIssuer(deps.signing_keys, token_policy(settings))
-    admin, _ = issuer.issue(account_id=1, shard=0, roles=("user", "admin"), scopes=("read", "admin"), session_id="a")
-    reader, _ = issuer.issue(account_id=2, shard=0, roles=("user",), scopes=("read",), session_id="r")
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            market = market_pb2_grpc.MarketServiceStub(channel)
-            admin_md = (("authorization", f"Bearer {admin}"),)
-            await market.CreateInstrument(
-                market_pb2.CreateInstrumentRequest(
-                    instrument=market_pb2.Instrument(
-                        symbol="DEMO", venue="TEST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
-                    )
-                ),
-                metadata=admin_md,
-            )
-            feed = SimulatedFeed(seed=11, clock=lambda: datetime(2027, 6, 1))
-            bars = feed.bars("SIM-AAPL", Timeframe.D1, START, START + timedelta(days=DAYS))
-            await market.ImportBars(
-                market_pb2.ImportBarsRequest(
-                    symbol="DEMO",
-                    timeframe=common_pb2.TIMEFRAME_1D,
-                    bars=[
-                        market_pb2.Bar(
-                            open_time=_stamp(bar.open_time),
-                            open=bar.open,
-                            high=bar.high,
-                            low=bar.low,
-                            close=bar.close,
-                            volume=bar.volume,
-                        )
-                        for bar in bars
-                    ],
-                ),
-                metadata=admin_md,
-            )
-            yield Platform(
-                signal_pb2_grpc.SignalServiceStub(channel),
-                market,
-                (("authorization", f"Bearer {reader}"),),
-                np.array([bar.close for bar in bars]),
-            )
-    finally:
-        await server.stop(grace=0.5)
+    async with running_signal_platform() as running:
+        yield Platform(running.signal, running.reader, running.closes())
 
 
 def _request(**extra: object) -> signal_pb2.ComputeIndicatorsRequest:

@@ -18,6 +18,14 @@ def test_defaults_without_environment() -> None:
     assert settings.upstream("market") == "127.0.0.1:50051"
 
 
+def test_the_default_upstream_is_this_server_unless_configured() -> None:
+    assert load_settings(environ={"BULLANT_PORT": "50611"}).upstream("market") == "127.0.0.1:50611"
+    configured = load_settings(environ={"BULLANT_PORT": "50611", "BULLANT_DEFAULT_UPSTREAM": "gateway:9000"})
+    assert configured.upstream("market") == "gateway:9000"
+    # With an ephemeral port (0) the address is not known before binding: the configured default stands.
+    assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market") == "127.0.0.1:50051"
+
+
 def test_environment_variables_are_parsed_and_typed() -> None:
     settings = load_settings(
         environ={
@@ -36,7 +44,7 @@ def test_environment_variables_are_parsed_and_typed() -> None:
     assert settings.log_format is LogFormat.TEXT
     assert settings.upstream("market") == "10.0.0.5:50051"
     assert settings.upstream("signal") == "sig:7000"
-    assert settings.upstream("model") == settings.default_upstream
+    assert settings.upstream("model") == "127.0.0.1:6000"  # this server (BULLANT_PORT), no default configured
 
 
 def test_overrides_win_over_environment() -> None:

@@ -1,0 +1,452 @@
+"""RunBacktest's config decoded and validated into the domain's terms, and stored backtests encoded as messages.
+
+Every rule of BacktestConfig is checked here, before any bar is read, so bad input fails the call before its first
+message; each violation carries the reason the contract names (INVALID_CASH, INVALID_COST, ...)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+from google.protobuf import json_format
+
+from bullant.signal.v1 import signal_pb2
+from services.core.errors import FieldViolation, InvalidArgument
+from services.core.timeframes import Timeframe
+from services.signal.backtest.config import (
+    BacktestMetric,
+    CommissionModel,
+    FillTiming,
+    FixedFraction,
+    FixedQuantity,
+    Sizing,
+    VolatilityTarget,
+)
+from services.signal.backtest.engine import EquityCurve
+from services.signal.backtest.metrics import BacktestMetrics
+from services.signal.backtest.sweep import grid_combinations
+from services.signal.backtest_store import BacktestRecord, Progress
+from services.signal.backtests import MAX_SYMBOLS, BacktestOutcome, sweep_size
+from services.signal.encoding import (
+    decode_parameters,
+    find_strategy,
+    naive_utc,
+    parameter_values,
+    timeframe_of,
+    timestamp,
+)
+from services.signal.strategies.base import ParamValue, StrategyDef
+
+SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+MAX_COMBINATIONS = 10_000
+DEFAULT_EQUITY_POINTS = 5_000
+MAX_EQUITY_POINTS = 100_000
+MAX_INITIAL_CASH = 1e15
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecodedBacktest:
+    """A validated RunBacktest config: the domain values, the normalised config (defaults filled in) as it is
+    stored, and a digest of it for request-id deduplication."""
+
+    strategy: StrategyDef
+    parameters: dict[str, ParamValue]
+    grid: dict[str, list[ParamValue]]
+    symbols: tuple[str, ...]
+    timeframe: Timeframe
+    start: datetime
+    end: datetime | None
+    initial_cash: float
+    commission: CommissionModel
+    slippage_bps: float
+    sizing: Sizing
+    stop_loss: float | None
+    take_profit: float | None
+    trailing_stop: float | None
+    allow_short: bool
+    allow_fractional: bool
+    fill_timing: FillTiming
+    risk_free_rate: float
+    rank_by: BacktestMetric
+    max_equity_points: int
+    normalized: signal_pb2.BacktestConfig
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.normalized.SerializeToString(deterministic=True)).hexdigest()
+
+    @property
+    def config_json(self) -> str:
+        return json_format.MessageToJson(self.normalized, indent=None, sort_keys=True)
+
+
+class _Problems:
+    """Violations with the reason of each; raised together under the first one's reason."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, FieldViolation]] = []
+
+    def add(self, reason: str, field: str, description: str) -> None:
+        self.items.append((reason, FieldViolation(field, description)))
+
+    def absorb(self, error: InvalidArgument) -> None:
+        self.items.extend((error.reason, violation) for violation in error.violations)
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise InvalidArgument([violation for _, violation in self.items], reason=self.items[0][0])
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -> DecodedBacktest:  # noqa: PLR0912, PLR0915
+    """Validate every field of a BacktestConfig; STRATEGY_NOT_FOUND (NOT_FOUND) for an unknown strategy, else
+    INVALID_ARGUMENT with a violation per problem."""
+    problems = _Problems()
+    normalized = signal_pb2.BacktestConfig()
+    normalized.CopyFrom(config)
+    strategy = find_strategy(config.strategy_id, f"{field}.strategy_id")
+    symbols = tuple(symbol.strip().upper() for symbol in config.symbols)
+    if not symbols:
+        problems.add("INVALID_ARGUMENT", f"{field}.symbols", "at least one symbol is required")
+    elif len(symbols) > MAX_SYMBOLS:
+        problems.add("TOO_MANY_SYMBOLS", f"{field}.symbols", f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}")
+    for index, symbol in enumerate(symbols):
+        if not SYMBOL.match(symbol):
+            problems.add("INVALID_ARGUMENT", f"{field}.symbols[{index}]", "must be 1-32 of A-Z 0-9 . _ -")
+        elif symbol in symbols[:index]:
+            problems.add("INVALID_ARGUMENT", f"{field}.symbols[{index}]", f"{symbol} is listed twice")
+    del normalized.symbols[:]
+    normalized.symbols.extend(symbols)
+    timeframe: Timeframe | None = None
+    try:
+        timeframe = timeframe_of(config.timeframe, f"{field}.timeframe")
+    except InvalidArgument as error:
+        problems.absorb(error)
+    start = end = None
+    if not config.range.HasField("start_time"):
+        problems.add("INVALID_ARGUMENT", f"{field}.range.start_time", "is required")
+    else:
+        start = naive_utc(config.range.start_time)
+        end = naive_utc(config.range.end_time) if config.range.HasField("end_time") else None
+        if end is not None and not start < end:
+            problems.add("INVALID_RANGE", f"{field}.range", "start_time must be before end_time")
+    cash = config.initial_cash
+    if not (_finite(cash) and 0.0 < cash <= MAX_INITIAL_CASH):
+        problems.add("INVALID_CASH", f"{field}.initial_cash", f"must be a positive amount up to {MAX_INITIAL_CASH:g}")
+    commission = CommissionModel()
+    rate, fixed = config.commission.rate_bps, config.commission.fixed_per_fill
+    if not (_finite(rate) and 0.0 <= rate < 10_000.0):
+        problems.add("INVALID_COST", f"{field}.commission.rate_bps", "must be in [0, 10000) basis points")
+    if not (_finite(fixed) and fixed >= 0.0):
+        problems.add("INVALID_COST", f"{field}.commission.fixed_per_fill", "must be zero or positive")
+    if not (_finite(config.slippage_bps) and 0.0 <= config.slippage_bps < 10_000.0):
+        problems.add("INVALID_COST", f"{field}.slippage_bps", "must be in [0, 10000) basis points")
+    if not problems.items:
+        commission = CommissionModel(rate=rate / 10_000.0, fixed_per_fill=fixed)
+    sizing = _sizing(config, normalized, problems, field)
+    exits = _exits(config, problems, field)
+    fill_timing = FillTiming.NEXT_BAR_OPEN
+    if config.fill_timing not in (0, 1, 2):
+        problems.add("INVALID_ARGUMENT", f"{field}.fill_timing", "unknown fill timing")
+    elif config.fill_timing:
+        fill_timing = FillTiming(config.fill_timing)
+    normalized.fill_timing = int(fill_timing)  # type: ignore[assignment]
+    if not (_finite(config.risk_free_rate) and -1.0 < config.risk_free_rate < 1.0):
+        problems.add("INVALID_ARGUMENT", f"{field}.risk_free_rate", "must be a fraction in (-1, 1)")
+    points = config.max_equity_points or DEFAULT_EQUITY_POINTS
+    if not 2 <= points <= MAX_EQUITY_POINTS:
+        problems.add("INVALID_ARGUMENT", f"{field}.max_equity_points", f"must be in [2, {MAX_EQUITY_POINTS}] or 0")
+    normalized.max_equity_points = points
+    parameters: dict[str, ParamValue] = {}
+    grid: dict[str, list[ParamValue]] = {}
+    rank_by = BacktestMetric.SHARPE
+    try:
+        given = decode_parameters(config.parameters, field=f"{field}.parameters")
+        parameters = strategy.resolve(given, timeframe=timeframe, field=f"{field}.parameters")
+        normalized.parameters.clear()
+        for name, value in parameter_values(parameters).items():
+            normalized.parameters[name].CopyFrom(value)
+        if config.HasField("sweep"):
+            grid, rank_by = _grid(
+                strategy, config.sweep, parameters=parameters, timeframe=timeframe, problems=problems, field=field
+            )
+            normalized.sweep.rank_by = int(rank_by)  # type: ignore[assignment]
+    except InvalidArgument as error:
+        problems.absorb(error)
+    problems.raise_any()
+    if timeframe is None or start is None:  # both were checked above
+        raise AssertionError("unreachable")
+    return DecodedBacktest(
+        strategy=strategy,
+        parameters=parameters,
+        grid=grid,
+        symbols=symbols,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        initial_cash=cash,
+        commission=commission,
+        slippage_bps=config.slippage_bps,
+        sizing=sizing,
+        stop_loss=exits[0],
+        take_profit=exits[1],
+        trailing_stop=exits[2],
+        allow_short=config.allow_short,
+        allow_fractional=config.allow_fractional,
+        fill_timing=fill_timing,
+        risk_free_rate=config.risk_free_rate,
+        rank_by=rank_by,
+        max_equity_points=points,
+        normalized=normalized,
+    )
+
+
+def _sizing(
+    config: signal_pb2.BacktestConfig, normalized: signal_pb2.BacktestConfig, problems: _Problems, field: str
+) -> Sizing:
+    method = config.sizing.WhichOneof("method") if config.HasField("sizing") else None
+    path = f"{field}.sizing"
+    if config.HasField("sizing") and method is None:
+        problems.add("INVALID_SIZING", path, "set one of fixed_fraction, fixed_quantity, volatility_target")
+    if method == "fixed_quantity":
+        quantity = config.sizing.fixed_quantity.quantity
+        if _finite(quantity) and quantity > 0.0:
+            return FixedQuantity(quantity=quantity)
+        problems.add("INVALID_SIZING", f"{path}.fixed_quantity.quantity", "must be greater than 0")
+    elif method == "volatility_target":
+        target = config.sizing.volatility_target
+        lookback = target.lookback_bars or 20
+        cap = target.max_fraction or 1.0
+        bad = len(problems.items)
+        if not (_finite(target.annual_volatility) and 0.0 < target.annual_volatility <= 10.0):
+            problems.add("INVALID_SIZING", f"{path}.volatility_target.annual_volatility", "must be in (0, 10]")
+        if not 2 <= lookback <= 10_000:
+            problems.add("INVALID_SIZING", f"{path}.volatility_target.lookback_bars", "must be in [2, 10000] or 0")
+        if not (_finite(cap) and 0.0 < cap <= 1.0):
+            problems.add("INVALID_SIZING", f"{path}.volatility_target.max_fraction", "must be in (0, 1] or 0")
+        normalized.sizing.volatility_target.lookback_bars = lookback
+        normalized.sizing.volatility_target.max_fraction = cap
+        if len(problems.items) == bad:
+            return VolatilityTarget(
+                annual_volatility=target.annual_volatility, lookback_bars=lookback, max_fraction=cap
+            )
+    elif method == "fixed_fraction":
+        fraction = config.sizing.fixed_fraction.fraction
+        if _finite(fraction) and 0.0 < fraction <= 1.0:
+            return FixedFraction(fraction=fraction)
+        problems.add("INVALID_SIZING", f"{path}.fixed_fraction.fraction", "must be in (0, 1]")
+    else:
+        normalized.sizing.fixed_fraction.fraction = 1.0
+    return FixedFraction(fraction=1.0)
+
+
+def _exits(
+    config: signal_pb2.BacktestConfig, problems: _Problems, field: str
+) -> tuple[float | None, float | None, float | None]:
+    values: list[float | None] = []
+    rules: tuple[tuple[Literal["stop_loss_percent", "take_profit_percent", "trailing_stop_percent"], float], ...] = (
+        ("stop_loss_percent", 100.0),
+        ("take_profit_percent", 1_000_000.0),
+        ("trailing_stop_percent", 100.0),
+    )
+    for name, upper in rules:
+        if not config.HasField(name):
+            values.append(None)
+            continue
+        percent = getattr(config, name)
+        if not (_finite(percent) and 0.0 < percent < upper):
+            problems.add("INVALID_EXIT_RULE", f"{field}.{name}", f"must be a percent in (0, {upper:g})")
+            values.append(None)
+        else:
+            values.append(percent / 100.0)
+    return values[0], values[1], values[2]
+
+
+def _grid(
+    strategy: StrategyDef,
+    sweep: signal_pb2.ParameterSweep,
+    *,
+    parameters: dict[str, ParamValue],
+    timeframe: Timeframe | None,
+    problems: _Problems,
+    field: str,
+) -> tuple[dict[str, list[ParamValue]], BacktestMetric]:
+    path = f"{field}.sweep"
+    if sweep.rank_by not in BacktestMetric._value2member_map_ and sweep.rank_by != 0:
+        problems.add("INVALID_ARGUMENT", f"{path}.rank_by", "unknown metric")
+    rank_by = (
+        BacktestMetric(sweep.rank_by) if sweep.rank_by in BacktestMetric._value2member_map_ else BacktestMetric.SHARPE
+    )
+    if not sweep.grid:
+        problems.add("INVALID_ARGUMENT", f"{path}.grid", "name at least one parameter and its values")
+    known = {param.name for param in strategy.params}
+    grid: dict[str, list[ParamValue]] = {}
+    for name in sorted(sweep.grid):
+        values = sweep.grid[name].values
+        if name not in known:
+            problems.add("UNKNOWN_PARAMETER", f"{path}.grid.{name}", f"unknown parameter of {strategy.strategy_id}")
+        elif not values:
+            problems.add("INVALID_ARGUMENT", f"{path}.grid.{name}", "list at least one value")
+        else:
+            decoded = decode_parameters(
+                {f"{index}": value for index, value in enumerate(values)}, field=f"{path}.grid.{name}.values"
+            )
+            grid[name] = list(decoded.values())
+    size = sweep_size(grid)
+    if size > MAX_COMBINATIONS:
+        problems.add("SWEEP_TOO_LARGE", f"{path}.grid", f"{size} combinations; at most {MAX_COMBINATIONS}")
+        return {}, rank_by
+    if problems.items:
+        return {}, rank_by
+    # Every combination must be valid on its own (bounds and cross-parameter rules such as fast < slow).
+    for combination in grid_combinations(grid):
+        try:
+            strategy.resolve({**parameters, **combination}, timeframe=timeframe, field=f"{path}.grid")
+        except InvalidArgument as error:
+            problems.absorb(error)
+            break
+    return grid, rank_by
+
+
+# -- stored backtests as messages ----------------------------------------------------------------------------------
+
+
+class ProtoReportCodec:
+    """Encodes an outcome as BacktestReport bytes: the summary (BASIC view) and the whole report, compressed."""
+
+    def encode(self, outcome: BacktestOutcome, max_equity_points: int) -> tuple[bytes, bytes]:
+        report = summary_report(outcome)
+        summary = report.SerializeToString()
+        _add_detail(report, outcome, max_equity_points)
+        return summary, zlib.compress(report.SerializeToString(), 6)
+
+
+def metrics_message(metrics: BacktestMetrics) -> signal_pb2.BacktestMetrics:
+    """BacktestMetrics with absent optionals where the domain has None (or NaN)."""
+    message = signal_pb2.BacktestMetrics(
+        total_return=metrics.total_return,
+        cagr=metrics.cagr,
+        annual_volatility=metrics.annual_volatility,
+        max_drawdown=metrics.max_drawdown,
+        exposure=metrics.exposure,
+        trade_count=metrics.trade_count,
+        buy_and_hold_return=metrics.buy_and_hold_return,
+        final_equity=metrics.final_equity,
+        total_fees=metrics.total_fees,
+    )
+    message.max_drawdown_duration.FromTimedelta(metrics.max_drawdown_duration)
+    for name in (
+        "sharpe",
+        "sortino",
+        "win_rate",
+        "profit_factor",
+        "calmar",
+        "average_trade_return",
+        "best_trade_return",
+        "worst_trade_return",
+    ):
+        value = getattr(metrics, name)
+        if value is not None and math.isfinite(value):
+            setattr(message, name, value)
+    return message
+
+
+def summary_report(outcome: BacktestOutcome) -> signal_pb2.BacktestReport:
+    """The report without trades, equity curve and sweep results."""
+    result = outcome.result
+    return signal_pb2.BacktestReport(
+        parameters=parameter_values(outcome.parameters),
+        metrics=metrics_message(result.metrics),
+        symbol_results=[
+            signal_pb2.SymbolResult(
+                symbol=outcome.symbols[index],
+                pnl=item.pnl,
+                trade_count=item.trade_count,
+                win_rate=item.win_rate,
+                buy_and_hold_return=item.buy_and_hold_return,
+            )
+            for index, item in enumerate(result.symbol_results)
+        ],
+        bar_count=outcome.bar_count,
+    )
+
+
+def _add_detail(report: signal_pb2.BacktestReport, outcome: BacktestOutcome, max_points: int) -> None:
+    trades = outcome.result.trades
+    sides = {1: 1, -1: 2}
+    for index in range(len(trades)):
+        report.trades.append(
+            signal_pb2.BacktestTrade(
+                symbol=outcome.symbols[int(trades.symbol_index[index])],
+                side=sides[int(trades.side[index])],  # type: ignore[arg-type]
+                quantity=float(trades.quantity[index]),
+                entry_time=timestamp(trades.entry_time[index]),
+                entry_price=float(trades.entry_price[index]),
+                exit_time=timestamp(trades.exit_time[index]),
+                exit_price=float(trades.exit_price[index]),
+                pnl=float(trades.pnl[index]),
+                return_fraction=float(trades.return_fraction[index]),
+                fees=float(trades.fees[index]),
+                exit_reason=int(trades.exit_reason[index]),  # type: ignore[arg-type]
+                bar_count=int(trades.bar_count[index]),
+            )
+        )
+    curve: EquityCurve = outcome.result.equity_curve.downsample(max_points)
+    nanos = curve.time.astype("datetime64[ns]").astype(np.int64)
+    for position in range(len(curve)):
+        point = report.equity_curve.add(
+            equity=float(curve.equity[position]),
+            drawdown=float(curve.drawdown[position]),
+            benchmark_equity=float(curve.benchmark_equity[position]),
+        )
+        point.time.FromNanoseconds(int(nanos[position]))
+    for item in outcome.sweep:
+        report.sweep_results.append(
+            signal_pb2.SweepResult(
+                parameters=parameter_values(item.parameters), metrics=metrics_message(item.metrics), rank=item.rank
+            )
+        )
+
+
+def backtest_message(record: BacktestRecord, *, full: bool) -> signal_pb2.Backtest:
+    """A stored backtest as a Backtest message (the full view decodes the compressed report)."""
+    message = signal_pb2.Backtest(
+        backtest_id=record.backtest_id,
+        state=int(record.state),  # type: ignore[arg-type]
+        progress=progress_message(record.progress),
+        create_time=timestamp(record.create_time),
+    )
+    json_format.Parse(record.config, message.config)
+    if full and record.detail is not None:
+        message.report.ParseFromString(zlib.decompress(record.detail))
+    elif record.summary is not None:
+        message.report.ParseFromString(record.summary)
+    if record.failure_reason:
+        message.failure.reason = record.failure_reason
+        message.failure.message = record.failure_message or ""
+    if record.start_time is not None:
+        message.start_time.CopyFrom(timestamp(record.start_time))
+    if record.end_time is not None:
+        message.end_time.CopyFrom(timestamp(record.end_time))
+    return message
+
+
+def progress_message(progress: Progress) -> signal_pb2.BacktestProgress:
+    """Progress as a BacktestProgress."""
+    return signal_pb2.BacktestProgress(
+        fraction=progress.fraction,
+        bars_processed=progress.bars_processed,
+        bars_total=progress.bars_total,
+        combinations_completed=progress.combinations_completed,
+        combinations_total=progress.combinations_total,
+        message=progress.message,
+    )

@@ -1,0 +1,165 @@
+"""A market and a signal service in one real gRPC server on loopback (the signal service reads bars through its
+configured upstream, which is that same server), with instruments and simulated daily bars stored, and tokens for
+a reader, two traders and an admin."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.market.v1 import market_pb2, market_pb2_grpc
+from bullant.signal.v1 import signal_pb2_grpc
+from services.bootstrap import build_authenticator, build_dependencies
+from services.core.auth.tokens import TokenIssuer, token_policy
+from services.core.dependencies import Dependencies
+from services.core.server import GrpcServer
+from services.market import servicer as market_servicer
+from services.market.feeds.sim import SimulatedFeed
+from services.market.models import Timeframe
+from services.signal import servicer as signal_servicer
+from services.signal.strategies.base import StrategyBars
+from tests.support import make_settings
+
+START = datetime(2025, 3, 3)
+DAYS = 400
+Metadata = tuple[tuple[str, str], ...]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stamp(moment: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(moment.replace(tzinfo=UTC))
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSymbol:
+    """A symbol to create, the simulated series its bars come from, and its quote currency."""
+
+    symbol: str
+    source: str
+    currency: str = "USD"
+    seed: int = 11
+    timeframe: Timeframe = Timeframe.D1
+
+
+@dataclass
+class SignalPlatform:
+    signal: signal_pb2_grpc.SignalServiceAsyncStub
+    market: market_pb2_grpc.MarketServiceAsyncStub
+    reader: Metadata
+    trader: Metadata
+    other_trader: Metadata
+    bars: dict[str, StrategyBars]
+
+    def closes(self, symbol: str = "DEMO") -> np.ndarray:
+        return self.bars[symbol].close
+
+    server: GrpcServer
+    deps: Dependencies
+
+
+DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
+
+
+@asynccontextmanager
+async def running_signal_platform(
+    symbols: Sequence[StoredSymbol] = DEFAULT_SYMBOLS,
+    *,
+    days: int = DAYS,
+    store: bool = True,
+    **settings_overrides: Any,
+) -> AsyncIterator[SignalPlatform]:
+    """The platform with `symbols` stored as `days` days of daily bars from START (`store=False`: another replica
+    of a platform that stored them; `bars` are still generated)."""
+    port = free_port()
+    settings = make_settings(port=port, default_upstream=f"127.0.0.1:{port}", market_feeds=[], **settings_overrides)
+    deps = build_dependencies(settings)
+    server = GrpcServer(
+        settings,
+        [market_servicer.registration(deps), signal_servicer.registration(deps)],
+        lifecycle=deps.lifecycle,
+        components=(deps.databases, deps.coordination, deps.clients),
+        authenticator=build_authenticator(deps),
+    )
+    await server.start()
+    assert deps.signing_keys is not None
+    issuer = TokenIssuer(deps.signing_keys, token_policy(settings))
+
+    def bearer(account_id: int, scopes: tuple[str, ...], roles: tuple[str, ...] = ("user",)) -> Metadata:
+        token, _ = issuer.issue(account_id=account_id, shard=0, roles=roles, scopes=scopes, session_id=f"s{account_id}")
+        return (("authorization", f"Bearer {token}"),)
+
+    admin = bearer(1, ("read", "trade", "admin"), ("user", "admin"))
+    stored: dict[str, StrategyBars] = {}
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            market = market_pb2_grpc.MarketServiceStub(channel)
+            for item in symbols:
+                feed = SimulatedFeed(seed=item.seed, clock=lambda: datetime(2027, 6, 1))
+                bars = feed.bars(item.source, item.timeframe, START, START + timedelta(days=days))
+                columns = {
+                    name: np.array([getattr(bar, name) for bar in bars])
+                    for name in ("open", "high", "low", "close", "volume")
+                }
+                stored[item.symbol] = StrategyBars(
+                    np.array([bar.open_time for bar in bars], dtype="datetime64[us]").astype("datetime64[ns]"),
+                    **columns,
+                    span=item.timeframe.delta,
+                )
+                if not store:
+                    continue
+                await market.CreateInstrument(
+                    market_pb2.CreateInstrumentRequest(
+                        instrument=market_pb2.Instrument(
+                            symbol=item.symbol,
+                            venue="TEST",
+                            asset_class=market_pb2.ASSET_CLASS_STOCK,
+                            quote_currency=item.currency,
+                        )
+                    ),
+                    metadata=admin,
+                )
+                await market.ImportBars(
+                    market_pb2.ImportBarsRequest(
+                        symbol=item.symbol,
+                        timeframe=int(item.timeframe),  # type: ignore[arg-type]
+                        bars=[
+                            market_pb2.Bar(
+                                open_time=stamp(bar.open_time),
+                                open=bar.open,
+                                high=bar.high,
+                                low=bar.low,
+                                close=bar.close,
+                                volume=bar.volume,
+                            )
+                            for bar in bars
+                        ],
+                    ),
+                    metadata=admin,
+                )
+            yield SignalPlatform(
+                signal=signal_pb2_grpc.SignalServiceStub(channel),
+                market=market,
+                reader=bearer(2, ("read",)),
+                trader=bearer(3, ("read", "trade")),
+                other_trader=bearer(4, ("read", "trade")),
+                bars=stored,
+                server=server,
+                deps=deps,
+            )
+    finally:
+        await server.stop(grace=0.5)
