@@ -227,25 +227,52 @@ def run_backtest(
     sizes = entry_sizes(bars.close, config.sizing, periods_per_year=config.periods_per_year, lot_size=lot)
     params = kernel_params(config, lot, warmup_bars)
     state = k.new_state(config.initial_cash)
-    trades = np.zeros((INITIAL_TRADE_CAPACITY, k.TRADE_COLUMNS))
     equity, cash, position = (np.zeros(len(bars)) for _ in range(3))
-    total, bar = len(bars) - warmup_bars, warmup_bars
-    chunk = progress_every if progress is not None else total
-    while bar < len(bars):
-        chunk_end = min(len(bars), bar + chunk)
-        while bar < chunk_end:
-            bar = k.simulate(
-                bars.open, bars.high, bars.low, bars.close, targets,
-                size=sizes, params=params, state=state, trades=trades,
-                equity=equity, cash=cash, position=position, begin=bar, end=chunk_end,
-            )  # fmt: skip
-            if bar < chunk_end:  # the trade buffer is nearly full: grow it and carry on from the same state
-                trades = np.concatenate((trades, np.zeros_like(trades)))
-        if progress is not None:
-            progress(bar - warmup_bars, total)
+
+    def step(trades: Array, begin: int, end: int) -> int:
+        return k.simulate(
+            bars.open, bars.high, bars.low, bars.close, targets,
+            size=sizes, params=params, state=state, trades=trades,
+            equity=equity, cash=cash, position=position, begin=begin, end=end,
+        )  # fmt: skip
+
+    trades = run_in_chunks(
+        step,
+        np.zeros((INITIAL_TRADE_CAPACITY, k.TRADE_COLUMNS)),
+        begin=warmup_bars,
+        end=len(bars),
+        progress=progress,
+        every=progress_every,
+    )
     return _result(
         bars, config, start=warmup_bars, state=state, buffer=trades, equity=equity, cash=cash, position=position
     )
+
+
+def run_in_chunks(
+    step: Callable[[Array, int, int], int],
+    trades: Array,
+    *,
+    begin: int,
+    end: int,
+    progress: Progress | None,
+    every: int,
+) -> Array:
+    """Drive a compiled loop over bars [begin, end): `step(trades, first, stop)` simulates from `first` towards
+    `stop` and returns where it stopped, which is early only when the trade buffer is nearly full; the buffer is then
+    doubled and the loop resumed from the same state. With `progress`, runs in chunks of `every` bars and reports
+    (done, total) after each; an exception raised there aborts the run. Returns the (possibly grown) buffer."""
+    total, bar = end - begin, begin
+    chunk = every if progress is not None else total
+    while bar < end:
+        chunk_end = min(end, bar + chunk)
+        while bar < chunk_end:
+            bar = step(trades, bar, chunk_end)
+            if bar < chunk_end:
+                trades = np.concatenate((trades, np.zeros_like(trades)))
+        if progress is not None:
+            progress(bar - begin, total)
+    return trades
 
 
 def validated_signal(signal: npt.ArrayLike, count: int) -> Array:

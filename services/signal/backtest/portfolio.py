@@ -47,6 +47,7 @@ from services.signal.backtest.engine import (
     TradeLog,
     kernel_params,
     nanoseconds,
+    run_in_chunks,
     trade_log,
     validated_signal,
 )
@@ -158,26 +159,27 @@ def run_portfolio(
     mark = np.array(
         [float(symbol.close[start - 1]) if start else 0.0 for symbol, start in zip(bars, cursor, strict=True)]
     )
-    trades = np.zeros((INITIAL_TRADE_CAPACITY, pk.PORTFOLIO_TRADE_COLUMNS))
     union_count = layout.union_time.shape[0]
     equity, cash, position, position_value = (np.zeros(union_count) for _ in range(4))
     params = kernel_params(config, lot, 0)  # P_START is per symbol here: layout.starts
-    total, bar = union_count - layout.first, layout.first
-    chunk = progress_every if progress is not None else total
-    while bar < union_count:
-        chunk_end = min(union_count, bar + chunk)
-        while bar < chunk_end:
-            bar = pk.simulate_portfolio(
-                prices["open"], prices["high"], prices["low"], prices["close"], targets,
-                size=sizes, union_index=layout.union_index, offsets=layout.offsets, counts=layout.counts,
-                starts=layout.starts, params=params, book=book, holdings=holdings, cursor=cursor, mark=mark,
-                trades=trades, equity=equity, cash=cash, position=position, position_value=position_value,
-                begin=bar, end=chunk_end,
-            )  # fmt: skip
-            if bar < chunk_end:  # the trade buffer is nearly full: grow it and carry on from the same state
-                trades = np.concatenate((trades, np.zeros_like(trades)))
-        if progress is not None:
-            progress(bar - layout.first, total)
+
+    def step(trades: Array, begin: int, end: int) -> int:
+        return pk.simulate_portfolio(
+            prices["open"], prices["high"], prices["low"], prices["close"], targets,
+            size=sizes, union_index=layout.union_index, offsets=layout.offsets, counts=layout.counts,
+            starts=layout.starts, params=params, book=book, holdings=holdings, cursor=cursor, mark=mark,
+            trades=trades, equity=equity, cash=cash, position=position, position_value=position_value,
+            begin=begin, end=end,
+        )  # fmt: skip
+
+    trades = run_in_chunks(
+        step,
+        np.zeros((INITIAL_TRADE_CAPACITY, pk.PORTFOLIO_TRADE_COLUMNS)),
+        begin=layout.first,
+        end=union_count,
+        progress=progress,
+        every=progress_every,
+    )
     first = layout.first
     curve_arrays = (equity[first:], cash[first:], position[first:], position_value[first:])
     return _result(
