@@ -49,6 +49,8 @@ def make_settings(**overrides: Any) -> Settings:
         "grace_seconds": 2.0,
         "data_dir": fresh_data_dir(),
         "db_health_interval_seconds": 0.2,
+        # No demo models: tests train what they need.
+        "model_demo_symbols": [],
     }
     values.update(overrides)
     return load_settings(environ={}, **values)

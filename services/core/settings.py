@@ -155,6 +155,25 @@ class Settings(BaseModel):
     # Backtests a signal replica simulates at once (others wait QUEUED), and queued or running ones per account.
     backtest_workers: int = Field(default=2, ge=1, le=256)
     backtests_per_account: int = Field(default=3, ge=1, le=1000)
+    # Model artifacts (empty: <data_dir>/models), training worker processes per model replica, and the most
+    # training jobs queued or running at once.
+    model_dir: str = ""
+    training_workers: int = Field(default=1, ge=1, le=64)
+    max_queued_training_jobs: int = Field(default=10, ge=1, le=10_000)
+    # The promotion gate: held-out MASE strictly below the threshold (a margin over naive) and a one-sided
+    # Diebold-Mariano test against naive below the p-value. On random walks a near-naive model lands just under
+    # MASE 1.0 about a third of the time, so "below 1.0" alone is no gate.
+    model_gate_threshold: float = Field(default=0.99, gt=0, le=1.0)
+    model_gate_max_pvalue: float = Field(default=0.05, gt=0, le=1.0)
+    # Drift: live MAE over a full window above this factor times the evaluation MAE (a retrain is scheduled).
+    model_drift_factor: float = Field(default=1.5, gt=1.0, le=100.0)
+    # Predict's in-process caches: the latest bars and each series' versions are re-read after this many seconds.
+    model_serving_cache_seconds: float = Field(default=5.0, ge=0.0, le=3600.0)
+    # The model scheduler (leader): how often it checks drift and due retraining, how old a version marked
+    # auto-retrain gets before it is retrained, and the symbols whose daily models it seeds (`make run`).
+    model_scheduler_interval_seconds: float = Field(default=300.0, gt=0, le=86_400.0)
+    model_retrain_every_hours: float = Field(default=168.0, gt=0, le=8760.0)
+    model_demo_symbols: list[str] = Field(default_factory=list)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -179,7 +198,7 @@ class Settings(BaseModel):
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("market_feeds", "replay_symbols", "ccxt_symbols", mode="before")
+    @field_validator("market_feeds", "replay_symbols", "ccxt_symbols", "model_demo_symbols", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,7 +13,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Float,
     Row,
     SmallInteger,
     String,
@@ -27,17 +26,16 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.mysql import DOUBLE
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases, utc_now
-from services.core.db.schema import global_metadata
+from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.errors import AlreadyExists
 from services.market.models import AssetClass, Bar, Instrument, Timeframe, TradingSession
 
-# float64 on every engine: prices must round-trip exactly so re-imports compare equal (MySQL FLOAT is 32-bit).
-PRICE = Float(precision=53).with_variant(DOUBLE(asdecimal=False), "mysql")
+# Prices must round-trip exactly so re-imports compare equal.
+PRICE = DOUBLE_PRECISION
 
 instruments = Table(
     "instruments",

@@ -18,6 +18,8 @@ from google.protobuf import json_format
 
 from bullant.signal.v1 import signal_pb2
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
+from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.backtest.config import (
     BacktestMetric,
@@ -33,15 +35,8 @@ from services.signal.backtest.metrics import BacktestMetrics
 from services.signal.backtest.sweep import grid_combinations
 from services.signal.backtest_store import BacktestRecord, Progress
 from services.signal.backtests import MAX_SYMBOLS, BacktestOutcome, sweep_size
-from services.signal.encoding import (
-    decode_parameters,
-    find_strategy,
-    naive_utc,
-    parameter_values,
-    timeframe_of,
-    timestamp,
-)
-from services.signal.strategies.base import ParamValue, StrategyDef
+from services.signal.encoding import find_strategy, timeframe_of
+from services.signal.strategies.base import StrategyDef
 
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 MAX_COMBINATIONS = 10_000

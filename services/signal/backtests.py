@@ -10,13 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.core.parameters import Params, ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.backtest.config import BacktestConfig, BacktestMetric
 from services.signal.backtest.engine import BacktestBars
 from services.signal.backtest.metrics import BacktestMetrics
 from services.signal.backtest.portfolio import PortfolioResult, run_portfolio
 from services.signal.backtest.sweep import grid_combinations, rank_key
-from services.signal.strategies.base import Params, ParamValue, StrategyBars, StrategyDef
+from services.signal.strategies.base import StrategyBars, StrategyDef
 
 # Bars one backtest may simulate per symbol, and in total (all symbols, before a sweep multiplies them).
 MAX_BARS_PER_SYMBOL = 1_000_000

@@ -18,7 +18,10 @@ from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.auth.identity import require_identity
 from services.core.dependencies import Dependencies
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.core.market_data import BarSeries, InstrumentInfo, MarketData
+from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
 from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.parameters import Params
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
@@ -42,20 +45,11 @@ from services.signal.backtests import (
     SymbolBars,
     parameter_sets,
 )
-from services.signal.encoding import (
-    decode_parameters,
-    event_message,
-    find_strategy,
-    naive_utc,
-    parameter_values,
-    strategy_message,
-    timestamp,
-)
-from services.signal.indicators.base import REGISTRY, IndicatorDef, Param
+from services.signal.encoding import event_message, find_strategy, strategy_message
+from services.signal.indicators.base import REGISTRY, Bars, IndicatorDef, Param
 from services.signal.indicators.catalogue import load_indicators
-from services.signal.market_data import BarSeries, InstrumentInfo, MarketData
 from services.signal.strategies.base import REGISTRY as STRATEGIES
-from services.signal.strategies.base import Params, StrategyBars, StrategyDef
+from services.signal.strategies.base import StrategyBars, StrategyDef
 from services.signal.strategies.catalogue import load_strategies
 
 SERVICE = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
@@ -139,9 +133,8 @@ def _target(request: _Targeted) -> tuple[str, datetime, datetime | None]:
 
 def strategy_bars(series: BarSeries, span: timedelta) -> StrategyBars:
     """Bars read from the market service in the strategies' input form."""
-    bars = series.bars
     times = np.array(series.times, dtype="datetime64[us]").astype("datetime64[ns]")
-    return StrategyBars(times, bars.open, bars.high, bars.low, bars.close, bars.volume, span)
+    return StrategyBars(times, series.open, series.high, series.low, series.close, series.volume, span)
 
 
 def _too_large(count: int, limit: int, field: str = "range") -> None:
@@ -215,16 +208,11 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
             ]
         )
         series = await self._range_bars(symbol, request.timeframe, start, end)
-        skip = 0
-        bars = series.bars
+        whole, skip = series, 0
         if request.extend_for_warmup:
             lookback = max(indicator.lookback for indicator in prepared)
-            earlier = await self._market.bars(
-                symbol, request.timeframe, start=None, end=start, limit=lookback, descending=True
-            )
-            if len(earlier):
-                skip = len(earlier)
-                bars = earlier.followed_by(series).bars
+            whole, skip = await self._with_history(series, symbol, request.timeframe, start, History(lookback))
+        bars = Bars(whole.open, whole.high, whole.low, whole.close, whole.volume)
         results = []
         for indicator in prepared:
             spec = signal_pb2.IndicatorSpec(

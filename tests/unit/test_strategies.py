@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from services.core.errors import InvalidArgument
+from services.core.parameters import ParamType, ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.strategies.base import (
-    ParamType,
-    ParamValue,
     SignalFrame,
     StrategyBars,
     StrategyDef,

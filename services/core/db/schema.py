@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -16,8 +17,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import DOUBLE
 
 # Stable constraint names, so that migrations can refer to them on every engine.
+# float64 on every engine (MySQL FLOAT is 32-bit): prices and ratios round-trip exactly.
+DOUBLE_PRECISION = Float(precision=53).with_variant(DOUBLE(asdecimal=False), "mysql")
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

@@ -15,116 +15,32 @@ runs it over a window of the latest closed bars and reads the last bar's decisio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from services.core import parameters
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.parameters import Param, Params, ParamValue, resolve_params
 from services.core.timeframes import Timeframe
 from services.signal.indicators.base import Array, Bars
 
-ParamValue = int | float | bool | str
-Params = Mapping[str, ParamValue]
-
-
-class ParamType(IntEnum):
-    """Numbers of bullant.common.v1.ParameterType."""
-
-    INTEGER = 1
-    NUMBER = 2
-    BOOLEAN = 3
-    CHOICE = 4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StrategyParam:
-    """One typed parameter with its default and bounds (inclusive), or its choices for CHOICE."""
-
-    name: str
-    description: str
-    type: ParamType
-    default: ParamValue
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    unit: str = ""
-    step: float | None = None
-
-    def check(self, value: ParamValue) -> tuple[ParamValue, str | None]:
-        """The value as the parameter's Python type, or a problem description."""
-        if self.type is ParamType.BOOLEAN:
-            return (value, None) if isinstance(value, bool) else (value, "must be a boolean")
-        if self.type is ParamType.CHOICE:
-            if not isinstance(value, str) or value not in self.choices:
-                return value, f"must be one of {', '.join(self.choices)}"
-            return value, None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return value, "must be a number" if self.type is ParamType.NUMBER else "must be a whole number"
-        if self.type is ParamType.INTEGER and not isinstance(value, int):
-            return value, "must be a whole number (int_value)"
-        number: int | float = value if self.type is ParamType.INTEGER else float(value)
-        if not math.isfinite(number):
-            return value, "must be a finite number"
-        if self.minimum is not None and number < self.minimum:
-            return value, f"must be at least {self.minimum:g}"
-        if self.maximum is not None and number > self.maximum:
-            return value, f"must be at most {self.maximum:g}"
-        return number, None
+StrategyParam = Param
 
 
 def integer(
     name: str, description: str, default: int, minimum: int, maximum: int, *, unit: str = "bars"
 ) -> StrategyParam:
-    """An INTEGER parameter (periods, counts)."""
-    return StrategyParam(
-        name=name,
-        description=description,
-        type=ParamType.INTEGER,
-        default=default,
-        minimum=minimum,
-        maximum=maximum,
-        unit=unit,
-        step=1,
-    )
+    """An INTEGER parameter (periods, counts), in bars unless said otherwise."""
+    return parameters.integer(name, description, default, minimum, maximum, unit=unit)
 
 
-def number(
-    name: str,
-    description: str,
-    default: float,
-    minimum: float,
-    maximum: float,
-    *,
-    unit: str = "",
-    step: float | None = None,
-) -> StrategyParam:
-    """A NUMBER parameter (multipliers, thresholds)."""
-    return StrategyParam(
-        name=name,
-        description=description,
-        type=ParamType.NUMBER,
-        default=float(default),
-        minimum=minimum,
-        maximum=maximum,
-        unit=unit,
-        step=step,
-    )
-
-
-def boolean(name: str, description: str, default: bool) -> StrategyParam:
-    """A BOOLEAN parameter (switches)."""
-    return StrategyParam(name=name, description=description, type=ParamType.BOOLEAN, default=default)
-
-
-def choice(name: str, description: str, default: str, choices: Sequence[str]) -> StrategyParam:
-    """A CHOICE parameter (e.g. a moving-average kind, or a Timeframe proto name)."""
-    return StrategyParam(
-        name=name, description=description, type=ParamType.CHOICE, default=default, choices=tuple(choices)
-    )
+number = parameters.number
+boolean = parameters.boolean
+choice = parameters.choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,23 +161,7 @@ class StrategyDef:
         """Every parameter's value (defaults filled in). INVALID_ARGUMENT with a violation per problem: reason
         UNKNOWN_PARAMETER when a name is unknown, UNSUPPORTED_TIMEFRAME when the timeframe is refused, else
         INVALID_PARAMETER."""
-        known = {param.name: param for param in self.params}
-        unknown = [
-            FieldViolation(
-                f"{field}.{name}", f"unknown parameter of {self.strategy_id}; known: {', '.join(known) or 'none'}"
-            )
-            for name in given
-            if name not in known
-        ]
-        violations: list[FieldViolation] = []
-        values: dict[str, ParamValue] = {}
-        for param in self.params:
-            value, problem = param.check(given.get(param.name, param.default))
-            if problem:
-                violations.append(FieldViolation(f"{field}.{param.name}", problem))
-            values[param.name] = value
-        if unknown or violations:
-            raise InvalidArgument(unknown + violations, reason="UNKNOWN_PARAMETER" if unknown else "INVALID_PARAMETER")
+        values = resolve_params(self.params, given, owner=self.strategy_id, field=field)
         if timeframe is not None and self.timeframes and timeframe not in self.timeframes:
             allowed = ", ".join(item.proto_name for item in self.timeframes)
             raise InvalidArgument(

@@ -14,13 +14,12 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import FieldViolation
+from services.core.parameters import Params, ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.indicators.base import Array, Bars
 from services.signal.indicators.catalogue import load_indicators
 from services.signal.strategies.base import (
     Constraint,
-    Params,
-    ParamValue,
     StrategyBars,
     StrategyParam,
     integer,

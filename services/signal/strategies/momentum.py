@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from services.signal.strategies.base import Params, SignalFrame, StrategyBars, StrategyDef, frame, register
+from services.core.parameters import Params
+from services.signal.strategies.base import SignalFrame, StrategyBars, StrategyDef, frame, register
 from services.signal.strategies.common import (
     ATR_PERIOD,
     atr,

@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import FieldViolation
+from services.core.parameters import Params
 from services.core.timeframes import INTRADAY, Timeframe
 from services.signal.indicators.base import Array
 from services.signal.strategies.base import (
-    Params,
     SignalFrame,
     StrategyBars,
     StrategyDef,

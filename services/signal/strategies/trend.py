@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from services.core.parameters import Params
 from services.signal.strategies.base import (
-    Params,
     SignalFrame,
     StrategyBars,
     StrategyDef,

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from services.core.parameters import Params
 from services.signal.indicators.base import Array
-from services.signal.strategies.base import Params, SignalFrame, StrategyBars, StrategyDef, frame, register
+from services.signal.strategies.base import SignalFrame, StrategyBars, StrategyDef, frame, register
 from services.signal.strategies.common import (
     ATR_PERIOD,
     atr,

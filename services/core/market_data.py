@@ -1,4 +1,5 @@
-"""Bars for the signal domain, read from the market service through its gRPC contract (never its tables)."""
+"""Instruments and bars read from the market service through its gRPC contract (never its tables), with the
+caller's credentials forwarded; used by every service that computes on bars."""
 
 from __future__ import annotations
 
@@ -13,29 +14,31 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.clients import ClientFactory
 from services.core.errors import NotFound, Unavailable
-from services.signal.indicators.base import Bars
 
 MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _PAGE = 1000
+_COLUMNS = ("open", "high", "low", "close", "volume")
+Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
 class BarSeries:
-    """Bars of one symbol and timeframe as arrays, ascending by open time."""
+    """Bars of one symbol and timeframe as float64 arrays, ascending by open time (naive UTC)."""
 
     times: list[datetime]
-    bars: Bars
+    open: Array
+    high: Array
+    low: Array
+    close: Array
+    volume: Array
 
     def __len__(self) -> int:
         return len(self.times)
 
     def followed_by(self, later: BarSeries) -> BarSeries:
         """These bars, then `later`'s."""
-        joined = [
-            np.concatenate((getattr(self.bars, name), getattr(later.bars, name)))
-            for name in ("open", "high", "low", "close", "volume")
-        ]
-        return BarSeries(self.times + later.times, Bars(*joined))
+        joined = [np.concatenate((getattr(self, name), getattr(later, name))) for name in _COLUMNS]
+        return BarSeries(self.times + later.times, *joined)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,8 +141,8 @@ class MarketData:
             times.reverse()
             for column in columns:
                 column.reverse()
-        arrays: list[npt.NDArray[np.float64]] = [np.asarray(column, dtype=np.float64) for column in columns]
-        return BarSeries(times, Bars(*arrays))
+        arrays: list[Array] = [np.asarray(column, dtype=np.float64) for column in columns]
+        return BarSeries(times, *arrays)
 
 
 def _translate(error: grpc.aio.AioRpcError, symbol: str) -> Exception:
