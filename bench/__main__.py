@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import backtest, indicators, runtime_overhead, stream_ticks
+from bench import backtest, indicators, model, runtime_overhead, stream_ticks
 
 
 async def _run(quick: bool) -> None:
@@ -16,6 +16,8 @@ async def _run(quick: bool) -> None:
     indicators.run(quick=quick)
     print()
     backtest.run(quick=quick)
+    print()
+    await model.run(quick=quick)
 
 
 def main() -> None:

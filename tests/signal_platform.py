@@ -1,11 +1,11 @@
-"""A market and a signal service in one real gRPC server on loopback (the signal service reads bars through its
-configured upstream, which is that same server), with instruments and simulated daily bars stored, and tokens for
-a reader, two traders and an admin."""
+"""The market service with the signal and/or model service in one real gRPC server on loopback (they read bars
+through their configured upstream, which is that same server), with instruments and simulated bars stored, and
+tokens for a reader, an admin and two traders."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,14 +16,16 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from bullant.model.v1 import model_pb2_grpc
 from bullant.signal.v1 import signal_pb2_grpc
 from services.bootstrap import build_authenticator, build_dependencies
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.dependencies import Dependencies
-from services.core.server import GrpcServer
+from services.core.server import GrpcServer, ServiceRegistration
 from services.market import servicer as market_servicer
 from services.market.feeds.sim import SimulatedFeed
 from services.market.models import Timeframe
+from services.model import servicer as model_servicer
 from services.signal import servicer as signal_servicer
 from services.signal.strategies.base import StrategyBars
 from tests.support import make_settings
@@ -59,8 +61,10 @@ class StoredSymbol:
 @dataclass
 class SignalPlatform:
     signal: signal_pb2_grpc.SignalServiceAsyncStub
+    model: model_pb2_grpc.ModelServiceAsyncStub
     market: market_pb2_grpc.MarketServiceAsyncStub
     reader: Metadata
+    admin: Metadata
     trader: Metadata
     other_trader: Metadata
     bars: dict[str, StrategyBars]
@@ -73,6 +77,11 @@ class SignalPlatform:
 
 
 DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
+REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
+    "market": market_servicer.registration,
+    "signal": signal_servicer.registration,
+    "model": model_servicer.registration,
+}
 
 
 @asynccontextmanager
@@ -81,6 +90,7 @@ async def running_signal_platform(
     *,
     days: int = DAYS,
     store: bool = True,
+    services: Sequence[str] = ("market", "signal"),
     **settings_overrides: Any,
 ) -> AsyncIterator[SignalPlatform]:
     """The platform with `symbols` stored as `days` days of daily bars from START (`store=False`: another replica
@@ -90,7 +100,7 @@ async def running_signal_platform(
     deps = build_dependencies(settings)
     server = GrpcServer(
         settings,
-        [market_servicer.registration(deps), signal_servicer.registration(deps)],
+        [REGISTRATIONS[name](deps) for name in services],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination, deps.clients),
         authenticator=build_authenticator(deps),
@@ -153,8 +163,10 @@ async def running_signal_platform(
                 )
             yield SignalPlatform(
                 signal=signal_pb2_grpc.SignalServiceStub(channel),
+                model=model_pb2_grpc.ModelServiceStub(channel),
                 market=market,
                 reader=bearer(2, ("read",)),
+                admin=admin,
                 trader=bearer(3, ("read", "trade")),
                 other_trader=bearer(4, ("read", "trade")),
                 bars=stored,

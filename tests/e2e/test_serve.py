@@ -144,15 +144,15 @@ def test_access_log_is_json_with_method_code_and_request_id(platform: Platform) 
         "-H",
         f"authorization: Bearer {dev_token(platform.data_dir)}",
         "-d",
-        "{}",
+        '{"model_id": "mdl_missing"}',
         platform.address,
-        "bullant.model.v1.ModelService/ListAlgorithms",
+        "bullant.model.v1.ModelService/GetModel",
     )
     assert wait_until(lambda: any("e2e-log-7" in line for line in platform.lines))
     entry = json.loads(next(line for line in platform.lines if "e2e-log-7" in line))
     assert entry["logger"] == "bullant.access"
-    assert entry["method"] == "/bullant.model.v1.ModelService/ListAlgorithms"
-    assert entry["code"] == "UNIMPLEMENTED"
+    assert entry["method"] == "/bullant.model.v1.ModelService/GetModel"
+    assert entry["code"] == "NOT_FOUND"
     assert entry["request_id"] == "e2e-log-7"
     assert entry["duration_ms"] >= 0
 

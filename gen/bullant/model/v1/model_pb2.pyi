@@ -482,9 +482,12 @@ class PromotionGate(_message.Message):
     mase: _builtins.float
     """The version's MASE (absent when undefined, which fails the gate)."""
     threshold: _builtins.float
-    """MASE must be strictly below this to pass (1.0: better than naive)."""
+    """MASE must be strictly below this to pass (1.0 would be "better than naive"; the default 0.99 asks for a margin,
+    since near-naive models land just under 1.0 on random walks by chance). The improvement must also be
+    significant: a one-sided Diebold-Mariano test against naive below the configured p-value, said in `detail`.
+    """
     detail: _builtins.str
-    """Human-readable explanation, e.g. "MASE 1.03 over 400 held-out forecasts does not beat naive (< 1.00)"."""
+    """Human-readable explanation, e.g. "MASE 1.03 over 400 held-out forecasts does not beat naive (< 0.99)"."""
     def __init__(
         self,
         *,
