@@ -155,6 +155,8 @@ class Settings(BaseModel):
     # Backtests a signal replica simulates at once (others wait QUEUED), and queued or running ones per account.
     backtest_workers: int = Field(default=2, ge=1, le=256)
     backtests_per_account: int = Field(default=3, ge=1, le=1000)
+    # Alert rules one account may keep.
+    max_alerts_per_account: int = Field(default=100, ge=1, le=100_000)
     # Model artifacts (empty: <data_dir>/models), training worker processes per model replica, and the most
     # training jobs queued or running at once.
     model_dir: str = ""

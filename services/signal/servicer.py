@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,14 +17,24 @@ import numpy as np
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.auth.identity import require_identity
+from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
-from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
 from services.core.paging import decode_page_token, encode_page_token, page_size
 from services.core.parameters import Params
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
+from services.signal.alert_encoding import MUTABLE_PATHS, alert_message, alert_settings, new_rule, updated
+from services.signal.alert_store import AlertLimitReached, AlertRule, AlertStore
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
 from services.signal.backtest.config import BacktestConfig
 from services.signal.backtest.metrics import bars_per_year
@@ -145,13 +156,16 @@ def _too_large(count: int, limit: int, field: str = "range") -> None:
 
 
 class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
-    """bullant.signal.v1.SignalService: indicators, strategies and backtests. Live signals, alerts and signal
-    performance (StreamSignals, ListSignals, GetSignal, the alert methods, GetSignalPerformance) are the live engine's
-    and answer UNIMPLEMENTED until it lands."""
+    """bullant.signal.v1.SignalService: indicators, strategies, backtests and alert rules. The live engine's methods
+    (StreamSignals, ListSignals, GetSignal, GetSignalPerformance) answer UNIMPLEMENTED until it lands."""
 
-    def __init__(self, market: MarketData, runner: BacktestRunner) -> None:
+    def __init__(
+        self, market: MarketData, runner: BacktestRunner, alerts: AlertStore, *, alert_limit: int = 100
+    ) -> None:
         self._market = market
         self._runner = runner
+        self._alerts = alerts
+        self._alert_limit = alert_limit
 
     async def _range_bars(self, symbol: str, timeframe: int, start: datetime, end: datetime | None) -> BarSeries:
         """The stored bars of the range: RANGE_TOO_LARGE past MAX_RANGE_BARS, NO_BARS when there are none."""
@@ -422,6 +436,97 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
             backtests=[backtest_message(record, full=full) for record in records], next_page_token=token
         )
 
+    # -- alerts -----------------------------------------------------------------------------------------------------
+
+    async def CreateAlert(
+        self, request: signal_pb2.CreateAlertRequest, context: Context
+    ) -> signal_pb2.CreateAlertResponse:
+        owner = _owner()
+        if len(request.request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
+        if not request.HasField("alert"):
+            raise InvalidArgument(FieldViolation("alert", "is required"))
+        settings = alert_settings(request.alert)
+        await self._market.instrument(settings.symbol)
+        rule = new_rule(
+            settings, alert_id=new_alert_id(), owner=owner, now=utc_now(), request_id=request.request_id or None
+        )
+        try:
+            stored, created = await self._alerts.insert(rule, limit=self._alert_limit)
+        except AlertLimitReached as full:
+            raise ResourceExhausted(
+                f"{full.count} alert rules already; delete one first",
+                reason="ALERT_LIMIT_EXCEEDED",
+                metadata={"limit": self._alert_limit},
+            ) from None
+        if not created and stored.request_digest != rule.request_digest:
+            raise AlreadyExists("this request id was used for a different alert", reason="REQUEST_ID_REUSED")
+        return signal_pb2.CreateAlertResponse(alert=alert_message(stored))
+
+    async def ListAlerts(
+        self, request: signal_pb2.ListAlertsRequest, context: Context
+    ) -> signal_pb2.ListAlertsResponse:
+        owner = _owner()
+        size = page_size(request.page_size)
+        symbol = request.symbol.strip().upper()
+        enabled = request.enabled if request.HasField("enabled") else None
+        query = f"{symbol}|{enabled}"
+        position = decode_page_token(request.page_token, query=query)
+        after = None
+        if position is not None:
+            try:
+                after = (datetime.fromisoformat(str(position["t"])), str(position["id"]))
+            except (KeyError, ValueError):
+                raise InvalidArgument(
+                    FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
+                ) from None
+        rules = await self._alerts.find(owner, symbol=symbol, enabled=enabled, after=after, limit=size + 1)
+        token = ""
+        if len(rules) > size:
+            rules = rules[:size]
+            token = encode_page_token({"t": rules[-1].create_time.isoformat(), "id": rules[-1].alert_id}, query=query)
+        return signal_pb2.ListAlertsResponse(alerts=[alert_message(rule) for rule in rules], next_page_token=token)
+
+    async def GetAlert(self, request: signal_pb2.GetAlertRequest, context: Context) -> signal_pb2.GetAlertResponse:
+        return signal_pb2.GetAlertResponse(alert=alert_message(await self._alert(_owner(), request.alert_id)))
+
+    async def UpdateAlert(
+        self, request: signal_pb2.UpdateAlertRequest, context: Context
+    ) -> signal_pb2.UpdateAlertResponse:
+        owner = _owner()
+        paths = list(request.update_mask.paths)
+        wrong = [path for path in paths if path not in MUTABLE_PATHS]
+        if not paths or wrong:
+            raise InvalidArgument(
+                FieldViolation(
+                    "update_mask",
+                    f"name some of {', '.join(sorted(MUTABLE_PATHS))}" + (f"; not {', '.join(wrong)}" if wrong else ""),
+                ),
+                reason="INVALID_UPDATE_MASK",
+            )
+        rule = await self._alert(owner, request.alert.alert_id, field="alert.alert_id")
+        changed = updated(rule, request.alert, paths, utc_now())
+        if changed.symbol != rule.symbol:
+            await self._market.instrument(changed.symbol)
+        if not await self._alerts.save(changed):
+            raise _alert_not_found(rule.alert_id)
+        return signal_pb2.UpdateAlertResponse(alert=alert_message(changed))
+
+    async def DeleteAlert(
+        self, request: signal_pb2.DeleteAlertRequest, context: Context
+    ) -> signal_pb2.DeleteAlertResponse:
+        owner = _owner()
+        alert_id = _alert_id(request.alert_id)
+        if not await self._alerts.delete(owner, alert_id) and not request.allow_missing:
+            raise _alert_not_found(alert_id)
+        return signal_pb2.DeleteAlertResponse()
+
+    async def _alert(self, owner: Owner, alert_id: str, *, field: str = "alert_id") -> AlertRule:
+        rule = await self._alerts.get(owner, _alert_id(alert_id, field))
+        if rule is None:
+            raise _alert_not_found(alert_id)
+        return rule
+
 
 def _owner() -> Owner:
     identity = require_identity()
@@ -467,6 +572,22 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
     )
 
 
+def new_alert_id() -> str:
+    return "alr_" + secrets.token_hex(12)
+
+
+def _alert_id(value: str, field: str = "alert_id") -> str:
+    if not value:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    if len(value) > 32 or not value.isascii() or not value.replace("_", "").isalnum():
+        raise _alert_not_found(value)
+    return value
+
+
+def _alert_not_found(alert_id: str) -> NotFound:
+    return NotFound(f"no alert {alert_id[:64]!r}", reason="ALERT_NOT_FOUND", metadata={"alert_id": alert_id[:64]})
+
+
 def _backtest_id(value: str) -> str:
     if not value:
         raise InvalidArgument(FieldViolation("backtest_id", "is required"))
@@ -498,7 +619,12 @@ def registration(deps: Dependencies) -> ServiceRegistration:
         per_account=deps.settings.backtests_per_account,
     )
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
-    servicer = SignalServicer(MarketData(deps.clients), runner)  # type: ignore[abstract]
+    servicer = SignalServicer(  # type: ignore[abstract]
+        MarketData(deps.clients),
+        runner,
+        AlertStore(deps.databases),
+        alert_limit=deps.settings.max_alerts_per_account,
+    )
     return ServiceRegistration(
         name="signal",
         full_name=SERVICE.full_name,
