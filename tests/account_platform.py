@@ -23,6 +23,7 @@ from services.bootstrap import build_authenticator, build_dependencies
 from services.core.db.databases import utc_now
 from services.core.db.schema import accounts, outbox_messages
 from services.core.dependencies import Dependencies
+from services.core.grpc_errors import error_reason
 from services.core.server import GrpcServer
 from services.core.settings import Settings
 from tests.support import make_settings
@@ -63,13 +64,7 @@ async def refusal(call: Any) -> tuple[grpc.StatusCode, str]:
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
+    return error_reason(error)
 
 
 def violations_of(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -170,3 +170,14 @@ def domain_of_method(full_method: str) -> str:
     if len(parts) >= 2 and parts[0] == "bullant":
         return f"{parts[0]}.{parts[1]}"
     return "bullant"
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason another service put in a failed call's status details ("" when there is none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""

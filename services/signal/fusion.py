@@ -1,0 +1,144 @@
+"""AI fusion of a technical signal with the model service's prediction, as the seed does it:
+fused = (0.6 × technical + 0.4 × model) × 1.2 when the model's direction agrees with the signal's side and × 0.8
+when it disagrees (× 1 when the model predicts FLAT), clamped to [0, 1]; the grade is STRONG_<side> at 0.8 and
+<side> at 0.6, HOLD below. When the model cannot answer within the deadline the signal is technical-only, says why,
+and its fused confidence is the technical one: no number is invented."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import grpc
+
+from bullant.model.v1 import model_pb2, model_pb2_grpc
+from services.core.clients import ClientFactory
+from services.core.grpc_errors import error_reason
+from services.core.timeframes import Timeframe
+
+MODEL = model_pb2.DESCRIPTOR.services_by_name["ModelService"]
+TECHNICAL_WEIGHT, MODEL_WEIGHT = 0.6, 0.4
+AGREE, DISAGREE = 1.2, 0.8
+STRONG_AT, GRADE_AT = 0.8, 0.6
+BUY, SELL = 1, -1
+_UP, _DOWN = model_pb2.DIRECTION_UP, model_pb2.DIRECTION_DOWN
+
+
+class Grade(IntEnum):
+    """Numbers of bullant.signal.v1.SignalGrade."""
+
+    STRONG_BUY = 1
+    BUY = 2
+    HOLD = 3
+    SELL = 4
+    STRONG_SELL = 5
+
+
+class TechnicalOnly(IntEnum):
+    """Numbers of bullant.signal.v1.TechnicalOnlyReason."""
+
+    NONE = 0
+    MODEL_UNAVAILABLE = 1
+    MODEL_TIMEOUT = 2
+    MODEL_NOT_TRAINED = 3
+    FUSION_DISABLED = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelView:
+    """What fusion takes from a prediction."""
+
+    prediction_id: str
+    model_id: str
+    confidence: float
+    direction: int  # bullant.model.v1.Direction
+    expected_return: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fused:
+    """A signal's fused confidence and grade; `model` is None when technical-only (then `reason` says why)."""
+
+    confidence: float
+    grade: Grade
+    model: ModelView | None
+    agrees: bool | None
+    reason: TechnicalOnly
+
+
+def grade(side: int, confidence: float) -> Grade:
+    """The advice of a side at a confidence."""
+    if confidence >= STRONG_AT:
+        return Grade.STRONG_BUY if side == BUY else Grade.STRONG_SELL
+    if confidence >= GRADE_AT:
+        return Grade.BUY if side == BUY else Grade.SELL
+    return Grade.HOLD
+
+
+def fuse(side: int, technical: float, model: ModelView | None, reason: TechnicalOnly = TechnicalOnly.NONE) -> Fused:
+    """The seed's fusion rule (see the module docstring)."""
+    if model is None:
+        technical = min(1.0, max(0.0, technical))
+        return Fused(confidence=technical, grade=grade(side, technical), model=None, agrees=None, reason=reason)
+    agrees: bool | None = None
+    factor = 1.0
+    if model.direction in (_UP, _DOWN):
+        agrees = (model.direction == _UP) == (side == BUY)
+        factor = AGREE if agrees else DISAGREE
+    value = (TECHNICAL_WEIGHT * technical + MODEL_WEIGHT * model.confidence) * factor
+    value = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+    return Fused(confidence=value, grade=grade(side, value), model=model, agrees=agrees, reason=TechnicalOnly.NONE)
+
+
+class ModelFusion:
+    """Asks the model service for the prediction behind a signal, within a deadline."""
+
+    def __init__(self, clients: ClientFactory, *, deadline_seconds: float = 0.5, enabled: bool = True) -> None:
+        self._clients = clients
+        self._deadline = deadline_seconds
+        self._enabled = enabled
+
+    async def fuse(
+        self, *, symbol: str, timeframe: Timeframe, side: int, technical: float, horizon: int, request_key: str
+    ) -> Fused:
+        """The fused signal, or the technical-only one with the reason the model could not contribute."""
+        if not self._enabled:
+            return fuse(side, technical, None, TechnicalOnly.FUSION_DISABLED)
+        channel = self._clients.channel(MODEL)
+        stub = model_pb2_grpc.ModelServiceStub(channel)
+        request = model_pb2.PredictRequest(
+            symbol=symbol,
+            timeframe=int(timeframe),  # type: ignore[arg-type]
+            horizon_bars=horizon,
+            request_key=request_key,
+        )
+        try:
+            reply = await stub.Predict(request, timeout=self._deadline, wait_for_ready=False)
+        except grpc.aio.AioRpcError as error:
+            reason = _technical_only(error)
+            # A channel whose service config names retry policies waits out the deadline even when the upstream
+            # refuses connections; its state tells an unreachable service from a slow one.
+            if (
+                reason is TechnicalOnly.MODEL_TIMEOUT
+                and channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            ):
+                reason = TechnicalOnly.MODEL_UNAVAILABLE
+            return fuse(side, technical, None, reason)
+        prediction = reply.prediction
+        view = ModelView(
+            prediction_id=prediction.prediction_id,
+            model_id=prediction.model_id,
+            confidence=prediction.confidence,
+            direction=prediction.direction,
+            expected_return=prediction.expected_return,
+        )
+        return fuse(side, technical, view)
+
+
+def _technical_only(error: grpc.aio.AioRpcError) -> TechnicalOnly:
+    if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TechnicalOnly.MODEL_TIMEOUT
+    if error.code() is grpc.StatusCode.FAILED_PRECONDITION and error_reason(error) == "MODEL_NOT_TRAINED":
+        return TechnicalOnly.MODEL_NOT_TRAINED
+    return TechnicalOnly.MODEL_UNAVAILABLE

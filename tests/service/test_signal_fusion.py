@@ -1,0 +1,89 @@
+"""Fusion against a real model service, acting as the signal service itself (service token): fused with the
+production model, technical-only with the reason when there is no model, the model service is down, or it does
+not answer within the deadline (then within about the deadline)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bullant.common.v1 import common_pb2
+from bullant.model.v1 import model_pb2
+from services.core.auth.service_identity import ServiceIdentity
+from services.core.auth.tokens import token_policy
+from services.core.clients import ClientFactory
+from services.core.timeframes import Timeframe
+from services.signal.fusion import BUY, ModelFusion, ModelView, TechnicalOnly, fuse
+from tests.signal_platform import SignalPlatform, free_port, running_signal_platform
+from tests.support import make_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[SignalPlatform]:
+    async with running_signal_platform(days=400, services=("market", "model"), model_dir=str(tmp_path)) as running:
+        yield running
+
+
+async def _fused(platform: SignalPlatform, upstream: str, *, deadline: float = 0.5, enabled: bool = True) -> object:
+    clients = ClientFactory(make_settings(default_upstream=upstream))
+    identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings), "signal")
+    try:
+        with identity.acting():
+            return await ModelFusion(clients, deadline_seconds=deadline, enabled=enabled).fuse(
+                symbol="DEMO", timeframe=Timeframe.D1, side=BUY, technical=0.7, horizon=5, request_key="sig-1"
+            )
+    finally:
+        await clients.stop()
+
+
+async def test_fusion_with_and_without_a_model(platform: SignalPlatform) -> None:
+    address = platform.server.address
+    untrained = await _fused(platform, address)
+    assert untrained == fuse(BUY, 0.7, None, TechnicalOnly.MODEL_NOT_TRAINED)
+    disabled = await _fused(platform, address, enabled=False)
+    assert disabled == fuse(BUY, 0.7, None, TechnicalOnly.FUSION_DISABLED)
+
+    reply = await platform.model.TrainModel(
+        model_pb2.TrainModelRequest(
+            algorithm=model_pb2.ALGORITHM_KALMAN, symbol="DEMO", timeframe=common_pb2.TIMEFRAME_1D
+        ),
+        metadata=platform.admin,
+    )
+    watched = platform.model.WatchTraining(
+        model_pb2.WatchTrainingRequest(job_id=reply.job_id), metadata=platform.reader
+    )
+    model = [message async for message in watched][-1].completed.model
+    await platform.model.PromoteModel(
+        model_pb2.PromoteModelRequest(model_id=model.model_id, override_gate=True, override_reason="fusion test model"),
+        metadata=platform.admin,
+    )
+    fused = await _fused(platform, address, deadline=5.0)
+    assert fused.model is not None  # type: ignore[attr-defined]
+    view = fused.model  # type: ignore[attr-defined]
+    assert view.model_id == model.model_id
+    assert fused == fuse(BUY, 0.7, ModelView(**{name: getattr(view, name) for name in ModelView.__dataclass_fields__}))
+
+
+async def test_a_down_or_silent_model_service_leaves_the_signal_technical_only(platform: SignalPlatform) -> None:
+    down = await _fused(platform, f"127.0.0.1:{free_port()}")
+    assert down == fuse(BUY, 0.7, None, TechnicalOnly.MODEL_UNAVAILABLE)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 20)  # accepts the connection, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        slow = await _fused(platform, f"127.0.0.1:{port}", deadline=0.3)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert slow == fuse(BUY, 0.7, None, TechnicalOnly.MODEL_TIMEOUT)
+    assert elapsed < 3.0  # bounded by the deadline, not by a connect or retry loop
