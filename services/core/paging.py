@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from services.core.errors import FieldViolation, InvalidArgument
@@ -56,3 +57,22 @@ def decode_page_token(token: str, *, query: str = "") -> dict[str, Any] | None:
             FieldViolation("page_token", "not a page token of this list with these filters"),
             reason="PAGE_TOKEN_INVALID",
         ) from None
+
+
+def decode_keyset(token: str, *, query: str = "") -> tuple[datetime, str] | None:
+    """The (create time, id) position of a newest-first list's token, None for the first page;
+    PAGE_TOKEN_INVALID as decode_page_token, or when the token holds no such position."""
+    position = decode_page_token(token, query=query)
+    if position is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(position["t"])), str(position["id"])
+    except (KeyError, ValueError):
+        raise InvalidArgument(
+            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
+        ) from None
+
+
+def encode_keyset(create_time: datetime, item_id: str, *, query: str = "") -> str:
+    """The token of the page after the item created at `create_time` with id `item_id`."""
+    return encode_page_token({"t": create_time.isoformat(), "id": item_id}, query=query)

@@ -22,7 +22,7 @@ from services.core.dependencies import Dependencies
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.market_data import MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_spec, parameter_values, timestamp
-from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.model.encoding import (
@@ -92,18 +92,6 @@ def _model_not_found(model_id: str) -> NotFound:
     return NotFound(
         f"no model version {model_id[:64]!r}", reason="MODEL_NOT_FOUND", metadata={"model_id": model_id[:64]}
     )
-
-
-def _keyset(token: str, query: str) -> tuple[datetime, str] | None:
-    position = decode_page_token(token, query=query)
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(position["t"])), str(position["id"])
-    except (KeyError, ValueError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-        ) from None
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -313,11 +301,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             state=JobState(request.state) if request.state else None,
         )
         query = f"{filters.symbol}|{request.algorithm}|{request.state}"
-        jobs = await self._runner.jobs(filters, after=_keyset(request.page_token, query), limit=size + 1)
+        jobs = await self._runner.jobs(filters, after=decode_keyset(request.page_token, query=query), limit=size + 1)
         token = ""
         if len(jobs) > size:
             jobs = jobs[:size]
-            token = encode_page_token({"t": jobs[-1].create_time.isoformat(), "id": jobs[-1].job_id}, query=query)
+            token = encode_keyset(jobs[-1].create_time, jobs[-1].job_id, query=query)
         return model_pb2.ListTrainingJobsResponse(jobs=[job_message(job) for job in jobs], next_page_token=token)
 
     async def CancelTraining(
@@ -347,12 +335,14 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             status=ModelStatus(request.status) if request.status else None,
         )
         query = f"{filters.symbol}|{request.timeframe}|{request.algorithm}|{request.status}"
-        versions = await self._registry.find(filters, after=_keyset(request.page_token, query), limit=size + 1)
+        versions = await self._registry.find(
+            filters, after=decode_keyset(request.page_token, query=query), limit=size + 1
+        )
         token = ""
         if len(versions) > size:
             versions = versions[:size]
             last = versions[-1]
-            token = encode_page_token({"t": last.create_time.isoformat(), "id": last.model_id}, query=query)
+            token = encode_keyset(last.create_time, last.model_id, query=query)
         return model_pb2.ListModelsResponse(models=[model_message(item) for item in versions], next_page_token=token)
 
     async def GetModel(self, request: model_pb2.GetModelRequest, context: Context) -> model_pb2.GetModelResponse:

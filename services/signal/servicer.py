@@ -29,7 +29,7 @@ from services.core.errors import (
 )
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
-from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
 from services.core.parameters import Params
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
@@ -416,22 +416,12 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
             state=BacktestState(request.state) if request.state else None,
         )
         query = f"{filters.strategy_id}|{filters.symbol}|{request.state}"
-        position = decode_page_token(request.page_token, query=query)
-        after = None
-        if position is not None:
-            try:
-                after = (datetime.fromisoformat(str(position["t"])), str(position["id"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument(
-                    FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-                ) from None
+        after = decode_keyset(request.page_token, query=query)
         records = await self._runner.find(owner, filters, after=after, limit=size + 1, with_detail=full)
         token = ""
         if len(records) > size:
             records = records[:size]
-            token = encode_page_token(
-                {"t": records[-1].create_time.isoformat(), "id": records[-1].backtest_id}, query=query
-            )
+            token = encode_keyset(records[-1].create_time, records[-1].backtest_id, query=query)
         return signal_pb2.ListBacktestsResponse(
             backtests=[backtest_message(record, full=full) for record in records], next_page_token=token
         )
@@ -471,20 +461,12 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         symbol = request.symbol.strip().upper()
         enabled = request.enabled if request.HasField("enabled") else None
         query = f"{symbol}|{enabled}"
-        position = decode_page_token(request.page_token, query=query)
-        after = None
-        if position is not None:
-            try:
-                after = (datetime.fromisoformat(str(position["t"])), str(position["id"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument(
-                    FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-                ) from None
+        after = decode_keyset(request.page_token, query=query)
         rules = await self._alerts.find(owner, symbol=symbol, enabled=enabled, after=after, limit=size + 1)
         token = ""
         if len(rules) > size:
             rules = rules[:size]
-            token = encode_page_token({"t": rules[-1].create_time.isoformat(), "id": rules[-1].alert_id}, query=query)
+            token = encode_keyset(rules[-1].create_time, rules[-1].alert_id, query=query)
         return signal_pb2.ListAlertsResponse(alerts=[alert_message(rule) for rule in rules], next_page_token=token)
 
     async def GetAlert(self, request: signal_pb2.GetAlertRequest, context: Context) -> signal_pb2.GetAlertResponse:

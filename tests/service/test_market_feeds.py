@@ -10,12 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from services.core.db.databases import utc_now
+from services.core.grpc_errors import error_reason
 from services.market.encoding import timestamp
 from services.market.feeds.base import FeedError
 from services.market.feeds.runner import FeedRunner, FeedState
@@ -44,16 +43,6 @@ async def _feed_running(platform: MarketPlatform) -> None:
 def _runner(platform: MarketPlatform, feed_id: str = "script") -> FeedRunner:
     registration = platform.server.registrations[0]
     return next(c for c in registration.components if isinstance(c, FeedRunner) and c.adapter.feed_id == feed_id)
-
-
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
 
 
 async def _feeds(platform: MarketPlatform, **fields: Any) -> market_pb2.ListFeedsResponse:
@@ -350,7 +339,7 @@ async def _backfill_refusal(platform: MarketPlatform, **fields: Any) -> tuple[gr
     try:
         await _backfill(platform, **fields)
     except grpc.aio.AioRpcError as error:
-        return error.code(), _reason(error)
+        return error.code(), error_reason(error)
     raise AssertionError("the backfill succeeded")
 
 
@@ -438,7 +427,7 @@ async def test_a_cancelled_backfill_keeps_its_bars_and_frees_the_symbol(platform
         try:
             results.append((await _backfill(platform, **span))[-1].result)
         except grpc.aio.AioRpcError as error:
-            if _reason(error) != "BACKFILL_IN_PROGRESS":
+            if error_reason(error) != "BACKFILL_IN_PROGRESS":
                 raise
         return bool(results)
 
