@@ -26,7 +26,11 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[SignalPlatform]:
-    async with running_signal_platform(days=400, services=("market", "model"), model_dir=str(tmp_path)) as running:
+    # No serving cache: the test promotes a model right after asking for one (replicas see a promotion within the
+    # cache time, 2 s by default).
+    async with running_signal_platform(
+        days=400, services=("market", "model"), model_dir=str(tmp_path), model_serving_cache_seconds=0.0
+    ) as running:
         yield running
 
 
