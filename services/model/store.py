@@ -23,7 +23,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     insert,
-    or_,
     select,
     update,
 )
@@ -31,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
@@ -290,12 +290,6 @@ class JobFilter:
     state: JobState | None = None
 
 
-def _newest_first(table: Table, key: str, after: tuple[datetime, str] | None) -> Any:
-    if after is None:
-        return None
-    return or_(table.c.create_time < after[0], and_(table.c.create_time == after[0], table.c[key] < after[1]))
-
-
 class ModelStore:
     """Model versions and training jobs (global database)."""
 
@@ -374,15 +368,7 @@ class ModelStore:
             conditions.append(training_jobs.c.algorithm == int(filters.algorithm))
         if filters.state is not None:
             conditions.append(training_jobs.c.state == int(filters.state))
-        position = _newest_first(training_jobs, "job_id", after)
-        if position is not None:
-            conditions.append(position)
-        query = (
-            select(training_jobs)
-            .where(*conditions)
-            .order_by(training_jobs.c.create_time.desc(), training_jobs.c.job_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(training_jobs, "job_id", conditions, after=after, limit=limit)
 
         async def work(connection: AsyncConnection) -> list[TrainingJob]:
             return [_job(row) for row in (await connection.execute(query)).all()]
@@ -441,15 +427,7 @@ class ModelStore:
             conditions.append(model_versions.c.algorithm == int(filters.algorithm))
         if filters.status is not None:
             conditions.append(model_versions.c.status == int(filters.status))
-        position = _newest_first(model_versions, "model_id", after)
-        if position is not None:
-            conditions.append(position)
-        query = (
-            select(model_versions)
-            .where(*conditions)
-            .order_by(model_versions.c.create_time.desc(), model_versions.c.model_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(model_versions, "model_id", conditions, after=after, limit=limit)
 
         async def work(connection: AsyncConnection) -> list[ModelVersion]:
             return [_version(row) for row in (await connection.execute(query)).all()]

@@ -20,11 +20,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     delete,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -32,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
@@ -205,19 +204,7 @@ class AlertStore:
             conditions.append(alerts.c.symbol == symbol)
         if enabled is not None:
             conditions.append(alerts.c.enabled == enabled)
-        if after is not None:
-            conditions.append(
-                or_(
-                    alerts.c.create_time < after[0],
-                    and_(alerts.c.create_time == after[0], alerts.c.alert_id < after[1]),
-                )
-            )
-        query = (
-            select(alerts)
-            .where(*conditions)
-            .order_by(alerts.c.create_time.desc(), alerts.c.alert_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(alerts, "alert_id", conditions, after=after, limit=limit)
 
         async def work(connection: AsyncConnection) -> list[AlertRule]:
             return [_rule(row, owner) for row in (await connection.execute(query)).all()]

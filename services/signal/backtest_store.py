@@ -23,7 +23,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     insert,
-    or_,
     select,
     update,
 )
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 
 # Reports with long equity curves and many trades exceed MySQL's 64 KiB BLOB.
@@ -315,19 +315,7 @@ class BacktestStore:
             conditions.append(backtests.c.state == int(filters.state))
         if request_id is not None:
             conditions.append(backtests.c.request_id == request_id)
-        if after is not None:
-            conditions.append(
-                or_(
-                    backtests.c.create_time < after[0],
-                    and_(backtests.c.create_time == after[0], backtests.c.backtest_id < after[1]),
-                )
-            )
-        query = (
-            select(*columns)
-            .where(*conditions)
-            .order_by(backtests.c.create_time.desc(), backtests.c.backtest_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(backtests, "backtest_id", conditions, after=after, limit=limit).with_only_columns(*columns)
 
         async def work(connection: AsyncConnection) -> list[BacktestRecord]:
             rows = (await connection.execute(query)).all()
