@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
+from services.core.bars import Bar
 from services.core.timeframes import EPOCH, Timeframe
 
-# EPOCH and Timeframe live in core (the signal service uses them too) and are re-exported for the market's modules.
+# Bar, EPOCH and Timeframe live in core (the signal service uses them too); re-exported for the market's modules.
 __all__ = ["EPOCH", "AssetClass", "Bar", "Instrument", "Quote", "Tick", "Timeframe", "TradingSession"]
 
 
@@ -51,19 +52,6 @@ class Instrument:
     simulated: bool = False
     create_time: datetime | None = None
     update_time: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """One OHLCV candle; `open_time` naive UTC."""
-
-    open_time: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    trade_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

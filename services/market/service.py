@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
+from services.core.bars import roll_up
 from services.core.coordination import Cache, Locks
 from services.core.errors import (
     Aborted,
@@ -19,7 +20,6 @@ from services.core.errors import (
     NotFound,
     Unavailable,
 )
-from services.market.aggregation import roll_up
 from services.market.bars import (
     BarValidator,
     RawRow,

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from services.core.bars import BarBuilder
 from services.core.db.databases import DatabaseConfig, Databases
-from services.market.aggregation import BarBuilder
 from services.market.feeds.base import FeedError, HistoryNotSupported
 from services.market.feeds.replay import ReplayFeed
 from services.market.models import AssetClass, Bar, Instrument, Timeframe

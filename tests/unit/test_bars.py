@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from services.market.aggregation import BarBuilder, bars_from_ticks, roll_up
+from services.core.bars import BarBuilder, bars_from_ticks, roll_up
 from services.market.bars import (
     MAX_LINE_CHARS,
     BarValidator,

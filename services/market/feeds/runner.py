@@ -17,9 +17,9 @@ from enum import IntEnum
 from typing import Any
 
 from services.core.backoff import backoff_delay
+from services.core.bars import BarBuilder, roll_up
 from services.core.coordination import Cache, LeaderElection, Lease, Locks
 from services.core.db.databases import utc_now
-from services.market.aggregation import BarBuilder, roll_up
 from services.market.encoding import encode_ticks
 from services.market.feeds.base import FeedAdapter, FeedError
 from services.market.models import Bar, Instrument, Tick, Timeframe

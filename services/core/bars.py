@@ -1,18 +1,32 @@
-"""Bar aggregation: roll-ups to longer timeframes, bars from ticks in batch (numpy) and live (O(1) per tick); the two
-must agree exactly."""
+"""OHLCV bars and their aggregation: roll-ups to longer timeframes, bars from ticks in batch (numpy) and live (O(1)
+per tick); the two must agree exactly. The market builds its stored bars with it, the live signal engine its own."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from services.market.models import EPOCH, Bar, Timeframe
+from services.core.timeframes import EPOCH, Timeframe
 
 _US_PER_SECOND = 1_000_000
 _MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One OHLCV candle; `open_time` naive UTC."""
+
+    open_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int | None = None
 
 
 def _naive_utc(moment: datetime) -> datetime:
