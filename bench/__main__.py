@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import backtest, indicators, model, runtime_overhead, stream_ticks
+from bench import backtest, indicators, live_signals, model, runtime_overhead, stream_ticks
 
 
 async def _run(quick: bool) -> None:
     await runtime_overhead.run(quick=quick)
     print()
     await stream_ticks.run(quick=quick)
+    print()
+    await live_signals.run(quick=quick)
     print()
     indicators.run(quick=quick)
     print()

@@ -49,8 +49,9 @@ def make_settings(**overrides: Any) -> Settings:
         "grace_seconds": 2.0,
         "data_dir": fresh_data_dir(),
         "db_health_interval_seconds": 0.2,
-        # No demo models: tests train what they need.
+        # No demo models and no configured live-signal symbols: tests train and watch what they need.
         "model_demo_symbols": [],
+        "signal_symbols": [],
     }
     values.update(overrides)
     return load_settings(environ={}, **values)

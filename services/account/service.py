@@ -21,8 +21,9 @@ from services.account.profile import (
 )
 from services.account.runtime import AccountRuntime, log
 from services.account.sessions import Sessions
-from services.account.store import OutboxMessage, Purpose
+from services.account.store import Purpose
 from services.account.validation import check_password
+from services.core.db.outbox import OutboxMessage
 from services.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 EMAIL = "email"

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.account.models import Account, AccountState
 from services.core.db.databases import Databases
+from services.core.db.outbox import OutboxMessage, add_outbox
 from services.core.db.schema import accounts, global_metadata, outbox_messages, shard_directory, shard_metadata
 from services.core.errors import AlreadyExists
 
@@ -74,17 +75,6 @@ class EmailToken:
     supersede_time: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxMessage:
-    """A message to queue with the change that caused it."""
-
-    account_id: int | None
-    channel: str
-    recipient: str
-    template: str
-    payload: Mapping[str, Any]
-
-
 def account_from_row(row: Row[Any] | Mapping[str, Any]) -> Account:
     """An Account from a row of the accounts table."""
     values = row._mapping if isinstance(row, Row) else row
@@ -99,20 +89,6 @@ def account_from_row(row: Row[Any] | Mapping[str, Any]) -> Account:
         last_login_time=values["last_login_time"],
         disable_time=values["disable_time"],
         disable_reason=str(values["disable_reason"] or ""),
-    )
-
-
-async def add_outbox(connection: AsyncConnection, message: OutboxMessage, now: datetime) -> None:
-    """Queue `message` in the caller's transaction: it is sent if and only if the change commits."""
-    await connection.execute(
-        insert(outbox_messages).values(
-            account_id=message.account_id,
-            channel=message.channel,
-            recipient=message.recipient,
-            template=message.template,
-            payload=json.dumps(dict(message.payload), sort_keys=True),
-            create_time=now,
-        )
     )
 
 

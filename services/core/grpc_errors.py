@@ -172,12 +172,18 @@ def domain_of_method(full_method: str) -> str:
     return "bullant"
 
 
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason another service put in a failed call's status details ("" when there is none)."""
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo another service put in a failed call's status details (reason and metadata), if any."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return str(info.reason)
-    return ""
+            return info
+    return None
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason another service put in a failed call's status details ("" when there is none)."""
+    info = error_info(error)
+    return str(info.reason) if info is not None else ""

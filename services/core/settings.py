@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from services.core.timeframes import Timeframe
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "config"
 SERVICE_NAMES: tuple[str, ...] = ("account", "market", "signal", "model", "chat")
 _DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy")
@@ -176,6 +178,25 @@ class Settings(BaseModel):
     model_scheduler_interval_seconds: float = Field(default=300.0, gt=0, le=86_400.0)
     model_retrain_every_hours: float = Field(default=168.0, gt=0, le=8760.0)
     model_demo_symbols: list[str] = Field(default_factory=list)
+    # The live signal engine (leader): symbols always watched besides those of alerts and StreamSignals callers,
+    # the timeframes ("1m", "5m", "15m", "1h", "1d") and strategies (empty: all) of the platform's signals.
+    signal_symbols: list[str] = Field(default_factory=list)
+    signal_timeframes: list[str] = Field(default_factory=lambda: ["1m"])
+    signal_strategies: list[str] = Field(default_factory=list)
+    # A strategy repeating its side on a series within this many bars is not signalled again (0: every time).
+    signal_repeat_bars: int = Field(default=3, ge=0, le=10_000)
+    # Model fusion: on/off, the deadline of the model call, and the forecast horizon (bars) asked for.
+    signal_fusion_enabled: bool = True
+    signal_fusion_deadline_seconds: float = Field(default=0.5, gt=0, le=30.0)
+    signal_fusion_horizon_bars: int = Field(default=1, ge=1, le=100)
+    # A quiet symbol's bar is closed this long after its period ended and its last tick came.
+    signal_bar_close_grace_seconds: float = Field(default=2.0, ge=0.0, le=300.0)
+    # StreamSignals keep-alive when quiet; the engine's lease; how often it re-reads the watch list and runs the
+    # signal-performance job.
+    signal_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300.0)
+    signal_engine_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    signal_watch_refresh_seconds: float = Field(default=10.0, gt=0, le=3600.0)
+    signal_performance_interval_seconds: float = Field(default=60.0, gt=0, le=86_400.0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -200,7 +221,16 @@ class Settings(BaseModel):
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("market_feeds", "replay_symbols", "ccxt_symbols", "model_demo_symbols", mode="before")
+    @field_validator(
+        "market_feeds",
+        "replay_symbols",
+        "ccxt_symbols",
+        "model_demo_symbols",
+        "signal_symbols",
+        "signal_timeframes",
+        "signal_strategies",
+        mode="before",
+    )
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -213,6 +243,15 @@ class Settings(BaseModel):
         unknown = sorted(set(value) - {"sim", "replay", "ccxt"})
         if unknown:
             raise ValueError(f"unknown feed(s) {', '.join(unknown)}; known: sim, replay, ccxt")
+        return value
+
+    @field_validator("signal_timeframes")
+    @classmethod
+    def _known_timeframes(cls, value: list[str]) -> list[str]:
+        known = [timeframe.label for timeframe in Timeframe]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown timeframe(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return value
 
     @field_validator("shard_urls", mode="before")

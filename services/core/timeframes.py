@@ -40,6 +40,14 @@ class Timeframe(IntEnum):
     def from_proto_name(cls, name: str) -> Timeframe | None:
         return next((timeframe for timeframe in cls if timeframe.proto_name == name), None)
 
+    @classmethod
+    def from_label(cls, label: str) -> Timeframe:
+        """The timeframe of a short name ("1m" … "1d"); ValueError for another."""
+        found = next((timeframe for timeframe in cls if timeframe.label == label), None)
+        if found is None:
+            raise ValueError(f"unknown timeframe {label!r}")
+        return found
+
     def floor(self, moment: datetime) -> datetime:
         """The open time of the bar containing `moment` (naive UTC)."""
         epoch = int((moment - EPOCH).total_seconds())

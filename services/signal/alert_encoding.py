@@ -4,11 +4,13 @@ rules encoded back."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bullant.signal.v1 import signal_pb2
-from services.core.errors import FieldViolation, InvalidArgument
+from services.core.auth.identity import require_identity
+from services.core.errors import FieldViolation, InvalidArgument, NotFound
 from services.core.messages import decode_parameters, parameter_values, timestamp
 from services.core.timeframes import Timeframe
 from services.signal.alert_store import AlertRule
@@ -146,3 +148,26 @@ def alert_message(rule: AlertRule) -> signal_pb2.Alert:
     if rule.last_trigger_time is not None:
         message.last_trigger_time.CopyFrom(timestamp(rule.last_trigger_time))
     return message
+
+
+def caller() -> Owner:
+    """The calling account, which owns what it creates here."""
+    identity = require_identity()
+    return Owner(identity.account_id, identity.shard)
+
+
+def new_alert_id() -> str:
+    return "alr_" + secrets.token_hex(12)
+
+
+def alert_id_of(value: str, field: str = "alert_id") -> str:
+    """A requested alert id: INVALID_ARGUMENT when empty, ALERT_NOT_FOUND when it cannot be one."""
+    if not value:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    if len(value) > 32 or not value.isascii() or not value.replace("_", "").isalnum():
+        raise alert_not_found(value)
+    return value
+
+
+def alert_not_found(alert_id: str) -> NotFound:
+    return NotFound(f"no alert {alert_id[:64]!r}", reason="ALERT_NOT_FOUND", metadata={"alert_id": alert_id[:64]})

@@ -211,6 +211,16 @@ class AlertStore:
 
         return await self._databases.run_on_shard(owner.shard, work)
 
+    async def enabled_rules(self) -> list[AlertRule]:
+        """Every enabled rule on every shard (the live engine's watch list)."""
+
+        async def work(shard: int, connection: AsyncConnection) -> list[AlertRule]:
+            rows = await connection.execute(select(alerts).where(alerts.c.enabled.is_(True)))
+            return [_rule(row, Owner(int(row.account_id), shard)) for row in rows]
+
+        found = await self._databases.each_shard(work)
+        return [rule for shard_rules in found for rule in shard_rules]
+
     async def save(self, rule: AlertRule) -> bool:
         """Write a rule's settings; False when it no longer exists."""
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import operator
-import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -16,7 +15,8 @@ import numpy as np
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
-from services.core.auth.identity import require_identity
+from services.core.auth.service_identity import ServiceIdentity
+from services.core.auth.tokens import token_policy
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
 from services.core.errors import (
@@ -30,11 +30,20 @@ from services.core.errors import (
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
 from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
-from services.core.parameters import Params
-from services.core.server import ServiceRegistration
+from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.timeframes import Timeframe
-from services.signal.alert_encoding import MUTABLE_PATHS, alert_message, alert_settings, new_rule, updated
-from services.signal.alert_store import AlertLimitReached, AlertRule, AlertStore
+from services.signal.alert_encoding import (
+    MUTABLE_PATHS,
+    alert_id_of,
+    alert_message,
+    alert_not_found,
+    alert_settings,
+    caller,
+    new_alert_id,
+    new_rule,
+    updated,
+)
+from services.signal.alert_store import AlertLimitReached, AlertStore
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
 from services.signal.backtest.config import BacktestConfig
 from services.signal.backtest.metrics import bars_per_year
@@ -47,7 +56,7 @@ from services.signal.backtest_encoding import (
     progress_message,
 )
 from services.signal.backtest_runner import BacktestRunner
-from services.signal.backtest_store import BacktestFilter, BacktestRecord, BacktestState, BacktestStore, Owner
+from services.signal.backtest_store import BacktestFilter, BacktestRecord, BacktestState, BacktestStore
 from services.signal.backtests import (
     MAX_BARS_PER_SYMBOL,
     MAX_BARS_TOTAL,
@@ -57,19 +66,29 @@ from services.signal.backtests import (
     parameter_sets,
 )
 from services.signal.encoding import event_message, find_strategy, strategy_message
+from services.signal.fusion import ModelFusion
+from services.signal.history import History, read_history
 from services.signal.indicators.base import REGISTRY, Bars, IndicatorDef, Param
 from services.signal.indicators.catalogue import load_indicators
+from services.signal.live.alerting import AlertDispatcher
+from services.signal.live.engine import EnginePolicy, LiveEngine
+from services.signal.live.firing_store import FiringStore
+from services.signal.live.hub import SignalHub, WatchRegistry
+from services.signal.live.market_ticks import MarketTicks
+from services.signal.live.performance import PerformanceJob
+from services.signal.live.series_runner import ProcessedProbe, RunnerParts, RunnerPolicy
+from services.signal.live.signal_store import SignalStore
+from services.signal.live_servicer import LiveParts, LiveSignalMethods
 from services.signal.strategies.base import REGISTRY as STRATEGIES
-from services.signal.strategies.base import StrategyBars, StrategyDef
+from services.signal.strategies.base import StrategyBars
 from services.signal.strategies.catalogue import load_strategies
 
+log = logging.getLogger("bullant.signal")
 SERVICE = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 # Bars one ComputeIndicators or EvaluateStrategy call may cover (the response carries every value).
 MAX_RANGE_BARS = 200_000
 MAX_REQUEST_ID = 128
-# Most bars read before a range for a strategy's time history (a month of minute bars).
-MAX_HISTORY_BARS = 50_000
 
 
 def _parameter_spec(param: Param) -> common_pb2.ParameterSpec:
@@ -155,17 +174,26 @@ def _too_large(count: int, limit: int, field: str = "range") -> None:
         )
 
 
-class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
-    """bullant.signal.v1.SignalService: indicators, strategies, backtests and alert rules. The live engine's methods
-    (StreamSignals, ListSignals, GetSignal, GetSignalPerformance) answer UNIMPLEMENTED until it lands."""
+# StreamSignals yields pre-encoded bytes too, which the generated base's signature does not know.
+class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer):  # type: ignore[misc]
+    """bullant.signal.v1.SignalService: indicators, strategies, backtests and alert rules here; live signals and
+    their performance in LiveSignalMethods."""
 
     def __init__(
-        self, market: MarketData, runner: BacktestRunner, alerts: AlertStore, *, alert_limit: int = 100
+        self, market: MarketData, runner: BacktestRunner, alerts: AlertStore, live: LiveParts, *, alert_limit: int = 100
     ) -> None:
         self._market = market
         self._runner = runner
         self._alerts = alerts
+        self._live = live
         self._alert_limit = alert_limit
+
+    async def _rules_changed(self) -> None:
+        """Tell the engine's leader to re-read the alert rules now (it also does every few seconds)."""
+        try:
+            await self._live.watch.notify_rules_changed()
+        except Exception:  # the rule is stored; the engine's periodic refresh picks it up
+            log.warning("could not notify the signal engine of an alert rule change", exc_info=True)
 
     async def _range_bars(self, symbol: str, timeframe: int, start: datetime, end: datetime | None) -> BarSeries:
         """The stored bars of the range: RANGE_TOO_LARGE past MAX_RANGE_BARS, NO_BARS when there are none."""
@@ -178,16 +206,8 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def _with_history(
         self, series: BarSeries, symbol: str, timeframe: int, start: datetime, need: History
     ) -> tuple[BarSeries, int]:
-        """`series` preceded by the stored bars before `start` that `need` asks for (at least `need.bars` of them,
-        and all of those within `need.span`), and how many were found."""
-        earlier = await self._market.bars(symbol, timeframe, start=None, end=start, limit=need.bars, descending=True)
-        if need.span and (not len(earlier) or earlier.times[0] > start - need.span):
-            # Calendars have gaps (nights, weekends): read the span's bars by time, with room for a long weekend.
-            since = start - need.span * 1.5 - timedelta(days=4)
-            by_time = await self._market.bars(
-                symbol, timeframe, start=since, end=start, limit=MAX_HISTORY_BARS, descending=True
-            )
-            earlier = by_time if len(by_time) > len(earlier) else earlier
+        """`series` preceded by the stored bars before `start` that `need` asks for, and how many were found."""
+        earlier = await read_history(self._market, symbol, timeframe, start, need)
         return (earlier.followed_by(series), len(earlier)) if len(earlier) else (series, 0)
 
     async def ListIndicators(
@@ -301,7 +321,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def RunBacktest(
         self, request: signal_pb2.RunBacktestRequest, context: Context
     ) -> AsyncIterator[signal_pb2.RunBacktestResponse]:
-        owner = _owner()
+        owner = caller()
         if len(request.request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
         if not request.HasField("config"):
@@ -386,7 +406,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def CancelBacktest(
         self, request: signal_pb2.CancelBacktestRequest, context: Context
     ) -> signal_pb2.CancelBacktestResponse:
-        owner = _owner()
+        owner = caller()
         record = await self._runner.cancel(owner, _backtest_id(request.backtest_id))
         if record is None:
             raise _backtest_not_found(request.backtest_id)
@@ -395,7 +415,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def GetBacktest(
         self, request: signal_pb2.GetBacktestRequest, context: Context
     ) -> signal_pb2.GetBacktestResponse:
-        owner = _owner()
+        owner = caller()
         full = _full_view(request.view, default=True)
         record = await self._runner.get(owner, _backtest_id(request.backtest_id), with_detail=full)
         if record is None:
@@ -405,7 +425,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def ListBacktests(
         self, request: signal_pb2.ListBacktestsRequest, context: Context
     ) -> signal_pb2.ListBacktestsResponse:
-        owner = _owner()
+        owner = caller()
         size = page_size(request.page_size)
         full = _full_view(request.view, default=False)
         if request.state not in BacktestState._value2member_map_ and request.state != 0:
@@ -431,7 +451,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def CreateAlert(
         self, request: signal_pb2.CreateAlertRequest, context: Context
     ) -> signal_pb2.CreateAlertResponse:
-        owner = _owner()
+        owner = caller()
         if len(request.request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
         if not request.HasField("alert"):
@@ -451,12 +471,14 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
             ) from None
         if not created and stored.request_digest != rule.request_digest:
             raise AlreadyExists("this request id was used for a different alert", reason="REQUEST_ID_REUSED")
+        if created:
+            await self._rules_changed()
         return signal_pb2.CreateAlertResponse(alert=alert_message(stored))
 
     async def ListAlerts(
         self, request: signal_pb2.ListAlertsRequest, context: Context
     ) -> signal_pb2.ListAlertsResponse:
-        owner = _owner()
+        owner = caller()
         size = page_size(request.page_size)
         symbol = request.symbol.strip().upper()
         enabled = request.enabled if request.HasField("enabled") else None
@@ -470,12 +492,12 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         return signal_pb2.ListAlertsResponse(alerts=[alert_message(rule) for rule in rules], next_page_token=token)
 
     async def GetAlert(self, request: signal_pb2.GetAlertRequest, context: Context) -> signal_pb2.GetAlertResponse:
-        return signal_pb2.GetAlertResponse(alert=alert_message(await self._alert(_owner(), request.alert_id)))
+        return signal_pb2.GetAlertResponse(alert=alert_message(await self._alert(caller(), request.alert_id)))
 
     async def UpdateAlert(
         self, request: signal_pb2.UpdateAlertRequest, context: Context
     ) -> signal_pb2.UpdateAlertResponse:
-        owner = _owner()
+        owner = caller()
         paths = list(request.update_mask.paths)
         wrong = [path for path in paths if path not in MUTABLE_PATHS]
         if not paths or wrong:
@@ -491,46 +513,21 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         if changed.symbol != rule.symbol:
             await self._market.instrument(changed.symbol)
         if not await self._alerts.save(changed):
-            raise _alert_not_found(rule.alert_id)
+            raise alert_not_found(rule.alert_id)
+        await self._rules_changed()
         return signal_pb2.UpdateAlertResponse(alert=alert_message(changed))
 
     async def DeleteAlert(
         self, request: signal_pb2.DeleteAlertRequest, context: Context
     ) -> signal_pb2.DeleteAlertResponse:
-        owner = _owner()
-        alert_id = _alert_id(request.alert_id)
-        if not await self._alerts.delete(owner, alert_id) and not request.allow_missing:
-            raise _alert_not_found(alert_id)
+        owner = caller()
+        alert_id = alert_id_of(request.alert_id)
+        deleted = await self._alerts.delete(owner, alert_id)
+        if not deleted and not request.allow_missing:
+            raise alert_not_found(alert_id)
+        if deleted:
+            await self._rules_changed()
         return signal_pb2.DeleteAlertResponse()
-
-    async def _alert(self, owner: Owner, alert_id: str, *, field: str = "alert_id") -> AlertRule:
-        rule = await self._alerts.get(owner, _alert_id(alert_id, field))
-        if rule is None:
-            raise _alert_not_found(alert_id)
-        return rule
-
-
-def _owner() -> Owner:
-    identity = require_identity()
-    return Owner(identity.account_id, identity.shard)
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    """History to read before a range: a number of bars and a span of time (for strategies that aggregate bars
-    into a higher timeframe)."""
-
-    bars: int
-    span: timedelta = timedelta(0)
-
-    @classmethod
-    def of(cls, strategy: StrategyDef, parameters: Params) -> History:
-        """What `strategy` needs to signal from a range's first bar: three times its warm-up (so recursive averages
-        forget their seed) and its time history."""
-        return cls(3 * strategy.warmup(parameters) + 10, strategy.history(parameters))
-
-    def __or__(self, other: History) -> History:
-        return History(max(self.bars, other.bars), max(self.span, other.span))
 
 
 def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInfo], span: timedelta) -> BacktestConfig:
@@ -554,22 +551,6 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
     )
 
 
-def new_alert_id() -> str:
-    return "alr_" + secrets.token_hex(12)
-
-
-def _alert_id(value: str, field: str = "alert_id") -> str:
-    if not value:
-        raise InvalidArgument(FieldViolation(field, "is required"))
-    if len(value) > 32 or not value.isascii() or not value.replace("_", "").isalnum():
-        raise _alert_not_found(value)
-    return value
-
-
-def _alert_not_found(alert_id: str) -> NotFound:
-    return NotFound(f"no alert {alert_id[:64]!r}", reason="ALERT_NOT_FOUND", metadata={"alert_id": alert_id[:64]})
-
-
 def _backtest_id(value: str) -> str:
     if not value:
         raise InvalidArgument(FieldViolation("backtest_id", "is required"))
@@ -590,26 +571,80 @@ def _full_view(view: int, *, default: bool) -> bool:
     return default if view == 0 else view == 2
 
 
-def registration(deps: Dependencies) -> ServiceRegistration:
-    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies."""
+def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = None) -> ServiceRegistration:
+    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies and
+    `on_processed` the engine's probe (benchmarks and tests)."""
     load_indicators()
     load_strategies()
+    settings = deps.settings
     runner = BacktestRunner(
         BacktestStore(deps.databases),
         ProtoReportCodec(),
-        workers=deps.settings.backtest_workers,
-        per_account=deps.settings.backtests_per_account,
+        workers=settings.backtest_workers,
+        per_account=settings.backtests_per_account,
     )
-    # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
-    servicer = SignalServicer(  # type: ignore[abstract]
-        MarketData(deps.clients),
-        runner,
-        AlertStore(deps.databases),
-        alert_limit=deps.settings.max_alerts_per_account,
+    market = MarketData(deps.clients)
+    alerts = AlertStore(deps.databases)
+    signals = SignalStore(deps.databases)
+    firings = FiringStore(deps.databases)
+    coordination = deps.coordination.for_service("signal")
+    hub = SignalHub(coordination.pubsub, draining=deps.lifecycle.draining)
+    watch = WatchRegistry(coordination.pubsub, refresh=settings.signal_watch_refresh_seconds)
+    dispatcher = AlertDispatcher(firings=firings, rules=alerts, signals=signals, databases=deps.databases, hub=hub)
+    identity = ServiceIdentity(deps.signing_keys, token_policy(settings), "signal")
+    timeframes = tuple(Timeframe.from_label(label) for label in settings.signal_timeframes)
+    parts = RunnerParts(
+        market=market,
+        signals=signals,
+        fusion=ModelFusion(
+            deps.clients,
+            deadline_seconds=settings.signal_fusion_deadline_seconds,
+            enabled=settings.signal_fusion_enabled,
+        ),
+        hub=hub,
+        dispatcher=dispatcher,
+        identity=identity,
+        policy=RunnerPolicy(
+            repeat_bars=settings.signal_repeat_bars, fusion_horizon=settings.signal_fusion_horizon_bars
+        ),
+        on_processed=on_processed,
     )
+    engine = LiveEngine(
+        parts=parts,
+        ticks=MarketTicks(deps.clients),
+        rules=alerts,
+        dispatcher=dispatcher,
+        performance=PerformanceJob(signals, market),
+        pubsub=coordination.pubsub,
+        locks=coordination.locks,
+        identity=identity,
+        policy=EnginePolicy(
+            symbols=tuple(settings.signal_symbols),
+            timeframes=timeframes,
+            strategies=tuple(settings.signal_strategies),
+            grace_seconds=settings.signal_bar_close_grace_seconds,
+            lease_seconds=settings.signal_engine_lease_seconds,
+            refresh_seconds=settings.signal_watch_refresh_seconds,
+            performance_seconds=settings.signal_performance_interval_seconds,
+        ),
+    )
+    live = LiveParts(
+        signals=signals,
+        firings=firings,
+        hub=hub,
+        watch=watch,
+        draining=deps.lifecycle.draining,
+        timeframes=timeframes,
+        heartbeat_seconds=settings.signal_heartbeat_seconds,
+    )
+    servicer = SignalServicer(market, runner, alerts, live, alert_limit=settings.max_alerts_per_account)
     return ServiceRegistration(
         name="signal",
         full_name=SERVICE.full_name,
-        add_to_server=lambda server: signal_pb2_grpc.add_SignalServiceServicer_to_server(servicer, server),
-        components=(runner,),
+        add_to_server=lambda server: signal_pb2_grpc.add_SignalServiceServicer_to_server(
+            servicer,
+            PreEncodedResponses(server, {"StreamSignals"}),  # type: ignore[arg-type]
+        ),
+        # The hub listens before the engine publishes; the engine stops before the hub.
+        components=(runner, hub, watch, engine),
     )

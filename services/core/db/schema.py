@@ -123,6 +123,8 @@ outbox_messages = Table(
     Column("deliver_time", DateTime(timezone=False), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", String(500), nullable=False, server_default=""),
+    # Set when the cause lives in another database (an alert firing in a shard): queueing twice is a no-op.
+    Column("dedup_key", String(64), nullable=True, unique=True),
     Index(None, "deliver_time", "message_id"),
     comment="Messages written in the same transaction as the change that caused them, delivered later by the "
     "notification service.",

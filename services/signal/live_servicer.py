@@ -1,0 +1,460 @@
+"""gRPC adapter of the live side of bullant.signal.v1.SignalService: StreamSignals, ListSignals, GetSignal and
+GetSignalPerformance, as a part of SignalServicer. It validates and decodes requests, reads the live stores and the
+replica's hub, and encodes responses; the engine that produces the signals is services/signal/live/engine.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bullant.common.v1 import common_pb2
+from bullant.signal.v1 import signal_pb2
+from services.core.db.databases import utc_now
+from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.core.market_data import MarketData
+from services.core.messages import naive_utc, timestamp
+from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.timeframes import Timeframe
+from services.signal.alert_encoding import alert_id_of, alert_not_found, caller
+from services.signal.alert_store import AlertRule, AlertStore
+from services.signal.backtest_encoding import SYMBOL
+from services.signal.backtest_store import Owner
+from services.signal.encoding import find_strategy
+from services.signal.fusion import BUY, SELL
+from services.signal.live.encoding import firing_envelope, signal_envelope, signal_message
+from services.signal.live.firing_store import FiringFilter, FiringStore
+from services.signal.live.hub import Listener, SignalHub, StreamFilter, WatchRegistry
+from services.signal.live.performance import PerformanceRow, group_rows
+from services.signal.live.records import HORIZONS, SeriesKey
+from services.signal.live.signal_store import SignalFilter, SignalStore
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_STREAM_SYMBOLS = 100
+MAX_FILTER_VALUES = 100
+REPLAY_WINDOW = timedelta(hours=24)
+# Stored events read per replay query; signals of one group GetSignalPerformance reads at most.
+_REPLAY_PAGE = 500
+_MAX_GROUP_SIGNALS = 1_000_000
+_SIGNAL_ID = re.compile(r"^sig_[0-9a-f]{28}$")
+_GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
+_SIDES = {common_pb2.SIDE_BUY: BUY, common_pb2.SIDE_SELL: SELL}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveParts:
+    """What the live methods use on this replica."""
+
+    signals: SignalStore
+    firings: FiringStore
+    hub: SignalHub
+    watch: WatchRegistry
+    draining: asyncio.Event
+    # The timeframes a stream's listed symbols are watched in when the request names none.
+    timeframes: tuple[Timeframe, ...]
+    heartbeat_seconds: float
+
+
+# -- request validation ---------------------------------------------------------------------------------------------
+
+
+def _symbols(raw: Sequence[str], field: str, violations: list[FieldViolation], *, limit: int) -> list[str]:
+    if len(raw) > limit:
+        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
+    found: dict[str, None] = {}
+    for index, value in enumerate(raw):
+        symbol = value.strip().upper()
+        if SYMBOL.match(symbol):
+            found[symbol] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "1-32 of A-Z 0-9 . _ -"))
+    return list(found)
+
+
+def _timeframes(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[Timeframe]:
+    found: dict[Timeframe, None] = {}
+    for index, value in enumerate(raw):
+        if value in Timeframe._value2member_map_:
+            found[Timeframe(value)] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "one of TIMEFRAME_1M … TIMEFRAME_1D"))
+    return list(found)
+
+
+def _grades(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[int]:
+    found: dict[int, None] = {}
+    for index, value in enumerate(raw):
+        if value in _GRADES:
+            found[int(value)] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"))
+    return list(found)
+
+
+def _strings(raw: Sequence[str], field: str, violations: list[FieldViolation]) -> list[str]:
+    if len(raw) > MAX_FILTER_VALUES:
+        violations.append(FieldViolation(field, f"at most {MAX_FILTER_VALUES} values"))
+    return list(dict.fromkeys(value.strip() for value in raw if value.strip()))
+
+
+def _range(window: common_pb2.TimeRange, field: str = "range") -> tuple[datetime | None, datetime | None]:
+    start = naive_utc(window.start_time) if window.HasField("start_time") else None
+    end = naive_utc(window.end_time) if window.HasField("end_time") else None
+    if start is not None and end is not None and not start < end:
+        raise InvalidArgument(FieldViolation(field, "start_time must be before end_time"), reason="INVALID_RANGE")
+    return start, end
+
+
+def _heartbeat() -> signal_pb2.StreamSignalsResponse:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return signal_pb2.StreamSignalsResponse(heartbeat=common_pb2.Heartbeat(server_time=stamp))
+
+
+def _signal_not_found(signal_id: str) -> NotFound:
+    return NotFound(f"no signal {signal_id[:64]!r}", reason="SIGNAL_NOT_FOUND", metadata={"signal_id": signal_id[:64]})
+
+
+def performance_message(row: PerformanceRow) -> signal_pb2.SignalPerformance:
+    stats = row.stats
+    message = signal_pb2.SignalPerformance(
+        strategy_id=row.strategy_id,
+        symbol=row.symbol,
+        timeframe=int(row.timeframe),  # type: ignore[arg-type]
+        horizon_bars=row.horizon,
+        signal_count=stats.count,
+        pending_count=row.pending,
+        win_count=stats.wins,
+    )
+    for name, value in (
+        ("win_rate", stats.win_rate),
+        ("average_return", stats.average),
+        ("sharpe", stats.sharpe),
+        ("max_drawdown", stats.max_drawdown),
+        ("best_return", stats.best),
+        ("worst_return", stats.worst),
+    ):
+        if value is not None:
+            setattr(message, name, value)
+    for name, moment in (
+        ("first_signal_time", row.first_signal_time),
+        ("last_signal_time", row.last_signal_time),
+        ("compute_time", row.compute_time),
+    ):
+        if moment is not None:
+            getattr(message, name).CopyFrom(timestamp(moment))
+    return message
+
+
+async def _merged(*sources: AsyncIterator[tuple[datetime, bytes]]) -> AsyncIterator[bytes]:
+    """The payloads of time-ordered sources, in time order."""
+    heads = [await anext(source, None) for source in sources]
+    while True:
+        ready = [index for index, head in enumerate(heads) if head is not None]
+        if not ready:
+            return
+        index = min(ready, key=lambda position: heads[position][0])  # type: ignore[index]
+        yield heads[index][1]  # type: ignore[index]
+        heads[index] = await anext(sources[index], None)
+
+
+class LiveSignalMethods:
+    """The live methods of SignalServicer (which provides the market, the alert store and the live parts)."""
+
+    _market: MarketData
+    _alerts: AlertStore
+    _live: LiveParts
+
+    async def _alert(self, owner: Owner, alert_id: str, *, field: str = "alert_id") -> AlertRule:
+        """The caller's rule: ALERT_NOT_FOUND also when another account owns it."""
+        rule = await self._alerts.get(owner, alert_id_of(alert_id, field))
+        if rule is None:
+            raise alert_not_found(alert_id)
+        return rule
+
+    # -- StreamSignals ----------------------------------------------------------------------------------------------
+
+    # Yields pre-encoded bytes as well as messages; the registration installs a serializer that passes bytes through.
+    async def StreamSignals(
+        self, request: signal_pb2.StreamSignalsRequest, context: Context
+    ) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
+        owner = caller()
+        violations: list[FieldViolation] = []
+        symbols = _symbols(request.symbols, "symbols", violations, limit=MAX_STREAM_SYMBOLS)
+        strategy_ids = _strings(request.strategy_ids, "strategy_ids", violations)
+        timeframes = _timeframes(request.timeframes, "timeframes", violations)
+        grades = _grades(request.grades, "grades", violations)
+        if violations:
+            raise InvalidArgument(violations)
+        for index, strategy_id in enumerate(strategy_ids):
+            find_strategy(strategy_id, f"strategy_ids[{index}]")
+        since = naive_utc(request.replay_since_time) if request.HasField("replay_since_time") else None
+        if since is not None and since < utc_now() - REPLAY_WINDOW:
+            raise InvalidArgument(
+                FieldViolation("replay_since_time", "at most 24 hours back; use ListSignals for older signals"),
+                reason="REPLAY_WINDOW_EXCEEDED",
+            )
+        await asyncio.gather(*(self._market.instrument(symbol) for symbol in symbols))
+        wanted = StreamFilter(
+            account_id=owner.account_id,
+            symbols=frozenset(symbols),
+            strategy_ids=frozenset(strategy_ids),
+            timeframes=frozenset(int(timeframe) for timeframe in timeframes),
+            grades=frozenset(grades),
+            alerts_only=request.alerts_only,
+        )
+        live = self._live
+        # Listen before the replay reads the stores: what is published meanwhile waits in the queue.
+        listener = live.hub.listen(wanted)
+        series = [SeriesKey(symbol, timeframe) for symbol in symbols for timeframe in timeframes or live.timeframes]
+        live.watch.add(series)
+        try:
+            yield _heartbeat()
+            if since is not None:
+                async for payload in self._replay(owner, wanted, since):
+                    yield payload
+            async for message in self._follow(listener):
+                yield message
+        finally:
+            live.hub.forget(listener)
+            live.watch.remove(series)
+
+    async def _follow(self, listener: Listener) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
+        draining = self._live.draining
+        while True:
+            if listener.overflowed:
+                raise ResourceExhausted(
+                    "the stream fell too far behind; reconnect with replay_since_time", reason="SUBSCRIBER_TOO_SLOW"
+                )
+            if listener.closed or draining.is_set():
+                raise Unavailable("the server is shutting down: reconnect", reason="SERVER_DRAINING")
+            if not listener.queue.empty():
+                yield listener.queue.get_nowait()
+                continue
+            listener.wake.clear()
+            try:
+                async with asyncio.timeout(self._live.heartbeat_seconds):
+                    await listener.wake.wait()
+            except TimeoutError:
+                yield _heartbeat()
+
+    async def _replay(self, owner: Owner, wanted: StreamFilter, since: datetime) -> AsyncIterator[bytes]:
+        sources = [self._replayed_firings(owner, wanted, since)]
+        if not wanted.alerts_only:
+            sources.append(self._replayed_signals(wanted, since))
+        async for payload in _merged(*sources):
+            yield payload
+
+    async def _replayed_signals(self, wanted: StreamFilter, since: datetime) -> AsyncIterator[tuple[datetime, bytes]]:
+        where = SignalFilter(
+            symbols=sorted(wanted.symbols),
+            strategy_ids=sorted(wanted.strategy_ids),
+            timeframes=sorted(wanted.timeframes),
+            grades=sorted(wanted.grades),
+        )
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = await self._live.signals.created_since(where, since, after=after, limit=_REPLAY_PAGE)
+            for signal in page:
+                yield signal.create_time, signal_envelope(signal).payload
+            if len(page) < _REPLAY_PAGE:
+                return
+            after = page[-1].create_time, page[-1].signal_id
+
+    async def _replayed_firings(
+        self, owner: Owner, wanted: StreamFilter, since: datetime
+    ) -> AsyncIterator[tuple[datetime, bytes]]:
+        names: dict[str, str] = {}
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = await self._live.firings.since(owner, since, after=after, limit=_REPLAY_PAGE)
+            found = await self._live.signals.get_many(sorted({firing.signal_id for firing in page}))
+            for firing in page:
+                signal = found.get(firing.signal_id)
+                if signal is None:
+                    continue
+                if firing.alert_id not in names:
+                    rule = await self._alerts.get(owner, firing.alert_id)
+                    names[firing.alert_id] = rule.display_name if rule is not None else ""
+                envelope = firing_envelope(firing, names[firing.alert_id], signal)
+                if wanted.wants(envelope):
+                    yield firing.trigger_time, envelope.payload
+            if len(page) < _REPLAY_PAGE:
+                return
+            after = page[-1].trigger_time, page[-1].firing_id
+
+    # -- ListSignals and GetSignal ----------------------------------------------------------------------------------
+
+    async def ListSignals(
+        self, request: signal_pb2.ListSignalsRequest, context: Context
+    ) -> signal_pb2.ListSignalsResponse:
+        owner = caller()
+        size = page_size(request.page_size)
+        violations: list[FieldViolation] = []
+        symbols = _symbols(request.symbols, "symbols", violations, limit=MAX_FILTER_VALUES)
+        strategy_ids = _strings(request.strategy_ids, "strategy_ids", violations)
+        timeframes = _timeframes(request.timeframes, "timeframes", violations)
+        grades = _grades(request.grades, "grades", violations)
+        if request.side and request.side not in _SIDES:
+            violations.append(FieldViolation("side", "SIDE_BUY, SIDE_SELL or unspecified"))
+        if violations:
+            raise InvalidArgument(violations)
+        start, end = _range(request.range)
+        technical_only = request.technical_only if request.HasField("technical_only") else None
+        side = _SIDES.get(request.side, 0)
+        query = json.dumps(
+            [symbols, strategy_ids, timeframes, grades, side, str(start), str(end), technical_only, request.alert_id]
+        )
+        after = decode_keyset(request.page_token, query=query)
+        if request.alert_id:
+            rule_filter = SignalFilter(symbols=symbols, strategy_ids=strategy_ids, timeframes=timeframes)
+            firing_filter = FiringFilter(grades=grades, side=side, start=start, end=end, technical_only=technical_only)
+            return await self._alert_signals(
+                owner, request.alert_id, rule_filter, firing_filter, after=after, size=size, query=query
+            )
+        where = SignalFilter(
+            symbols=symbols,
+            strategy_ids=strategy_ids,
+            timeframes=timeframes,
+            grades=grades,
+            side=side,
+            start=start,
+            end=end,
+            technical_only=technical_only,
+        )
+        found = await self._live.signals.find(where, after=after, limit=size + 1)
+        token = ""
+        if len(found) > size:
+            found = found[:size]
+            token = encode_keyset(found[-1].bar_time, found[-1].signal_id, query=query)
+        return signal_pb2.ListSignalsResponse(
+            signals=[signal_message(signal) for signal in found], next_page_token=token
+        )
+
+    async def _alert_signals(
+        self,
+        owner: Owner,
+        alert_id: str,
+        rule_filter: SignalFilter,
+        where: FiringFilter,
+        *,
+        after: tuple[datetime, str] | None,
+        size: int,
+        query: str,
+    ) -> signal_pb2.ListSignalsResponse:
+        """The signals that fired one of the caller's rules, newest bar first."""
+        rule = await self._alert(owner, alert_id)
+        if (
+            (rule_filter.symbols and rule.symbol not in rule_filter.symbols)
+            or (rule_filter.strategy_ids and rule.strategy_id not in rule_filter.strategy_ids)
+            or (rule_filter.timeframes and rule.timeframe not in rule_filter.timeframes)
+        ):
+            return signal_pb2.ListSignalsResponse()
+        firings = await self._live.firings.of_alert(owner, rule.alert_id, where, after=after, limit=size + 1)
+        token = ""
+        if len(firings) > size:
+            firings = firings[:size]
+            token = encode_keyset(firings[-1].bar_time, firings[-1].firing_id, query=query)
+        found = await self._live.signals.get_many([firing.signal_id for firing in firings])
+        return signal_pb2.ListSignalsResponse(
+            signals=[signal_message(found[firing.signal_id]) for firing in firings if firing.signal_id in found],
+            next_page_token=token,
+        )
+
+    async def GetSignal(self, request: signal_pb2.GetSignalRequest, context: Context) -> signal_pb2.GetSignalResponse:
+        owner = caller()
+        signal_id = request.signal_id.strip()
+        if not signal_id:
+            raise InvalidArgument(FieldViolation("signal_id", "is required"))
+        if not _SIGNAL_ID.match(signal_id):
+            raise _signal_not_found(signal_id)
+        signal = await self._live.signals.get(signal_id)
+        if signal is None or (not signal.platform and not await self._live.firings.fired_by(owner, signal_id)):
+            raise _signal_not_found(signal_id)
+        return signal_pb2.GetSignalResponse(signal=signal_message(signal))
+
+    # -- GetSignalPerformance ---------------------------------------------------------------------------------------
+
+    async def GetSignalPerformance(
+        self, request: signal_pb2.GetSignalPerformanceRequest, context: Context
+    ) -> signal_pb2.GetSignalPerformanceResponse:
+        size = page_size(request.page_size)
+        violations: list[FieldViolation] = []
+        symbol = request.symbol.strip().upper()
+        if symbol and not SYMBOL.match(symbol):
+            violations.append(FieldViolation("symbol", "1-32 of A-Z 0-9 . _ -"))
+        if request.timeframe and request.timeframe not in Timeframe._value2member_map_:
+            violations.append(FieldViolation("timeframe", "one of TIMEFRAME_1M … TIMEFRAME_1D, or unspecified"))
+        grades = _grades(request.grades, "grades", violations)
+        if violations:
+            raise InvalidArgument(violations)
+        wrong = [index for index, horizon in enumerate(request.horizons) if horizon not in HORIZONS]
+        if wrong:
+            raise InvalidArgument(
+                [FieldViolation(f"horizons[{index}]", "each of 1, 5 or 20 bars") for index in wrong],
+                reason="INVALID_HORIZON",
+            )
+        horizons = sorted(set(request.horizons)) or list(HORIZONS)
+        strategy_id = request.strategy_id.strip()
+        if strategy_id:
+            find_strategy(strategy_id)
+        start, end = _range(request.range)
+        query = json.dumps([strategy_id, symbol, request.timeframe, horizons, grades, str(start), str(end)])
+        after = _performance_position(request.page_token, query)
+        where = SignalFilter(
+            symbols=[symbol] if symbol else (),
+            strategy_ids=[strategy_id] if strategy_id else (),
+            timeframes=[request.timeframe] if request.timeframe else (),
+            grades=grades,
+            start=start,
+            end=end,
+        )
+        rows = await self._performance_rows(where, horizons, after, size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_page_token({"after": list(rows[-1].key)}, query=query)
+        return signal_pb2.GetSignalPerformanceResponse(
+            performances=[performance_message(row) for row in rows], next_page_token=token
+        )
+
+    async def _performance_rows(
+        self, where: SignalFilter, horizons: Sequence[int], after: tuple[str, str, int, int] | None, wanted: int
+    ) -> list[PerformanceRow]:
+        """Up to `wanted` rows after the key `after`, computed group by group from the stored returns."""
+        signals = self._live.signals
+        rows: list[PerformanceRow] = []
+        start = after[:3] if after is not None else None
+        batch = max(2, wanted // len(horizons) + 2)
+        while len(rows) < wanted:
+            groups = await signals.performance_groups(where, start=start, limit=batch)
+            for group in groups:
+                outcomes = await signals.outcomes(where, group, limit=_MAX_GROUP_SIGNALS)
+                rows.extend(row for row in group_rows(group, outcomes, horizons) if after is None or row.key > after)
+                if len(rows) >= wanted:
+                    break
+            if len(groups) < batch:
+                break
+            last = groups[-1]
+            start = (last[0], last[1], last[2] + 1)
+        return rows[:wanted]
+
+
+def _performance_position(token: str, query: str) -> tuple[str, str, int, int] | None:
+    position = decode_page_token(token, query=query)
+    if position is None:
+        return None
+    try:
+        strategy_id, symbol, timeframe, horizon = position["after"]
+        return str(strategy_id), str(symbol), int(timeframe), int(horizon)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument(
+            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
+        ) from None
