@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,8 @@ from bullant.signal.v1 import signal_pb2
 from services.core.db.databases import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
-from services.core.messages import naive_utc, timestamp
-from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.messages import naive_utc
+from services.core.paging import decode_keyset, encode_keyset, encode_page_token, page_size
 from services.core.timeframes import Timeframe
 from services.signal.alert_encoding import alert_id_of, alert_not_found, caller
 from services.signal.alert_store import AlertRule, AlertStore
@@ -32,13 +33,23 @@ from services.signal.fusion import BUY, SELL
 from services.signal.live.encoding import firing_envelope, signal_envelope, signal_message
 from services.signal.live.firing_store import FiringFilter, FiringStore
 from services.signal.live.hub import Listener, SignalHub, StreamFilter, WatchRegistry
+from services.signal.live.outcome_store import OutcomeStore
 from services.signal.live.performance import PerformanceRow, group_rows
 from services.signal.live.records import HORIZONS, SeriesKey
+from services.signal.live.requests import (
+    MAX_FILTER_VALUES,
+    grades_of,
+    performance_message,
+    performance_position,
+    range_of,
+    strings_of,
+    symbols_of,
+    timeframes_of,
+)
 from services.signal.live.signal_store import SignalFilter, SignalStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_STREAM_SYMBOLS = 100
-MAX_FILTER_VALUES = 100
 REPLAY_WINDOW = timedelta(hours=24)
 # Stored events read per replay query; signals of one group GetSignalPerformance reads at most.
 _REPLAY_PAGE = 500
@@ -53,6 +64,7 @@ class LiveParts:
     """What the live methods use on this replica."""
 
     signals: SignalStore
+    outcomes: OutcomeStore
     firings: FiringStore
     hub: SignalHub
     watch: WatchRegistry
@@ -60,56 +72,9 @@ class LiveParts:
     # The timeframes a stream's listed symbols are watched in when the request names none.
     timeframes: tuple[Timeframe, ...]
     heartbeat_seconds: float
-
-
-# -- request validation ---------------------------------------------------------------------------------------------
-
-
-def _symbols(raw: Sequence[str], field: str, violations: list[FieldViolation], *, limit: int) -> list[str]:
-    if len(raw) > limit:
-        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
-    found: dict[str, None] = {}
-    for index, value in enumerate(raw):
-        symbol = value.strip().upper()
-        if SYMBOL.match(symbol):
-            found[symbol] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", "1-32 of A-Z 0-9 . _ -"))
-    return list(found)
-
-
-def _timeframes(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[Timeframe]:
-    found: dict[Timeframe, None] = {}
-    for index, value in enumerate(raw):
-        if value in Timeframe._value2member_map_:
-            found[Timeframe(value)] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", "one of TIMEFRAME_1M … TIMEFRAME_1D"))
-    return list(found)
-
-
-def _grades(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[int]:
-    found: dict[int, None] = {}
-    for index, value in enumerate(raw):
-        if value in _GRADES:
-            found[int(value)] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", "one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"))
-    return list(found)
-
-
-def _strings(raw: Sequence[str], field: str, violations: list[FieldViolation]) -> list[str]:
-    if len(raw) > MAX_FILTER_VALUES:
-        violations.append(FieldViolation(field, f"at most {MAX_FILTER_VALUES} values"))
-    return list(dict.fromkeys(value.strip() for value in raw if value.strip()))
-
-
-def _range(window: common_pb2.TimeRange, field: str = "range") -> tuple[datetime | None, datetime | None]:
-    start = naive_utc(window.start_time) if window.HasField("start_time") else None
-    end = naive_utc(window.end_time) if window.HasField("end_time") else None
-    if start is not None and end is not None and not start < end:
-        raise InvalidArgument(FieldViolation(field, "start_time must be before end_time"), reason="INVALID_RANGE")
-    return start, end
+    # Concurrent StreamSignals per account on this server.
+    max_streams: int = 32
+    streams: Counter[int] = field(default_factory=Counter)
 
 
 def _heartbeat() -> signal_pb2.StreamSignalsResponse:
@@ -120,37 +85,6 @@ def _heartbeat() -> signal_pb2.StreamSignalsResponse:
 
 def _signal_not_found(signal_id: str) -> NotFound:
     return NotFound(f"no signal {signal_id[:64]!r}", reason="SIGNAL_NOT_FOUND", metadata={"signal_id": signal_id[:64]})
-
-
-def performance_message(row: PerformanceRow) -> signal_pb2.SignalPerformance:
-    stats = row.stats
-    message = signal_pb2.SignalPerformance(
-        strategy_id=row.strategy_id,
-        symbol=row.symbol,
-        timeframe=int(row.timeframe),  # type: ignore[arg-type]
-        horizon_bars=row.horizon,
-        signal_count=stats.count,
-        pending_count=row.pending,
-        win_count=stats.wins,
-    )
-    for name, value in (
-        ("win_rate", stats.win_rate),
-        ("average_return", stats.average),
-        ("sharpe", stats.sharpe),
-        ("max_drawdown", stats.max_drawdown),
-        ("best_return", stats.best),
-        ("worst_return", stats.worst),
-    ):
-        if value is not None:
-            setattr(message, name, value)
-    for name, moment in (
-        ("first_signal_time", row.first_signal_time),
-        ("last_signal_time", row.last_signal_time),
-        ("compute_time", row.compute_time),
-    ):
-        if moment is not None:
-            getattr(message, name).CopyFrom(timestamp(moment))
-    return message
 
 
 async def _merged(*sources: AsyncIterator[tuple[datetime, bytes]]) -> AsyncIterator[bytes]:
@@ -187,10 +121,10 @@ class LiveSignalMethods:
     ) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
         owner = caller()
         violations: list[FieldViolation] = []
-        symbols = _symbols(request.symbols, "symbols", violations, limit=MAX_STREAM_SYMBOLS)
-        strategy_ids = _strings(request.strategy_ids, "strategy_ids", violations)
-        timeframes = _timeframes(request.timeframes, "timeframes", violations)
-        grades = _grades(request.grades, "grades", violations)
+        symbols = symbols_of(request.symbols, "symbols", violations, limit=MAX_STREAM_SYMBOLS)
+        strategy_ids = strings_of(request.strategy_ids, "strategy_ids", violations)
+        timeframes = timeframes_of(request.timeframes, "timeframes", violations)
+        grades = grades_of(request.grades, "grades", violations)
         if violations:
             raise InvalidArgument(violations)
         for index, strategy_id in enumerate(strategy_ids):
@@ -202,6 +136,13 @@ class LiveSignalMethods:
                 reason="REPLAY_WINDOW_EXCEEDED",
             )
         await asyncio.gather(*(self._market.instrument(symbol) for symbol in symbols))
+        live = self._live
+        if live.streams[owner.account_id] >= live.max_streams:
+            raise ResourceExhausted(
+                f"at most {live.max_streams} signal streams per account on this server",
+                reason="TOO_MANY_STREAMS",
+                retry_after_seconds=5.0,
+            )
         wanted = StreamFilter(
             account_id=owner.account_id,
             symbols=frozenset(symbols),
@@ -210,11 +151,11 @@ class LiveSignalMethods:
             grades=frozenset(grades),
             alerts_only=request.alerts_only,
         )
-        live = self._live
         # Listen before the replay reads the stores: what is published meanwhile waits in the queue.
         listener = live.hub.listen(wanted)
         series = [SeriesKey(symbol, timeframe) for symbol in symbols for timeframe in timeframes or live.timeframes]
         live.watch.add(series)
+        live.streams[owner.account_id] += 1
         try:
             yield _heartbeat()
             if since is not None:
@@ -225,6 +166,9 @@ class LiveSignalMethods:
         finally:
             live.hub.forget(listener)
             live.watch.remove(series)
+            live.streams[owner.account_id] -= 1
+            if live.streams[owner.account_id] <= 0:
+                del live.streams[owner.account_id]
 
     async def _follow(self, listener: Listener) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
         draining = self._live.draining
@@ -298,15 +242,15 @@ class LiveSignalMethods:
         owner = caller()
         size = page_size(request.page_size)
         violations: list[FieldViolation] = []
-        symbols = _symbols(request.symbols, "symbols", violations, limit=MAX_FILTER_VALUES)
-        strategy_ids = _strings(request.strategy_ids, "strategy_ids", violations)
-        timeframes = _timeframes(request.timeframes, "timeframes", violations)
-        grades = _grades(request.grades, "grades", violations)
+        symbols = symbols_of(request.symbols, "symbols", violations, limit=MAX_FILTER_VALUES)
+        strategy_ids = strings_of(request.strategy_ids, "strategy_ids", violations)
+        timeframes = timeframes_of(request.timeframes, "timeframes", violations)
+        grades = grades_of(request.grades, "grades", violations)
         if request.side and request.side not in _SIDES:
             violations.append(FieldViolation("side", "SIDE_BUY, SIDE_SELL or unspecified"))
         if violations:
             raise InvalidArgument(violations)
-        start, end = _range(request.range)
+        start, end = range_of(request.range)
         technical_only = request.technical_only if request.HasField("technical_only") else None
         side = _SIDES.get(request.side, 0)
         query = json.dumps(
@@ -392,7 +336,7 @@ class LiveSignalMethods:
             violations.append(FieldViolation("symbol", "1-32 of A-Z 0-9 . _ -"))
         if request.timeframe and request.timeframe not in Timeframe._value2member_map_:
             violations.append(FieldViolation("timeframe", "one of TIMEFRAME_1M … TIMEFRAME_1D, or unspecified"))
-        grades = _grades(request.grades, "grades", violations)
+        grades = grades_of(request.grades, "grades", violations)
         if violations:
             raise InvalidArgument(violations)
         wrong = [index for index, horizon in enumerate(request.horizons) if horizon not in HORIZONS]
@@ -405,9 +349,9 @@ class LiveSignalMethods:
         strategy_id = request.strategy_id.strip()
         if strategy_id:
             find_strategy(strategy_id)
-        start, end = _range(request.range)
+        start, end = range_of(request.range)
         query = json.dumps([strategy_id, symbol, request.timeframe, horizons, grades, str(start), str(end)])
-        after = _performance_position(request.page_token, query)
+        after = performance_position(request.page_token, query)
         where = SignalFilter(
             symbols=[symbol] if symbol else (),
             strategy_ids=[strategy_id] if strategy_id else (),
@@ -429,14 +373,14 @@ class LiveSignalMethods:
         self, where: SignalFilter, horizons: Sequence[int], after: tuple[str, str, int, int] | None, wanted: int
     ) -> list[PerformanceRow]:
         """Up to `wanted` rows after the key `after`, computed group by group from the stored returns."""
-        signals = self._live.signals
+        outcomes_store = self._live.outcomes
         rows: list[PerformanceRow] = []
         start = after[:3] if after is not None else None
         batch = max(2, wanted // len(horizons) + 2)
         while len(rows) < wanted:
-            groups = await signals.performance_groups(where, start=start, limit=batch)
+            groups = await outcomes_store.performance_groups(where, start=start, limit=batch)
             for group in groups:
-                outcomes = await signals.outcomes(where, group, limit=_MAX_GROUP_SIGNALS)
+                outcomes = await outcomes_store.outcomes(where, group, limit=_MAX_GROUP_SIGNALS)
                 rows.extend(row for row in group_rows(group, outcomes, horizons) if after is None or row.key > after)
                 if len(rows) >= wanted:
                     break
@@ -445,16 +389,3 @@ class LiveSignalMethods:
             last = groups[-1]
             start = (last[0], last[1], last[2] + 1)
         return rows[:wanted]
-
-
-def _performance_position(token: str, query: str) -> tuple[str, str, int, int] | None:
-    position = decode_page_token(token, query=query)
-    if position is None:
-        return None
-    try:
-        strategy_id, symbol, timeframe, horizon = position["after"]
-        return str(strategy_id), str(symbol), int(timeframe), int(horizon)
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-        ) from None

@@ -75,6 +75,7 @@ from services.signal.live.engine import EnginePolicy, LiveEngine
 from services.signal.live.firing_store import FiringStore
 from services.signal.live.hub import SignalHub, WatchRegistry
 from services.signal.live.market_ticks import MarketTicks
+from services.signal.live.outcome_store import OutcomeStore
 from services.signal.live.performance import PerformanceJob
 from services.signal.live.series_runner import ProcessedProbe, RunnerParts, RunnerPolicy
 from services.signal.live.signal_store import SignalStore
@@ -587,6 +588,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
     alerts = AlertStore(deps.databases)
     signals = SignalStore(deps.databases)
     firings = FiringStore(deps.databases)
+    outcomes = OutcomeStore(deps.databases)
     coordination = deps.coordination.for_service("signal")
     hub = SignalHub(coordination.pubsub, draining=deps.lifecycle.draining)
     watch = WatchRegistry(coordination.pubsub, refresh=settings.signal_watch_refresh_seconds)
@@ -614,7 +616,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
         ticks=MarketTicks(deps.clients),
         rules=alerts,
         dispatcher=dispatcher,
-        performance=PerformanceJob(signals, market),
+        performance=PerformanceJob(outcomes, market),
         pubsub=coordination.pubsub,
         locks=coordination.locks,
         identity=identity,
@@ -630,12 +632,14 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
     )
     live = LiveParts(
         signals=signals,
+        outcomes=outcomes,
         firings=firings,
         hub=hub,
         watch=watch,
         draining=deps.lifecycle.draining,
         timeframes=timeframes,
         heartbeat_seconds=settings.signal_heartbeat_seconds,
+        max_streams=settings.max_streams_per_account,
     )
     servicer = SignalServicer(market, runner, alerts, live, alert_limit=settings.max_alerts_per_account)
     return ServiceRegistration(

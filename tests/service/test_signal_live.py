@@ -482,3 +482,26 @@ async def wait_streaming_without_history(platform: LivePlatform) -> None:
         return engine.is_leader and SYMBOL in engine.streaming
 
     await eventually(ready, timeout=20)
+
+
+async def test_streams_per_account_are_limited() -> None:
+    async with running_live_platform(live_settings(max_streams_per_account=1), feed=ScriptedFeed()) as platform:
+        first = platform.signal.StreamSignals(signal_pb2.StreamSignalsRequest(), metadata=platform.trader)
+        assert (await _message(first)).WhichOneof("event") == "heartbeat"
+        second = platform.signal.StreamSignals(signal_pb2.StreamSignalsRequest(), metadata=platform.trader)
+        assert await _stream_refusal(second) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")
+        other = platform.signal.StreamSignals(signal_pb2.StreamSignalsRequest(), metadata=platform.other_trader)
+        assert (await _message(other)).WhichOneof("event") == "heartbeat"  # per account
+        first.cancel()
+
+        async def reopened() -> bool:
+            again = platform.signal.StreamSignals(signal_pb2.StreamSignalsRequest(), metadata=platform.trader)
+            try:
+                return (await _message(again)).WhichOneof("event") == "heartbeat"
+            except grpc.aio.AioRpcError:
+                return False
+            finally:
+                again.cancel()
+
+        await eventually(reopened, timeout=10)
+        other.cancel()

@@ -22,10 +22,11 @@ from services.signal.fusion import BUY, SELL, Grade
 from services.signal.live.encoding import Envelope, signal_envelope
 from services.signal.live.evaluator import UnitState
 from services.signal.live.hub import StreamFilter
+from services.signal.live.outcome_store import SignalOutcome
 from services.signal.live.performance import directional_returns, group_rows, summarize
 from services.signal.live.records import LiveSignal, SeriesKey, Unit, grade_fires
 from services.signal.live.series import BarBuffer, SymbolBars
-from services.signal.live.signal_store import SignalFilter, SignalOutcome, SignalStore
+from services.signal.live.signal_store import SignalFilter, SignalStore
 from services.signal.strategies.catalogue import load_strategies
 from tests.db_support import DatabaseSet, new_prefix
 

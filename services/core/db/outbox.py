@@ -42,14 +42,11 @@ async def add_outbox(connection: AsyncConnection, message: OutboxMessage, now: d
         "dedup_key": message.dedup_key,
     }
     if message.dedup_key is not None:
-        existing = await _queued(connection, message.dedup_key)
-        if existing is not None:
-            return existing
         try:
             async with connection.begin_nested():
                 result = await connection.execute(insert(outbox_messages).values(**values))
         except IntegrityError:
-            # Another writer queued the same key between the check and the insert.
+            # Queued before (a retry) or by another writer meanwhile: the first one's id.
             queued = await _queued(connection, message.dedup_key)
             if queued is None:
                 raise

@@ -38,6 +38,8 @@ log = logging.getLogger("bullant.signal.engine")
 _FLUSH_EVERY = 0.1
 _LIVE_TIMEOUT = 10.0
 _UNKNOWN_RETRY_SECONDS = 60.0
+# Symbols one MarketService.StreamTicks call may name (its contract).
+MAX_TICK_SYMBOLS = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +130,7 @@ class LiveEngine:
         self._symbols_changed = asyncio.Event()
         # Symbols the market did not know, until when they stay out of the tick stream.
         self._unknown: dict[str, float] = {}
+        self._over_limit = 0
         # The symbols of the live tick stream (tests and operators: the engine hears them).
         self.streaming: tuple[str, ...] = ()
 
@@ -264,7 +267,19 @@ class LiveEngine:
         now = time.monotonic()
         for symbol in [name for name, until in self._unknown.items() if until <= now]:
             del self._unknown[symbol]
-        return tuple(sorted(symbol for symbol in self._symbols if symbol not in self._unknown))
+        symbols = sorted(symbol for symbol in self._symbols if symbol not in self._unknown)
+        if len(symbols) > MAX_TICK_SYMBOLS:
+            if len(symbols) != self._over_limit:
+                log.error(
+                    "%d symbols are watched; one tick stream carries %d, so %s and %d more are not evaluated",
+                    len(symbols),
+                    MAX_TICK_SYMBOLS,
+                    symbols[MAX_TICK_SYMBOLS],
+                    len(symbols) - MAX_TICK_SYMBOLS - 1,
+                )
+            self._over_limit = len(symbols)
+            symbols = symbols[:MAX_TICK_SYMBOLS]
+        return tuple(symbols)
 
     async def _keep_ticks(self) -> None:
         """One tick stream for the watched symbols; a new set gets a new stream that replaces the old one once it

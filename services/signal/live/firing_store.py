@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    func,
     insert,
     or_,
     select,
@@ -118,15 +117,20 @@ class FiringStore:
             if rule is None or not rule.enabled:
                 return None
             identifier = firing_id(alert_id, signal.signal_id)
-            existing = (
-                await connection.execute(select(alert_firings).where(alert_firings.c.firing_id == identifier))
+            c = alert_firings.c
+            latest = (
+                await connection.execute(
+                    select(c.firing_id, c.bar_time)
+                    .where(c.alert_id == alert_id)
+                    .order_by(c.bar_time.desc(), c.firing_id.desc())
+                    .limit(1)
+                )
             ).first()
-            if existing is not None:
-                return _firing(existing, owner.shard), False
-            previous: datetime | None = await connection.scalar(
-                select(func.max(alert_firings.c.bar_time)).where(alert_firings.c.alert_id == alert_id)
-            )
-            if previous is not None and (signal.bar_time - previous).total_seconds() < rule.cooldown_seconds:
+            if latest is not None and latest.bar_time >= signal.bar_time:
+                # Only a bar evaluated again (after a fail-over) gets here: it fired already, or it does not fire.
+                existing = (await connection.execute(select(alert_firings).where(c.firing_id == identifier))).first()
+                return (_firing(existing, owner.shard), False) if existing is not None else None
+            if latest is not None and (signal.bar_time - latest.bar_time).total_seconds() < rule.cooldown_seconds:
                 return None
             values = {
                 "firing_id": identifier,

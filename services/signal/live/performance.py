@@ -15,8 +15,8 @@ import numpy.typing as npt
 from services.core.db.databases import utc_now
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
+from services.signal.live.outcome_store import Outcome, OutcomeStore, SignalOutcome
 from services.signal.live.records import HORIZONS
-from services.signal.live.signal_store import Outcome, SignalOutcome, SignalStore
 
 # Pending signals resolved per series and round, and the most bars read for them.
 _PENDING_PER_ROUND = 5_000
@@ -129,7 +129,7 @@ class PerformanceJob:
     """Fills in the returns of signals whose horizons have passed (one round per call; the engine's leader runs
     it periodically)."""
 
-    def __init__(self, signals: SignalStore, market: MarketData, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, signals: OutcomeStore, market: MarketData, clock: Callable[[], datetime] = utc_now) -> None:
         self._signals = signals
         self._market = market
         self._clock = clock

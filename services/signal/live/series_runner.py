@@ -257,11 +257,18 @@ class SeriesRunner:
         for signal in stored:
             if signal.platform:
                 await self._parts.hub.publish(signal_envelope(signal))
-        for signal in stored:
-            unit = Unit(self.key, signal.strategy_id, signal.parameters, signal.parameters_key)
-            for rule in self._rules.get(unit, ()):
-                if grade_fires(rule.min_grade, signal.grade):
-                    await self._parts.dispatcher.fire(rule, signal)
+        firings = [
+            self._parts.dispatcher.fire(rule, signal)
+            for signal in stored
+            for rule in self._rules.get(
+                Unit(self.key, signal.strategy_id, signal.parameters, signal.parameters_key), ()
+            )
+            if grade_fires(rule.min_grade, signal.grade)
+        ]
+        # Rules fire independently (each in its owner's shard); a failure leaves the checkpoint where it is.
+        for outcome in await asyncio.gather(*firings, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         await self._advance(bar_time)
         self.processed_bars += 1
         if self._parts.on_processed is not None:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
+from services.core.db.group_commit import GroupCommit
 from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.timeframes import Timeframe
 from services.signal.fusion import Grade
@@ -86,7 +87,7 @@ signal_series = Table(
     comment="How far the live engine got in each series: a new leader evaluates the bars after it.",
 )
 
-_RETURN_COLUMNS = {horizon: f"return_{horizon}" for horizon in HORIZONS}
+RETURN_COLUMNS = {horizon: f"return_{horizon}" for horizon in HORIZONS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +130,7 @@ class SignalFilter:
 
 
 def _row(signal: LiveSignal) -> dict[str, Any]:
-    returns = {column: signal.returns.get(horizon) for horizon, column in _RETURN_COLUMNS.items()}
+    returns = {column: signal.returns.get(horizon) for horizon, column in RETURN_COLUMNS.items()}
     return {
         "signal_id": signal.signal_id,
         "symbol": signal.symbol,
@@ -160,7 +161,7 @@ def _row(signal: LiveSignal) -> dict[str, Any]:
     }
 
 
-def _signal(row: Row[Any]) -> LiveSignal:
+def signal_from_row(row: Row[Any]) -> LiveSignal:
     return LiveSignal(
         signal_id=row.signal_id,
         symbol=row.symbol,
@@ -184,63 +185,77 @@ def _signal(row: Row[Any]) -> LiveSignal:
         model_prediction_id=row.model_prediction_id,
         model_id=row.model_id,
         indicator_values=json.loads(row.indicator_values),
-        returns={horizon: getattr(row, column) for horizon, column in _RETURN_COLUMNS.items()},
+        returns={horizon: getattr(row, column) for horizon, column in RETURN_COLUMNS.items()},
         outcome_time=row.outcome_time,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The performance job's finding for one signal: the directional returns known so far."""
+async def _add_each(
+    connection: AsyncConnection, batch: Sequence[LiveSignal]
+) -> tuple[list[LiveSignal], list[LiveSignal]]:
+    """Store each signal unless stored (a bar evaluated again after a fail-over)."""
+    ids = [signal.signal_id for signal in batch]
+    found = {
+        row.signal_id: signal_from_row(row)
+        for row in await connection.execute(select(signals).where(signals.c.signal_id.in_(ids)))
+    }
+    new: list[LiveSignal] = []
+    for signal in batch:
+        if signal.signal_id in found:
+            continue
+        try:
+            async with connection.begin_nested():
+                await connection.execute(insert(signals).values(**_row(signal)))
+        except IntegrityError:
+            row = (await connection.execute(select(signals).where(signals.c.signal_id == signal.signal_id))).one()
+            found[signal.signal_id] = signal_from_row(row)
+            continue
+        new.append(signal)
+    return new, [found[signal.signal_id] for signal in batch if signal.signal_id in found]
 
-    signal_id: str
-    returns: dict[int, float]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SignalOutcome:
-    """What GetSignalPerformance reads of a signal: its bar and its directional returns (None while pending)."""
-
-    signal_id: str
-    bar_time: datetime
-    returns: dict[int, float | None]
-    outcome_time: datetime | None
+Split = tuple[list[LiveSignal], list[LiveSignal]]
 
 
 class SignalStore:
-    """Signals and series progress in the global database."""
+    """Signals and series progress in the global database. Concurrent writes of the series that close a bar at the
+    same moment share transactions (group commit)."""
 
     def __init__(self, databases: Databases) -> None:
         self._databases = databases
+        self._adds: GroupCommit[Sequence[LiveSignal], Split] = GroupCommit(self._add_batches)
+        self._advances: GroupCommit[tuple[SeriesKey, datetime, datetime], None] = GroupCommit(self._advance_batch)
 
-    async def add_split(self, batch: Sequence[LiveSignal]) -> tuple[list[LiveSignal], list[LiveSignal]]:
+    async def add_split(self, batch: Sequence[LiveSignal]) -> Split:
         """Store the signals not stored yet; (newly stored, stored before – as first stored)."""
         if not batch:
             return [], []
+        return await self._adds.submit(batch)
 
-        async def work(connection: AsyncConnection) -> tuple[list[LiveSignal], list[LiveSignal]]:
-            ids = [signal.signal_id for signal in batch]
-            found = {
-                row.signal_id: _signal(row)
-                for row in await connection.execute(select(signals).where(signals.c.signal_id.in_(ids)))
-            }
-            new: list[LiveSignal] = []
-            for signal in batch:
-                if signal.signal_id in found:
-                    continue
-                try:
-                    async with connection.begin_nested():
-                        await connection.execute(insert(signals).values(**_row(signal)))
-                except IntegrityError:
-                    row = (
-                        await connection.execute(select(signals).where(signals.c.signal_id == signal.signal_id))
-                    ).one()
-                    found[signal.signal_id] = _signal(row)
-                    continue
-                new.append(signal)
-            return new, [found[signal.signal_id] for signal in batch if signal.signal_id in found]
+    async def _add_batches(self, batches: Sequence[Sequence[LiveSignal]]) -> list[Split]:
+        new, existing = await self._add([signal for batch in batches for signal in batch])
+        fresh = {signal.signal_id for signal in new}
+        before = {signal.signal_id: signal for signal in existing}
+        return [
+            (
+                [signal for signal in batch if signal.signal_id in fresh],
+                [before[signal.signal_id] for signal in batch if signal.signal_id in before],
+            )
+            for batch in batches
+        ]
 
-        return await self._databases.run_global(work)
+    async def _add(self, batch: Sequence[LiveSignal]) -> Split:
+        rows = [_row(signal) for signal in batch]
+
+        async def fresh(connection: AsyncConnection) -> None:
+            await connection.execute(insert(signals), rows)
+
+        try:
+            # The usual case, one statement: a bar evaluated for the first time.
+            await self._databases.run_global(fresh)
+        except IntegrityError:
+            return await self._databases.run_global(lambda connection: _add_each(connection, batch))
+        return list(batch), []
 
     async def get(self, signal_id: str) -> LiveSignal | None:
         found = await self.get_many([signal_id])
@@ -252,7 +267,7 @@ class SignalStore:
 
         async def work(connection: AsyncConnection) -> dict[str, LiveSignal]:
             rows = await connection.execute(select(signals).where(signals.c.signal_id.in_(list(signal_ids))))
-            return {row.signal_id: _signal(row) for row in rows}
+            return {row.signal_id: signal_from_row(row) for row in rows}
 
         return await self._databases.run_global(work)
 
@@ -274,7 +289,7 @@ class SignalStore:
         )
 
         async def work(connection: AsyncConnection) -> list[LiveSignal]:
-            return [_signal(row) for row in await connection.execute(query)]
+            return [signal_from_row(row) for row in await connection.execute(query)]
 
         return await self._databases.run_global(work)
 
@@ -290,7 +305,7 @@ class SignalStore:
         query = select(signals).where(*conditions).order_by(c.create_time, c.signal_id).limit(limit)
 
         async def work(connection: AsyncConnection) -> list[LiveSignal]:
-            return [_signal(row) for row in await connection.execute(query)]
+            return [signal_from_row(row) for row in await connection.execute(query)]
 
         return await self._databases.run_global(work)
 
@@ -309,7 +324,7 @@ class SignalStore:
 
         async def work(connection: AsyncConnection) -> LiveSignal | None:
             row = (await connection.execute(query)).first()
-            return _signal(row) if row is not None else None
+            return signal_from_row(row) if row is not None else None
 
         return await self._databases.run_global(work)
 
@@ -330,121 +345,34 @@ class SignalStore:
 
     async def advance(self, series: SeriesKey, bar_time: datetime, now: datetime) -> None:
         """Record that the series is processed up to `bar_time` (never moves back)."""
-        key = {"symbol": series.symbol, "timeframe": int(series.timeframe)}
+        await self._advances.submit((series, bar_time, now))
 
+    async def _advance_batch(self, requests: Sequence[tuple[SeriesKey, datetime, datetime]]) -> list[None]:
         async def work(connection: AsyncConnection) -> None:
-            result = await connection.execute(
-                update(signal_series)
-                .where(
-                    signal_series.c.symbol == series.symbol,
-                    signal_series.c.timeframe == int(series.timeframe),
-                    signal_series.c.last_bar_time < bar_time,
-                )
-                .values(last_bar_time=bar_time, update_time=now)
-            )
-            if result.rowcount:
-                return
-            try:
-                async with connection.begin_nested():
-                    await connection.execute(
-                        insert(signal_series).values(**key, last_bar_time=bar_time, update_time=now)
+            for series, bar_time, now in requests:
+                result = await connection.execute(
+                    update(signal_series)
+                    .where(
+                        signal_series.c.symbol == series.symbol,
+                        signal_series.c.timeframe == int(series.timeframe),
+                        signal_series.c.last_bar_time < bar_time,
                     )
-            except IntegrityError:
-                pass  # already at or past bar_time
+                    .values(last_bar_time=bar_time, update_time=now)
+                )
+                if result.rowcount:
+                    continue
+                try:
+                    async with connection.begin_nested():
+                        await connection.execute(
+                            insert(signal_series).values(
+                                symbol=series.symbol,
+                                timeframe=int(series.timeframe),
+                                last_bar_time=bar_time,
+                                update_time=now,
+                            )
+                        )
+                except IntegrityError:
+                    pass  # already at or past bar_time
 
         await self._databases.run_global(work)
-
-    # -- performance ------------------------------------------------------------------------------------------------
-
-    async def pending_series(self) -> list[SeriesKey]:
-        """Series with signals whose returns are not all known yet."""
-
-        async def work(connection: AsyncConnection) -> list[SeriesKey]:
-            rows = await connection.execute(
-                select(signals.c.symbol, signals.c.timeframe)
-                .where(signals.c.resolved.is_(False))
-                .group_by(signals.c.symbol, signals.c.timeframe)
-            )
-            return sorted(SeriesKey(row.symbol, Timeframe(row.timeframe)) for row in rows)
-
-        return await self._databases.run_global(work)
-
-    async def pending(self, series: SeriesKey, *, limit: int) -> list[LiveSignal]:
-        """The series' unresolved signals, oldest bar first."""
-        c = signals.c
-        query = (
-            select(signals)
-            .where(c.resolved.is_(False), c.symbol == series.symbol, c.timeframe == int(series.timeframe))
-            .order_by(c.bar_time, c.signal_id)
-            .limit(limit)
-        )
-
-        async def work(connection: AsyncConnection) -> list[LiveSignal]:
-            return [_signal(row) for row in await connection.execute(query)]
-
-        return await self._databases.run_global(work)
-
-    async def record_outcomes(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        async def work(connection: AsyncConnection) -> None:
-            for outcome in outcomes:
-                values: dict[str, Any] = {_RETURN_COLUMNS[horizon]: value for horizon, value in outcome.returns.items()}
-                values["resolved"] = len(outcome.returns) == len(HORIZONS)
-                values["outcome_time"] = now
-                await connection.execute(
-                    update(signals).where(signals.c.signal_id == outcome.signal_id).values(**values)
-                )
-
-        await self._databases.run_global(work)
-
-    async def performance_groups(
-        self, where: SignalFilter, *, start: tuple[str, str, int] | None, limit: int
-    ) -> list[tuple[str, str, int]]:
-        """The (strategy, symbol, timeframe) groups with signals matching `where`, in that order, from `start`
-        (inclusive)."""
-        c = signals.c
-        conditions = where.conditions()
-        if start is not None:
-            strategy_id, symbol, timeframe = start
-            conditions.append(
-                or_(
-                    c.strategy_id > strategy_id,
-                    and_(c.strategy_id == strategy_id, c.symbol > symbol),
-                    and_(c.strategy_id == strategy_id, c.symbol == symbol, c.timeframe >= timeframe),
-                )
-            )
-        query = (
-            select(c.strategy_id, c.symbol, c.timeframe)
-            .where(*conditions)
-            .group_by(c.strategy_id, c.symbol, c.timeframe)
-            .order_by(c.strategy_id, c.symbol, c.timeframe)
-            .limit(limit)
-        )
-
-        async def work(connection: AsyncConnection) -> list[tuple[str, str, int]]:
-            return [(row.strategy_id, row.symbol, int(row.timeframe)) for row in await connection.execute(query)]
-
-        return await self._databases.run_global(work)
-
-    async def outcomes(self, where: SignalFilter, group: tuple[str, str, int], *, limit: int) -> list[SignalOutcome]:
-        """The returns of one group's signals matching `where`, in bar order (GetSignalPerformance)."""
-        c = signals.c
-        strategy_id, symbol, timeframe = group
-        query = (
-            select(c.signal_id, c.bar_time, c.outcome_time, *(c[column] for column in _RETURN_COLUMNS.values()))
-            .where(*where.conditions(), c.strategy_id == strategy_id, c.symbol == symbol, c.timeframe == timeframe)
-            .order_by(c.bar_time, c.signal_id)
-            .limit(limit)
-        )
-
-        async def work(connection: AsyncConnection) -> list[SignalOutcome]:
-            return [
-                SignalOutcome(
-                    signal_id=row.signal_id,
-                    bar_time=row.bar_time,
-                    returns={horizon: getattr(row, column) for horizon, column in _RETURN_COLUMNS.items()},
-                    outcome_time=row.outcome_time,
-                )
-                for row in await connection.execute(query)
-            ]
-
-        return await self._databases.run_global(work)
+        return [None] * len(requests)

@@ -90,9 +90,12 @@ class SignalServiceStub:
     """Streams live signals as the engine produces them at bar close: the platform's signals for the requested
     symbols and strategies, and the caller's own alert firings. The first message is a heartbeat sent at once (the
     subscription is live); later heartbeats come when the stream is quiet. The stream ends when the client cancels
-    or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`.
+    or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`. A
+    subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED, reason SUBSCRIBER_TOO_SLOW; a draining
+    server ends streams with UNAVAILABLE, reason SERVER_DRAINING.
     Auth: any caller, scope `read`.
-    Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED.
+    Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED, TOO_MANY_STREAMS
+    (per-account stream limit per server).
     """
     ListSignals: _grpc.UnaryUnaryMultiCallable[_signal_pb2.ListSignalsRequest, _signal_pb2.ListSignalsResponse]
     """Lists stored signals, newest bar first.
@@ -219,9 +222,12 @@ class SignalServiceAsyncStub(SignalServiceStub):
     """Streams live signals as the engine produces them at bar close: the platform's signals for the requested
     symbols and strategies, and the caller's own alert firings. The first message is a heartbeat sent at once (the
     subscription is live); later heartbeats come when the stream is quiet. The stream ends when the client cancels
-    or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`.
+    or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`. A
+    subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED, reason SUBSCRIBER_TOO_SLOW; a draining
+    server ends streams with UNAVAILABLE, reason SERVER_DRAINING.
     Auth: any caller, scope `read`.
-    Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED.
+    Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED, TOO_MANY_STREAMS
+    (per-account stream limit per server).
     """
     ListSignals: _aio.UnaryUnaryMultiCallable[_signal_pb2.ListSignalsRequest, _signal_pb2.ListSignalsResponse]  # type: ignore[assignment]
     """Lists stored signals, newest bar first.
@@ -375,9 +381,12 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams live signals as the engine produces them at bar close: the platform's signals for the requested
         symbols and strategies, and the caller's own alert firings. The first message is a heartbeat sent at once (the
         subscription is live); later heartbeats come when the stream is quiet. The stream ends when the client cancels
-        or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`.
+        or the server drains; clients reconnect with `replay_since_time` and drop duplicates by `signal_id`. A
+        subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED, reason SUBSCRIBER_TOO_SLOW; a draining
+        server ends streams with UNAVAILABLE, reason SERVER_DRAINING.
         Auth: any caller, scope `read`.
-        Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED.
+        Errors: SYMBOL_NOT_FOUND, TOO_MANY_SYMBOLS, STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED, TOO_MANY_STREAMS
+        (per-account stream limit per server).
         """
 
     @_abc_1.abstractmethod

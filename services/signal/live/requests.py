@@ -1,0 +1,110 @@
+"""Decoding of the live methods' requests (each field checked, every violation reported) and encoding of the
+signal-performance rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bullant.common.v1 import common_pb2
+from bullant.signal.v1 import signal_pb2
+from services.core.errors import FieldViolation, InvalidArgument
+from services.core.messages import naive_utc, timestamp
+from services.core.paging import decode_page_token
+from services.core.timeframes import Timeframe
+from services.signal.backtest_encoding import SYMBOL
+from services.signal.live.performance import PerformanceRow
+
+MAX_FILTER_VALUES = 100
+_GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
+
+
+def symbols_of(raw: Sequence[str], field: str, violations: list[FieldViolation], *, limit: int) -> list[str]:
+    if len(raw) > limit:
+        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
+    found: dict[str, None] = {}
+    for index, value in enumerate(raw):
+        symbol = value.strip().upper()
+        if SYMBOL.match(symbol):
+            found[symbol] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "1-32 of A-Z 0-9 . _ -"))
+    return list(found)
+
+
+def timeframes_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[Timeframe]:
+    found: dict[Timeframe, None] = {}
+    for index, value in enumerate(raw):
+        if value in Timeframe._value2member_map_:
+            found[Timeframe(value)] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "one of TIMEFRAME_1M … TIMEFRAME_1D"))
+    return list(found)
+
+
+def grades_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[int]:
+    found: dict[int, None] = {}
+    for index, value in enumerate(raw):
+        if value in _GRADES:
+            found[int(value)] = None
+        else:
+            violations.append(FieldViolation(f"{field}[{index}]", "one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"))
+    return list(found)
+
+
+def strings_of(raw: Sequence[str], field: str, violations: list[FieldViolation]) -> list[str]:
+    if len(raw) > MAX_FILTER_VALUES:
+        violations.append(FieldViolation(field, f"at most {MAX_FILTER_VALUES} values"))
+    return list(dict.fromkeys(value.strip() for value in raw if value.strip()))
+
+
+def range_of(window: common_pb2.TimeRange, field: str = "range") -> tuple[datetime | None, datetime | None]:
+    start = naive_utc(window.start_time) if window.HasField("start_time") else None
+    end = naive_utc(window.end_time) if window.HasField("end_time") else None
+    if start is not None and end is not None and not start < end:
+        raise InvalidArgument(FieldViolation(field, "start_time must be before end_time"), reason="INVALID_RANGE")
+    return start, end
+
+
+def performance_message(row: PerformanceRow) -> signal_pb2.SignalPerformance:
+    stats = row.stats
+    message = signal_pb2.SignalPerformance(
+        strategy_id=row.strategy_id,
+        symbol=row.symbol,
+        timeframe=int(row.timeframe),  # type: ignore[arg-type]
+        horizon_bars=row.horizon,
+        signal_count=stats.count,
+        pending_count=row.pending,
+        win_count=stats.wins,
+    )
+    for name, value in (
+        ("win_rate", stats.win_rate),
+        ("average_return", stats.average),
+        ("sharpe", stats.sharpe),
+        ("max_drawdown", stats.max_drawdown),
+        ("best_return", stats.best),
+        ("worst_return", stats.worst),
+    ):
+        if value is not None:
+            setattr(message, name, value)
+    for name, moment in (
+        ("first_signal_time", row.first_signal_time),
+        ("last_signal_time", row.last_signal_time),
+        ("compute_time", row.compute_time),
+    ):
+        if moment is not None:
+            getattr(message, name).CopyFrom(timestamp(moment))
+    return message
+
+
+def performance_position(token: str, query: str) -> tuple[str, str, int, int] | None:
+    position = decode_page_token(token, query=query)
+    if position is None:
+        return None
+    try:
+        strategy_id, symbol, timeframe, horizon = position["after"]
+        return str(strategy_id), str(symbol), int(timeframe), int(horizon)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument(
+            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
+        ) from None
