@@ -26,7 +26,7 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 run: setup
-	$(BIN)/bullant serve all
+	$(BIN)/bullant serve all --gateway
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import backtest, indicators, live_signals, model, runtime_overhead, stream_ticks
+from bench import backtest, gateway, indicators, live_signals, model, runtime_overhead, stream_ticks
 
 
 async def _run(quick: bool) -> None:
@@ -14,6 +14,8 @@ async def _run(quick: bool) -> None:
     await stream_ticks.run(quick=quick)
     print()
     await live_signals.run(quick=quick)
+    print()
+    await gateway.run(quick=quick)
     print()
     indicators.run(quick=quick)
     print()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from gateway.server import GatewayServer
 from services.account.session_store import SessionStore
 from services.account.store import AccountStore
 from services.account.validation import normalize_email
@@ -60,6 +62,28 @@ def _parser() -> argparse.ArgumentParser:
         help="Prometheus /metrics port, 0 picks a free one, -1 disables (BULLANT_METRICS_PORT, default 9464)",
     )
     serve.add_argument("--grace", type=float, help="seconds to drain calls on shutdown (BULLANT_GRACE_SECONDS)")
+    serve.add_argument(
+        "--gateway",
+        action="store_true",
+        help="also serve the HTTP/WebSocket gateway in front of these services (BULLANT_GATEWAY_PORT, default 8080)",
+    )
+
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve the HTTP/WebSocket gateway alone",
+        description="Serve REST and WebSocket for browsers in front of the gRPC services at their upstream addresses "
+        "until SIGTERM/SIGINT.",
+    )
+    gateway.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="SERVICE=HOST:PORT",
+        help="where a service is (repeatable; BULLANT_UPSTREAMS); others are at --default-upstream",
+    )
+    gateway.add_argument("--default-upstream", help="host:port of every other service (BULLANT_DEFAULT_UPSTREAM)")
+    gateway.add_argument("--host", help="address to listen on (BULLANT_GATEWAY_HOST, default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="HTTP port, 0 picks a free one (BULLANT_GATEWAY_PORT, default 8080)")
 
     migrate = commands.add_parser(
         "migrate",
@@ -234,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_dev_token(args)
     if args.command == "serve":
         return _serve(args, parser)
+    if args.command == "gateway":
+        return _gateway(args)
     if args.command == "backtest":
         return _backtest(args)
     settings = _settings({})
@@ -276,7 +302,51 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         server = build_server(settings, names)
-        asyncio.run(serve_until_signal(server, on_started=_announce))
+        gateway = GatewayServer(settings, beside=server) if args.gateway else None
+
+        def announce(served: GrpcServer) -> None:
+            _announce(served)
+            if gateway is not None:
+                print(f"bullant: gateway on http://{gateway.address}", file=sys.stderr, flush=True)
+
+        asyncio.run(serve_until_signal(server, on_started=announce, beside=[gateway] if gateway else []))
+    except StartupError as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("gateway_host", args.host),
+            ("gateway_port", args.port),
+            ("default_upstream", args.default_upstream),
+            ("upstreams", ",".join(args.upstream) if args.upstream else None),
+        )
+        if value is not None
+    }
+    settings = _settings(overrides)
+    if isinstance(settings, int):
+        return settings
+    configure_logging(settings.log_level, settings.log_format)
+    gateway = GatewayServer(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await gateway.start()
+        print(f"bullant: gateway on http://{gateway.address}", file=sys.stderr, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await gateway.stop()
+
+    try:
+        asyncio.run(run())
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1

@@ -185,8 +185,14 @@ class GrpcServer:
         self._started_components.clear()
 
 
-async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServer], None] | None = None) -> None:
-    """Start `server`, serve until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve_until_signal(
+    server: GrpcServer,
+    on_started: Callable[[GrpcServer], None] | None = None,
+    *,
+    beside: Sequence[Component] = (),
+) -> None:
+    """Start `server` (then the components `beside` it, e.g. the HTTP gateway), serve until SIGTERM or SIGINT, then
+    shut down gracefully in reverse order."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     received: list[str] = []
@@ -197,8 +203,12 @@ async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServe
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
+    started: list[Component] = []
     try:
         await server.start()
+        for component in beside:
+            await component.start()
+            started.append(component)
         if on_started:
             on_started(server)
         await stop_requested.wait()
@@ -206,6 +216,8 @@ async def serve_until_signal(server: GrpcServer, on_started: Callable[[GrpcServe
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        for component in reversed(started):
+            await component.stop()
         await server.stop()
 
 

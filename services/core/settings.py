@@ -197,6 +197,13 @@ class Settings(BaseModel):
     signal_engine_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
     signal_watch_refresh_seconds: float = Field(default=10.0, gt=0, le=3600.0)
     signal_performance_interval_seconds: float = Field(default=60.0, gt=0, le=86_400.0)
+    # The HTTP gateway: where it listens, the browser origins allowed (CORS), the largest request body.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_cors_origins: list[str] = Field(default_factory=list)
+    gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # REST requests one client (credential, else address) may make per minute, across gateway replicas (0: no limit).
+    gateway_requests_per_minute: int = Field(default=600, ge=0, le=1_000_000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -229,6 +236,7 @@ class Settings(BaseModel):
         "signal_symbols",
         "signal_timeframes",
         "signal_strategies",
+        "gateway_cors_origins",
         mode="before",
     )
     @classmethod

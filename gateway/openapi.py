@@ -1,0 +1,263 @@
+"""The OpenAPI 3 document of the gateway, generated from the same descriptors and routes it serves: one operation
+per HTTP binding, path and query parameters, the request body, the response (NDJSON / SSE for server streams), the
+error body, the security each method's access rule asks for, and a schema per message in the proto3 JSON mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from bullant.common.v1 import access_pb2
+from gateway.routes import VARIABLE, Route
+
+_WRAPPERS = {
+    "google.protobuf.DoubleValue": {"type": "number"},
+    "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.Int64Value": {"type": "string", "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64"},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": "integer", "format": "int64"},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "example": "1.5s"},
+    "google.protobuf.FieldMask": {"type": "string", "example": "enabled,displayName"},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    **_WRAPPERS,
+}
+_INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32}
+_UINT32 = {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32}
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "integer", "description": "HTTP status"},
+                "status": {"type": "string", "description": "gRPC status name, e.g. INVALID_ARGUMENT"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+            },
+            "required": ["code", "status", "message", "details"],
+        }
+    },
+    "required": ["error"],
+}
+_QUERY_DEPTH = 3
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _behaviors(field: FieldDescriptor) -> set[int]:
+    options = field.GetOptions()
+    return set(options.Extensions[field_behavior_pb2.field_behavior]) if options.ListFields() else set()
+
+
+class _Schemas:
+    """Component schemas of the messages and enums reached, by full name."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, dict[str, Any]] = {}
+
+    def enum(self, descriptor: EnumDescriptor) -> dict[str, Any]:
+        if descriptor.full_name not in self.found:
+            self.found[descriptor.full_name] = {"type": "string", "enum": [value.name for value in descriptor.values]}
+        return _ref(descriptor.full_name)
+
+    def message(self, descriptor: Descriptor) -> dict[str, Any]:
+        if descriptor.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[descriptor.full_name])
+        if descriptor.full_name not in self.found:
+            self.found[descriptor.full_name] = {}  # placeholder: recursive messages refer to themselves
+            properties: dict[str, Any] = {}
+            required = []
+            for field in descriptor.fields:
+                schema = self.field(field)
+                behaviors = _behaviors(field)
+                if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+                    schema = (
+                        {**schema, "readOnly": True} if "$ref" not in schema else {"allOf": [schema], "readOnly": True}
+                    )
+                properties[field.json_name] = schema
+                if field_behavior_pb2.REQUIRED in behaviors:
+                    required.append(field.json_name)
+            document: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+            if required:
+                document["required"] = required
+            self.found[descriptor.full_name] = document
+        return _ref(descriptor.full_name)
+
+    def value(self, field: FieldDescriptor) -> dict[str, Any]:
+        """The schema of one value of the field (an element when repeated)."""
+        kind = field.type
+        if kind == FieldDescriptor.TYPE_MESSAGE:
+            return self.message(field.message_type)  # type: ignore[arg-type]
+        if kind == FieldDescriptor.TYPE_ENUM:
+            return self.enum(field.enum_type)  # type: ignore[arg-type]
+        if kind in _INT32:
+            return {"type": "integer", "format": "int32"}
+        if kind in _UINT32:
+            return {"type": "integer", "format": "int64", "minimum": 0}
+        if kind in _INT64:
+            return {"type": "string", "format": "int64"}
+        if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            return {"type": "number"}
+        if kind == FieldDescriptor.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return {"type": "string", "format": "byte"}
+        return {"type": "string"}
+
+    def field(self, field: FieldDescriptor) -> dict[str, Any]:
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            return {"type": "object", "additionalProperties": self.value(message.fields_by_name["value"])}
+        if field.is_repeated:
+            return {"type": "array", "items": self.value(field)}
+        return self.value(field)
+
+
+def _query_parameters(
+    schemas: _Schemas, descriptor: Descriptor, covered: set[str], prefix: str = "", depth: int = 0
+) -> list[dict[str, Any]]:
+    """Query parameters for the fields not set by the path or the body: scalars, enums, repeated ones, the
+    well-known types written as strings, and (dotted) the fields of nested messages."""
+    found = []
+    for field in descriptor.fields:
+        path = prefix + field.name
+        if any(path == done or path.startswith(done + ".") for done in covered):
+            continue
+        message = field.message_type
+        if message is not None and message.full_name not in _WELL_KNOWN:
+            if message.GetOptions().map_entry or field.is_repeated or depth >= _QUERY_DEPTH:
+                continue
+            found += _query_parameters(schemas, message, covered, path + ".", depth + 1)
+            continue
+        schema = schemas.field(field)
+        parameter: dict[str, Any] = {"name": path, "in": "query", "required": False, "schema": schema}
+        if field.is_repeated:
+            parameter["explode"] = True
+        found.append(parameter)
+    return found
+
+
+def path_parameter(variable: str) -> str:
+    """A path variable's parameter name: dotted field paths (`alert.alert_id`) read `alert_alert_id`, since many
+    OpenAPI tools take template names as identifiers."""
+    return variable.replace(".", "_")
+
+
+def openapi_path(template: str) -> str:
+    """The route's template as an OpenAPI path: `{field=pattern}` and `{a.b}` become plain `{name}`s."""
+    return VARIABLE.sub(lambda found: "{" + path_parameter(found.group(1)) + "}", template)
+
+
+def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    method = route.method
+    request = method.input_type
+    covered = set(route.variables)
+    parameters = [
+        {
+            "name": path_parameter(name),
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[^/:]+$"},
+            "description": f"sets `{name}`",
+        }
+        for name in route.variables
+    ]
+    operation: dict[str, Any] = {
+        "operationId": f"{method.containing_service.name}_{method.name}"
+        + ("" if route.binding == 0 else f"_{route.binding}"),
+        "tags": [method.containing_service.name],
+        "summary": f"{method.containing_service.full_name}/{method.name}",
+    }
+    if route.body == "*":
+        covered.add("*")
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.message(request)}},
+        }
+    elif route.body:
+        covered.add(route.body)
+        field = request.fields_by_name[route.body.split(".")[0]]
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schemas.field(field)}}}
+    if "*" not in covered:
+        parameters += _query_parameters(schemas, request, covered)
+    if parameters:
+        operation["parameters"] = parameters
+    response = schemas.message(method.output_type)
+    if route.server_streaming:
+        item = {
+            "type": "object",
+            "properties": {"result": response, "error": ERROR_SCHEMA["properties"]["error"]},  # type: ignore[index]
+        }
+        content = {
+            "application/x-ndjson": {"schema": item},
+            "text/event-stream": {"schema": {"type": "string", "description": "`event: message` with `data: <item>`"}},
+        }
+        description = "a stream: one JSON object per line (or per Server-Sent Event); an error ends it"
+    else:
+        content = {"application/json": {"schema": response}}
+        description = "OK"
+    operation["responses"] = {
+        "200": {"description": description, "content": content},
+        "default": {"description": "an error (AIP-193)", "content": {"application/json": {"schema": _ref("Error")}}},
+    }
+    options = method.GetOptions()
+    rule = options.Extensions[access_pb2.access] if options.HasExtension(access_pb2.access) else None
+    if rule is not None and rule.public:
+        operation["security"] = []
+    else:
+        operation["security"] = (
+            [{"bearer": []}] if rule is not None and rule.session_only else [{"bearer": []}, {"apiKey": []}]
+        )
+    return operation
+
+
+def openapi_document(routes: Sequence[Route], *, title: str = "Bullant API", version: str = "v1") -> dict[str, Any]:
+    schemas = _Schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in sorted(routes, key=lambda item: (item.template, item.http_method)):
+        paths.setdefault(openapi_path(route.template), {})[route.http_method.lower()] = _operation(schemas, route)
+    components = dict(sorted(schemas.found.items()))
+    components["Error"] = ERROR_SCHEMA
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "REST for browsers in front of the Bullant gRPC services, derived from their protos.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            },
+        },
+    }

@@ -1,0 +1,86 @@
+"""The gateway served by uvicorn as a Component (start/stop), so `bullant serve ... --gateway` runs it beside the gRPC
+server in one process and `bullant gateway` runs it alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from gateway.app import create_app
+from services.core.server import GrpcServer
+from services.core.settings import Settings
+from services.core.startup import StartupError
+
+log = logging.getLogger("bullant.gateway")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handling: the platform's serve loop owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class GatewayServer:
+    """Serves the gateway on settings.gateway_host:gateway_port (port 0: a free one, see `port`)."""
+
+    def __init__(self, settings: Settings, *, beside: GrpcServer | None = None) -> None:
+        """`beside`: the gRPC server of this process, which the gateway then calls for every service."""
+        self._settings = settings
+        self._beside = beside
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self._settings.gateway_host}:{self.port}"
+
+    async def start(self) -> None:
+        settings = self._settings
+        if self._beside is not None:
+            settings = settings.model_copy(update={"upstreams": {}, "default_upstream": self._beside.address})
+        config = uvicorn.Config(
+            create_app(settings),
+            host=self._settings.gateway_host,
+            port=self._settings.gateway_port,
+            lifespan="on",
+            log_config=None,  # the platform's logging
+            access_log=False,
+            server_header=False,
+        )
+        server = _Server(config)
+        # Bound here, so a taken port is a clear start-up error rather than uvicorn exiting the process.
+        listener = socket.socket(socket.AF_INET6 if ":" in self._settings.gateway_host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self._settings.gateway_host, self._settings.gateway_port))
+        except OSError as error:
+            listener.close()
+            raise StartupError(
+                f"the gateway cannot listen on {self._settings.gateway_host}:{self._settings.gateway_port}: "
+                f"{error.strerror} (set BULLANT_GATEWAY_PORT)"
+            ) from None
+        self.port = int(listener.getsockname()[1])
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[listener]), name="gateway")
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+                raise StartupError("the gateway stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("gateway serving on http://%s", self.address)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._server = self._task = None

@@ -1,0 +1,267 @@
+"""`/v1/ws`: one WebSocket multiplexing topics with small JSON messages, each topic a gRPC server stream.
+
+Client → gateway: `{"type": "auth", "token": "..."}` (or `"apiKey"`) first, then `{"type": "subscribe", "topic":
+"ticks:SIM-AAPL"}`, `{"type": "unsubscribe", "topic": ...}`, `{"type": "ping"}`. Gateway → client:
+`{"type": "authenticated"}`, `{"type": "subscribed" | "unsubscribed", "topic": ...}`, `{"type": "event", "topic":
+..., "data": <the stream message in the proto3 JSON mapping>}`, `{"type": "error", "topic"?: ..., "error": <AIP-193
+error>}`, `{"type": "pong"}`, and `{"type": "heartbeat"}` when quiet. Topics: `ticks:<symbol>` (MarketService
+.StreamTicks, conflated: a slow client gets the newest price, not a backlog), `signals` and `signals:<symbol>`
+(SignalService.StreamSignals). Every upstream stream ends when its topic is unsubscribed or the socket closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bullant.account.v1 import account_pb2
+from bullant.market.v1 import market_pb2
+from bullant.signal.v1 import signal_pb2
+from gateway.errors import error_body, from_rpc_error
+from gateway.transcode import to_json
+from services.core.clients import ClientFactory
+
+log = logging.getLogger("bullant.gateway.ws")
+MAX_TOPICS = 50
+MAX_FRAME_CHARS = 4096
+AUTH_TIMEOUT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 20.0
+# Messages queued for one socket; a full queue holds the upstream streams back (ticks are conflated upstream).
+QUEUE_SIZE = 256
+_ACCOUNT = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
+_MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
+_SIGNAL = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """How a topic name maps onto a gRPC server stream."""
+
+    method: str
+    request: Message
+    response_class: type[Message]
+    service: Any
+
+
+def parse_topic(name: str) -> Topic:
+    """The stream behind a topic name; ValueError saying what is wrong."""
+    kind, _, argument = name.partition(":")
+    if kind == "ticks":
+        if not argument:
+            raise ValueError("ticks needs a symbol: ticks:<symbol>")
+        return Topic(
+            f"/{_MARKET.full_name}/StreamTicks",
+            market_pb2.StreamTicksRequest(symbols=[argument], conflation=market_pb2.CONFLATION_MODE_LATEST),
+            market_pb2.StreamTicksResponse,
+            _MARKET,
+        )
+    if kind == "signals":
+        return Topic(
+            f"/{_SIGNAL.full_name}/StreamSignals",
+            signal_pb2.StreamSignalsRequest(symbols=[argument] if argument else []),
+            signal_pb2.StreamSignalsResponse,
+            _SIGNAL,
+        )
+    raise ValueError(f"unknown topic {name!r}: ticks:<symbol>, signals or signals:<symbol>")
+
+
+class Connection:
+    """One socket: its credentials, its topics' upstream streams and the single sender."""
+
+    def __init__(self, socket: WebSocket, clients: ClientFactory, metadata: Callable[[], list[tuple[str, str]]]):
+        self._socket = socket
+        self._clients = clients
+        self._base_metadata = metadata
+        self._credentials: list[tuple[str, str]] = []
+        self._topics: dict[str, asyncio.Task[None]] = {}
+        self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+
+    @property
+    def topic_count(self) -> int:
+        return len(self._topics)
+
+    async def run(self) -> None:
+        await self._socket.accept()
+        sender = asyncio.create_task(self._send_loop(), name="ws-sender")
+        try:
+            if await self._authenticate():
+                await self._receive_loop()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in self._topics.values():
+                task.cancel()
+            for task in self._topics.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._topics.clear()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _send_loop(self) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(self._outgoing.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                await self._socket.send_text('{"type":"heartbeat"}')
+                continue
+            try:
+                await self._socket.send_text(json.dumps(message, separators=(",", ":")))
+            finally:
+                self._outgoing.task_done()
+
+    async def _say(self, message: dict[str, Any]) -> None:
+        await self._outgoing.put(message)
+
+    async def _refuse(self, code: grpc.StatusCode, text: str, topic: str | None = None) -> None:
+        message: dict[str, Any] = {"type": "error", "error": error_body(code, text)["error"]}
+        if topic is not None:
+            message["topic"] = topic
+        await self._say(message)
+
+    async def _frame(self, *, within: float | None = None) -> dict[str, Any] | None:
+        """The next client message, or None after telling the client what was wrong with it."""
+        async with asyncio.timeout(within):
+            text = await self._socket.receive_text()
+        if len(text) > MAX_FRAME_CHARS:
+            await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, f"a message is at most {MAX_FRAME_CHARS} characters")
+            return None
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, 'not JSON: send {"type": ...} objects')
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, "a message is a JSON object with a string `type`")
+            return None
+        return message
+
+    async def _authenticate(self) -> bool:
+        try:
+            message = await self._frame(within=AUTH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            await self._close_with(grpc.StatusCode.UNAUTHENTICATED, "no auth message within 10 seconds", 4401)
+            return False
+        if message is None or message.get("type") != "auth":
+            await self._close_with(
+                grpc.StatusCode.UNAUTHENTICATED, 'the first message must be {"type": "auth", ...}', 4401
+            )
+            return False
+        token, api_key = message.get("token"), message.get("apiKey")
+        if isinstance(token, str) and token:
+            self._credentials = [("authorization", f"Bearer {token}")]
+        elif isinstance(api_key, str) and api_key:
+            self._credentials = [("x-api-key", api_key)]
+        else:
+            await self._close_with(grpc.StatusCode.UNAUTHENTICATED, "auth needs a `token` or an `apiKey`", 4401)
+            return False
+        call = self._clients.channel(_ACCOUNT).unary_unary(
+            f"/{_ACCOUNT.full_name}/GetAccount",
+            request_serializer=account_pb2.GetAccountRequest.SerializeToString,
+            response_deserializer=account_pb2.GetAccountResponse.FromString,
+        )
+        try:
+            await call(account_pb2.GetAccountRequest(), metadata=self._metadata())
+        except grpc.aio.AioRpcError as error:
+            # Only credentials the platform refuses end the socket; anything else (a development token without an
+            # account row, the account service not deployed here) leaves it to each topic's stream to decide.
+            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                _, body, _ = from_rpc_error(error)
+                await self._say({"type": "error", "error": body["error"]})
+                await self._drain_and_close(4401 if error.code() is grpc.StatusCode.UNAUTHENTICATED else 4403)
+                return False
+        await self._say({"type": "authenticated"})
+        return True
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [*self._base_metadata(), *self._credentials]
+
+    async def _close_with(self, code: grpc.StatusCode, text: str, close_code: int) -> None:
+        await self._refuse(code, text)
+        await self._drain_and_close(close_code)
+
+    async def _drain_and_close(self, close_code: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._outgoing.join()
+        await self._socket.close(close_code)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self._frame()
+            if message is None:
+                continue
+            kind = message["type"]
+            topic = message.get("topic")
+            if kind == "ping":
+                await self._say({"type": "pong"})
+            elif kind in ("subscribe", "unsubscribe") and not isinstance(topic, str):
+                await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, f"{kind} needs a string `topic`")
+            elif kind == "subscribe":
+                await self._subscribe(str(topic))
+            elif kind == "unsubscribe":
+                task = self._topics.pop(str(topic), None)
+                if task is not None:
+                    task.cancel()
+                await self._say({"type": "unsubscribed", "topic": topic})
+            else:
+                await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, f"unknown message type {kind[:40]!r}")
+
+    async def _subscribe(self, name: str) -> None:
+        if name in self._topics:
+            await self._say({"type": "subscribed", "topic": name})
+            return
+        if len(self._topics) >= MAX_TOPICS:
+            await self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {MAX_TOPICS} topics per socket", name)
+            return
+        try:
+            topic = parse_topic(name)
+        except ValueError as error:
+            await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error), name)
+            return
+        self._topics[name] = asyncio.create_task(self._follow(name, topic), name=f"ws-topic-{name}")
+
+    async def _follow(self, name: str, topic: Topic) -> None:
+        call = self._clients.channel(topic.service).unary_stream(
+            topic.method,
+            request_serializer=type(topic.request).SerializeToString,
+            response_deserializer=topic.response_class.FromString,
+        )(topic.request, metadata=self._metadata())
+        try:
+            first = True
+            while (message := await call.read()) is not grpc.aio.EOF:
+                if first:
+                    await self._say({"type": "subscribed", "topic": name})
+                    first = False
+                await self._say({"type": "event", "topic": name, "data": to_json(message)})  # type: ignore[arg-type]
+            await self._refuse(grpc.StatusCode.UNAVAILABLE, "the stream ended; subscribe again", name)
+        except grpc.aio.AioRpcError as error:
+            _, body, _ = from_rpc_error(error)
+            await self._say({"type": "error", "topic": name, "error": body["error"]})
+        finally:
+            call.cancel()
+            if self._topics.get(name) is asyncio.current_task():
+                del self._topics[name]
+
+
+def connection_metadata(socket: WebSocket) -> Callable[[], list[tuple[str, str]]]:
+    """Per upstream call: a fresh request id and the client's address."""
+    client = socket.client.host if socket.client else ""
+
+    def metadata() -> list[tuple[str, str]]:
+        found = [("x-request-id", uuid.uuid4().hex)]
+        if client:
+            found.append(("x-forwarded-for", client))
+        return found
+
+    return metadata
