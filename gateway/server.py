@@ -57,7 +57,10 @@ class GatewayServer:
         )
         server = _Server(config)
         # Bound here, so a taken port is a clear start-up error rather than uvicorn exiting the process.
-        listener = socket.socket(socket.AF_INET6 if ":" in self._settings.gateway_host else socket.AF_INET)
+        # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it every
+        # keep-alive response waits ~40 ms for a delayed ACK (Nagle) between its header and body writes.
+        family = socket.AF_INET6 if ":" in self._settings.gateway_host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self._settings.gateway_host, self._settings.gateway_port))
