@@ -80,6 +80,18 @@ class GatewayServer:
             await asyncio.sleep(0.01)
         log.info("gateway serving on http://%s", self.address)
 
+    def connection_sockets(self) -> list[socket.socket]:
+        """The sockets of the open client connections (tests and diagnostics)."""
+        if self._server is None:
+            return []
+        found = []
+        for connection in self._server.server_state.connections:
+            transport = getattr(connection, "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                found.append(sock)
+        return found
+
     async def stop(self) -> None:
         if self._server is None or self._task is None:
             return

@@ -7,6 +7,7 @@ upstream call ends when the client goes away."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 
 from gateway.openapi import openapi_path
 from gateway.routes import Router, compile_template, generated_services
+from gateway.server import GatewayServer
+from services.core.startup import StartupError
 from services.signal.live.hub import SignalHub
 from tests.gateway_platform import GatewayPlatform, running_gateway
-from tests.support import eventually
+from tests.support import eventually, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "correct horse battery staple"
@@ -287,3 +290,25 @@ async def test_cors_for_configured_origins_only() -> None:
             "/v1/strategies", headers={**platform.bearer(3), "origin": "https://evil.example.com"}
         )
         assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_the_gateway_server_turns_nagle_off_on_client_connections() -> None:
+    """Keep-alive responses go out at once (a response's header and body writes must not wait for a delayed ACK)."""
+    server = GatewayServer(make_settings(gateway_port=0))
+    await server.start()
+    try:
+        assert server.port
+        async with httpx.AsyncClient(base_url=f"http://{server.address}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert server.connection_sockets()
+            for sock in server.connection_sockets():
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        await server.stop()
+    with pytest.raises(StartupError, match="cannot listen"):
+        taken = GatewayServer(make_settings(gateway_port=0))
+        await taken.start()
+        try:
+            await GatewayServer(make_settings(gateway_port=taken.port)).start()
+        finally:
+            await taken.stop()
