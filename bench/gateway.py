@@ -1,8 +1,9 @@
 """The HTTP gateway's cost: `GET /v1/quotes/SIM-AAPL` through the gateway next to the same `GetQuote` called
 directly over gRPC, and live ticks over the gateway's WebSocket next to `StreamTicks` directly.
 
-- `bullant serve market --gateway` runs as a subprocess (SQLite in a temporary data directory, the simulated feed
-  ticking every 10 ms, authentication on), so the servers do not share a CPU-bound event loop with the load.
+- `bullant serve market` and `bullant gateway` run as two subprocesses, as deployed (SQLite in a temporary data
+  directory, the simulated feed ticking every 10 ms, authentication on), so neither shares an event loop with the
+  other or with the load.
 - Unary: this process keeps 32 requests in flight for a fixed time, once with httpx over keep-alive HTTP/1.1
   connections to the gateway and once with a grpc.aio stub on one channel to the server, each with a "read" token;
   requests per second and p50/p99 latency. The client libraries differ (httpx is pure Python, grpc.aio is C-core),
@@ -114,11 +115,20 @@ async def run(*, quick: bool = False) -> None:
             BULLANT_GATEWAY_REQUESTS_PER_MINUTE="0",
             BULLANT_MAX_STREAMS_PER_ACCOUNT="1000",
         )
+        # The gateway in its own process, as deployed in front of separate service Deployments.
         server = await asyncio.create_subprocess_exec(
             str(BIN / "bullant"),
             "serve",
             "market",
-            "--gateway",
+            env=environment,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        front = await asyncio.create_subprocess_exec(
+            str(BIN / "bullant"),
+            "gateway",
+            "--default-upstream",
+            f"127.0.0.1:{grpc_port}",
             env=environment,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -162,8 +172,9 @@ async def run(*, quick: bool = False) -> None:
                 ws = await _ws_ticks(f"ws://127.0.0.1:{http_port}/v1/ws", token, symbols, seconds)
                 stream = await _grpc_ticks(stub, metadata, symbols, seconds)
         finally:
-            server.terminate()
-            await server.wait()
+            for process in (front, server):
+                process.terminate()
+                await process.wait()
     print(f"Gateway: GET /v1/quotes/{SYMBOL} vs GetQuote over gRPC, {CONCURRENCY} in flight, {seconds:g} s each")
     print(f"{'path':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'gateway':>10} {gateway[0]:>9.0f} {gateway[1]:>8.2f} {gateway[2]:>8.2f}")
