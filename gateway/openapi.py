@@ -81,6 +81,7 @@ class _Schemas:
 
     def __init__(self) -> None:
         self.found: dict[str, dict[str, Any]] = {}
+        self._building: set[str] = set()
 
     def enum(self, descriptor: EnumDescriptor) -> dict[str, Any]:
         if descriptor.full_name not in self.found:
@@ -90,8 +91,10 @@ class _Schemas:
     def message(self, descriptor: Descriptor) -> dict[str, Any]:
         if descriptor.full_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[descriptor.full_name])
-        if descriptor.full_name not in self.found:
-            self.found[descriptor.full_name] = {}  # placeholder: recursive messages refer to themselves
+        name = descriptor.full_name
+        if name not in self.found and name not in self._building:
+            # A message that contains itself refers to its own $ref while it is being built.
+            self._building.add(name)
             properties: dict[str, Any] = {}
             required = []
             for field in descriptor.fields:
@@ -107,8 +110,9 @@ class _Schemas:
             document: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
             if required:
                 document["required"] = required
-            self.found[descriptor.full_name] = document
-        return _ref(descriptor.full_name)
+            self.found[name] = document
+            self._building.discard(name)
+        return _ref(name)
 
     def value(self, field: FieldDescriptor) -> dict[str, Any]:
         """The schema of one value of the field (an element when repeated)."""

@@ -8,8 +8,8 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from services.core.backoff import backoff_delay
 from services.core.coordination import PubSub
+from services.core.coordination.follow import follow_channel, until_live
 from services.market.wire import DATA, SYMBOL, Piece, split_tick_batch
 
 log = logging.getLogger("bullant.market.streaming")
@@ -103,9 +103,7 @@ class TickHub:
         if self._draining is not None:
             self._drain_task = asyncio.create_task(self._close_on_drain(self._draining), name="tick-hub-drain")
         # Live before start() returns: a tick published after start-up reaches subscribers of this replica.
-        waiter = asyncio.create_task(self._live.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        await until_live(self._task, self._live)
 
     async def _close_on_drain(self, draining: asyncio.Event) -> None:
         await draining.wait()
@@ -163,17 +161,6 @@ class TickHub:
             subscriber.offer(wanted)
 
     async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with self._pubsub.subscribe([TICKS_CHANNEL], max_pending=_HUB_MAX_PENDING) as subscription:
-                    self._live.set()
-                    attempt = 0
-                    async for message in subscription:
-                        self.dispatch(message.data)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                attempt += 1
-                log.exception("tick subscription failed; resubscribing (attempt %d)", attempt)
-                await asyncio.sleep(backoff_delay(attempt - 1, 0.1, 5.0, jitter_floor=0.5))
+        await follow_channel(
+            self._pubsub, TICKS_CHANNEL, self.dispatch, self._live, max_pending=_HUB_MAX_PENDING, what="tick"
+        )

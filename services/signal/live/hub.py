@@ -13,8 +13,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from services.core.backoff import backoff_delay
 from services.core.coordination.base import PubSub
+from services.core.coordination.follow import follow_channel, until_live
 from services.core.timeframes import Timeframe
 from services.signal.live.encoding import Envelope
 from services.signal.live.records import SeriesKey
@@ -94,9 +94,7 @@ class SignalHub:
         self._task = asyncio.create_task(self._run(), name="signal-hub")
         if self._draining is not None:
             self._drain_task = asyncio.create_task(self._close_on_drain(self._draining), name="signal-hub-drain")
-        waiter = asyncio.create_task(self._live.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        await until_live(self._task, self._live)
 
     async def stop(self) -> None:
         for listener in list(self._listeners):
@@ -147,20 +145,9 @@ class SignalHub:
                 listener.offer(envelope.payload)
 
     async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with self._pubsub.subscribe([SIGNALS_CHANNEL], max_pending=_HUB_MAX_PENDING) as subscription:
-                    self._live.set()
-                    attempt = 0
-                    async for message in subscription:
-                        self.dispatch(message.data)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                attempt += 1
-                log.exception("live-signal subscription failed; resubscribing (attempt %d)", attempt)
-                await asyncio.sleep(backoff_delay(attempt - 1, 0.1, 5.0, jitter_floor=0.5))
+        await follow_channel(
+            self._pubsub, SIGNALS_CHANNEL, self.dispatch, self._live, max_pending=_HUB_MAX_PENDING, what="live-signal"
+        )
 
 
 def _series_list(series: Collection[SeriesKey]) -> list[list[object]]:
