@@ -98,12 +98,14 @@ class Connection:
         except WebSocketDisconnect:
             pass
         finally:
-            for task in self._topics.values():
+            # Taken out first: each topic's task removes itself from the dict as it ends.
+            tasks = list(self._topics.values())
+            self._topics.clear()
+            for task in tasks:
                 task.cancel()
-            for task in self._topics.values():
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            self._topics.clear()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender

@@ -28,6 +28,7 @@ class GatewayPlatform:
     settings: Settings
     http: httpx.AsyncClient
     base_url: str
+    app: Any
 
     def bearer(
         self, account_id: int = 3, scopes: tuple[str, ...] = ("read", "trade"), *, admin: bool = False
@@ -66,11 +67,12 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[GatewayPlatform]:
     server = build_server(settings)
     await server.start()
     http_port = free_port()
+    app = create_app(settings)
     try:
         async with (
-            running_uvicorn(create_app(settings), http_port),
+            running_uvicorn(app, http_port),
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=30.0) as http,
         ):
-            yield GatewayPlatform(server, settings, http, f"http://127.0.0.1:{http_port}")
+            yield GatewayPlatform(server, settings, http, f"http://127.0.0.1:{http_port}", app)
     finally:
         await server.stop(grace=0.5)

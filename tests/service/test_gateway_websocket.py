@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,6 +86,28 @@ async def test_ticks_and_signals_over_one_socket_and_nothing_left_behind(platfor
         assert signals.listener_count == 1
     # The client went away: its remaining upstream stream ends too.
     await eventually(lambda: signals.listener_count == 0, timeout=10)
+
+
+async def test_a_client_leaving_with_several_topics_ends_every_stream(
+    platform: GatewayPlatform, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticks: TickHub = _component(platform, TickHub)
+    gateway = platform.app.state.gateway
+    before = ticks.subscriber_count
+    symbols = ["SIM-AAPL", "SIM-005930", "SIM-BTC-USDT", "SIM-EUR-USD"]
+    with caplog.at_level(logging.ERROR):
+        async with websockets.connect(_url(platform)) as socket:
+            await socket.send(json.dumps({"type": "auth", "token": await _token(platform, "leaver@example.com")}))
+            assert (await _next(socket, {"authenticated", "error"}))["type"] == "authenticated"
+            for symbol in symbols:
+                await socket.send(json.dumps({"type": "subscribe", "topic": f"ticks:{symbol}"}))
+            subscribed = {(await _next(socket, {"subscribed"}))["topic"] for _ in symbols}
+            assert subscribed == {f"ticks:{symbol}" for symbol in symbols}
+            assert ticks.subscriber_count == before + len(symbols)
+            assert len(gateway.connections) == 1
+        # Every topic's stream ends, and the connection's own tasks with them, without an error.
+        await eventually(lambda: ticks.subscriber_count == before and not gateway.connections, timeout=10)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
 
 
 async def test_bad_frames_and_topics_get_clear_errors(platform: GatewayPlatform) -> None:
