@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import uuid
@@ -21,15 +20,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.errors import bad_request, error_body, from_rpc_error
 from gateway.openapi import openapi_document
+from gateway.protojson import Memo, dumps, to_dict
 from gateway.routes import Route, Router, generated_services
-from gateway.transcode import BadRequest, build_request, to_json
+from gateway.transcode import BadRequest, build_request
 from gateway.websocket import Connection, connection_metadata
 from services.core.clients import ClientFactory
 from services.core.coordination.base import RateLimiter
@@ -46,6 +46,15 @@ _READY_TIMEOUT = 2.0
 
 class PayloadTooLarge(Exception):
     pass
+
+
+class JSONResponse(Response):
+    """A JSON answer written by orjson (compact UTF-8)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
 
 
 def _request_id(request: Request) -> str:
@@ -102,6 +111,8 @@ class Gateway:
         self._limiter = limiter
         self._document: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
+        # The stream items every socket receives alike (ticks), each written as JSON once.
+        self.memo = Memo()
         # One callable per method, made on first use (the channels live as long as the app).
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
 
@@ -135,7 +146,7 @@ class Gateway:
             metadata = _metadata(request, request_id)
         except BadRequest as error:
             return self._json(bad_request(error.field, error.description), 400, request_id)
-        channel = self._clients.channel(route.service)
+        channel = self._clients.channel(route.service, propagate=False)
         if route.server_streaming:
             return await self._stream(
                 request, route, message, metadata=metadata, request_id=request_id, channel=channel
@@ -148,11 +159,11 @@ class Gateway:
                 response_deserializer=route.response_class.FromString,
             )
         try:
-            response = await call(message, metadata=metadata)
+            response = await call(message, metadata=metadata, timeout=self._settings.request_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
-        return self._json(to_json(response), 200, request_id)
+        return self._json(to_dict(response), 200, request_id)
 
     async def _rate_limited(self, request: Request, request_id: str) -> Response | None:
         """429 when the client spent its requests of the minute; a limiter that cannot answer lets requests pass."""
@@ -216,7 +227,7 @@ class Gateway:
         return JSONResponse(self._document, headers={REQUEST_ID: _request_id(request)})
 
     async def websocket(self, socket: WebSocket) -> None:
-        connection = Connection(socket, self._clients, connection_metadata(socket))
+        connection = Connection(socket, self._clients, connection_metadata(socket), self.memo)
         self.connections.add(connection)
         try:
             await connection.run()
@@ -230,7 +241,7 @@ class Gateway:
         services = sorted({route.service.full_name: route.service for route in self.router.routes}.items())
 
         async def check(name: str, service: Any) -> tuple[str, str]:
-            stub = health_pb2_grpc.HealthStub(self._clients.channel(service))
+            stub = health_pb2_grpc.HealthStub(self._clients.channel(service, propagate=False))
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=_READY_TIMEOUT)
             except grpc.aio.AioRpcError as error:
@@ -251,15 +262,15 @@ async def _relay(call: Any, first: Any, *, sse: bool) -> AsyncIterator[bytes]:
     The upstream call is cancelled however the response ends (a client that disconnects included)."""
 
     def frame(document: dict[str, Any], event: str = "message") -> bytes:
-        text = json.dumps(document, separators=(",", ":"))
+        text = dumps(document)
         if sse:
-            return f"event: {event}\ndata: {text}\n\n".encode()
-        return text.encode() + b"\n"
+            return b"event: " + event.encode() + b"\ndata: " + text + b"\n\n"
+        return text + b"\n"
 
     try:
         message = first
         while message is not grpc.aio.EOF:
-            yield frame({"result": to_json(message)})
+            yield frame({"result": to_dict(message)})
             message = await call.read()
     except grpc.aio.AioRpcError as error:
         _, body, _ = from_rpc_error(error)

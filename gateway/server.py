@@ -51,6 +51,7 @@ class GatewayServer:
             host=self._settings.gateway_host,
             port=self._settings.gateway_port,
             lifespan="on",
+            http="httptools",
             log_config=None,  # the platform's logging
             access_log=False,
             server_header=False,

@@ -156,8 +156,3 @@ def _body_document(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest("", f"the body is not JSON: {error}") from None
-
-
-def to_json(message: Message) -> dict[str, Any]:
-    """A response in the proto3 JSON mapping (lowerCamelCase names, every field present)."""
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)

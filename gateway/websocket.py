@@ -27,7 +27,7 @@ from bullant.account.v1 import account_pb2
 from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
 from gateway.errors import error_body, from_rpc_error
-from gateway.transcode import to_json
+from gateway.protojson import Memo, dumps
 from services.core.clients import ClientFactory
 
 log = logging.getLogger("bullant.gateway.ws")
@@ -77,8 +77,16 @@ def parse_topic(name: str) -> Topic:
 class Connection:
     """One socket: its credentials, its topics' upstream streams and the single sender."""
 
-    def __init__(self, socket: WebSocket, clients: ClientFactory, metadata: Callable[[], list[tuple[str, str]]]):
+    def __init__(
+        self,
+        socket: WebSocket,
+        clients: ClientFactory,
+        metadata: Callable[[], list[tuple[str, str]]],
+        memo: Memo,
+    ) -> None:
+        """`memo`: shared by the gateway's sockets, so each tick is written as JSON once however many watch it."""
         self._socket = socket
+        self._memo = memo
         self._clients = clients
         self._base_metadata = metadata
         self._credentials: list[tuple[str, str]] = []
@@ -111,14 +119,18 @@ class Connection:
                 await sender
 
     async def _send_loop(self) -> None:
+        outgoing = self._outgoing
         while True:
+            if outgoing.empty():  # only an idle socket pays for the heartbeat timer
+                try:
+                    message = await asyncio.wait_for(outgoing.get(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    await self._socket.send_text('{"type":"heartbeat"}')
+                    continue
+            else:
+                message = outgoing.get_nowait()
             try:
-                message = await asyncio.wait_for(self._outgoing.get(), HEARTBEAT_SECONDS)
-            except TimeoutError:
-                await self._socket.send_text('{"type":"heartbeat"}')
-                continue
-            try:
-                await self._socket.send_text(json.dumps(message, separators=(",", ":")))
+                await self._socket.send_text(dumps(message).decode())
             finally:
                 self._outgoing.task_done()
 
@@ -167,13 +179,13 @@ class Connection:
         else:
             await self._close_with(grpc.StatusCode.UNAUTHENTICATED, "auth needs a `token` or an `apiKey`", 4401)
             return False
-        call = self._clients.channel(_ACCOUNT).unary_unary(
+        call = self._clients.channel(_ACCOUNT, propagate=False).unary_unary(
             f"/{_ACCOUNT.full_name}/GetAccount",
             request_serializer=account_pb2.GetAccountRequest.SerializeToString,
             response_deserializer=account_pb2.GetAccountResponse.FromString,
         )
         try:
-            await call(account_pb2.GetAccountRequest(), metadata=self._metadata())
+            await call(account_pb2.GetAccountRequest(), metadata=self._metadata(), timeout=AUTH_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
             # Only credentials the platform refuses end the socket; anything else (a development token without an
             # account row, the account service not deployed here) leaves it to each topic's stream to decide.
@@ -234,18 +246,21 @@ class Connection:
         self._topics[name] = asyncio.create_task(self._follow(name, topic), name=f"ws-topic-{name}")
 
     async def _follow(self, name: str, topic: Topic) -> None:
-        call = self._clients.channel(topic.service).unary_stream(
+        call: grpc.aio.UnaryStreamCall[Any, bytes] = self._clients.channel(topic.service, propagate=False).unary_stream(
             topic.method,
             request_serializer=type(topic.request).SerializeToString,
-            response_deserializer=topic.response_class.FromString,
+            # Read undecoded: the memo decodes and writes each distinct message once for every socket.
+            response_deserializer=None,
         )(topic.request, metadata=self._metadata())
         try:
             first = True
-            while (message := await call.read()) is not grpc.aio.EOF:
+            while (raw := await call.read()) is not grpc.aio.EOF:
                 if first:
                     await self._say({"type": "subscribed", "topic": name})
                     first = False
-                await self._say({"type": "event", "topic": name, "data": to_json(message)})  # type: ignore[arg-type]
+                assert isinstance(raw, bytes)
+                data = self._memo.document(topic.response_class, raw)
+                await self._say({"type": "event", "topic": name, "data": data})
             await self._refuse(grpc.StatusCode.UNAVAILABLE, "the stream ended; subscribe again", name)
         except grpc.aio.AioRpcError as error:
             _, body, _ = from_rpc_error(error)

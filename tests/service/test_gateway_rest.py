@@ -6,20 +6,25 @@ upstream call ends when the client goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from bullant.market.v1 import market_pb2
+from gateway.app import create_app
 from gateway.openapi import openapi_path
 from gateway.routes import Router, compile_template, generated_services
 from gateway.server import GatewayServer
 from services.core.startup import StartupError
 from services.signal.live.hub import SignalHub
-from tests.gateway_platform import GatewayPlatform, running_gateway
+from tests.gateway_platform import GatewayPlatform, running_gateway, running_uvicorn
+from tests.signal_platform import free_port
 from tests.support import eventually, make_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -312,3 +317,39 @@ async def test_the_gateway_server_turns_nagle_off_on_client_connections() -> Non
             await GatewayServer(make_settings(gateway_port=taken.port)).start()
         finally:
             await taken.stop()
+
+
+async def test_an_upstream_that_does_not_answer_gets_the_deadline_as_504() -> None:
+    """Every unary upstream call carries the configured deadline: a service that never answers becomes a 504 with
+    DEADLINE_EXCEEDED, not a request hanging until the client gives up."""
+    server = grpc.aio.server()
+    entered = asyncio.Event()
+
+    async def never(request: market_pb2.GetQuoteRequest, context: Any) -> market_pb2.GetQuoteResponse:
+        entered.set()
+        await asyncio.sleep(60)
+        return market_pb2.GetQuoteResponse()
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        never,
+        request_deserializer=market_pb2.GetQuoteRequest.FromString,
+        response_serializer=market_pb2.GetQuoteResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bullant.market.v1.MarketService", {"GetQuote": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = make_settings(default_upstream=f"127.0.0.1:{port}", request_timeout_seconds=0.5)
+    http_port = free_port()
+    try:
+        async with (
+            running_uvicorn(create_app(settings), http_port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=30.0) as http,
+        ):
+            response = await http.get("/v1/quotes/SIM-AAPL")
+        assert entered.is_set()
+        assert response.status_code == 504, response.text
+        assert _error(response)["status"] == "DEADLINE_EXCEEDED"
+    finally:
+        await server.stop(0)

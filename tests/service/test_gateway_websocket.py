@@ -144,3 +144,36 @@ async def test_bad_frames_and_topics_get_clear_errors(platform: GatewayPlatform)
         # Still usable after every refusal.
         await socket.send(json.dumps({"type": "ping"}))
         assert (await _next(socket, {"pong"}))["type"] == "pong"
+
+
+async def test_sockets_watching_one_symbol_get_the_same_ticks_written_once(platform: GatewayPlatform) -> None:
+    gateway = platform.app.state.gateway
+    token = await _token(platform, "pair@example.com")
+    async with websockets.connect(_url(platform)) as first, websockets.connect(_url(platform)) as second:
+        for socket in (first, second):
+            await socket.send(json.dumps({"type": "auth", "token": token}))
+            assert (await _next(socket, {"authenticated", "error"}))["type"] == "authenticated"
+            await socket.send(json.dumps({"type": "subscribe", "topic": "ticks:SIM-AAPL"}))
+        hits = gateway.memo.hits
+        received: list[dict[str, dict[str, Any]]] = [{}, {}]
+
+        async def collect(socket: Any, into: dict[str, dict[str, Any]]) -> None:
+            while True:
+                message = await _next(socket, {"event"})
+                for tick in message["data"].get("ticks", {}).get("ticks", []):
+                    into[tick["sequence"]] = tick
+
+        tasks = [
+            asyncio.create_task(collect(socket, into)) for socket, into in zip((first, second), received, strict=True)
+        ]
+        try:
+            await eventually(lambda: len(received[0].keys() & received[1].keys()) >= 5, timeout=30)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    common = received[0].keys() & received[1].keys()
+    assert all(received[0][sequence] == received[1][sequence] for sequence in common)
+    assert {tick["symbol"] for tick in received[0].values()} == {"SIM-AAPL"}
+    # The second socket's copies came from the memo rather than being decoded and written again.
+    assert gateway.memo.hits > hits
