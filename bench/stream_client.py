@@ -7,6 +7,10 @@ calls (at most 10 per channel), then obeys lines on stdin:
   publish→receipt latency per message (of its first tick; at most `--max-samples`, evenly thinned);
 - `quit` (or the end of stdin): close every call and exit.
 
+With `--websocket URL` each "stream" is instead a WebSocket to the HTTP gateway (`/v1/ws`) that authenticates and
+subscribes to `ticks:<symbol>` for every symbol; ticks are counted from the JSON events, latency from the first
+tick's `eventTime`.
+
 The bearer token, when the server wants one, comes in the BENCH_TOKEN environment variable.
 """
 
@@ -19,9 +23,11 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 
 import grpc
 import grpc.aio
+import websockets
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 
@@ -77,6 +83,32 @@ async def _receive(
             tally.dropped += sum(item.dropped_count for item in response.drops.symbols)
 
 
+async def _receive_websocket(url: str, token: str, symbols: list[str], tallies: list[Tally]) -> None:
+    clock = time.time
+    async with websockets.connect(url, max_size=None, compression=None) as socket:
+        await socket.send(json.dumps({"type": "auth", "token": token}))
+        for symbol in symbols:
+            await socket.send(json.dumps({"type": "subscribe", "topic": f"ticks:{symbol}"}))
+        async for frame in socket:
+            message = json.loads(frame)
+            kind = message.get("type")
+            if kind == "error":
+                raise RuntimeError(f"the gateway refused: {message}")
+            if kind != "event":
+                continue
+            tally = tallies[-1]
+            data = message["data"]
+            if "ticks" in data:
+                ticks = data["ticks"].get("ticks", [])
+                if ticks:
+                    stamp = datetime.fromisoformat(ticks[0]["eventTime"]).timestamp()
+                    tally.latencies.append(clock() - stamp)
+                tally.ticks += len(ticks)
+                tally.messages += 1
+            elif "drops" in data:
+                tally.dropped += sum(int(item.get("droppedCount", 0)) for item in data["drops"].get("symbols", []))
+
+
 async def _commands() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -84,18 +116,28 @@ async def _commands() -> asyncio.StreamReader:
     return reader
 
 
-async def run(port: int, streams: int, symbols: list[str], max_batch: int, max_samples: int) -> None:
+async def run(
+    port: int, streams: int, symbols: list[str], max_batch: int, max_samples: int, *, websocket: str = ""
+) -> None:
     token = os.environ.get("BENCH_TOKEN", "")
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     request = market_pb2.StreamTicksRequest(symbols=symbols, max_batch_size=max_batch, skip_snapshot=True)
-    channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        for _ in range((streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)
-    ]
+    channels = (
+        []
+        if websocket
+        else [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            for _ in range((streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)
+        ]
+    )
     # One list shared by every stream: `start` appends a fresh tally, which all of them then count into.
     tallies = [Tally()]
     calls = [
-        asyncio.create_task(_receive(channels[index // STREAMS_PER_CHANNEL], request, metadata, tallies))
+        asyncio.create_task(
+            _receive_websocket(websocket, token, symbols, tallies)
+            if websocket
+            else _receive(channels[index // STREAMS_PER_CHANNEL], request, metadata, tallies)
+        )
         for index in range(streams)
     ]
     commands = await _commands()
@@ -132,8 +174,13 @@ def main() -> None:
     parser.add_argument("--symbols", required=True, help="comma-separated")
     parser.add_argument("--max-batch", type=int, default=0, help="StreamTicksRequest.max_batch_size (0: 256)")
     parser.add_argument("--max-samples", type=int, default=50_000)
+    parser.add_argument("--websocket", default="", help="the gateway's /v1/ws URL: subscribe there instead")
     args = parser.parse_args()
-    asyncio.run(run(args.port, args.streams, args.symbols.split(","), args.max_batch, args.max_samples))
+    asyncio.run(
+        run(
+            args.port, args.streams, args.symbols.split(","), args.max_batch, args.max_samples, websocket=args.websocket
+        )
+    )
 
 
 if __name__ == "__main__":

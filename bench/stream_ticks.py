@@ -301,7 +301,10 @@ class Client:
         self._process = process
 
     @classmethod
-    async def start(cls, target: Target, streams: int) -> Client:
+    async def start(
+        cls, target: Target, streams: int, *, arguments: Sequence[str] = (), expected: int | None = None
+    ) -> Client:
+        """`arguments`: more for bench/stream_client.py; `expected`: hub subscribers to wait for (default: streams)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -309,6 +312,7 @@ class Client:
             f"--port={target.port}",
             f"--streams={streams}",
             f"--symbols={','.join(SYMBOLS)}",
+            *arguments,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
@@ -318,8 +322,8 @@ class Client:
         client = cls(process)
         try:
             await _until(
-                lambda: target.subscribers() >= streams or process.returncode is not None,
-                f"{streams} subscribers",
+                lambda: target.subscribers() >= (expected or streams) or process.returncode is not None,
+                f"{expected or streams} subscribers",
                 within=30.0,
             )
             if process.returncode is not None:
