@@ -83,6 +83,11 @@ async def _receive(
             tally.dropped += sum(item.dropped_count for item in response.drops.symbols)
 
 
+_TICKS_EVENT = '"data":{"ticks":{"ticks":[{'
+_EVENT_TIME = '"eventTime":"'
+_SEQUENCE = '"sequence":'
+
+
 async def _receive_websocket(url: str, token: str, symbols: list[str], tallies: list[Tally]) -> None:
     clock = time.time
     async with websockets.connect(url, max_size=None, compression=None) as socket:
@@ -90,6 +95,18 @@ async def _receive_websocket(url: str, token: str, symbols: list[str], tallies: 
         for symbol in symbols:
             await socket.send(json.dumps({"type": "subscribe", "topic": f"ticks:{symbol}"}))
         async for frame in socket:
+            assert isinstance(frame, str)
+            if _TICKS_EVENT in frame[:160]:
+                # A tick batch, read the way a browser's C++ JSON parser would cost: count the ticks and take the
+                # first one's time without building Python objects for all of them (json.loads of every batch
+                # made this process, not the gateway, the bottleneck).
+                tally = tallies[-1]
+                start = frame.index(_EVENT_TIME) + len(_EVENT_TIME)
+                stamp = datetime.fromisoformat(frame[start : frame.index('"', start)]).timestamp()
+                tally.latencies.append(clock() - stamp)
+                tally.ticks += frame.count(_SEQUENCE)
+                tally.messages += 1
+                continue
             message = json.loads(frame)
             kind = message.get("type")
             if kind == "error":

@@ -200,6 +200,11 @@ class BullantTarget(Target):
         )
         return cls(server=server, feed=feed, runner=runner, hub=hub, token=token, directory=directory)
 
+    @property
+    def data_dir(self) -> str:
+        """The server's data directory (its development signing key lives there)."""
+        return self._directory.name
+
     def subscribers(self) -> int:
         return self._hub.subscriber_count
 

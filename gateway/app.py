@@ -28,13 +28,17 @@ from starlette.websockets import WebSocket
 from gateway.errors import bad_request, error_body, from_rpc_error
 from gateway.openapi import openapi_document
 from gateway.protojson import Memo, dumps, to_dict
+from gateway.relay import TickRelay
 from gateway.routes import Route, Router, generated_services
 from gateway.transcode import BadRequest, build_request
 from gateway.websocket import Connection, connection_metadata
+from services.core.auth.keys import load_signing_keys
+from services.core.auth.service_identity import ServiceIdentity
+from services.core.auth.tokens import token_policy
 from services.core.clients import ClientFactory
 from services.core.coordination.base import RateLimiter
 from services.core.coordination.factory import build_coordination, keyspace_for
-from services.core.settings import Settings
+from services.core.settings import Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
 REQUEST_ID = "x-request-id"
@@ -111,6 +115,10 @@ class Gateway:
         self._limiter = limiter
         self._document: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
+        identity = _service_identity(settings)
+        # Shared tick streams need the gateway to act as the platform's service; without the key, each ticks topic
+        # is a stream of its own.
+        self.relay = TickRelay(clients, identity) if identity is not None else None
         # The stream items every socket receives alike (ticks), each written as JSON once.
         self.memo = Memo()
         # One callable per method, made on first use (the channels live as long as the app).
@@ -227,7 +235,7 @@ class Gateway:
         return JSONResponse(self._document, headers={REQUEST_ID: _request_id(request)})
 
     async def websocket(self, socket: WebSocket) -> None:
-        connection = Connection(socket, self._clients, connection_metadata(socket), self.memo)
+        connection = Connection(socket, self._clients, connection_metadata(socket), self.memo, self.relay)
         self.connections.add(connection)
         try:
             await connection.run()
@@ -279,6 +287,19 @@ async def _relay(call: Any, first: Any, *, sse: bool) -> AsyncIterator[bytes]:
         call.cancel()
 
 
+def _service_identity(settings: Settings) -> ServiceIdentity | None:
+    """The gateway's identity as the platform's service for shared tick streams, when they are on and it holds the
+    platform signing key (a configured private key file, or the local environment's development key)."""
+    if not settings.gateway_shared_ticks:
+        return None
+    if settings.jwt_private_key_file is None and settings.env is not Environment.LOCAL:
+        return None
+    keys = load_signing_keys(settings)
+    if keys.private_key is None:
+        return None
+    return ServiceIdentity(keys, token_policy(settings), "gateway")
+
+
 def _client_key(request: Request) -> str:
     """Who a request counts against: its credential, else its address."""
     credential = request.headers.get("authorization") or request.headers.get("x-api-key")
@@ -300,6 +321,8 @@ def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> S
         try:
             yield
         finally:
+            if gateway.relay is not None:
+                await gateway.relay.stop()
             await factory.stop()
             await coordination.stop()
 

@@ -65,61 +65,67 @@ def dumps(value: Any) -> bytes:
 
 class Memo:
     """The JSON of repeated fields' elements by their wire bytes, for the streams of many clients that carry the
-    same items (every socket watching a symbol gets the same ticks): each is printed once. Bounded: the oldest
-    entries go first. A miss costs a serialization; equal bytes are equal messages, so a hit is always right."""
+    same items (every socket watching a symbol gets the same ticks): each is printed once. A miss costs a
+    serialization; equal bytes are equal messages, so a hit is always right.
+
+    Bounded by two generations of capacity/2 entries: new entries and hits go to the young one; when it is full it
+    becomes the old one and the previous old one is dropped, so entries still in use (a socket that lags its peers)
+    survive while idle ones go, at O(1) per entry."""
 
     def __init__(self, capacity: int = 65_536) -> None:
-        self._capacity = capacity
+        self._generation = max(1, capacity // 2)
         # Per element converter or per stream message class: wire bytes → written JSON.
-        self._tables: dict[Any, dict[bytes, orjson.Fragment]] = {}
-        self._size = 0
+        self._young: dict[Any, dict[bytes, orjson.Fragment]] = {}
+        self._old: dict[Any, dict[bytes, orjson.Fragment]] = {}
+        self._young_size = 0
         self.hits = 0
         self.misses = 0
 
     @property
     def size(self) -> int:
-        """Elements held."""
-        return self._size
+        """Entries held."""
+        return self._young_size + sum(len(table) for table in self._old.values())
 
     def __call__(self, convert: Converter, element: Message) -> orjson.Fragment:
         """An element's JSON (`convert` is its type's converter)."""
-        table = self._tables.get(convert)
-        if table is None:
-            table = self._tables[convert] = {}
         key = element.SerializeToString()
-        found = table.get(key)
-        if found is not None:
-            self.hits += 1
-            return found
-        self.misses += 1
-        return self._keep(table, key, orjson.dumps(convert(element, None)))
+        found = self._find(convert, key)
+        if found is None:
+            found = self._keep(convert, key, orjson.Fragment(orjson.dumps(convert(element, None))))
+        return found
 
     def document(self, message_class: type[Message], raw: bytes) -> orjson.Fragment:
         """The JSON of a whole message from its wire bytes (a stream message read undecoded): streams that send
         several clients the same messages decode and print each once; the others still share their elements."""
-        table = self._tables.get(message_class)
-        if table is None:
-            table = self._tables[message_class] = {}
-        found = table.get(raw)
+        found = self._find(message_class, raw)
+        if found is None:
+            written = orjson.dumps(to_dict(message_class.FromString(raw), self))
+            found = self._keep(message_class, raw, orjson.Fragment(written))
+        return found
+
+    def _find(self, kind: Any, key: bytes) -> orjson.Fragment | None:
+        young = self._young.get(kind)
+        found = young.get(key) if young is not None else None
         if found is not None:
             self.hits += 1
             return found
-        self.misses += 1
-        return self._keep(table, raw, orjson.dumps(to_dict(message_class.FromString(raw), self)))
+        old = self._old.get(kind)
+        found = old.get(key) if old is not None else None
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return self._keep(kind, key, found)  # still in use: keep it young
 
-    def _keep(self, table: dict[bytes, orjson.Fragment], key: bytes, written: bytes) -> orjson.Fragment:
-        found = table[key] = orjson.Fragment(written)
-        self._size += 1
-        if self._size > self._capacity:
-            self._evict()
-        return found
-
-    def _evict(self) -> None:
-        """Drop the older half of every table (insertion order), amortising eviction over many misses."""
-        for table in self._tables.values():
-            for key in list(table)[: len(table) // 2 + 1]:
-                del table[key]
-        self._size = sum(len(table) for table in self._tables.values())
+    def _keep(self, kind: Any, key: bytes, fragment: orjson.Fragment) -> orjson.Fragment:
+        young = self._young.get(kind)
+        if young is None:
+            young = self._young[kind] = {}
+        young[key] = fragment
+        self._young_size += 1
+        if self._young_size >= self._generation:
+            self._old, self._young, self._young_size = self._young, {}, 0
+        return fragment
 
 
 def _delegate(message: Message, memo: Memo | None = None) -> Any:

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -27,7 +27,8 @@ from bullant.account.v1 import account_pb2
 from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
 from gateway.errors import error_body, from_rpc_error
-from gateway.protojson import Memo, dumps
+from gateway.protojson import Memo, dumps, to_dict
+from gateway.relay import TickRelay
 from services.core.clients import ClientFactory
 
 log = logging.getLogger("bullant.gateway.ws")
@@ -50,6 +51,7 @@ class Topic:
     request: Message
     response_class: type[Message]
     service: Any
+    symbol: str = ""  # ticks topics: the symbol, which a TickRelay can serve
 
 
 def parse_topic(name: str) -> Topic:
@@ -63,6 +65,7 @@ def parse_topic(name: str) -> Topic:
             market_pb2.StreamTicksRequest(symbols=[argument], conflation=market_pb2.CONFLATION_MODE_LATEST),
             market_pb2.StreamTicksResponse,
             _MARKET,
+            argument,
         )
     if kind == "signals":
         return Topic(
@@ -83,15 +86,24 @@ class Connection:
         clients: ClientFactory,
         metadata: Callable[[], list[tuple[str, str]]],
         memo: Memo,
+        relay: TickRelay | None = None,
     ) -> None:
-        """`memo`: shared by the gateway's sockets, so each tick is written as JSON once however many watch it."""
+        """`memo`: shared by the gateway's sockets, so each tick is written as JSON once however many watch it;
+        `relay`: the gateway's shared tick streams (None: each ticks topic is a stream of its own)."""
         self._socket = socket
         self._memo = memo
+        self._relay = relay
         self._clients = clients
         self._base_metadata = metadata
         self._credentials: list[tuple[str, str]] = []
         self._topics: dict[str, asyncio.Task[None]] = {}
-        self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        # Messages to send, or frames already written (the relay's).
+        self._outgoing: asyncio.Queue[dict[str, Any] | str] = asyncio.Queue(QUEUE_SIZE)
+        # Relayed topics: frames that arrive before the topic's snapshot is sent, the newest frame kept while the
+        # queue is full (with the ticks skipped before it), and the relay's verdict when it ends a topic.
+        self._held: dict[str, _Held] = {}
+        self._conflated: dict[str, tuple[str, int, int]] = {}
+        self._ended: dict[str, asyncio.Future[dict[str, object]]] = {}
 
     @property
     def topic_count(self) -> int:
@@ -130,9 +142,50 @@ class Connection:
             else:
                 message = outgoing.get_nowait()
             try:
-                await self._socket.send_text(dumps(message).decode())
+                await self._socket.send_text(message if isinstance(message, str) else dumps(message).decode())
             finally:
                 self._outgoing.task_done()
+            if outgoing.empty() and self._conflated:
+                await self._send_conflated()
+
+    async def _send_conflated(self) -> None:
+        """Once the queue has drained: each conflated topic's drop report, then its newest frame."""
+        conflated, self._conflated = self._conflated, {}
+        for topic, (frame, _, dropped) in conflated.items():
+            if dropped:
+                await self._socket.send_text(_drops_frame(topic, dropped))
+            await self._socket.send_text(frame)
+
+    # -- the relay's side (gateway.relay.Subscriber) -----------------------------------------------------------------
+
+    def offer(self, topic: str, frame: str, ticks: int, last_sequence: int) -> None:
+        held = self._held.get(topic)
+        if held is not None:
+            held.frames.append((frame, ticks, last_sequence))
+            if len(held.frames) > QUEUE_SIZE:
+                held.dropped += held.frames.pop(0)[1]
+            return
+        self._enqueue(topic, frame, ticks, 0)
+
+    def end_topic(self, topic: str, error: dict[str, object]) -> None:
+        ended = self._ended.get(topic)
+        if ended is not None and not ended.done():
+            ended.set_result(error)
+
+    def _enqueue(self, topic: str, frame: str, ticks: int, dropped: int) -> None:
+        """Queue a relayed frame; with the queue full (or the topic already conflated) keep only the newest."""
+        pending = self._conflated.get(topic)
+        if pending is None and not self._outgoing.full():
+            if dropped:
+                self._outgoing.put_nowait(_drops_frame(topic, dropped))
+                if self._outgoing.full():
+                    self._conflated[topic] = (frame, ticks, 0)
+                    return
+            self._outgoing.put_nowait(frame)
+            return
+        if pending is not None:
+            dropped += pending[1] + pending[2]
+        self._conflated[topic] = (frame, ticks, dropped)
 
     async def _say(self, message: dict[str, Any]) -> None:
         await self._outgoing.put(message)
@@ -243,7 +296,66 @@ class Connection:
         except ValueError as error:
             await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error), name)
             return
-        self._topics[name] = asyncio.create_task(self._follow(name, topic), name=f"ws-topic-{name}")
+        shared = self._relay is not None and self._relay.usable and topic.symbol
+        follow = self._follow_shared(name, topic) if shared else self._follow(name, topic)
+        self._topics[name] = asyncio.create_task(follow, name=f"ws-topic-{name}")
+
+    async def _follow_shared(self, name: str, topic: Topic) -> None:
+        """A ticks topic served by the relay: join (holding frames), wait until the shared stream is live, check
+        the socket's own right to the symbol by asking for its quote, send that quote as the snapshot, then the
+        held frames with newer ticks, then whatever the relay offers until unsubscribed or the stream ends."""
+        assert self._relay is not None
+        ended = self._ended[name] = asyncio.get_running_loop().create_future()
+        self._held[name] = _Held()
+        stream = self._relay.join(topic.symbol, name, self)
+        try:
+            waiting = asyncio.ensure_future(stream.live.wait())
+            try:
+                await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            if ended.done():
+                if not self._relay.usable:  # the market refused the gateway's identity: a stream of its own
+                    self._relay.leave(stream, self)
+                    await self._follow(name, topic)
+                    return
+                await self._say({"type": "error", "topic": name, "error": ended.result()})
+                return
+            # BatchGetQuotes: the same "read" access as StreamTicks, NOT_FOUND for an unknown symbol, and, like
+            # StreamTicks' own snapshot, no quote (rather than an error) for a symbol without market data yet.
+            call = self._clients.channel(_MARKET, propagate=False).unary_unary(
+                f"/{_MARKET.full_name}/BatchGetQuotes",
+                request_serializer=market_pb2.BatchGetQuotesRequest.SerializeToString,
+                response_deserializer=market_pb2.BatchGetQuotesResponse.FromString,
+            )
+            try:
+                reply = await call(
+                    market_pb2.BatchGetQuotesRequest(symbols=[topic.symbol]),
+                    metadata=self._metadata(),
+                    timeout=AUTH_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as error:
+                _, body, _ = from_rpc_error(error)
+                await self._say({"type": "error", "topic": name, "error": body["error"]})
+                return
+            await self._say({"type": "subscribed", "topic": name})
+            snapshot = market_pb2.StreamTicksResponse(snapshot=market_pb2.QuoteSnapshot(quotes=reply.quotes))
+            await self._say({"type": "event", "topic": name, "data": to_dict(snapshot)})
+            known = max((quote.sequence for quote in reply.quotes), default=0)
+            held = self._held.pop(name)
+            dropped = held.dropped
+            for frame, ticks, last_sequence in held.frames:
+                if last_sequence > known:  # older ticks are in the snapshot already
+                    self._enqueue(name, frame, ticks, dropped)
+                    dropped = 0
+            await self._say({"type": "error", "topic": name, "error": await ended})
+        finally:
+            self._relay.leave(stream, self)
+            self._held.pop(name, None)
+            self._conflated.pop(name, None)
+            self._ended.pop(name, None)
+            if self._topics.get(name) is asyncio.current_task():
+                del self._topics[name]
 
     async def _follow(self, name: str, topic: Topic) -> None:
         call: grpc.aio.UnaryStreamCall[Any, bytes] = self._clients.channel(topic.service, propagate=False).unary_stream(
@@ -269,6 +381,23 @@ class Connection:
             call.cancel()
             if self._topics.get(name) is asyncio.current_task():
                 del self._topics[name]
+
+
+@dataclass
+class _Held:
+    """Frames of a relayed topic that arrived before its snapshot was sent (bounded: the oldest go, counted)."""
+
+    frames: list[tuple[str, int, int]] = field(default_factory=list)
+    dropped: int = 0
+
+
+def _drops_frame(topic: str, dropped: int) -> str:
+    """The event reporting ticks conflated away for this socket, as the market's DropReport."""
+    symbol = topic.partition(":")[2]
+    report = market_pb2.StreamTicksResponse(
+        drops=market_pb2.DropReport(symbols=[market_pb2.SymbolDropCount(symbol=symbol, dropped_count=dropped)])
+    )
+    return dumps({"type": "event", "topic": topic, "data": to_dict(report)}).decode()
 
 
 def connection_metadata(socket: WebSocket) -> Callable[[], list[tuple[str, str]]]:

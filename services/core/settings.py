@@ -204,6 +204,9 @@ class Settings(BaseModel):
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     # REST requests one client (credential, else address) may make per minute, across gateway replicas (0: no limit).
     gateway_requests_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+    # WebSocket ticks: one upstream stream per symbol shared by all sockets (gateway/relay.py), where the gateway holds
+    # the platform signing key to act as a service; off, or without the key, each socket topic streams on its own.
+    gateway_shared_ticks: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.auth.identity import current_identity
+from services.core.auth.service_identity import SERVICE_ROLE
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -307,7 +308,10 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
         heartbeat = float(min(max(request.heartbeat_interval_seconds or 15, 1), 60))
         identity = current_identity()
         account = identity.account_id if identity is not None else 0
-        if self._streams[account] >= self._max_streams:
+        # The limit guards against one user's many streams; the platform's own services (the gateway's shared tick
+        # streams, the signal engine's) are not limited.
+        limited = identity is None or SERVICE_ROLE not in identity.roles
+        if limited and self._streams[account] >= self._max_streams:
             raise ResourceExhausted(
                 f"at most {self._max_streams} tick streams per account on this server",
                 reason="TOO_MANY_STREAMS",

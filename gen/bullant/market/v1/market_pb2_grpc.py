@@ -263,8 +263,8 @@ class MarketServiceServicer:
         shuts down: reconnect, and use Tick.sequence and the new snapshot to resume.
         Auth: authenticated ("read").
         Errors: NOT_FOUND SYMBOL_NOT_FOUND (metadata "symbol"); INVALID_ARGUMENT TOO_MANY_SYMBOLS (more than 1000);
-        RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit); RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW;
-        UNAVAILABLE SERVER_DRAINING.
+        RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit; the platform's services are not limited);
+        RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW; UNAVAILABLE SERVER_DRAINING.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

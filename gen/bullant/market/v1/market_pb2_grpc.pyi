@@ -149,8 +149,8 @@ class MarketServiceStub:
     shuts down: reconnect, and use Tick.sequence and the new snapshot to resume.
     Auth: authenticated ("read").
     Errors: NOT_FOUND SYMBOL_NOT_FOUND (metadata "symbol"); INVALID_ARGUMENT TOO_MANY_SYMBOLS (more than 1000);
-    RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit); RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW;
-    UNAVAILABLE SERVER_DRAINING.
+    RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit; the platform's services are not limited);
+    RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW; UNAVAILABLE SERVER_DRAINING.
     """
     ListFeeds: _grpc.UnaryUnaryMultiCallable[_market_pb2.ListFeedsRequest, _market_pb2.ListFeedsResponse]
     """ListFeeds lists the configured market data feeds and their health, as seen by the replica leading each feed.
@@ -279,8 +279,8 @@ class MarketServiceAsyncStub(MarketServiceStub):
     shuts down: reconnect, and use Tick.sequence and the new snapshot to resume.
     Auth: authenticated ("read").
     Errors: NOT_FOUND SYMBOL_NOT_FOUND (metadata "symbol"); INVALID_ARGUMENT TOO_MANY_SYMBOLS (more than 1000);
-    RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit); RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW;
-    UNAVAILABLE SERVER_DRAINING.
+    RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit; the platform's services are not limited);
+    RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW; UNAVAILABLE SERVER_DRAINING.
     """
     ListFeeds: _aio.UnaryUnaryMultiCallable[_market_pb2.ListFeedsRequest, _market_pb2.ListFeedsResponse]  # type: ignore[assignment]
     """ListFeeds lists the configured market data feeds and their health, as seen by the replica leading each feed.
@@ -466,8 +466,8 @@ class MarketServiceServicer(metaclass=_abc_1.ABCMeta):
         shuts down: reconnect, and use Tick.sequence and the new snapshot to resume.
         Auth: authenticated ("read").
         Errors: NOT_FOUND SYMBOL_NOT_FOUND (metadata "symbol"); INVALID_ARGUMENT TOO_MANY_SYMBOLS (more than 1000);
-        RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit); RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW;
-        UNAVAILABLE SERVER_DRAINING.
+        RESOURCE_EXHAUSTED TOO_MANY_STREAMS (per-account stream limit; the platform's services are not limited);
+        RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW; UNAVAILABLE SERVER_DRAINING.
         """
 
     @_abc_1.abstractmethod
