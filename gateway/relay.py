@@ -7,12 +7,14 @@ key, as the other services' background work does), writes each batch as a WebSoc
 text to every socket watching the symbol.
 
 Each socket still proves its own right to the topic: `Connection` asks the market for the symbol's quote with the
-socket's credentials (GetQuote: the same "read" access as StreamTicks, and NOT_FOUND for an unknown symbol) and sends
-that quote as the topic's snapshot. It joins before asking, holding the frames that arrive meanwhile, and after the
-snapshot sends only batches with ticks newer than the quote. A socket that cannot keep up is conflated by the socket
-(the newest batch per topic is kept, the skipped ticks reported in a `drops` event), so no socket holds back the
-shared stream or the others. The upstream stream ends when its last socket leaves; when it fails, every socket on it
-gets the topic's error, as with a stream of its own.
+socket's credentials (BatchGetQuotes: the same "read" access as StreamTicks, NOT_FOUND for an unknown symbol, no
+quote yet for a symbol without market data) and sends that as the topic's snapshot. It joins before asking, holding
+the frames that arrive meanwhile, and after the snapshot sends only batches with ticks newer than the quote. A socket
+that cannot keep up is conflated by the socket (the newest batch per topic is kept, the skipped ticks reported in a
+`drops` event), so no socket holds back the shared stream or the others. The upstream stream ends when its last
+socket leaves; when it fails, every socket on it gets the topic's error, as with a stream of its own. When the
+market refuses the gateway's identity (a key that is not the platform's), the relay turns itself off and sockets
+stream on their own.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from services.core.clients import ClientFactory
 log = logging.getLogger("bullant.gateway.relay")
 _MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _STREAM_TICKS = f"/{_MARKET.full_name}/StreamTicks"
-# How long a shared stream may wait for the market's heartbeat before the market is considered gone.
+# Heartbeats asked of the market while a symbol is quiet: the relay ignores them, but they keep an idle stream's
+# connection carrying traffic through proxies and load balancers.
 _HEARTBEAT_SECONDS = 15
 
 
@@ -131,7 +134,9 @@ class TickRelay:
         ]
         request = market_pb2.StreamTicksRequest(
             symbols=[stream.symbol],
-            conflation=market_pb2.CONFLATION_MODE_NONE,  # every socket conflates for itself
+            # Every socket conflates for itself; should the gateway itself fall behind, the market keeps the newest
+            # ticks and reports the rest (passed on to every socket) rather than ending the stream.
+            conflation=market_pb2.CONFLATION_MODE_LATEST,
             # Its snapshot only says the stream is live: each socket gets a snapshot of its own when it joins.
             heartbeat_interval_seconds=_HEARTBEAT_SECONDS,
         )
@@ -147,7 +152,7 @@ class TickRelay:
             while (message := await call.read()) is not grpc.aio.EOF:
                 assert isinstance(message, market_pb2.StreamTicksResponse)
                 kind = message.WhichOneof("event")
-                if kind == "ticks" and message.ticks.ticks:
+                if (kind == "ticks" and message.ticks.ticks) or kind == "drops":
                     deliver(message)
                 elif kind == "snapshot":
                     stream.live.set()
@@ -171,9 +176,10 @@ def _deliverer(stream: SharedStream) -> Callable[[market_pb2.StreamTicksResponse
     prefix = dumps({"type": "event", "topic": stream.topic})[:-1].decode() + ',"data":'
 
     def deliver(message: market_pb2.StreamTicksResponse) -> None:
+        """A tick batch, or a drop report (no ticks, sequence 0), written once for every socket."""
         ticks = message.ticks.ticks
         frame = prefix + dumps(to_dict(message)).decode() + "}"
-        last = ticks[len(ticks) - 1].sequence
+        last = ticks[len(ticks) - 1].sequence if ticks else 0
         for subscriber in list(stream.subscribers):
             subscriber.offer(stream.topic, frame, len(ticks), last)
 
