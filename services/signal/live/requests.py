@@ -3,8 +3,9 @@ signal-performance rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
@@ -16,39 +17,58 @@ from services.signal.backtest_encoding import SYMBOL
 from services.signal.live.performance import PerformanceRow
 
 MAX_FILTER_VALUES = 100
+T = TypeVar("T")
+V = TypeVar("V")
 _GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
 
 
 def symbols_of(raw: Sequence[str], field: str, violations: list[FieldViolation], *, limit: int) -> list[str]:
     if len(raw) > limit:
         raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
-    found: dict[str, None] = {}
-    for index, value in enumerate(raw):
-        symbol = value.strip().upper()
-        if SYMBOL.match(symbol):
-            found[symbol] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", "1-32 of A-Z 0-9 . _ -"))
-    return list(found)
+    return _distinct(
+        (value.strip().upper() for value in raw),
+        SYMBOL.match,
+        str,
+        field,
+        violations,
+        description="1-32 of A-Z 0-9 . _ -",
+    )
 
 
 def timeframes_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[Timeframe]:
-    found: dict[Timeframe, None] = {}
-    for index, value in enumerate(raw):
-        if value in Timeframe._value2member_map_:
-            found[Timeframe(value)] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", "one of TIMEFRAME_1M … TIMEFRAME_1D"))
-    return list(found)
+    return _distinct(
+        raw,
+        Timeframe._value2member_map_.__contains__,
+        Timeframe,
+        field,
+        violations,
+        description="one of TIMEFRAME_1M … TIMEFRAME_1D",
+    )
 
 
 def grades_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[int]:
-    found: dict[int, None] = {}
+    return _distinct(
+        raw, _GRADES.__contains__, int, field, violations, description="one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"
+    )
+
+
+def _distinct(
+    raw: Iterable[V],
+    valid: Callable[[V], object],
+    convert: Callable[[V], T],
+    field: str,
+    violations: list[FieldViolation],
+    *,
+    description: str,
+) -> list[T]:
+    """The valid values, converted, without repeats, in first-seen order; a violation (`field[index]`) for each
+    invalid one."""
+    found: dict[T, None] = {}
     for index, value in enumerate(raw):
-        if value in _GRADES:
-            found[int(value)] = None
+        if valid(value):
+            found[convert(value)] = None
         else:
-            violations.append(FieldViolation(f"{field}[{index}]", "one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"))
+            violations.append(FieldViolation(f"{field}[{index}]", description))
     return list(found)
 
 
