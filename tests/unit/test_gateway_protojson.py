@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -185,8 +186,11 @@ def test_a_memo_prints_each_repeated_element_once_and_stays_bounded() -> None:
     assert memo.size <= 25
 
 
-def _kitchen_sink() -> type[Message]:
-    """A message type with every kind of field, in a pool of its own."""
+def _kitchen_sink() -> Callable[..., Message]:
+    """A message type with every kind of field, in a pool of its own.
+
+    Typed as a callable, not type[Message]: the class is made at run time with fields no stub knows.
+    """
     pool = descriptor_pool.DescriptorPool()
     for module in (timestamp_pb2, duration_pb2, wrappers_pb2, struct_pb2, any_pb2, field_mask_pb2):
         proto = descriptor_pb2.FileDescriptorProto()

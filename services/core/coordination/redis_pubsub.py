@@ -98,7 +98,7 @@ class RedisSubscription(Subscription):
                 self.last_error = exc
             finally:
                 with suppress(*OUTAGES, redis.exceptions.RedisError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    await pubsub.aclose()
             await asyncio.sleep(
                 backoff_delay(
                     attempt,
