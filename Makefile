@@ -11,6 +11,8 @@ NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json
 # Where torch's CPU build comes from when the machine's own pip configuration (index, find-links) has none.
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+# Test processes: the suite mostly waits (servers, subprocesses, timers), so more processes than cores pay off.
+TEST_WORKERS ?= 4
 
 .PHONY: setup torch run test test-unit proto proto-check lint lock lock-check upgrade bench clean
 
@@ -43,7 +45,7 @@ run: setup
 	$(BIN)/bullant serve all --gateway
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
