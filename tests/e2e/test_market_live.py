@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.platform import BULLANT, Platform, dev_token, grpcurl
+from tests.e2e.platform import BULLANT, Platform, dev_token, grpcurl, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +118,37 @@ def test_import_bars_from_a_csv_file(platform: Platform, tmp_path: Path) -> None
         [*command, "--skip-invalid"], capture_output=True, text=True, env=environment, timeout=60, check=False
     )
     assert "0 inserted, 0 updated, 2 unchanged, 1 rejected" in again.stdout
+
+
+def test_replaying_a_demo_symbol_from_a_fresh_data_directory() -> None:
+    """The README's replay setup on a fresh data directory: the replay starts before the simulator has stored the
+    history it replays, waits for it, then replays it; the server answers throughout and stops on SIGTERM."""
+    running = Platform(
+        "serve", "market", "--port", "0", "--metrics-port", "-1", "--grace", "3",
+        env={"BULLANT_MARKET_FEEDS": "sim,replay", "BULLANT_REPLAY_SYMBOLS": "SIM-EUR-USD"},
+    ).wait_ready()  # fmt: skip
+    try:
+        token = dev_token(running.data_dir, "--scopes", "read")
+        seen: list[tuple[str, str]] = []
+
+        def replaying() -> bool:
+            health = grpcurl(
+                "-plaintext", "-max-time", "10", "-d", json.dumps({"service": MARKET}),
+                running.address, "grpc.health.v1.Health/Check",
+            )  # fmt: skip
+            assert health.returncode == 0, f"health did not answer: {health.stderr}\n{running.output()[-3000:]}"
+            assert json.loads(health.stdout) == {"status": "SERVING"}
+            listed = grpcurl(
+                "-plaintext", "-max-time", "10", "-H", f"authorization: Bearer {token}", "-d", "{}",
+                running.address, f"{MARKET}/ListFeeds",
+            )  # fmt: skip
+            assert listed.returncode == 0, listed.stderr
+            replay = next(feed for feed in json.loads(listed.stdout)["feeds"] if feed["feed_id"] == "replay")
+            seen.append((replay["state"], replay.get("state_reason", "")))
+            return replay["state"] == "FEED_STATE_HEALTHY" and "last_tick_time" in replay
+
+        assert wait_until(replaying, timeout=120), seen
+        running.terminate()
+        assert running.wait(timeout=15) == 0, running.output()[-3000:]
+    finally:
+        running.stop()
