@@ -29,6 +29,26 @@ class Progress:
     rejected: int
 
 
+# Exit codes of `bullant import-bars` (documented in its --help and the README).
+EXIT_STORED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ROWS_REJECTED = 3
+
+
+def summary(symbol: str, timeframe: Timeframe, outcome: ImportOutcome, *, validate_only: bool) -> str:
+    """One plain line: how many rows, and what became of them ("SIM-AAPL 1d: 5 rows: 5 new, 0 changed, 0 already
+    stored, 0 rejected")."""
+    rows = outcome.inserted + outcome.updated + outcome.unchanged + outcome.rejected
+    counts = (
+        f"{outcome.inserted} new, {outcome.updated} changed, {outcome.unchanged} already stored, "
+        f"{outcome.rejected} rejected"
+    )
+    if validate_only:
+        return f"{symbol} {timeframe.label}: {rows} rows checked, nothing written; if imported: {counts}"
+    return f"{symbol} {timeframe.label}: {rows} rows: {counts}"
+
+
 class ImportProgressBar(ProgressBar):
     """The import's progress: bytes read of the file, rows and rejected rows so far."""
 
