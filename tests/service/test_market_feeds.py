@@ -279,6 +279,11 @@ async def test_quiet_symbols_degrade_the_feed_and_silence_reconnects() -> None:
         await eventually(reconnected, timeout=10)
 
 
+def test_feed_states_mirror_the_contract() -> None:
+    contract = {name.removeprefix("FEED_STATE_"): number for name, number in market_pb2.FeedState.items()}
+    assert {state.name: state.value for state in FeedState} == contract
+
+
 # -- a replay with nothing to replay ---------------------------------------------------------------------------------
 
 
@@ -324,8 +329,12 @@ async def test_a_replay_with_no_bars_waits_while_the_server_serves_and_starts_on
         await time.advance(5.0 + 3 * 1.0 - 0.1)  # the next look finds them; three bars at 60x take three seconds
 
         assert runner.published_ticks == 12
-        await eventually(lambda: runner.status.state == FeedState.HEALTHY, timeout=10)
-        assert (await listed()).state_reason == ""
+
+        async def healthy() -> bool:
+            feed = await listed()
+            return (feed.state, feed.state_reason) == (market_pb2.FEED_STATE_HEALTHY, "")
+
+        await eventually(healthy, timeout=10)
 
         async def replayed() -> bool:
             return len(await _stored(platform, "TEST-AAPL.REPLAY")) == 3
