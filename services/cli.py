@@ -40,25 +40,6 @@ from services.signal import backtest_cli
 log = logging.getLogger("bullant.cli")
 
 
-IMPORT_DESCRIPTION = """\
-Validate and store bars from a CSV file, with the rules of ImportBars, in the databases of
-BULLANT_DATA_DIR (or BULLANT_DATABASE_URL). Columns: time,open,high,low,close,volume and
-optionally trade_count; time is the bar's open time, in RFC 3339 or Unix seconds. By default
-nothing is written unless every row is good; --skip-invalid writes the good rows and reports
-the bad ones. Importing the same rows again changes nothing.
-
-A sample: bullant import-bars examples/sim-aapl-1d.csv --symbol SIM-AAPL --timeframe 1d"""
-
-IMPORT_EXIT_CODES = """exit codes:
-  0  done: every row was good and is stored (with --validate-only: every row is good)
-  1  the import failed: bad rows without --skip-invalid (they are listed; nothing is written),
-     an unknown symbol, a bad header, a file that cannot be read or too big, or a database
-     error (what --skip-invalid committed before it stays; running the command again is safe)
-  2  the command line or the configuration is wrong
-  3  done, but some rows were rejected (they are listed): with --skip-invalid the good rows are
-     stored; with --validate-only some rows would be rejected"""
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bullant",
@@ -147,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     imports = commands.add_parser(
         "import-bars",
         help="import OHLCV bars from a CSV file",
-        description=IMPORT_DESCRIPTION,
-        epilog=IMPORT_EXIT_CODES,
+        description=importer.HELP_DESCRIPTION,
+        epilog=importer.HELP_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imports.add_argument("file", type=Path, help="the CSV file")
