@@ -232,13 +232,17 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_service_name_is_refused() -> None:
+def test_unknown_service_name_is_refused_with_serves_usage() -> None:
     result = subprocess.run([BULLANT, "serve", "trading"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert "unknown service trading" in result.stderr
+    assert result.stderr.startswith("usage: bullant serve "), result.stderr
+    assert "SERVICE [SERVICE ...]" in result.stderr
+    assert "unknown service trading; the services are account, market, signal, model, chat" in result.stderr
 
 
-def test_version() -> None:
-    result = subprocess.run([BULLANT, "version"], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0
-    assert result.stdout.startswith("bullant 0.1.0 (grpcio ")
+def test_version_as_a_command_and_as_an_option() -> None:
+    command = subprocess.run([BULLANT, "version"], capture_output=True, text=True, timeout=60, check=False)
+    option = subprocess.run([BULLANT, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert (command.returncode, option.returncode) == (0, 0), option.stderr
+    assert command.stdout.startswith("bullant 0.1.0 (grpcio ")
+    assert option.stdout == command.stdout
