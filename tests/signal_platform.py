@@ -139,6 +139,8 @@ async def running_signal_platform(
                             venue="TEST",
                             asset_class=market_pb2.ASSET_CLASS_STOCK,
                             quote_currency=item.currency,
+                            # Simulated bars come every day, as the simulator's instruments say.
+                            trading_session=market_pb2.TradingSession(always_open=True),
                         )
                     ),
                     metadata=admin,

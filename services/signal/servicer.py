@@ -46,7 +46,6 @@ from services.signal.alert_encoding import (
 from services.signal.alert_store import AlertLimitReached, AlertStore
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
 from services.signal.backtest.config import BacktestConfig
-from services.signal.backtest.metrics import bars_per_year
 from services.signal.backtest_encoding import (
     SYMBOL,
     DecodedBacktest,
@@ -537,7 +536,7 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
     first = instruments[0]
     return BacktestConfig(
         initial_cash=decoded.initial_cash,
-        periods_per_year=bars_per_year(span, days_per_year=first.days_per_year, hours_per_day=first.session_hours),
+        periods_per_year=first.periods_per_year(span),
         commission=decoded.commission,
         slippage_bps=decoded.slippage_bps,
         sizing=decoded.sizing,

@@ -43,7 +43,11 @@ async def _store_trend(platform: SignalPlatform, symbol: str = "TREND", days: in
     await platform.market.CreateInstrument(
         market_pb2.CreateInstrumentRequest(
             instrument=market_pb2.Instrument(
-                symbol=symbol, venue="TEST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+                symbol=symbol,
+                venue="TEST",
+                asset_class=market_pb2.ASSET_CLASS_STOCK,
+                quote_currency="USD",
+                trading_session=market_pb2.TradingSession(always_open=True),  # a bar every day
             )
         ),
         metadata=platform.admin,

@@ -111,12 +111,12 @@ async def test_describes_itself_and_its_demo_instruments() -> None:
         assert instrument.lot_size > 0
         assert list(feed.history_timeframes(instrument.symbol)) == list(Timeframe)
     korean = next(instrument for instrument in instruments if instrument.symbol == "SIM-005930")
-    assert (korean.quote_currency, korean.timezone, korean.trading_session.open_local_time) == (
-        "KRW",
-        "Asia/Seoul",
-        "09:00",
-    )
-    assert next(i for i in instruments if i.symbol == "SIM-BTC-USDT").trading_session.always_open
+    assert (korean.quote_currency, korean.timezone) == ("KRW", "Asia/Seoul")
+    # The simulator trades around the clock, so its bars come every day: the instruments say so, and name the
+    # hours whose volume profile they imitate.
+    assert korean.trading_session.description == "24/7 (simulated), busiest in KRX regular hours 09:00-15:30 Asia/Seoul"
+    for instrument in instruments:
+        assert (instrument.trading_session.always_open, instrument.trading_session.calendar) == (True, "24/7")
     assert SimulatedFeed("other").instruments()[0].feed_id == "other"
     await feed.stop()
     await feed.stop()

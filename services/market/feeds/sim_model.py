@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from services.core.calendars import ALWAYS_OPEN
 from services.market.models import AssetClass, Bar, TradingSession
 
 Floats = npt.NDArray[np.float64]
@@ -51,6 +52,8 @@ class SimSymbol:
 
     `annual_volatility` is the long-run volatility of daily log returns including regimes and jumps; the calm
     regime's volatility is derived from it. `daily_volume` is the average traded quantity per (UTC) day.
+    `trading_session` gives the regular hours of the market it imitates, which shape the volume profile; the
+    simulator itself trades every symbol around the clock, so its instruments are listed 24/7 (`listed_session`).
     """
 
     symbol: str
@@ -90,6 +93,17 @@ class SimSymbol:
         ZoneInfo(self.timezone)
         if not self.trading_session.always_open:
             _session_minutes(self.trading_session)
+
+    @property
+    def listed_session(self) -> TradingSession:
+        """The session the instrument is listed with: around the clock, like the simulated market."""
+        hours = self.trading_session
+        busiest = (
+            ""
+            if hours.always_open
+            else f", busiest in {hours.description} {hours.open_local_time}-{hours.close_local_time} {self.timezone}"
+        )
+        return TradingSession(always_open=True, description=f"24/7 (simulated){busiest}", calendar=ALWAYS_OPEN)
 
 
 def _session_minutes(session: TradingSession) -> tuple[int, int]:

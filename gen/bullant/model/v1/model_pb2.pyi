@@ -1651,7 +1651,10 @@ class PredictionPoint(_message.Message):
     """Upper bound of the prediction interval."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """Open time of the future bar whose close is forecast."""
+        """Open time of the future bar whose close is forecast, on the instrument's trading calendar (see
+        bullant.market.v1.TradingSession): a daily point is the next session's date, an intraday one the next bar in
+        which the market is open, so nights, weekends and holidays are skipped.
+        """
 
     def __init__(
         self,

@@ -259,6 +259,7 @@ class ModelServiceServicer:
         message says how to train one), SYMBOL_NOT_FOUND, UNSUPPORTED_TIMEFRAME, HORIZON_OUT_OF_RANGE (not in
         1..500), INVALID_INTERVAL_LEVEL, MODEL_NOT_FOUND (a pinned model_id), MODEL_ARCHIVED (a pinned archived
         version), MODEL_MISMATCH (a pinned version of another symbol or timeframe), NO_BARS, ARTIFACT_CORRUPT,
+        CALENDAR_RANGE_EXCEEDED (the points would fall past the instrument calendar's span),
         MARKET_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

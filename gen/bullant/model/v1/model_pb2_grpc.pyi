@@ -139,6 +139,7 @@ class ModelServiceStub:
     message says how to train one), SYMBOL_NOT_FOUND, UNSUPPORTED_TIMEFRAME, HORIZON_OUT_OF_RANGE (not in
     1..500), INVALID_INTERVAL_LEVEL, MODEL_NOT_FOUND (a pinned model_id), MODEL_ARCHIVED (a pinned archived
     version), MODEL_MISMATCH (a pinned version of another symbol or timeframe), NO_BARS, ARTIFACT_CORRUPT,
+    CALENDAR_RANGE_EXCEEDED (the points would fall past the instrument calendar's span),
     MARKET_UNAVAILABLE.
     """
     GetModelPerformance: _grpc.UnaryUnaryMultiCallable[_model_pb2.GetModelPerformanceRequest, _model_pb2.GetModelPerformanceResponse]
@@ -251,6 +252,7 @@ class ModelServiceAsyncStub(ModelServiceStub):
     message says how to train one), SYMBOL_NOT_FOUND, UNSUPPORTED_TIMEFRAME, HORIZON_OUT_OF_RANGE (not in
     1..500), INVALID_INTERVAL_LEVEL, MODEL_NOT_FOUND (a pinned model_id), MODEL_ARCHIVED (a pinned archived
     version), MODEL_MISMATCH (a pinned version of another symbol or timeframe), NO_BARS, ARTIFACT_CORRUPT,
+    CALENDAR_RANGE_EXCEEDED (the points would fall past the instrument calendar's span),
     MARKET_UNAVAILABLE.
     """
     GetModelPerformance: _aio.UnaryUnaryMultiCallable[_model_pb2.GetModelPerformanceRequest, _model_pb2.GetModelPerformanceResponse]  # type: ignore[assignment]
@@ -432,6 +434,7 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         message says how to train one), SYMBOL_NOT_FOUND, UNSUPPORTED_TIMEFRAME, HORIZON_OUT_OF_RANGE (not in
         1..500), INVALID_INTERVAL_LEVEL, MODEL_NOT_FOUND (a pinned model_id), MODEL_ARCHIVED (a pinned archived
         version), MODEL_MISMATCH (a pinned version of another symbol or timeframe), NO_BARS, ARTIFACT_CORRUPT,
+        CALENDAR_RANGE_EXCEEDED (the points would fall past the instrument calendar's span),
         MARKET_UNAVAILABLE.
         """
 
