@@ -189,9 +189,9 @@ def calendar_now(name: str) -> TradingCalendar:
 
 
 async def load_calendar(name: str) -> TradingCalendar:
-    """calendar_now, built in a thread the first time so the event loop keeps serving."""
-    spelled = calendar_name(name)
-    cached = _built.get(spelled) if spelled is not None else None
+    """calendar_now, looked up and built in a thread the first time (loading exchange_calendars and pandas takes a
+    second or more) so the event loop keeps serving; ValueError for an unknown name."""
+    cached = _built.get(name)
     return cached if cached is not None else await asyncio.to_thread(calendar_now, name)
 
 

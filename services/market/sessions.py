@@ -4,6 +4,7 @@ An instrument stored before sessions named their calendar gets the same default 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from services.core.calendars import ALWAYS_OPEN, FX_WEEK, calendar_name, default_calendar, load_calendar
@@ -38,7 +39,8 @@ async def resolve_session(instrument: Instrument, given: TradingSession | None) 
     time zone the calendar's when it names none. INVALID_ARGUMENT TRADING_CALENDAR_REQUIRED when a stock or index
     names no calendar and its venue is not a known exchange, TRADING_CALENDAR_UNKNOWN for a name no calendar has,
     TIMEZONE_INVALID for a time zone that is not its exchange's."""
-    name = _calendar_of(instrument, given)
+    # Naming the calendar loads exchange_calendars the first time: off the event loop.
+    name = await asyncio.to_thread(_calendar_of, instrument, given)
     calendar = await load_calendar(name)
     timezone = instrument.timezone
     given = given or TradingSession(always_open=False, description="")
