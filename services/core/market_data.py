@@ -12,7 +12,7 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
-from services.core.calendars import ALWAYS_OPEN, TradingCalendar, calendar_name, default_calendar, load_calendar
+from services.core.calendars import ALWAYS_OPEN, TradingCalendar, default_calendar, load_calendar
 from services.core.clients import ClientFactory
 from services.core.errors import NotFound, Unavailable
 from services.core.timeframes import Timeframe
@@ -20,6 +20,7 @@ from services.core.timeframes import Timeframe
 MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _PAGE = 1000
 _COLUMNS = ("open", "high", "low", "close", "volume")
+_RUNNING_OR_DONE = (market_pb2.FEED_STATE_HEALTHY, market_pb2.FEED_STATE_DEGRADED, market_pb2.FEED_STATE_STOPPED)
 Array = npt.NDArray[np.float64]
 
 
@@ -75,6 +76,16 @@ def _calendar(item: market_pb2.Instrument) -> str:
     return default_calendar(item.asset_class, item.venue) or ""
 
 
+async def _load(name: str) -> TradingCalendar | None:
+    """The calendar called `name`; None for none or one this platform does not know (a newer market service's)."""
+    if not name:
+        return None
+    try:
+        return await load_calendar(name)
+    except ValueError:
+        return None
+
+
 def _session_hours(session: market_pb2.TradingSession) -> float:
     """Hours between the session's local open and close ("09:30" to "16:00" is 6.5); 24 when always open."""
     if session.always_open:
@@ -113,9 +124,24 @@ class MarketData:
             symbol=item.symbol,
             quote_currency=item.quote_currency,
             lot_size=item.lot_size if item.lot_size > 0.0 else 1.0,
-            calendar=await load_calendar(name) if calendar_name(name) else None,
+            calendar=await _load(name),
             session_hours=_session_hours(item.trading_session),
         )
+
+    async def history_stored(self, symbol: str) -> bool:
+        """Whether the instrument's stored history is in place: it exists, and the feed that supplies it (if any)
+        has started, since a feed stores its first history before it runs. False while the market service cannot
+        say yet (not answering, the instrument not registered yet)."""
+        stub = self._clients.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+        try:
+            instrument = (await stub.GetInstrument(market_pb2.GetInstrumentRequest(symbol=symbol))).instrument
+            if not instrument.feed_id:
+                return True
+            feeds = (await stub.ListFeeds(market_pb2.ListFeedsRequest(page_size=1000))).feeds
+        except grpc.aio.AioRpcError:
+            return False
+        state = next((feed.state for feed in feeds if feed.feed_id == instrument.feed_id), None)
+        return state in _RUNNING_OR_DONE
 
     async def bars(
         self,

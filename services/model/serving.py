@@ -106,10 +106,14 @@ class Predictor:
         level: float,
         request_key: str,
         model_id: str,
+        require_passed_gate: bool = False,
     ) -> Prediction:
         """Forecast the next `horizon` closes and record the prediction (once per version, base bar, horizon and
-        level: a repeat returns the recorded one)."""
+        level: a repeat returns the recorded one). `require_passed_gate`: only the production version, and only
+        when it passed its promotion gate (MODEL_GATE_NOT_PASSED otherwise)."""
         version, arm = await self._serving_version(symbol, timeframe, request_key, model_id)
+        if require_passed_gate:
+            version, arm = self._gated(version, arm, await self._series_versions(symbol, timeframe))
         times, closes = await self._latest_bars(symbol, timeframe)
         point_times = await self._point_times(symbol, timeframe, times[-1], horizon)
         key = (version.model_id, times[-1], horizon, level)
@@ -176,6 +180,20 @@ class Predictor:
         candidates = [item for item in series if item.status is ModelStatus.CANDIDATE and item.traffic_fraction > 0]
         point = split_point(request_key, symbol, timeframe) if request_key else self._rng.random()
         return choose_arm(production, candidates, point)
+
+    @staticmethod
+    def _gated(version: ModelVersion, arm: ServingArm, series: list[ModelVersion]) -> tuple[ModelVersion, ServingArm]:
+        """The production version in place of an A/B candidate, refused unless it passed its gate."""
+        if arm is not ServingArm.PRODUCTION:
+            version = next(item for item in series if item.status is ModelStatus.PRODUCTION)
+        if not version.gate.passed:
+            raise FailedPrecondition(
+                f"the production model {version.model_id} of {version.symbol} {version.timeframe.label} was promoted "
+                f"over its promotion gate ({version.gate.detail}): it does not beat naive",
+                reason="MODEL_GATE_NOT_PASSED",
+                metadata={"model_id": version.model_id},
+            )
+        return version, ServingArm.PRODUCTION
 
     async def _point_times(
         self, symbol: str, timeframe: Timeframe, base: datetime, horizon: int

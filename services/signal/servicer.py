@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -571,9 +571,11 @@ def _full_view(view: int, *, default: bool) -> bool:
     return default if view == 0 else view == 2
 
 
-def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = None) -> ServiceRegistration:
-    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies and
-    `on_processed` the engine's probe (benchmarks and tests)."""
+def registration(
+    deps: Dependencies, *, on_processed: ProcessedProbe | None = None, clock: Callable[[], datetime] = utc_now
+) -> ServiceRegistration:
+    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies,
+    `on_processed` the engine's probe (benchmarks and tests) and `clock` the live engine's (the market's time)."""
     load_indicators()
     load_strategies()
     settings = deps.settings
@@ -609,6 +611,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
             repeat_bars=settings.signal_repeat_bars, fusion_horizon=settings.signal_fusion_horizon_bars
         ),
         on_processed=on_processed,
+        clock=clock,
     )
     engine = LiveEngine(
         parts=parts,
@@ -628,6 +631,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
             refresh_seconds=settings.signal_watch_refresh_seconds,
             performance_seconds=settings.signal_performance_interval_seconds,
         ),
+        clock=clock,
     )
     live = LiveParts(
         signals=signals,

@@ -13,19 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from bullant.common.v1 import common_pb2
-from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
 from services.model.records import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
 from services.model.store import ModelStore
 from tests.account_platform import refusal
-from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp
+from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp, store_trend
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,41 +34,6 @@ async def platform(tmp_path: Path) -> AsyncIterator[SignalPlatform]:
         days=500, services=("market", "model"), model_dir=str(tmp_path / "models")
     ) as running:
         yield running
-
-
-async def _store_trend(platform: SignalPlatform, symbol: str = "TREND", days: int = 500) -> None:
-    """A steadily rising series with small noise: drift forecasts beat the random walk on it."""
-    await platform.market.CreateInstrument(
-        market_pb2.CreateInstrumentRequest(
-            instrument=market_pb2.Instrument(
-                symbol=symbol,
-                venue="TEST",
-                asset_class=market_pb2.ASSET_CLASS_STOCK,
-                quote_currency="USD",
-                trading_session=market_pb2.TradingSession(always_open=True),  # a bar every day
-            )
-        ),
-        metadata=platform.admin,
-    )
-    rng = np.random.default_rng(5)
-    closes = 100.0 * np.exp(np.cumsum(0.004 + 0.002 * rng.standard_normal(days)))
-    bars = []
-    for day, close in enumerate(closes):
-        opened = close / np.exp(0.004)
-        bars.append(
-            market_pb2.Bar(
-                open_time=stamp(START + timedelta(days=day)),
-                open=opened,
-                high=max(opened, close) * 1.001,
-                low=min(opened, close) * 0.999,
-                close=close,
-                volume=1000.0,
-            )
-        )
-    await platform.market.ImportBars(
-        market_pb2.ImportBarsRequest(symbol=symbol, timeframe=common_pb2.TIMEFRAME_1D, bars=bars),
-        metadata=platform.admin,
-    )
 
 
 def _train(**extra: Any) -> model_pb2.TrainModelRequest:
@@ -177,7 +140,7 @@ async def test_the_gate_refuses_random_walk_models_and_overrides_are_recorded(pl
 
 
 async def test_a_model_that_beats_naive_passes_and_replaces_production(platform: SignalPlatform) -> None:
-    await _store_trend(platform)
+    await store_trend(platform)
     first = await _trained(platform, symbol="TREND", algorithm=model_pb2.ALGORITHM_NAIVE)
     assert not first.promotion_gate.passed  # naive never beats itself (MASE exactly 1)
     better = await _trained(platform, symbol="TREND", algorithm=model_pb2.ALGORITHM_DRIFT)
