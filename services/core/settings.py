@@ -133,6 +133,9 @@ class Settings(BaseModel):
 
     # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
+    # This replica's identity across restarts (services/core/replica.py; empty: "<host name>:<port>"): on start-up
+    # it fails at once the training jobs and backtests its previous run left running.
+    replica_id: str = Field(default="", max_length=64)
 
     # Market data feeds to run: any of sim, replay, ccxt (each on the one replica holding its leader lock).
     market_feeds: list[str] = Field(default_factory=lambda: ["sim"])

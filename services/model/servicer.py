@@ -23,6 +23,7 @@ from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgu
 from services.core.market_data import MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_spec, parameter_values, timestamp
 from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.replica import replica_identity
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.model.encoding import (
@@ -438,6 +439,7 @@ def registration(deps: Dependencies) -> ServiceRegistration:
         model_dir=model_dir,
         workers=deps.settings.training_workers,
         max_queued=deps.settings.max_queued_training_jobs,
+        runner_id=replica_identity(deps.settings),
     )
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     market = MarketData(deps.clients)

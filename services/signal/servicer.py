@@ -30,6 +30,7 @@ from services.core.errors import (
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
 from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.replica import replica_identity
 from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.signal.alert_encoding import (
@@ -584,6 +585,7 @@ def registration(
         ProtoReportCodec(),
         workers=settings.backtest_workers,
         per_account=settings.backtests_per_account,
+        runner_id=replica_identity(settings),
     )
     market = MarketData(deps.clients)
     alerts = AlertStore(deps.databases)
