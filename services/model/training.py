@@ -215,8 +215,11 @@ class TrainingRunner:
             run = self._runs.get(job_id)
             if run is not None:
                 run.changed.clear()
-                yield run.job
-                if run.job.state.finished:
+                # The job as yielded: run.job may move on (even finish) while the caller holds this one, and then
+                # the loop yields the finished job next instead of returning unseen.
+                current = run.job
+                yield current
+                if current.state.finished:
                     return
                 try:
                     await asyncio.wait_for(_either(run.changed, run.done), quiet_seconds)
