@@ -6,7 +6,7 @@ minutes whose ticks close each bar with the next minute's first tick."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +25,7 @@ from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import Settings
 from services.core.timeframes import Timeframe
 from services.market import servicer as market_servicer
+from services.market.feeds.base import FeedAdapter
 from services.market.models import Tick
 from services.model import servicer as model_servicer
 from services.signal import servicer as signal_servicer
@@ -106,16 +107,21 @@ def bearer(
 
 @asynccontextmanager
 async def running_live_platform(
-    settings: Settings, *, feed: ScriptedFeed | None = None, services: Sequence[str] = ("market", "signal", "model")
+    settings: Settings,
+    *,
+    feed: FeedAdapter | None = None,
+    services: Sequence[str] = ("market", "signal", "model"),
+    clock: Callable[[], datetime] = utc_now,
 ) -> AsyncIterator[LivePlatform]:
+    """The platform with `feed` as the market's only feed, and `clock` as the market's and the engine's time."""
     deps = build_dependencies(settings)
     processed = Processed()
     registrations: list[ServiceRegistration] = []
     if "market" in services:
         assert feed is not None
-        registrations.append(market_servicer.registration(deps, factories={feed.feed_id: lambda: feed}))
+        registrations.append(market_servicer.registration(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
     if "signal" in services:
-        registrations.append(signal_servicer.registration(deps, on_processed=processed))
+        registrations.append(signal_servicer.registration(deps, on_processed=processed, clock=clock))
     if "model" in services:
         registrations.append(model_servicer.registration(deps))
     server = GrpcServer(
@@ -131,7 +137,7 @@ async def running_live_platform(
             yield LivePlatform(
                 server=server,
                 deps=deps,
-                feed=feed,
+                feed=feed if isinstance(feed, ScriptedFeed) else None,
                 processed=processed,
                 signal=signal_pb2_grpc.SignalServiceStub(channel),
                 market=market_pb2_grpc.MarketServiceStub(channel),

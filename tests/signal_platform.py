@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from bullant.model.v1 import model_pb2_grpc
 from bullant.signal.v1 import signal_pb2_grpc
@@ -139,6 +140,8 @@ async def running_signal_platform(
                             venue="TEST",
                             asset_class=market_pb2.ASSET_CLASS_STOCK,
                             quote_currency=item.currency,
+                            # Simulated bars come every day, as the simulator's instruments say.
+                            trading_session=market_pb2.TradingSession(always_open=True),
                         )
                     ),
                     metadata=admin,
@@ -175,3 +178,38 @@ async def running_signal_platform(
             )
     finally:
         await server.stop(grace=0.5)
+
+
+async def store_trend(platform: SignalPlatform, symbol: str = "TREND", days: int = 500) -> None:
+    """A steadily rising series with small noise: drift forecasts beat the random walk on it."""
+    await platform.market.CreateInstrument(
+        market_pb2.CreateInstrumentRequest(
+            instrument=market_pb2.Instrument(
+                symbol=symbol,
+                venue="TEST",
+                asset_class=market_pb2.ASSET_CLASS_STOCK,
+                quote_currency="USD",
+                trading_session=market_pb2.TradingSession(always_open=True),  # a bar every day
+            )
+        ),
+        metadata=platform.admin,
+    )
+    rng = np.random.default_rng(5)
+    closes = 100.0 * np.exp(np.cumsum(0.004 + 0.002 * rng.standard_normal(days)))
+    bars = []
+    for day, close in enumerate(closes):
+        opened = close / np.exp(0.004)
+        bars.append(
+            market_pb2.Bar(
+                open_time=stamp(START + timedelta(days=day)),
+                open=opened,
+                high=max(opened, close) * 1.001,
+                low=min(opened, close) * 0.999,
+                close=close,
+                volume=1000.0,
+            )
+        )
+    await platform.market.ImportBars(
+        market_pb2.ImportBarsRequest(symbol=symbol, timeframe=common_pb2.TIMEFRAME_1D, bars=bars),
+        metadata=platform.admin,
+    )

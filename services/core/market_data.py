@@ -4,7 +4,7 @@ caller's credentials forwarded; used by every service that computes on bars."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
@@ -12,12 +12,15 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from services.core.calendars import ALWAYS_OPEN, TradingCalendar, default_calendar, load_calendar
 from services.core.clients import ClientFactory
 from services.core.errors import NotFound, Unavailable
+from services.core.timeframes import Timeframe
 
 MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _PAGE = 1000
 _COLUMNS = ("open", "high", "low", "close", "volume")
+_RUNNING_OR_DONE = (market_pb2.FEED_STATE_HEALTHY, market_pb2.FEED_STATE_DEGRADED, market_pb2.FEED_STATE_STOPPED)
 Array = npt.NDArray[np.float64]
 
 
@@ -43,18 +46,44 @@ class BarSeries:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstrumentInfo:
-    """What a backtest needs to know of an instrument: its currency, lot and how many hours a day it trades."""
+    """What computations on an instrument's bars need to know of it: its currency, lot and trading calendar (None
+    only for an instrument whose market service names no calendar; `session_hours` then gives its hours a day)."""
 
     symbol: str
     quote_currency: str
     lot_size: float
-    always_open: bool
-    session_hours: float
+    calendar: TradingCalendar | None
+    session_hours: float = 24.0
 
-    @property
-    def days_per_year(self) -> float:
-        """Trading days a year: every day for a market that never closes, 252 for an exchange."""
-        return 365.0 if self.always_open else 252.0
+    def periods_per_year(self, span: timedelta) -> float:
+        """Bars of `span` (a timeframe's) in a year of the instrument's calendar: 252 daily bars on the NYSE, 365
+        around the clock (see TradingCalendar.bars_per_year); without a calendar, 252 days of `session_hours`."""
+        timeframe = next((item for item in Timeframe if item.delta == span), None)
+        if timeframe is None:
+            raise ValueError(f"{span} is not a timeframe's span")
+        if self.calendar is not None:
+            return self.calendar.bars_per_year(timeframe)
+        return 252.0 * max(1.0, self.session_hours * 3600.0 / timeframe.seconds)
+
+
+def _calendar(item: market_pb2.Instrument) -> str:
+    """The instrument's calendar: named by the market service, else as it would default it."""
+    session = item.trading_session
+    if session.calendar:
+        return session.calendar
+    if session.always_open or item.asset_class == market_pb2.ASSET_CLASS_CRYPTO:
+        return ALWAYS_OPEN
+    return default_calendar(item.asset_class, item.venue) or ""
+
+
+async def _load(name: str) -> TradingCalendar | None:
+    """The calendar called `name`; None for none or one this platform does not know (a newer market service's)."""
+    if not name:
+        return None
+    try:
+        return await load_calendar(name)
+    except ValueError:
+        return None
 
 
 def _session_hours(session: market_pb2.TradingSession) -> float:
@@ -83,20 +112,36 @@ class MarketData:
         self._clients = clients
 
     async def instrument(self, symbol: str) -> InstrumentInfo:
-        """The instrument's currency, lot and session; SYMBOL_NOT_FOUND or MARKET_UNAVAILABLE as for bars."""
+        """The instrument's currency, lot and calendar; SYMBOL_NOT_FOUND or MARKET_UNAVAILABLE as for bars."""
         stub = self._clients.stub(market_pb2_grpc.MarketServiceStub, MARKET)
         try:
             reply = await stub.GetInstrument(market_pb2.GetInstrumentRequest(symbol=symbol))
         except grpc.aio.AioRpcError as error:
             raise _translate(error, symbol) from None
         item = reply.instrument
+        name = _calendar(item)
         return InstrumentInfo(
             symbol=item.symbol,
             quote_currency=item.quote_currency,
             lot_size=item.lot_size if item.lot_size > 0.0 else 1.0,
-            always_open=item.trading_session.always_open or item.asset_class == market_pb2.ASSET_CLASS_CRYPTO,
+            calendar=await _load(name),
             session_hours=_session_hours(item.trading_session),
         )
+
+    async def history_stored(self, symbol: str) -> bool:
+        """Whether the instrument's stored history is in place: it exists, and the feed that supplies it (if any)
+        has started, since a feed stores its first history before it runs. False while the market service cannot
+        say yet (not answering, the instrument not registered yet)."""
+        stub = self._clients.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+        try:
+            instrument = (await stub.GetInstrument(market_pb2.GetInstrumentRequest(symbol=symbol))).instrument
+            if not instrument.feed_id:
+                return True
+            feeds = (await stub.ListFeeds(market_pb2.ListFeedsRequest(page_size=1000))).feeds
+        except grpc.aio.AioRpcError:
+            return False
+        state = next((feed.state for feed in feeds if feed.feed_id == instrument.feed_id), None)
+        return state in _RUNNING_OR_DONE
 
     async def bars(
         self,

@@ -133,6 +133,9 @@ class Settings(BaseModel):
 
     # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
     redis_url: str = ""
+    # This replica's identity across restarts (services/core/replica.py; empty: "<host name>:<port>"): on start-up
+    # it fails at once the training jobs and backtests its previous run left running.
+    replica_id: str = Field(default="", max_length=64)
 
     # Market data feeds to run: any of sim, replay, ccxt (each on the one replica holding its leader lock).
     market_feeds: list[str] = Field(default_factory=lambda: ["sim"])
@@ -174,7 +177,8 @@ class Settings(BaseModel):
     # Predict's in-process caches: the latest bars and each series' versions are re-read after this many seconds.
     model_serving_cache_seconds: float = Field(default=5.0, ge=0.0, le=3600.0)
     # The model scheduler (leader): how often it checks drift and due retraining, how old a version marked
-    # auto-retrain gets before it is retrained, and the symbols whose daily models it seeds (`make run`).
+    # auto-retrain gets before it is retrained, and the symbols whose demo models it trains for the live engine's
+    # timeframes (`make run`; promoted only through the gate).
     model_scheduler_interval_seconds: float = Field(default=300.0, gt=0, le=86_400.0)
     model_retrain_every_hours: float = Field(default=168.0, gt=0, le=8760.0)
     model_demo_symbols: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from bullant.market.v1 import market_pb2
 if TYPE_CHECKING:
     from services.market.imports import ImportOutcome
 from services.market.models import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
+from services.market.sessions import with_calendar
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -28,7 +29,7 @@ def naive_utc(stamp: Timestamp) -> datetime:
 
 
 def instrument_message(item: Instrument) -> market_pb2.Instrument:
-    session = item.trading_session
+    session = with_calendar(item).trading_session
     return market_pb2.Instrument(
         symbol=item.symbol,
         venue=item.venue,
@@ -45,6 +46,7 @@ def instrument_message(item: Instrument) -> market_pb2.Instrument:
             open_local_time=session.open_local_time,
             close_local_time=session.close_local_time,
             description=session.description,
+            calendar=session.calendar,
         ),
         feed_id=item.feed_id,
         simulated=item.simulated,
@@ -53,8 +55,23 @@ def instrument_message(item: Instrument) -> market_pb2.Instrument:
     )
 
 
-def instrument_from_message(message: market_pb2.Instrument) -> Instrument:
+def session_from_message(message: market_pb2.Instrument) -> TradingSession | None:
+    """The instrument's trading session, None when the message has none."""
+    if not message.HasField("trading_session"):
+        return None
     session = message.trading_session
+    return TradingSession(
+        always_open=session.always_open,
+        open_local_time=session.open_local_time,
+        close_local_time=session.close_local_time,
+        description=session.description,
+        calendar=session.calendar,
+    )
+
+
+def instrument_from_message(message: market_pb2.Instrument) -> Instrument:
+    """The instrument of a message; its time zone "" when it names none, its session always open when it has none
+    (see session_from_message)."""
     return Instrument(
         symbol=message.symbol,
         venue=message.venue,
@@ -67,15 +84,8 @@ def instrument_from_message(message: market_pb2.Instrument) -> Instrument:
         base_currency=message.base_currency,
         tick_size=message.tick_size,
         lot_size=message.lot_size,
-        timezone=message.timezone or "UTC",
-        trading_session=TradingSession(
-            always_open=session.always_open,
-            open_local_time=session.open_local_time,
-            close_local_time=session.close_local_time,
-            description=session.description,
-        )
-        if message.HasField("trading_session")
-        else TradingSession(),
+        timezone=message.timezone,
+        trading_session=session_from_message(message) or TradingSession(),
         feed_id=message.feed_id,
         simulated=message.simulated,
     )

@@ -25,12 +25,14 @@ class AssetClass(IntEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TradingSession:
-    """Regular trading hours in the venue's time zone ("HH:MM"), or always open."""
+    """The trading calendar (see services.core.calendars; "" when not named) and regular trading hours in the venue's
+    time zone ("HH:MM"), or always open."""
 
     always_open: bool = True
     open_local_time: str = ""
     close_local_time: str = ""
     description: str = "24/7"
+    calendar: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,8 +30,9 @@ from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupport
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
 from services.market.imports import BarImport, ImportOutcome
-from services.market.models import AssetClass, Bar, Instrument, Quote, Timeframe
+from services.market.models import AssetClass, Bar, Instrument, Quote, Timeframe, TradingSession
 from services.market.quotes import QuoteCache, mark_stale
+from services.market.sessions import resolve_session
 from services.market.store import MarketStore
 
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
@@ -107,7 +108,8 @@ class MarketService:
                 raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
         return found
 
-    async def create_instrument(self, instrument: Instrument) -> Instrument:
+    async def create_instrument(self, instrument: Instrument, *, session: TradingSession | None = None) -> Instrument:
+        """Stores a new instrument with `session`, or its calendar's default one when None (see sessions.py)."""
         violations: list[FieldViolation] = []
         reason = None
         if not instrument.venue.strip() or len(instrument.venue) > 32:
@@ -122,13 +124,14 @@ class MarketService:
             violations.append(FieldViolation("instrument.tick_size", "tick_size and lot_size must not be negative"))
         if len(instrument.display_name) > 128 or not instrument.display_name.isprintable():
             violations.append(FieldViolation("instrument.display_name", "at most 128 printable characters"))
-        if instrument.timezone not in _timezones():
+        if instrument.timezone and instrument.timezone not in _timezones():
             violations.append(FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"))
             reason = reason or "TIMEZONE_INVALID"
         if violations:
             raise InvalidArgument(violations, reason=reason)
         if instrument.feed_id and instrument.feed_id not in self.history.feed_ids:
             raise NotFound(f"no feed {instrument.feed_id}", reason="FEED_NOT_FOUND")
+        instrument = await resolve_session(instrument, session)
         return await self.store.create_instrument(
             replace(
                 instrument,

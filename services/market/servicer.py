@@ -31,6 +31,7 @@ from services.market.encoding import (
     naive_utc,
     outcome_fields,
     quote_message,
+    session_from_message,
     timestamp,
 )
 from services.market.feeds.registry import AdapterFactory
@@ -123,7 +124,9 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             raise InvalidArgument.field("instrument", "is required")
         incoming = instrument_from_message(request.instrument)
         symbol = normalize_symbol(incoming.symbol, field="instrument.symbol")
-        created = await self._service.create_instrument(replace(incoming, symbol=symbol))
+        created = await self._service.create_instrument(
+            replace(incoming, symbol=symbol), session=session_from_message(request.instrument)
+        )
         return market_pb2.CreateInstrumentResponse(instrument=instrument_message(created))
 
     # -- quotes -----------------------------------------------------------------------------------------------------

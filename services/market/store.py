@@ -50,7 +50,7 @@ instruments = Table(
     Column("tick_size", PRICE, nullable=False, server_default="0"),
     Column("lot_size", PRICE, nullable=False, server_default="0"),
     Column("timezone", String(64), nullable=False, server_default="UTC"),
-    # TradingSession as JSON: always_open, open/close local times, description.
+    # TradingSession as JSON: always_open, open/close local times, description, calendar.
     Column("trading_session", Text, nullable=False),
     Column("feed_id", String(64), nullable=False, server_default="", index=True),
     Column("simulated", Boolean, nullable=False, server_default="0"),
@@ -86,6 +86,7 @@ def _session_json(session: TradingSession) -> str:
             "open_local_time": session.open_local_time,
             "close_local_time": session.close_local_time,
             "description": session.description,
+            "calendar": session.calendar,
         },
         sort_keys=True,
     )
@@ -99,6 +100,7 @@ def _session(text: str) -> TradingSession:
             open_local_time=str(value.get("open_local_time", "")),
             close_local_time=str(value.get("close_local_time", "")),
             description=str(value.get("description", "")),
+            calendar=str(value.get("calendar", "")),
         )
     except (ValueError, AttributeError):
         return TradingSession()

@@ -119,9 +119,7 @@ def model_message(version: ModelVersion) -> model_pb2.Model:
 
 
 def prediction_message(prediction: Prediction) -> model_pb2.Prediction:
-    """A recorded prediction; point times step the timeframe's span from the base bar (calendar gaps such as
-    nights and weekends are not skipped)."""
-    span = prediction.timeframe.delta
+    """A served prediction, its points dated by the instrument's calendar (Prediction.point_times)."""
     return model_pb2.Prediction(
         prediction_id=prediction.prediction_id,
         model_id=prediction.model_id,
@@ -133,11 +131,9 @@ def prediction_message(prediction: Prediction) -> model_pb2.Prediction:
         base_time=timestamp(prediction.base_time),
         base_price=prediction.base_price,
         points=[
-            model_pb2.PredictionPoint(
-                time=timestamp(prediction.base_time + span * step), price=price, lower=lower, upper=upper
-            )
-            for step, (price, lower, upper) in enumerate(
-                zip(prediction.mean, prediction.lower, prediction.upper, strict=True), start=1
+            model_pb2.PredictionPoint(time=timestamp(moment), price=price, lower=lower, upper=upper)
+            for moment, price, lower, upper in zip(
+                prediction.point_times, prediction.mean, prediction.lower, prediction.upper, strict=True
             )
         ],
         interval_level=prediction.interval_level,

@@ -193,3 +193,5 @@ class Prediction:
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     create_time: datetime
+    # The open time of each forecast bar on the instrument's calendar (not stored: served predictions carry them).
+    point_times: tuple[datetime, ...] = ()

@@ -1,7 +1,12 @@
 """The model service's leader job: on one replica at a time, every `interval`, it checks each production version
 for drift (scheduling a retrain when a drift episode starts), retrains the versions marked auto-retrain once their
 latest training is `retrain_every` old, and seeds the demo symbols' models (`make run`) until they exist. It calls
-the market service as the service itself (services.core.auth.service_identity)."""
+the market service as the service itself (services.core.auth.service_identity).
+
+Demo models are trained for the live signal engine's timeframes through the normal path (a training job, the
+walk-forward evaluation and the promotion gate) once the market has stored the symbol's history (its feed has
+started), and promoted only when they pass the gate: where nothing beats naive the version stays a candidate and
+the engine's signals stay technical-only."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from services.core.auth.service_identity import SERVICE_ACCOUNT_ID, ServiceIdent
 from services.core.coordination.base import Lease, Locks
 from services.core.coordination.leader import LeaderElection
 from services.core.db.databases import utc_now
-from services.core.errors import DomainError
+from services.core.errors import DomainError, FailedPrecondition
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
@@ -27,10 +32,7 @@ from services.model.store import ModelFilter, ModelStore
 from services.model.training import TrainingRunner
 
 log = logging.getLogger("bullant.model.scheduler")
-DEMO_OVERRIDE = (
-    "demo bootstrap: promoted so that Predict answers on the simulated demo data, whose prices are a random walk "
-    "that no model beats"
-)
+# The Kalman local-linear-trend filter: fast, and it finds the structure a random walk with noise has.
 DEMO_ALGORITHM = Algorithm.KALMAN
 DEMO_SEED = 7
 DEMO_RETRY_SECONDS = 5.0
@@ -52,6 +54,8 @@ class ModelScheduler:
         interval: float,
         retrain_every: timedelta,
         demo_symbols: Sequence[str] = (),
+        demo_timeframes: Sequence[Timeframe] = (Timeframe.M1,),
+        demo_horizon: int = 1,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
@@ -62,7 +66,9 @@ class ModelScheduler:
         self._identity = identity
         self._interval = interval
         self._retrain_every = retrain_every
-        self._demo_pending = list(demo_symbols)
+        self._demo_pending = [(symbol, timeframe) for symbol in demo_symbols for timeframe in demo_timeframes]
+        self._demo_horizon = demo_horizon
+        self._demo_waiting: set[tuple[str, Timeframe]] = set()
         self._clock = clock
         self._election = LeaderElection(locks, "model-scheduler", self._lead, ttl_seconds=15.0)
 
@@ -109,38 +115,68 @@ class ModelScheduler:
         return not busy and self._clock() - latest >= self._retrain_every
 
     async def _seed_demo(self) -> None:
-        """Train and promote a model for each demo symbol that has none (retried each round until it has)."""
-        for symbol in list(self._demo_pending):
-            existing = await self._store.versions(
-                ModelFilter(symbol=symbol, timeframe=Timeframe.D1), after=None, limit=1
-            )
+        """Train a model for each demo series that has none, once its history is stored; promote it when it passes
+        the gate."""
+        for series in list(self._demo_pending):
+            symbol, timeframe = series
+            existing = await self._store.versions(ModelFilter(symbol=symbol, timeframe=timeframe), after=None, limit=1)
             if existing:
-                self._demo_pending.remove(symbol)
+                self._demo_pending.remove(series)
                 continue
+            if not await self._market.history_stored(symbol):
+                continue  # the market is still storing the first history: ask again in a few seconds
             spec = TrainingSpec(
                 algorithm=DEMO_ALGORITHM,
                 parameters=ALGORITHMS[DEMO_ALGORITHM].resolve({}),
                 symbol=symbol,
-                timeframe=Timeframe.D1,
+                timeframe=timeframe,
                 start=None,
                 end=None,
                 holdout_fraction=0.2,
-                horizon=1,
+                horizon=self._demo_horizon,
                 seed=DEMO_SEED,
                 auto_retrain=False,
             )
-            data = await training_data(self._market, spec)
-            spec = replace(spec, start=data.times[0], end=data.times[-1] + Timeframe.D1.delta)
+            try:
+                data = await training_data(self._market, spec)
+            except FailedPrecondition as error:
+                if error.reason != "INSUFFICIENT_DATA":
+                    raise
+                if series not in self._demo_waiting:  # said once; tried again each round as bars accumulate
+                    self._demo_waiting.add(series)
+                    log.info("demo model of %s %s waits for more bars: %s", symbol, timeframe.label, error.message)
+                continue
+            spec = replace(spec, start=data.times[0], end=data.times[-1] + timeframe.delta)
             job = await self._runner.submit(spec, data, trigger=Trigger.SCHEDULED, account_id=SERVICE_ACCOUNT_ID)
             async for update in self._runner.watch(job.job_id):
                 if update is not None and update.state.finished:
                     job = update
-            if job.state is JobState.SUCCEEDED:
-                await self._registry.promote(
-                    job.model_id,
-                    account_id=SERVICE_ACCOUNT_ID,
-                    override_gate=True,
-                    override_reason=DEMO_OVERRIDE,
+            self._demo_pending.remove(series)
+            if job.state is not JobState.SUCCEEDED:
+                log.warning(
+                    "demo model of %s %s: training job %s ended %s (%s)",
+                    symbol,
+                    timeframe.label,
+                    job.job_id,
+                    job.state.name,
+                    job.failure_message,
                 )
-                self._demo_pending.remove(symbol)
-                log.info("demo model %s serves %s", job.model_id, symbol)
+                continue
+            await self._promote_if_earned(await self._registry.get(job.model_id))
+
+    async def _promote_if_earned(self, version: ModelVersion) -> None:
+        """Promote a demo version that passed the gate (never over it); say which way it went."""
+        series = f"{version.symbol} {version.timeframe.label}"
+        if not version.gate.passed:
+            log.info(
+                "demo model %s of %s stays a candidate: %s; signals on %s stay technical-only",
+                version.model_id,
+                series,
+                version.gate.detail,
+                series,
+            )
+            return
+        await self._registry.promote(
+            version.model_id, account_id=SERVICE_ACCOUNT_ID, override_gate=False, override_reason=""
+        )
+        log.info("demo model %s serves %s: %s", version.model_id, series, version.gate.detail)

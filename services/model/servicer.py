@@ -23,6 +23,7 @@ from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgu
 from services.core.market_data import MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_spec, parameter_values, timestamp
 from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.replica import replica_identity
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.model.encoding import (
@@ -412,6 +413,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         model_id = (
             _identifier(request.model_id, "model_id", _model_not_found(request.model_id)) if request.model_id else ""
         )
+        if model_id and request.require_passed_gate:
+            raise InvalidArgument(FieldViolation("require_passed_gate", "cannot be combined with model_id"))
         prediction = await self._predictor.predict(
             symbol=symbol,
             timeframe=timeframe,
@@ -419,6 +422,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             level=level,
             request_key=request.request_key,
             model_id=model_id,
+            require_passed_gate=request.require_passed_gate,
         )
         return model_pb2.PredictResponse(prediction=prediction_message(prediction))
 
@@ -435,6 +439,7 @@ def registration(deps: Dependencies) -> ServiceRegistration:
         model_dir=model_dir,
         workers=deps.settings.training_workers,
         max_queued=deps.settings.max_queued_training_jobs,
+        runner_id=replica_identity(deps.settings),
     )
     # The generated stubs mark every method abstract; the unbuilt ones answer UNIMPLEMENTED at run time.
     market = MarketData(deps.clients)
@@ -455,6 +460,9 @@ def registration(deps: Dependencies) -> ServiceRegistration:
         interval=deps.settings.model_scheduler_interval_seconds,
         retrain_every=timedelta(hours=deps.settings.model_retrain_every_hours),
         demo_symbols=deps.settings.model_demo_symbols,
+        # Demo models forecast what the live signal engine fuses: its timeframes, at its horizon.
+        demo_timeframes=[Timeframe.from_label(label) for label in deps.settings.signal_timeframes],
+        demo_horizon=deps.settings.signal_fusion_horizon_bars,
     )
     return ServiceRegistration(
         name="model",

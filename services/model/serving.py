@@ -2,10 +2,14 @@
 request there (deterministic per request key), or a pinned version; models, the series' versions and the latest
 bars are cached in-process so a warm prediction costs a forecast and one insert.
 
+Each point is dated by the open time of its future bar on the instrument's trading calendar
+(services.core.calendars): the next sessions for daily bars, the next open minutes for intraday ones.
+
 Caches: loaded models by version id (LRU), each series' versions for `registry_ttl` (a promotion reaches every
-replica within that time), the latest bars for `bar_ttl` (a new bar close is used within that time), and the
-predictions this replica recorded (a repeat of a recorded version, base bar, horizon and level is answered from
-memory; the database's unique key makes repeats across replicas return the first recording too)."""
+replica within that time), the latest bars and the instrument's calendar for `bar_ttl` (a new bar close is used
+within that time), and the predictions this replica recorded (a repeat of a recorded version, base bar, horizon
+and level is answered from memory; the database's unique key makes repeats across replicas return the first
+recording too)."""
 
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from services.core.calendars import CalendarRangeError, TradingCalendar
 from services.core.db.databases import utc_now
 from services.core.errors import FailedPrecondition
 from services.core.market_data import MarketData
@@ -84,6 +90,7 @@ class Predictor:
         self._model_cache_size = model_cache_size
         self._series: dict[tuple[str, Timeframe], tuple[float, list[ModelVersion]]] = {}
         self._bars: dict[tuple[str, Timeframe], tuple[float, list[datetime], Array]] = {}
+        self._calendars: dict[str, tuple[float, TradingCalendar | None]] = {}
         self._registry_ttl = registry_ttl
         self._bar_ttl = bar_ttl
         self._rng = rng or random.Random(secrets.randbits(64))  # noqa: S311 - traffic splitting, not secrets
@@ -99,16 +106,21 @@ class Predictor:
         level: float,
         request_key: str,
         model_id: str,
+        require_passed_gate: bool = False,
     ) -> Prediction:
         """Forecast the next `horizon` closes and record the prediction (once per version, base bar, horizon and
-        level: a repeat returns the recorded one)."""
+        level: a repeat returns the recorded one). `require_passed_gate`: only the production version, and only
+        when it passed its promotion gate (MODEL_GATE_NOT_PASSED otherwise)."""
         version, arm = await self._serving_version(symbol, timeframe, request_key, model_id)
+        if require_passed_gate:
+            version, arm = self._gated(version, arm, await self._series_versions(symbol, timeframe))
         times, closes = await self._latest_bars(symbol, timeframe)
+        point_times = await self._point_times(symbol, timeframe, times[-1], horizon)
         key = (version.model_id, times[-1], horizon, level)
         recorded = self._recorded.get(key)
         if recorded is not None:  # recorded by this replica already: the same answer without a database round trip
             self._recorded.move_to_end(key)
-            return recorded
+            return replace(recorded, point_times=point_times)
         forecaster = await self._forecaster(version)
         forecast = forecaster.forecast(closes, horizon, level)
         base = float(closes[-1])
@@ -132,7 +144,7 @@ class Predictor:
             upper=tuple(float(value) for value in forecast.upper),
             create_time=self._clock(),
         )
-        recorded = await self._predictions.record(prediction)
+        recorded = replace(await self._predictions.record(prediction), point_times=point_times)
         self._recorded[key] = recorded
         while len(self._recorded) > RECORDED_CACHE_SIZE:
             self._recorded.popitem(last=False)
@@ -168,6 +180,42 @@ class Predictor:
         candidates = [item for item in series if item.status is ModelStatus.CANDIDATE and item.traffic_fraction > 0]
         point = split_point(request_key, symbol, timeframe) if request_key else self._rng.random()
         return choose_arm(production, candidates, point)
+
+    @staticmethod
+    def _gated(version: ModelVersion, arm: ServingArm, series: list[ModelVersion]) -> tuple[ModelVersion, ServingArm]:
+        """The production version in place of an A/B candidate, refused unless it passed its gate."""
+        if arm is not ServingArm.PRODUCTION:
+            version = next(item for item in series if item.status is ModelStatus.PRODUCTION)
+        if not version.gate.passed:
+            raise FailedPrecondition(
+                f"the production model {version.model_id} of {version.symbol} {version.timeframe.label} was promoted "
+                f"over its promotion gate ({version.gate.detail}): it does not beat naive",
+                reason="MODEL_GATE_NOT_PASSED",
+                metadata={"model_id": version.model_id},
+            )
+        return version, ServingArm.PRODUCTION
+
+    async def _point_times(
+        self, symbol: str, timeframe: Timeframe, base: datetime, horizon: int
+    ) -> tuple[datetime, ...]:
+        """The open times of the `horizon` bars after the base bar on the instrument's calendar (nights, weekends
+        and holidays skipped); CALENDAR_RANGE_EXCEEDED past the calendar's span."""
+        key = symbol
+        cached = self._calendars.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[0] >= self._bar_ttl:
+            cached = (now, (await self._market.instrument(symbol)).calendar)
+            self._calendars[key] = cached
+        calendar = cached[1]
+        if calendar is None:  # a market service that names no calendar: one span per bar
+            return tuple(base + timeframe.delta * step for step in range(1, horizon + 1))
+        try:
+            return tuple(calendar.bar_open_times(base, timeframe, horizon))
+        except CalendarRangeError as error:
+            raise FailedPrecondition(
+                f"cannot date {horizon} {timeframe.label} bars after {base:%Y-%m-%d %H:%M}: {error}",
+                reason="CALENDAR_RANGE_EXCEEDED",
+            ) from None
 
     async def _series_versions(self, symbol: str, timeframe: Timeframe) -> list[ModelVersion]:
         key = (symbol, timeframe)

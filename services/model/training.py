@@ -4,7 +4,8 @@ keeps serving), followed by watchers, cancellable from any replica, and register
 Progress reaches local watchers at once and the store about once a second (the heartbeat). Another replica
 follows the stored progress. CancelTraining from any replica marks the job CANCELLED; the running replica sees it
 at its next heartbeat and kills the worker. A job whose heartbeat stops (its replica died or restarted) is marked
-FAILED INTERRUPTED by whoever reads it next, so no job stays RUNNING forever."""
+FAILED INTERRUPTED by whoever reads it next, so no job stays RUNNING forever; a replica restarted with the same
+identity (services.core.replica) fails its own at once when it starts."""
 
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ class TrainingRunner:
         clock: Callable[[], datetime] = utc_now,
         heartbeat_seconds: float = 1.0,
         stale_seconds: float = 30.0,
+        runner_id: str = "",
     ) -> None:
         self._store = store
         self._worker = worker
@@ -117,12 +119,17 @@ class TrainingRunner:
         self._heartbeat = heartbeat_seconds
         self._stale = timedelta(seconds=stale_seconds)
         self._runs: dict[str, _Run] = {}
-        self.runner_id = "trainer-" + secrets.token_hex(6)
+        # The replica's identity across restarts (services.core.replica), or one of this runner only.
+        self.runner_id = runner_id or "trainer-" + secrets.token_hex(6)
 
     async def start(self) -> None:
-        """Mark the jobs nobody runs any more as interrupted (a restart leaves none RUNNING)."""
+        """Fail at once the jobs this replica's previous run left queued or running (it was killed: nobody will
+        finish them); mark the jobs other replicas stopped beating for as interrupted."""
         for job in await self._store.active_jobs():
-            await self._settled(job)
+            if job.runner_id == self.runner_id:
+                await self._interrupt(job, "the service was restarted while the job was queued or running; train again")
+            else:
+                await self._settled(job)
 
     async def stop(self) -> None:
         runs = list(self._runs.values())
@@ -208,8 +215,11 @@ class TrainingRunner:
             run = self._runs.get(job_id)
             if run is not None:
                 run.changed.clear()
-                yield run.job
-                if run.job.state.finished:
+                # The job as yielded: run.job may move on (even finish) while the caller holds this one, and then
+                # the loop yields the finished job next instead of returning unseen.
+                current = run.job
+                yield current
+                if current.state.finished:
                     return
                 try:
                     await asyncio.wait_for(_either(run.changed, run.done), quiet_seconds)

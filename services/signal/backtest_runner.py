@@ -80,6 +80,7 @@ class BacktestRunner:
         clock: Callable[[], datetime] = utc_now,
         heartbeat_seconds: float = 1.0,
         stale_seconds: float = 30.0,
+        runner_id: str = "",
     ) -> None:
         self._store = store
         self._codec = codec
@@ -89,10 +90,16 @@ class BacktestRunner:
         self._heartbeat = heartbeat_seconds
         self._stale = timedelta(seconds=stale_seconds)
         self._runs: dict[str, _Run] = {}
-        self.runner_id = "runner-" + secrets.token_hex(6)
+        # The replica's identity across restarts (services.core.replica), or one of this runner only.
+        self.runner_id = runner_id or "runner-" + secrets.token_hex(6)
 
     async def start(self) -> None:
-        """Nothing to open: runs start on submit."""
+        """Fail at once the backtests this replica's previous run left queued or running (it was killed: nobody
+        will finish them); other replicas' stale runs are marked when read, as before."""
+        for record in await self._store.active_of_runner(self.runner_id):
+            await self._finish_interrupted(
+                record, "the server was restarted while the backtest was queued or running; run it again"
+            )
 
     async def stop(self) -> None:
         """Stop local runs; each is recorded FAILED INTERRUPTED (run it again)."""

@@ -336,6 +336,20 @@ class BacktestStore:
 
         return await self._databases.run_on_shard(owner.shard, work)
 
+    async def active_of_runner(self, runner_id: str) -> list[BacktestRecord]:
+        """The queued and running backtests a runner took, on every shard (BASIC columns): a restarted replica's
+        orphans."""
+
+        async def work(shard: int, connection: AsyncConnection) -> list[BacktestRecord]:
+            rows = await connection.execute(
+                select(*_BASIC_COLUMNS).where(
+                    backtests.c.runner_id == runner_id, backtests.c.state.in_([int(state) for state in _ACTIVE])
+                )
+            )
+            return [_record(row, Owner(account_id=row.account_id, shard=shard), with_detail=False) for row in rows]
+
+        return [record for records in await self._databases.each_shard(work) for record in records]
+
     @staticmethod
     def _row(record: BacktestRecord) -> dict[str, Any]:
         return {

@@ -1,4 +1,5 @@
-"""AI fusion of a technical signal with the model service's prediction, as the seed does it:
+"""AI fusion of a technical signal with the model service's prediction, as the seed does it, and only with the
+production model of the signal's own symbol and timeframe that passed its promotion gate (beats naive):
 fused = (0.6 × technical + 0.4 × model) × 1.2 when the model's direction agrees with the signal's side and × 0.8
 when it disagrees (× 1 when the model predicts FLAT), clamped to [0, 1]; the grade is STRONG_<side> at 0.8 and
 <side> at 0.6, HOLD below. When the model cannot answer within the deadline the signal is technical-only, says why,
@@ -43,6 +44,7 @@ class TechnicalOnly(IntEnum):
     MODEL_TIMEOUT = 2
     MODEL_NOT_TRAINED = 3
     FUSION_DISABLED = 4
+    MODEL_GATE_NOT_PASSED = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +114,8 @@ class ModelFusion:
             timeframe=int(timeframe),  # type: ignore[arg-type]
             horizon_bars=horizon,
             request_key=request_key,
+            # Only the symbol and timeframe's production model, and only when it beats naive (its gate passed).
+            require_passed_gate=True,
         )
         try:
             reply = await stub.Predict(request, timeout=self._deadline, wait_for_ready=False)
@@ -139,6 +143,10 @@ class ModelFusion:
 def _technical_only(error: grpc.aio.AioRpcError) -> TechnicalOnly:
     if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
         return TechnicalOnly.MODEL_TIMEOUT
-    if error.code() is grpc.StatusCode.FAILED_PRECONDITION and error_reason(error) == "MODEL_NOT_TRAINED":
-        return TechnicalOnly.MODEL_NOT_TRAINED
+    if error.code() is grpc.StatusCode.FAILED_PRECONDITION:
+        reason = error_reason(error)
+        if reason == "MODEL_NOT_TRAINED":
+            return TechnicalOnly.MODEL_NOT_TRAINED
+        if reason == "MODEL_GATE_NOT_PASSED":
+            return TechnicalOnly.MODEL_GATE_NOT_PASSED
     return TechnicalOnly.MODEL_UNAVAILABLE

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from services.core.errors import (
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
 from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.replica import replica_identity
 from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.timeframes import Timeframe
 from services.signal.alert_encoding import (
@@ -46,7 +47,6 @@ from services.signal.alert_encoding import (
 from services.signal.alert_store import AlertLimitReached, AlertStore
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
 from services.signal.backtest.config import BacktestConfig
-from services.signal.backtest.metrics import bars_per_year
 from services.signal.backtest_encoding import (
     SYMBOL,
     DecodedBacktest,
@@ -537,7 +537,7 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
     first = instruments[0]
     return BacktestConfig(
         initial_cash=decoded.initial_cash,
-        periods_per_year=bars_per_year(span, days_per_year=first.days_per_year, hours_per_day=first.session_hours),
+        periods_per_year=first.periods_per_year(span),
         commission=decoded.commission,
         slippage_bps=decoded.slippage_bps,
         sizing=decoded.sizing,
@@ -572,9 +572,11 @@ def _full_view(view: int, *, default: bool) -> bool:
     return default if view == 0 else view == 2
 
 
-def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = None) -> ServiceRegistration:
-    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies and
-    `on_processed` the engine's probe (benchmarks and tests)."""
+def registration(
+    deps: Dependencies, *, on_processed: ProcessedProbe | None = None, clock: Callable[[], datetime] = utc_now
+) -> ServiceRegistration:
+    """The signal service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies,
+    `on_processed` the engine's probe (benchmarks and tests) and `clock` the live engine's (the market's time)."""
     load_indicators()
     load_strategies()
     settings = deps.settings
@@ -583,6 +585,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
         ProtoReportCodec(),
         workers=settings.backtest_workers,
         per_account=settings.backtests_per_account,
+        runner_id=replica_identity(settings),
     )
     market = MarketData(deps.clients)
     alerts = AlertStore(deps.databases)
@@ -610,6 +613,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
             repeat_bars=settings.signal_repeat_bars, fusion_horizon=settings.signal_fusion_horizon_bars
         ),
         on_processed=on_processed,
+        clock=clock,
     )
     engine = LiveEngine(
         parts=parts,
@@ -629,6 +633,7 @@ def registration(deps: Dependencies, *, on_processed: ProcessedProbe | None = No
             refresh_seconds=settings.signal_watch_refresh_seconds,
             performance_seconds=settings.signal_performance_interval_seconds,
         ),
+        clock=clock,
     )
     live = LiveParts(
         signals=signals,

@@ -95,7 +95,11 @@ async def _failure(call: Any) -> grpc.aio.AioRpcError:
 
 async def _history_only(platform: MarketPlatform, symbol: str) -> None:
     instrument = market_pb2.Instrument(
-        symbol=symbol, venue="HIST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+        symbol=symbol,
+        venue="HIST",
+        asset_class=market_pb2.ASSET_CLASS_STOCK,
+        quote_currency="USD",
+        trading_session=market_pb2.TradingSession(always_open=True),
     )
     await platform.stub.CreateInstrument(
         market_pb2.CreateInstrumentRequest(instrument=instrument), metadata=platform.admin

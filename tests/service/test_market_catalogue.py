@@ -59,7 +59,7 @@ async def _failure(call: Any) -> grpc.aio.AioRpcError:
 def _new(symbol: str = "ZZ-NEW", **fields: Any) -> market_pb2.CreateInstrumentRequest:
     values: dict[str, Any] = {
         "symbol": symbol,
-        "venue": "otc",
+        "venue": "nasdaq",
         "asset_class": market_pb2.ASSET_CLASS_STOCK,
         "quote_currency": "usd",
     }
@@ -108,7 +108,14 @@ async def test_the_feeds_instruments_are_listed_as_simulated(platform: MarketPla
 
 async def test_search_by_text_class_and_venue(platform: MarketPlatform) -> None:
     await platform.stub.CreateInstrument(
-        _new("ZZ_1", venue="otherx", venue_symbol="ZZ/ONE", display_name="Widget 100% Co"), metadata=platform.admin
+        _new(
+            "ZZ_1",
+            venue="otherx",
+            venue_symbol="ZZ/ONE",
+            display_name="Widget 100% Co",
+            trading_session=market_pb2.TradingSession(calendar="XNYS"),
+        ),
+        metadata=platform.admin,
     )
     assert await _list(platform, query="test-a") == ["TEST-AAPL"]
     assert await _list(platform, query="APPLE") == ["TEST-AAPL"]  # display name, any case
@@ -195,6 +202,7 @@ async def test_create_instrument(platform: MarketPlatform) -> None:
     before = utc_now() - timedelta(seconds=1)
     request = _new(
         "zz-fx.1",
+        venue="otc",
         asset_class=market_pb2.ASSET_CLASS_FX,
         base_currency="eur",
         timezone="Asia/Seoul",
@@ -239,6 +247,71 @@ async def test_create_instrument(platform: MarketPlatform) -> None:
     assert "instrument" in violations_of(missing)
     # Nothing refused was stored.
     assert await _list(platform, query="zz-") == ["ZZ-FEED", "ZZ-FX.1"]
+
+
+def _session(instrument: market_pb2.Instrument) -> tuple[str, bool, str, str, str]:
+    session = instrument.trading_session
+    return (
+        session.calendar,
+        session.always_open,
+        session.open_local_time,
+        session.close_local_time,
+        instrument.timezone,
+    )
+
+
+async def test_an_instrument_without_a_session_trades_on_its_calendar(platform: MarketPlatform) -> None:
+    """A stock is not always open: without a session it gets its exchange's calendar (holidays included), a
+    crypto pair 24/7 and an FX pair the FX week; a stock of an unknown venue must name its calendar."""
+
+    async def created(symbol: str, **fields: Any) -> market_pb2.Instrument:
+        reply = await platform.stub.CreateInstrument(_new(symbol, **fields), metadata=platform.admin)
+        stored = await platform.stub.GetInstrument(
+            market_pb2.GetInstrumentRequest(symbol=symbol), metadata=platform.reader
+        )
+        assert stored.instrument == reply.instrument
+        return reply.instrument
+
+    goog = await created("ZZ-GOOG")  # venue NASDAQ, as a CSV import's instrument would be created
+    assert _session(goog) == ("XNAS", False, "09:30", "16:00", "America/New_York")
+    assert goog.trading_session.description == (
+        "XNAS sessions, 09:30-16:00 America/New_York, exchange holidays and early closes included"
+    )
+    assert _session(await created("ZZ-NYSE", venue="XNYS")) == ("XNYS", False, "09:30", "16:00", "America/New_York")
+    samsung = await created("ZZ-005930", venue="krx", quote_currency="KRW", timezone="Asia/Seoul")
+    assert _session(samsung) == ("XKRX", False, "09:00", "15:30", "Asia/Seoul")
+    coin = await created("ZZ-COIN", venue="otc", asset_class=market_pb2.ASSET_CLASS_CRYPTO)
+    assert _session(coin) == ("24/7", True, "", "", "UTC")
+    euro = await created("ZZ-EUR", venue="otc", asset_class=market_pb2.ASSET_CLASS_FX, base_currency="EUR")
+    assert _session(euro) == ("FX", False, "", "", "UTC")
+    named = await created("ZZ-OTC", venue="otc", trading_session=market_pb2.TradingSession(calendar="nyse"))
+    assert _session(named) == ("XNYS", False, "09:30", "16:00", "America/New_York")
+    never_closes = await created("ZZ-ALWAYS", venue="otc", trading_session=market_pb2.TradingSession(always_open=True))
+    assert _session(never_closes) == ("24/7", True, "", "", "UTC")
+    # The feeds' instruments name theirs too (the script feed's are listed always open).
+    listed = await platform.stub.GetInstrument(
+        market_pb2.GetInstrumentRequest(symbol="TEST-AAPL"), metadata=platform.reader
+    )
+    assert listed.instrument.trading_session.calendar == "24/7"
+
+    unknown_venue = await _failure(platform.stub.CreateInstrument(_new("ZZ-X1", venue="otc"), metadata=platform.admin))
+    assert (unknown_venue.code(), _error_info(unknown_venue).reason) == (INVALID, "TRADING_CALENDAR_REQUIRED")
+    assert "is not a known exchange" in violations_of(unknown_venue)["instrument.trading_session.calendar"]
+    index = _new("ZZ-X2", venue="otc", asset_class=market_pb2.ASSET_CLASS_INDEX)
+    assert await refusal(platform.stub.CreateInstrument(index, metadata=platform.admin)) == (
+        INVALID,
+        "TRADING_CALENDAR_REQUIRED",
+    )
+    moon = _new("ZZ-X3", trading_session=market_pb2.TradingSession(calendar="MOON"))
+    assert await refusal(platform.stub.CreateInstrument(moon, metadata=platform.admin)) == (
+        INVALID,
+        "TRADING_CALENDAR_UNKNOWN",
+    )
+    elsewhere = _new("ZZ-X4", timezone="Asia/Seoul")
+    failure = await _failure(platform.stub.CreateInstrument(elsewhere, metadata=platform.admin))
+    assert (failure.code(), _error_info(failure).reason) == (INVALID, "TIMEZONE_INVALID")
+    assert violations_of(failure) == {"instrument.timezone": "the XNAS calendar trades in America/New_York"}
+    assert await _list(platform, query="zz-x") == []
 
 
 # -- quotes -----------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from tests.account_platform import refusal
-from tests.signal_platform import SignalPlatform, StoredSymbol, running_signal_platform, stamp
+from tests.signal_platform import SignalPlatform, StoredSymbol, running_signal_platform, stamp, store_trend
 
 pytestmark = pytest.mark.timeout(300)
 SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"), StoredSymbol("OTHER", "SIM-AAPL", seed=12))
@@ -266,19 +266,23 @@ async def _watch_to_end(platform: SignalPlatform, job_id: str) -> None:
 
 
 async def test_the_scheduler_seeds_demo_models_and_retrains_on_schedule(tmp_path: Path) -> None:
+    """Demo models are trained for the engine's timeframes and promoted only through the gate: TREND's passes,
+    DEMO's (a random walk) stays a candidate."""
     async with running_signal_platform(
         SYMBOLS[:1],
         days=400,
         services=("market", "model"),
         model_dir=str(tmp_path / "models"),
-        model_demo_symbols=["DEMO"],
+        model_demo_symbols=["DEMO", "TREND"],
+        signal_timeframes=["1d"],
         model_scheduler_interval_seconds=0.5,
         model_retrain_every_hours=0.0005,
     ) as platform:
+        await store_trend(platform)  # after the start: the scheduler waits for the instrument and its bars
         production: list[model_pb2.Model] = []
         for _ in range(120):
             listed = await platform.model.ListModels(
-                model_pb2.ListModelsRequest(symbol="DEMO", status=model_pb2.MODEL_STATUS_PRODUCTION),
+                model_pb2.ListModelsRequest(symbol="TREND", status=model_pb2.MODEL_STATUS_PRODUCTION),
                 metadata=platform.reader,
             )
             production = list(listed.models)
@@ -288,8 +292,16 @@ async def test_the_scheduler_seeds_demo_models_and_retrains_on_schedule(tmp_path
         assert len(production) == 1
         demo = production[0]
         assert demo.algorithm == model_pb2.ALGORITHM_KALMAN
-        assert demo.promotion_override.reason.startswith("demo bootstrap")
-        prediction = await platform.model.Predict(_predict(), metadata=platform.reader)
+        assert demo.timeframe == common_pb2.TIMEFRAME_1D
+        assert demo.promotion_gate.passed
+        assert not demo.HasField("promotion_override")
+        walk = (
+            await platform.model.ListModels(model_pb2.ListModelsRequest(symbol="DEMO"), metadata=platform.reader)
+        ).models
+        assert [(item.status, item.promotion_gate.passed) for item in walk] == [
+            (model_pb2.MODEL_STATUS_CANDIDATE, False)
+        ]
+        prediction = await platform.model.Predict(_predict(symbol="TREND"), metadata=platform.reader)
         assert prediction.prediction.model_id == demo.model_id
         # Marked auto-retrain, the version is retrained once its training is older than the schedule allows.
         await platform.model.UpdateModel(

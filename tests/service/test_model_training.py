@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,16 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from bullant.common.v1 import common_pb2
-from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
+from services.model.forecasting.evaluation import Gate
 from services.model.records import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
 from services.model.store import ModelStore
+from services.model.training import Trained, TrainingData, TrainingRunner
 from tests.account_platform import refusal
-from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp
+from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp, store_trend
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,37 +38,6 @@ async def platform(tmp_path: Path) -> AsyncIterator[SignalPlatform]:
         days=500, services=("market", "model"), model_dir=str(tmp_path / "models")
     ) as running:
         yield running
-
-
-async def _store_trend(platform: SignalPlatform, symbol: str = "TREND", days: int = 500) -> None:
-    """A steadily rising series with small noise: drift forecasts beat the random walk on it."""
-    await platform.market.CreateInstrument(
-        market_pb2.CreateInstrumentRequest(
-            instrument=market_pb2.Instrument(
-                symbol=symbol, venue="TEST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
-            )
-        ),
-        metadata=platform.admin,
-    )
-    rng = np.random.default_rng(5)
-    closes = 100.0 * np.exp(np.cumsum(0.004 + 0.002 * rng.standard_normal(days)))
-    bars = []
-    for day, close in enumerate(closes):
-        opened = close / np.exp(0.004)
-        bars.append(
-            market_pb2.Bar(
-                open_time=stamp(START + timedelta(days=day)),
-                open=opened,
-                high=max(opened, close) * 1.001,
-                low=min(opened, close) * 0.999,
-                close=close,
-                volume=1000.0,
-            )
-        )
-    await platform.market.ImportBars(
-        market_pb2.ImportBarsRequest(symbol=symbol, timeframe=common_pb2.TIMEFRAME_1D, bars=bars),
-        metadata=platform.admin,
-    )
 
 
 def _train(**extra: Any) -> model_pb2.TrainModelRequest:
@@ -173,7 +144,7 @@ async def test_the_gate_refuses_random_walk_models_and_overrides_are_recorded(pl
 
 
 async def test_a_model_that_beats_naive_passes_and_replaces_production(platform: SignalPlatform) -> None:
-    await _store_trend(platform)
+    await store_trend(platform)
     first = await _trained(platform, symbol="TREND", algorithm=model_pb2.ALGORITHM_NAIVE)
     assert not first.promotion_gate.passed  # naive never beats itself (MASE exactly 1)
     better = await _trained(platform, symbol="TREND", algorithm=model_pb2.ALGORITHM_DRIFT)
@@ -385,3 +356,44 @@ async def test_ids_scopes_and_masks(platform: SignalPlatform) -> None:
         )
         assert await refusal(masked) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_UPDATE_MASK")
     await asyncio.sleep(0)
+
+
+async def test_a_watcher_that_falls_behind_still_sees_the_job_finish(platform: SignalPlatform, tmp_path: Path) -> None:
+    """The job may finish while a watcher still holds an earlier update: the watch then ends with the finished job,
+    never on the stale one (WatchTraining would end without its completed message)."""
+    release = asyncio.Event()
+
+    async def worker(spec: TrainingSpec, data: TrainingData, progress: Callable[[JobProgress], None]) -> Trained:
+        await release.wait()
+        return Trained(artifact=b"model", metrics={}, gate=Gate(False, None, 0.99, "not evaluated"))
+
+    runner = TrainingRunner(ModelStore(platform.deps.databases), worker, model_dir=tmp_path)
+    spec = TrainingSpec(
+        algorithm=Algorithm.NAIVE,
+        parameters={},
+        symbol="DEMO",
+        timeframe=Timeframe.D1,
+        start=None,
+        end=None,
+        holdout_fraction=0.2,
+        horizon=1,
+        seed=1,
+        auto_retrain=False,
+    )
+    data = TrainingData(times=[datetime(2026, 1, day) for day in range(1, 4)], closes=np.array([1.0, 2.0, 3.0]))
+    job = await runner.submit(spec, data, trigger=Trigger.MANUAL, account_id=1)
+    updates = runner.watch(job.job_id)
+    first = await anext(updates)
+    assert first is not None
+    assert not first.state.finished
+    release.set()  # the job finishes while the watcher has not asked for the next update
+    await eventually(lambda: _finished(runner, job.job_id), timeout=10)
+    rest = [update async for update in updates]
+    assert rest
+    assert rest[-1] is not None
+    assert rest[-1].state is JobState.SUCCEEDED
+
+
+async def _finished(runner: TrainingRunner, job_id: str) -> bool:
+    current = await runner.job(job_id)
+    return current is not None and current.state.finished

@@ -75,20 +75,22 @@ def _expected_grade(side: int, confidence: float) -> int:
     return signal_pb2.SIGNAL_GRADE_HOLD
 
 
-async def _train_model(platform: LivePlatform) -> str:
-    reply = await platform.model.TrainModel(
-        model_pb2.TrainModelRequest(algorithm=model_pb2.ALGORITHM_KALMAN, symbol=SYMBOL, timeframe=TF),
-        metadata=platform.admin,
+async def _train_model(platform: LivePlatform, history_end: datetime) -> str:
+    """A Kalman model of the stored history (it trends, so the model passes its gate), promoted through the gate."""
+    request = model_pb2.TrainModelRequest(
+        algorithm=model_pb2.ALGORITHM_KALMAN,
+        symbol=SYMBOL,
+        timeframe=TF,
+        training_range=common_pb2.TimeRange(end_time=stamp(history_end)),
     )
+    reply = await platform.model.TrainModel(request, metadata=platform.admin)
     watched = platform.model.WatchTraining(model_pb2.WatchTrainingRequest(job_id=reply.job_id), metadata=platform.admin)
     last = [message async for message in watched][-1]
     assert last.WhichOneof("event") == "completed", last
-    model_id = last.completed.model.model_id
-    await platform.model.PromoteModel(
-        model_pb2.PromoteModelRequest(model_id=model_id, override_gate=True, override_reason="live signal test model"),
-        metadata=platform.admin,
-    )
-    return str(model_id)
+    model = last.completed.model
+    assert model.promotion_gate.passed, model.promotion_gate.detail
+    await platform.model.PromoteModel(model_pb2.PromoteModelRequest(model_id=model.model_id), metadata=platform.admin)
+    return str(model.model_id)
 
 
 async def _bars(platform: LivePlatform, start: datetime) -> list[market_pb2.Bar]:
@@ -196,7 +198,7 @@ async def test_ticks_become_fused_signals_alerts_and_performance(platform: LiveP
     assert own_buy.signal.parameters["fast"].int_value == 5
 
     # A production model: the next signals (falling minutes, the EMAs cross downwards) are fused with it.
-    model_id = await _train_model(platform)
+    model_id = await _train_model(platform, start)
     falling_start = start + len(rising) * MINUTE
     falling = [rising[-1] - 0.6 * n for n in range(1, 36)]
     await push(platform.feed, minute_ticks(falling_start, falling))

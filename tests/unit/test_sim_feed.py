@@ -111,12 +111,12 @@ async def test_describes_itself_and_its_demo_instruments() -> None:
         assert instrument.lot_size > 0
         assert list(feed.history_timeframes(instrument.symbol)) == list(Timeframe)
     korean = next(instrument for instrument in instruments if instrument.symbol == "SIM-005930")
-    assert (korean.quote_currency, korean.timezone, korean.trading_session.open_local_time) == (
-        "KRW",
-        "Asia/Seoul",
-        "09:00",
-    )
-    assert next(i for i in instruments if i.symbol == "SIM-BTC-USDT").trading_session.always_open
+    assert (korean.quote_currency, korean.timezone) == ("KRW", "Asia/Seoul")
+    # The simulator trades around the clock, so its bars come every day: the instruments say so, and name the
+    # hours whose volume profile they imitate.
+    assert korean.trading_session.description == "24/7 (simulated), busiest in KRX regular hours 09:00-15:30 Asia/Seoul"
+    for instrument in instruments:
+        assert (instrument.trading_session.always_open, instrument.trading_session.calendar) == (True, "24/7")
     assert SimulatedFeed("other").instruments()[0].feed_id == "other"
     await feed.stop()
     await feed.stop()
@@ -395,6 +395,41 @@ def test_volume_follows_the_intraday_profile() -> None:
     assert in_session[-30:].mean() > 1.8 * quiet
     daily = [bar.volume for bar in feed.bars("SIM-AAPL", Timeframe.D1, datetime(2025, 1, 1), datetime(2026, 1, 1))]
     assert 0.7 * BY_SYMBOL["SIM-AAPL"].daily_volume < np.mean(daily) < 1.4 * BY_SYMBOL["SIM-AAPL"].daily_volume
+
+
+def test_minute_noise_makes_minute_returns_mean_revert_and_leaves_the_days_alone() -> None:
+    """SIM-BTC-USDT's minute closes carry an independent error of 0.8 minute volatilities around the efficient
+    price: minute log returns then have a lag-1 autocorrelation of about -k²/(1 + 2k²) = -0.28 (the other lags
+    about 0); the other demo symbols stay random walks, and the days are the same as without the noise."""
+    spec = BY_SYMBOL["SIM-BTC-USDT"]
+    assert spec.minute_noise == 0.8
+    noisy, plain_feed = feed_at(), feed_at(symbols=[replace(spec, minute_noise=0.0), BY_SYMBOL["SIM-AAPL"]])
+    start, end = datetime(2026, 2, 1), datetime(2026, 2, 11)
+
+    def autocorrelations(feed: SimulatedFeed, symbol: str) -> list[float]:
+        closes = np.array([bar.close for bar in feed.bars(symbol, Timeframe.M1, start, end)])
+        returns = np.diff(np.log(closes))
+        return [float(np.corrcoef(returns[lag:], returns[:-lag])[0, 1]) for lag in (1, 2, 3)]
+
+    k = spec.minute_noise
+    lag1, lag2, lag3 = autocorrelations(noisy, "SIM-BTC-USDT")
+    assert lag1 == pytest.approx(-(k**2) / (1 + 2 * k**2), abs=0.03)
+    assert abs(lag2) < 0.03
+    assert abs(lag3) < 0.03
+    for symbol in ("SIM-AAPL", "SIM-EUR-USD"):
+        assert all(abs(value) < 0.03 for value in autocorrelations(noisy, symbol)), symbol
+    assert all(abs(value) < 0.03 for value in autocorrelations(plain_feed, "SIM-BTC-USDT"))
+    noisy_days = noisy.bars("SIM-BTC-USDT", Timeframe.D1, start, end)
+    plain_days = plain_feed.bars("SIM-BTC-USDT", Timeframe.D1, start, end)
+    assert [(bar.open, bar.close, bar.volume) for bar in noisy_days] == [
+        (bar.open, bar.close, bar.volume) for bar in plain_days
+    ]
+    # The other symbols' paths do not move at all.
+    assert noisy.bars("SIM-AAPL", Timeframe.M1, start, start + DAY) == plain_feed.bars(
+        "SIM-AAPL", Timeframe.M1, start, start + DAY
+    )
+    with pytest.raises(ValueError, match="minute noise"):
+        replace(spec, minute_noise=-0.1)
 
 
 # --- streaming ---------------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ class SimulatedFeed(FeedAdapter):
     jumps. Daily opens come from a daily-scale process cached per chunk of days; each day's minutes are a
     Brownian bridge between its open and close, minute highs and lows are drawn from the bridge's extremes, and a
     minute's ticks are a bridge through its open, high, low and close, so history and live ticks agree exactly.
-    For simplicity every symbol trades around the clock; trading sessions only shape the volume profile.
+    For simplicity every symbol trades around the clock (its instrument is listed 24/7); the regular hours of the
+    market it imitates only shape the volume profile.
     """
 
     adapter = "sim"
@@ -68,7 +69,7 @@ class SimulatedFeed(FeedAdapter):
                 tick_size=spec.tick_size,
                 lot_size=spec.lot_size,
                 timezone=spec.timezone,
-                trading_session=spec.trading_session,
+                trading_session=spec.listed_session,
                 feed_id=feed_id,
                 simulated=True,
             )

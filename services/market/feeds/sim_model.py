@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from services.core.calendars import ALWAYS_OPEN
 from services.market.models import AssetClass, Bar, TradingSession
 
 Floats = npt.NDArray[np.float64]
@@ -51,6 +52,12 @@ class SimSymbol:
 
     `annual_volatility` is the long-run volatility of daily log returns including regimes and jumps; the calm
     regime's volatility is derived from it. `daily_volume` is the average traded quantity per (UTC) day.
+    `trading_session` gives the regular hours of the market it imitates, which shape the volume profile; the
+    simulator itself trades every symbol around the clock, so its instruments are listed 24/7 (`listed_session`).
+    `minute_noise` k > 0 moves each minute's close off the efficient (random-walk) price by an independent normal
+    error of k times the day's average minute volatility (daily sd / √1440), as a bid-ask bounce does: the price
+    reverts to the efficient one, so minute returns are negatively autocorrelated (lag 1 about -k² / (1 + 2k²))
+    and partly predictable, while daily closes, and anything longer than a few minutes, are untouched.
     """
 
     symbol: str
@@ -72,6 +79,7 @@ class SimSymbol:
     calm_to_turbulent_per_day: float = 0.01
     turbulent_to_calm_per_day: float = 0.08
     ticks_per_second: float = 4.0
+    minute_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not SYMBOL_PATTERN.fullmatch(self.symbol):
@@ -85,11 +93,24 @@ class SimSymbol:
             raise ValueError(f"{self.symbol}: volatility and jump rate >= 0, turbulence multiplier >= 1")
         if not (0 <= self.calm_to_turbulent_per_day <= 1 and 0 <= self.turbulent_to_calm_per_day <= 1):
             raise ValueError(f"{self.symbol}: regime switching probabilities must be in [0, 1]")
+        if not 0 <= self.minute_noise <= 3:
+            raise ValueError(f"{self.symbol}: minute noise must be in [0, 3] minute volatilities")
         if self.jumps_per_year * JUMP_SIZE_SHARE**2 >= 1:
             raise ValueError(f"{self.symbol}: jumps would carry more than the whole volatility budget")
         ZoneInfo(self.timezone)
         if not self.trading_session.always_open:
             _session_minutes(self.trading_session)
+
+    @property
+    def listed_session(self) -> TradingSession:
+        """The session the instrument is listed with: around the clock, like the simulated market."""
+        hours = self.trading_session
+        busiest = (
+            ""
+            if hours.always_open
+            else f", busiest in {hours.description} {hours.open_local_time}-{hours.close_local_time} {self.timezone}"
+        )
+        return TradingSession(always_open=True, description=f"24/7 (simulated){busiest}", calendar=ALWAYS_OPEN)
 
 
 def _session_minutes(session: TradingSession) -> tuple[int, int]:
@@ -124,6 +145,7 @@ DEMO_SYMBOLS: tuple[SimSymbol, ...] = (
         symbol="SIM-BTC-USDT", display_name="Bitcoin / Tether (simulated)", asset_class=AssetClass.CRYPTO,
         quote_currency="USDT", base_currency="BTC", start_price=65_000.0, annual_volatility=0.60,
         annual_drift=0.10, tick_size=0.01, lot_size=0.00001, daily_volume=25_000, jumps_per_year=5.0,
+        minute_noise=0.8,
     ),
     SimSymbol(
         symbol="SIM-EUR-USD", display_name="Euro / US Dollar (simulated)", asset_class=AssetClass.FX,
@@ -376,6 +398,12 @@ class SymbolPath:
         log_open, log_close = log_opens[:-1, None], log_opens[1:, None]
         steps = np.arange(minutes + 1) > jump_minute
         path = log_open + (log_close - log_open - jump) * elapsed + bridge + jump * steps
+        if self.spec.minute_noise > 0:
+            # Each minute's close off the efficient price (a stream of its own: the other draws stay the same).
+            noise = np.zeros((count, minutes + 1))
+            for row, day in enumerate(span):
+                self._rng("noise", day).standard_normal(out=noise[row, 1:-1])
+            path = path + noise * (self.spec.minute_noise * daily_sigma / math.sqrt(minutes))
         boundary = self.round_price(np.exp(path))
         # Pin the ends so a day's close is bit for bit the next day's open and what price_at() says at midnight.
         boundary[:, 0], boundary[:, -1] = open_prices[:-1], open_prices[1:]

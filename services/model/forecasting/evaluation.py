@@ -336,9 +336,10 @@ def promotion_gate(evaluation: Evaluation, threshold: float = 1.0, *, max_pvalue
                 f"better than naive (Diebold-Mariano p {shown} > {max_pvalue:.2f})"
             )
             return Gate(False, mase, threshold, detail)
-    return Gate(
-        True, mase, threshold, f"MASE {mase:.3f} over {count} held-out forecasts beats naive (< {threshold:.2f})"
-    )
+    detail = f"MASE {mase:.3f} over {count} held-out forecasts beats naive (< {threshold:.2f})"
+    if max_pvalue is not None and evaluation.dm_pvalue is not None:
+        detail += f", significantly (Diebold-Mariano p {evaluation.dm_pvalue:.2g} <= {max_pvalue:.2f})"
+    return Gate(True, mase, threshold, detail)
 
 
 def fit_and_evaluate(

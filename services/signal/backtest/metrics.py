@@ -59,7 +59,9 @@ class BacktestMetrics:
 
 def bars_per_year(bar_span: timedelta, *, days_per_year: float = 365.0, hours_per_day: float = 24.0) -> float:
     """Bars in a year of trading: crypto trades 365 days × 24 h (the defaults), an exchange about 252 days × 6.5 h.
-    A daily bar is one per trading day however short the session; bars longer than a day divide a calendar year."""
+    A daily bar is one per trading day however short the session; bars longer than a day divide a calendar year.
+    Backtests of stored instruments count them on the instrument's calendar instead (InstrumentInfo.periods_per_year:
+    its sessions, holidays and early closes)."""
     seconds = bar_span.total_seconds()
     if seconds <= 0:
         raise ValueError(f"bar span must be positive, got {bar_span}")

@@ -34,8 +34,11 @@ _DIRECTIONS = {1: "UP", 2: "DOWN", 3: "FLAT"}
 _TECHNICAL_ONLY = {
     TechnicalOnly.MODEL_UNAVAILABLE: "the model service is unavailable",
     TechnicalOnly.MODEL_TIMEOUT: "the model service did not answer in time",
-    TechnicalOnly.MODEL_NOT_TRAINED: "no production model for this symbol and timeframe",
+    TechnicalOnly.MODEL_NOT_TRAINED: "no production model for {symbol} {timeframe}",
     TechnicalOnly.FUSION_DISABLED: "model fusion is switched off",
+    TechnicalOnly.MODEL_GATE_NOT_PASSED: (
+        "the production model for {symbol} {timeframe} was promoted over its gate and does not beat naive"
+    ),
 }
 
 
@@ -306,7 +309,7 @@ class SeriesRunner:
             fused_confidence=fused.confidence,
             grade=fused.grade,
             technical_only_reason=int(fused.reason),
-            reason=event.reason + _model_part(fused),
+            reason=event.reason + _model_part(fused, self.key),
             price=event.price,
             bar_time=bar_time,
             create_time=self._parts.clock(),
@@ -324,10 +327,11 @@ def _need(states: Sequence[UnitState]) -> History:
     return need
 
 
-def _model_part(fused: Fused) -> str:
+def _model_part(fused: Fused, key: SeriesKey) -> str:
     model = fused.model
     if model is None:
-        return f"; technical only: {_TECHNICAL_ONLY.get(fused.reason, 'no model prediction')}"
+        why = _TECHNICAL_ONLY.get(fused.reason, "no model prediction")
+        return f"; technical only: {why.format(symbol=key.symbol, timeframe=key.timeframe.label)}"
     direction = _DIRECTIONS.get(model.direction, "FLAT")
     verdict = "agrees" if fused.agrees else ("disagrees" if fused.agrees is False else "has no direction")
     return (

@@ -263,8 +263,12 @@ Global___Instrument: _TypeAlias = Instrument  # noqa: Y015
 
 @_typing.final
 class TradingSession(_message.Message):
-    """TradingSession gives an instrument's regular trading hours in its venue's time zone. Exchange holidays are not
-    modelled in v1.
+    """TradingSession gives an instrument's trading calendar – the sessions it trades, holidays and early closes
+    included – and its regular hours in its venue's time zone. Forecast dates (ModelService.Predict) and annualised
+    backtest figures follow the calendar. CreateInstrument without a session gives a crypto instrument "24/7", an FX
+    pair "FX" and a stock or index its exchange's calendar, found from its venue (NASDAQ → XNAS, NYSE → XNYS,
+    KRX → XKRX, or the venue's MIC); it is refused (INVALID_ARGUMENT, TRADING_CALENDAR_REQUIRED) when the venue is
+    not a known exchange: then name the calendar, or say always_open.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -273,8 +277,9 @@ class TradingSession(_message.Message):
     OPEN_LOCAL_TIME_FIELD_NUMBER: _builtins.int
     CLOSE_LOCAL_TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
     always_open: _builtins.bool
-    """True for markets that trade around the clock, every day (crypto); the other fields are then empty."""
+    """True for markets that trade around the clock, every day (crypto); open and close times are then empty."""
     open_local_time: _builtins.str
     """Opening time, "HH:MM" 24-hour local time, e.g. "09:30"."""
     close_local_time: _builtins.str
@@ -283,6 +288,12 @@ class TradingSession(_message.Message):
     """
     description: _builtins.str
     """Human-readable description, e.g. "Mon-Fri 09:30-16:00 America/New_York" or "24/7"."""
+    calendar: _builtins.str
+    """The trading calendar: an exchange's calendar by its ISO 10383 MIC or another name of the exchange_calendars
+    library ("XNYS", "XNAS", "XKRX", "XTKS", "XLON", ...), "24/7" (every minute of every day) or "FX" (the FX
+    week: Sunday 17:00 to Friday 17:00 America/New_York, no holidays). Always set in responses; on input, empty
+    means the default described above (always_open means "24/7").
+    """
     def __init__(
         self,
         *,
@@ -290,10 +301,11 @@ class TradingSession(_message.Message):
         open_local_time: _builtins.str = ...,
         close_local_time: _builtins.str = ...,
         description: _builtins.str = ...,
+        calendar: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["always_open", b"always_open", "close_local_time", b"close_local_time", "description", b"description", "open_local_time", b"open_local_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["always_open", b"always_open", "calendar", b"calendar", "close_local_time", b"close_local_time", "description", b"description", "open_local_time", b"open_local_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -150,8 +150,10 @@ class MarketServiceServicer:
         """CreateInstrument adds an instrument that no feed supplies, e.g. before importing its history from CSV.
         Instruments of configured feeds (sim, replay, ccxt) are created by the feeds themselves.
         Auth: admin.
+        Without a trading session the instrument gets its asset class's and venue's calendar (see TradingSession).
         Errors: ALREADY_EXISTS SYMBOL_TAKEN; INVALID_ARGUMENT SYMBOL_INVALID; INVALID_ARGUMENT TIMEZONE_INVALID;
-        NOT_FOUND FEED_NOT_FOUND.
+        INVALID_ARGUMENT TRADING_CALENDAR_REQUIRED (a stock or index of a venue that is not a known exchange);
+        INVALID_ARGUMENT TRADING_CALENDAR_UNKNOWN; NOT_FOUND FEED_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,8 +64,10 @@ class MarketServiceStub:
     """CreateInstrument adds an instrument that no feed supplies, e.g. before importing its history from CSV.
     Instruments of configured feeds (sim, replay, ccxt) are created by the feeds themselves.
     Auth: admin.
+    Without a trading session the instrument gets its asset class's and venue's calendar (see TradingSession).
     Errors: ALREADY_EXISTS SYMBOL_TAKEN; INVALID_ARGUMENT SYMBOL_INVALID; INVALID_ARGUMENT TIMEZONE_INVALID;
-    NOT_FOUND FEED_NOT_FOUND.
+    INVALID_ARGUMENT TRADING_CALENDAR_REQUIRED (a stock or index of a venue that is not a known exchange);
+    INVALID_ARGUMENT TRADING_CALENDAR_UNKNOWN; NOT_FOUND FEED_NOT_FOUND.
     """
     GetQuote: _grpc.UnaryUnaryMultiCallable[_market_pb2.GetQuoteRequest, _market_pb2.GetQuoteResponse]
     """GetQuote returns the latest quote of one instrument.
@@ -194,8 +196,10 @@ class MarketServiceAsyncStub(MarketServiceStub):
     """CreateInstrument adds an instrument that no feed supplies, e.g. before importing its history from CSV.
     Instruments of configured feeds (sim, replay, ccxt) are created by the feeds themselves.
     Auth: admin.
+    Without a trading session the instrument gets its asset class's and venue's calendar (see TradingSession).
     Errors: ALREADY_EXISTS SYMBOL_TAKEN; INVALID_ARGUMENT SYMBOL_INVALID; INVALID_ARGUMENT TIMEZONE_INVALID;
-    NOT_FOUND FEED_NOT_FOUND.
+    INVALID_ARGUMENT TRADING_CALENDAR_REQUIRED (a stock or index of a venue that is not a known exchange);
+    INVALID_ARGUMENT TRADING_CALENDAR_UNKNOWN; NOT_FOUND FEED_NOT_FOUND.
     """
     GetQuote: _aio.UnaryUnaryMultiCallable[_market_pb2.GetQuoteRequest, _market_pb2.GetQuoteResponse]  # type: ignore[assignment]
     """GetQuote returns the latest quote of one instrument.
@@ -339,8 +343,10 @@ class MarketServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateInstrument adds an instrument that no feed supplies, e.g. before importing its history from CSV.
         Instruments of configured feeds (sim, replay, ccxt) are created by the feeds themselves.
         Auth: admin.
+        Without a trading session the instrument gets its asset class's and venue's calendar (see TradingSession).
         Errors: ALREADY_EXISTS SYMBOL_TAKEN; INVALID_ARGUMENT SYMBOL_INVALID; INVALID_ARGUMENT TIMEZONE_INVALID;
-        NOT_FOUND FEED_NOT_FOUND.
+        INVALID_ARGUMENT TRADING_CALENDAR_REQUIRED (a stock or index of a venue that is not a known exchange);
+        INVALID_ARGUMENT TRADING_CALENDAR_UNKNOWN; NOT_FOUND FEED_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

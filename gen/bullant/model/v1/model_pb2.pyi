@@ -1651,7 +1651,10 @@ class PredictionPoint(_message.Message):
     """Upper bound of the prediction interval."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """Open time of the future bar whose close is forecast."""
+        """Open time of the future bar whose close is forecast, on the instrument's trading calendar (see
+        bullant.market.v1.TradingSession): a daily point is the next session's date, an intraday one the next bar in
+        which the market is open, so nights, weekends and holidays are skipped.
+        """
 
     def __init__(
         self,
@@ -1765,6 +1768,7 @@ class PredictRequest(_message.Message):
     REQUEST_KEY_FIELD_NUMBER: _builtins.int
     MODEL_ID_FIELD_NUMBER: _builtins.int
     INTERVAL_LEVEL_FIELD_NUMBER: _builtins.int
+    REQUIRE_PASSED_GATE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Instrument symbol."""
     timeframe: _common_pb2.Timeframe.ValueType
@@ -1779,6 +1783,11 @@ class PredictRequest(_message.Message):
     """Pin a specific version (CANDIDATE or PRODUCTION, of this symbol and timeframe), bypassing the split."""
     interval_level: _builtins.float
     """Nominal interval level in (0, 1); absent means 0.8."""
+    require_passed_gate: _builtins.bool
+    """Serve only a model that beats naive: the production version, and only when it passed its promotion gate (not
+    when an admin promoted it over a failed gate); no A/B split. The live signal engine asks this way for fusion.
+    Cannot be combined with model_id.
+    """
     def __init__(
         self,
         *,
@@ -1788,10 +1797,11 @@ class PredictRequest(_message.Message):
         request_key: _builtins.str = ...,
         model_id: _builtins.str = ...,
         interval_level: _builtins.float | None = ...,
+        require_passed_gate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_interval_level", b"_interval_level", "interval_level", b"interval_level"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_interval_level", b"_interval_level", "horizon_bars", b"horizon_bars", "interval_level", b"interval_level", "model_id", b"model_id", "request_key", b"request_key", "symbol", b"symbol", "timeframe", b"timeframe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_interval_level", b"_interval_level", "horizon_bars", b"horizon_bars", "interval_level", b"interval_level", "model_id", b"model_id", "request_key", b"request_key", "require_passed_gate", b"require_passed_gate", "symbol", b"symbol", "timeframe", b"timeframe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__interval_level: _TypeAlias = _typing.Literal["interval_level"]  # noqa: Y015
     _WhichOneofArgType__interval_level: _TypeAlias = _typing.Literal["_interval_level", b"_interval_level"]  # noqa: Y015

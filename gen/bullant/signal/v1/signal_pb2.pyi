@@ -162,9 +162,15 @@ class _TechnicalOnlyReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_T
     TECHNICAL_ONLY_REASON_MODEL_TIMEOUT: _TechnicalOnlyReason.ValueType  # 2
     """The model service did not answer within the fusion deadline."""
     TECHNICAL_ONLY_REASON_MODEL_NOT_TRAINED: _TechnicalOnlyReason.ValueType  # 3
-    """No production model exists for the symbol and timeframe."""
+    """No production model exists for the signal's own symbol and timeframe (a model of another timeframe does not
+    count).
+    """
     TECHNICAL_ONLY_REASON_FUSION_DISABLED: _TechnicalOnlyReason.ValueType  # 4
     """Fusion is switched off in the configuration."""
+    TECHNICAL_ONLY_REASON_MODEL_GATE_NOT_PASSED: _TechnicalOnlyReason.ValueType  # 5
+    """The production model of the symbol and timeframe was promoted over a failed promotion gate: a model that does
+    not beat naive never weighs in a signal.
+    """
 
 class TechnicalOnlyReason(_TechnicalOnlyReason, metaclass=_TechnicalOnlyReasonEnumTypeWrapper):
     """TechnicalOnlyReason says why a live signal carries no model confidence."""
@@ -176,9 +182,15 @@ TECHNICAL_ONLY_REASON_MODEL_UNAVAILABLE: TechnicalOnlyReason.ValueType  # 1
 TECHNICAL_ONLY_REASON_MODEL_TIMEOUT: TechnicalOnlyReason.ValueType  # 2
 """The model service did not answer within the fusion deadline."""
 TECHNICAL_ONLY_REASON_MODEL_NOT_TRAINED: TechnicalOnlyReason.ValueType  # 3
-"""No production model exists for the symbol and timeframe."""
+"""No production model exists for the signal's own symbol and timeframe (a model of another timeframe does not
+count).
+"""
 TECHNICAL_ONLY_REASON_FUSION_DISABLED: TechnicalOnlyReason.ValueType  # 4
 """Fusion is switched off in the configuration."""
+TECHNICAL_ONLY_REASON_MODEL_GATE_NOT_PASSED: TechnicalOnlyReason.ValueType  # 5
+"""The production model of the symbol and timeframe was promoted over a failed promotion gate: a model that does
+not beat naive never weighs in a signal.
+"""
 Global___TechnicalOnlyReason: _TypeAlias = TechnicalOnlyReason  # noqa: Y015
 
 class _AlertChannel:
