@@ -316,7 +316,7 @@ async def test_metrics_count_calls_by_method_and_code(market: Any) -> None:
     labels = {"grpc_service": "bullant.market.v1.MarketService", "grpc_method": "GetInstrument"}
     registry = server.metrics.registry
 
-    def handled(code: str) -> float | None:
+    def handled(code: str) -> object:
         return registry.get_sample_value("bullant_grpc_server_handled_total", {**labels, "grpc_code": code})
 
     # A call is counted as its handler finishes, which may be just after the client has its answer.
