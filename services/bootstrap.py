@@ -84,4 +84,5 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
         components=(deps.databases, database_monitor, deps.coordination, coordination_monitor, deps.clients),
         readiness=deps.readiness,
         authenticator=build_authenticator(deps),
+        on_bound=(deps.clients.listening_on,),
     )

@@ -83,7 +83,10 @@ class GrpcServer:
         components: Sequence[Component] = (),
         readiness: Readiness | None = None,
         authenticator: Authenticator | None,
+        on_bound: Sequence[Callable[[int], None]] = (),
     ) -> None:
+        """`on_bound`: told the port once it is bound (before any component starts), e.g. the client factory, so
+        that with port 0 the services of this process call each other on the port picked."""
         if not registrations:
             raise ValueError("a server needs at least one service")
         self.settings = settings
@@ -95,6 +98,7 @@ class GrpcServer:
         self.components = tuple(components)
         self.readiness = readiness or Readiness()
         self.authenticator = authenticator
+        self._on_bound = tuple(on_bound)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -124,6 +128,8 @@ class GrpcServer:
                 f"cannot listen on {self.settings.host}:{self.settings.port} ({exc}); "
                 "is another process using it? Set BULLANT_PORT or --port."
             ) from None
+        for hook in self._on_bound:
+            hook(self.port)
         try:
             for component in [*self.components, *(c for r in self.registrations for c in r.components)]:
                 await component.start()

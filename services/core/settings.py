@@ -325,12 +325,14 @@ class Settings(BaseModel):
             return list(self.shard_urls)
         return [_sqlite_url(self.data_dir / f"shard_{index}.db") for index in range(self.shard_count)]
 
-    def upstream(self, service: str) -> str:
-        """The host:port where `service` is reached."""
+    def upstream(self, service: str, *, own_port: int | None = None) -> str:
+        """The host:port where `service` is reached. Without an upstream of its own or a default_upstream, that is
+        this process's own server: its `port`, or `own_port`, the port it bound (port 0 picks one at start)."""
         if service in self.upstreams:
             return self.upstreams[service]
-        if "default_upstream" not in self.model_fields_set and self.port:
-            return f"127.0.0.1:{self.port}"
+        port = own_port or self.port
+        if "default_upstream" not in self.model_fields_set and port:
+            return f"127.0.0.1:{port}"
         return self.default_upstream
 
 

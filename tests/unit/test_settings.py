@@ -22,8 +22,10 @@ def test_the_default_upstream_is_this_server_unless_configured() -> None:
     assert load_settings(environ={"BULLANT_PORT": "50611"}).upstream("market") == "127.0.0.1:50611"
     configured = load_settings(environ={"BULLANT_PORT": "50611", "BULLANT_DEFAULT_UPSTREAM": "gateway:9000"})
     assert configured.upstream("market") == "gateway:9000"
-    # With an ephemeral port (0) the address is not known before binding: the configured default stands.
+    # With an ephemeral port (0) the address is known only once bound; the client factory passes the bound port.
     assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market") == "127.0.0.1:50051"
+    assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market", own_port=43210) == "127.0.0.1:43210"
+    assert configured.upstream("market", own_port=43210) == "gateway:9000"
 
 
 def test_environment_variables_are_parsed_and_typed() -> None:
