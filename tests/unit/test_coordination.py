@@ -370,6 +370,36 @@ async def test_a_leader_stops_even_when_a_cancellation_is_lost() -> None:
     assert await locks.holder("engine") is None, "the lease was released"
 
 
+async def test_stop_returns_only_once_the_job_has_ended_even_when_the_job_loses_a_cancellation() -> None:
+    # The job's last steps use stores the process stops right after the elector: it must not outlive stop().
+    memory = MemoryBackend()
+    started = asyncio.Event()
+    cancellations = 0
+    ended = False
+
+    async def job(lease: Lease) -> None:
+        nonlocal cancellations, ended
+        started.set()
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    cancellations += 1
+                    if cancellations > 1:  # the first is lost, as redis-py's wait_for can lose one on 3.11
+                        raise
+        finally:
+            ended = True
+
+    election = LeaderElection(memory.locks(KEYSPACE), "feed:sim", job, ttl_seconds=10.0)
+    await election.start()
+    await asyncio.wait_for(started.wait(), timeout=5)
+    await asyncio.wait_for(election.stop(), timeout=60)  # a hang guard, not a speed check
+    assert ended, "the job was still running after stop() returned"
+    assert cancellations == 2
+    assert await memory.locks(KEYSPACE).holder("feed:sim") is None, "the lease was released"
+
+
 async def test_cancel_and_wait_repeats_a_lost_cancellation() -> None:
     cancellations = 0
 
