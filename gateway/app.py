@@ -35,10 +35,10 @@ from gateway.websocket import Connection, connection_metadata
 from services.core.auth.keys import load_signing_keys
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
-from services.core.clients import ClientFactory
+from services.core.clients import ClientFactory, service_short_name
 from services.core.coordination.base import RateLimiter
 from services.core.coordination.factory import build_coordination, keyspace_for
-from services.core.settings import Environment, Settings
+from services.core.settings import BUILT_SERVICES, Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
 REQUEST_ID = "x-request-id"
@@ -246,7 +246,9 @@ class Gateway:
         return JSONResponse({"status": "SERVING"}, headers={REQUEST_ID: _request_id(request)})
 
     async def readyz(self, request: Request) -> Response:
-        services = sorted({route.service.full_name: route.service for route in self.router.routes}.items())
+        # Services with a contract but no implementation yet are served nowhere: they do not count.
+        served = (route.service for route in self.router.routes if service_short_name(route.service) in BUILT_SERVICES)
+        services = sorted({service.full_name: service for service in served}.items())
 
         async def check(name: str, service: Any) -> tuple[str, str]:
             stub = health_pb2_grpc.HealthStub(self._clients.channel(service, propagate=False))

@@ -18,11 +18,14 @@ from services.core.dependencies import Dependencies
 from services.core.health import DependencyMonitor, Readiness
 from services.core.metrics import GrpcMetrics
 from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.settings import BUILT_SERVICES, Settings
+from services.core.startup import ConfigurationError
+from services.core.urls import redact_url
 from services.market import servicer as market
 from services.model import servicer as model
 from services.signal import servicer as signal
 
+# Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "account": account.registration,
     "market": market.registration,
@@ -58,11 +61,18 @@ def build_authenticator(deps: Dependencies) -> Authenticator:
     )
 
 
-def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> GrpcServer:
-    """A server hosting `names` (all services by default) with its dependencies. Nothing opens until start()."""
+def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> GrpcServer:
+    """A server hosting `names` (every built service by default) with its dependencies. Nothing opens until start().
+    A service with a contract but no implementation yet is refused (ConfigurationError)."""
     unknown = [name for name in names if name not in REGISTRATIONS]
     if unknown:
         raise ValueError(f"unknown service(s): {', '.join(unknown)}")
+    unbuilt = [name for name in names if name not in BUILT_SERVICES]
+    if unbuilt:
+        raise ConfigurationError(
+            f"{', '.join(unbuilt)}: not built yet (the contract is in protos/, the implementation is not), so not "
+            f"served; serve any of: all, {', '.join(BUILT_SERVICES)}"
+        )
     deps = build_dependencies(settings)
     interval = settings.db_health_interval_seconds
     database_monitor = DependencyMonitor(
@@ -73,7 +83,15 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
         timeout_seconds=settings.db_connect_timeout_seconds,
     )
     coordination_monitor = DependencyMonitor(
-        deps.coordination.backend.name, deps.coordination.problem, deps.readiness, interval_seconds=interval
+        deps.coordination.backend.name,
+        deps.coordination.problem,
+        deps.readiness,
+        interval_seconds=interval,
+        # The databases wait for their servers in their own start(); the coordination backend connects lazily, so
+        # its monitor waits for it before any service starts on it.
+        startup_wait_seconds=settings.startup_wait_seconds,
+        startup_hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.redis_url)}) and that Redis is up "
+        "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
     )
     return GrpcServer(
         settings,
@@ -84,4 +102,5 @@ def build_server(settings: Settings, names: Sequence[str] = SERVICE_NAMES) -> Gr
         components=(deps.databases, database_monitor, deps.coordination, coordination_monitor, deps.clients),
         readiness=deps.readiness,
         authenticator=build_authenticator(deps),
+        on_bound=(deps.clients.listening_on,),
     )

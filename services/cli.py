@@ -29,7 +29,14 @@ from services.core.db.databases import DatabaseConfig, Databases, describe_error
 from services.core.errors import DomainError, InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
-from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
+from services.core.settings import (
+    BUILT_SERVICES,
+    SERVICE_NAMES,
+    Environment,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from services.core.startup import StartupError
 from services.market import importer
 from services.market.importer import ImportProgressBar, import_file
@@ -163,7 +170,7 @@ def _service_names(requested: Sequence[str], serve: argparse.ArgumentParser) -> 
     if "all" in requested:
         if len(requested) > 1:
             serve.error("`all` cannot be combined with service names")
-        return list(SERVICE_NAMES)
+        return list(BUILT_SERVICES)
     unknown = [name for name in requested if name not in SERVICE_NAMES]
     if unknown:
         serve.error(
@@ -189,6 +196,7 @@ def _announce(server: GrpcServer) -> None:
 async def _migrate(settings: Settings, check_only: bool) -> int:
     databases = Databases(DatabaseConfig.from_settings(settings))
     try:
+        await databases.wait_until_reachable()
         if check_only:
             behind = await databases.behind_head()
             for name, current, head in behind:
@@ -299,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_migrate(settings, args.check))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except DBAPIError as exc:
         print(f"bullant: migration failed: {describe_error(exc)}", file=sys.stderr)
         return 1
@@ -321,6 +329,10 @@ def _serve(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     configure_logging(settings.log_level, settings.log_format)
+    if args.services == ["all"]:
+        for name in SERVICE_NAMES:
+            if name not in names:
+                log.info("not serving %s: its contract exists, its implementation not yet", name)
     try:
         server = build_server(settings, names)
         gateway = GatewayServer(settings, beside=server) if args.gateway else None
@@ -333,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_until_signal(server, on_started=announce, beside=[gateway] if gateway else []))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     return 0
 
 

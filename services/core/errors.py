@@ -19,7 +19,9 @@ class DomainError(Exception):
     """Base of every error a domain raises on purpose.
 
     `reason` is an UPPER_SNAKE identifier clients can branch on (ErrorInfo.reason); `metadata` carries the values
-    that explain this occurrence (ErrorInfo.metadata); `message` is for humans.
+    that explain this occurrence (ErrorInfo.metadata); `message` is for humans. `detail` is for operators only (which
+    server, which command, the driver's words): it is logged, and `str(error)` includes it, but it never reaches a
+    client.
     """
 
     default_reason: ClassVar[str] = "ERROR"
@@ -30,11 +32,13 @@ class DomainError(Exception):
         *,
         reason: str | None = None,
         metadata: Mapping[str, object] | None = None,
+        detail: str = "",
     ) -> None:
-        super().__init__(message)
+        super().__init__(f"{message} ({detail})" if detail else message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata: dict[str, str] = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self.detail = detail
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -114,9 +118,21 @@ class ResourceExhausted(DomainError):
 
 
 class Unavailable(DomainError):
-    """A dependency is down for now; the call may succeed if retried later."""
+    """A dependency is down for now; the call may succeed if retried later (`retry_after_seconds`: when)."""
 
     default_reason = "UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        detail: str = "",
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata, detail=detail)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Aborted(DomainError):

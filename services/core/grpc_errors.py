@@ -117,7 +117,7 @@ def status_for_domain_error(error: DomainError, *, domain: str, request_id: str 
     violations: tuple[tuple[str, str], ...] = ()
     if isinstance(error, InvalidArgument):
         violations = tuple((v.field, v.description) for v in error.violations)
-    retry_after = error.retry_after_seconds if isinstance(error, ResourceExhausted) else None
+    retry_after = error.retry_after_seconds if isinstance(error, ResourceExhausted | Unavailable) else None
     return build_status(
         code,
         error.message,

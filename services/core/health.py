@@ -12,6 +12,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.core.startup import wait_until_reachable
+
 _log = logging.getLogger("bullant.health")
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 OVERALL = ""
@@ -142,7 +144,11 @@ class Readiness:
 
 class DependencyMonitor:
     """Probes one dependency every `interval_seconds` and reports it to Readiness: failure at once, recovery as soon
-    as it answers again. `probe(timeout)` returns None when healthy, else why not."""
+    as it answers again. `probe(timeout)` returns None when healthy, else why not.
+
+    With `startup_wait_seconds`, start() first waits that long at most for the dependency to answer (a log line per
+    attempt), then raises DependencyUnreachable (its message ending with `startup_hint`): a process does not start
+    serving on a dependency it never reached."""
 
     def __init__(
         self,
@@ -152,12 +158,16 @@ class DependencyMonitor:
         *,
         interval_seconds: float = 5.0,
         timeout_seconds: float = 2.0,
+        startup_wait_seconds: float | None = None,
+        startup_hint: str = "",
     ) -> None:
         self.dependency = dependency
         self._probe = probe
         self._readiness = readiness
         self._interval = interval_seconds
         self._timeout = min(timeout_seconds, interval_seconds)
+        self._startup_wait = startup_wait_seconds
+        self._startup_hint = startup_hint
         self._task: asyncio.Task[None] | None = None
         self._healthy: bool | None = None
         self._stopped = False
@@ -165,6 +175,13 @@ class DependencyMonitor:
 
     async def start(self) -> None:
         """Check once now (so start-up reflects reality), then keep checking in the background."""
+        if self._startup_wait is not None:
+            await wait_until_reachable(
+                self.dependency,
+                lambda: self._probe(self._timeout),
+                wait_seconds=self._startup_wait,
+                hint=self._startup_hint,
+            )
         await self.check()
         self._stopped = False
         self._task = asyncio.create_task(self._loop(), name=f"{self.dependency}-monitor")

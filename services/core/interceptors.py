@@ -22,6 +22,7 @@ from services.core.context import (
     bind_call,
     current_request_id,
 )
+from services.core.db.retry import as_unavailable
 from services.core.errors import DomainError
 from services.core.grpc_errors import (
     domain_of_method,
@@ -213,8 +214,18 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     async def _handle(self, exc: Exception, context: Context, method: str) -> None:
         request_id = current_request_id()
         domain = domain_of_method(method)
-        if isinstance(exc, DomainError):
-            await context.abort_with_status(status_for_domain_error(exc, domain=domain, request_id=request_id))
+        error: Exception = as_unavailable(exc) or exc  # an unreachable database is an outage, not a bug
+        if isinstance(error, DomainError):
+            if error.detail:  # what the operator needs; the client gets the reason and the public message
+                error_log.warning(
+                    "%s answered %s (request id %s): %s",
+                    method,
+                    error.reason,
+                    request_id,
+                    error.detail,
+                    extra={"method": method, "request_id": request_id, "reason": error.reason},
+                )
+            await context.abort_with_status(status_for_domain_error(error, domain=domain, request_id=request_id))
         if _code_of(context.code()) is grpc.StatusCode.UNIMPLEMENTED:
             # The generated base servicer marks a method with no behaviour yet this way before it raises.
             await context.abort_with_status(status_for_unimplemented(method, domain=domain, request_id=request_id))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,6 +56,33 @@ class ServerError(StartupError):
     """The server could not start (port taken, bad address); the message says what to change."""
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ServerError when `host:port` is taken (port 0 always binds). Binds as gRPC does (SO_REUSEADDR, so a port
+    left in TIME_WAIT counts as free) and lets go at once."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ServerError(f"cannot listen on {host}:{port}: {error.strerror}; set BULLANT_HOST or --host") from None
+    for family, kind, protocol, _name, address in addresses:
+        with contextlib.closing(socket.socket(family, kind, protocol)) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise ServerError(
+                        f"cannot listen on {host}:{port}: the address is in use; is another process using it? "
+                        "Set BULLANT_PORT or --port."
+                    ) from None
+                if error.errno == errno.EADDRNOTAVAIL:
+                    raise ServerError(
+                        f"cannot listen on {host}:{port}: no such local address; set BULLANT_HOST or --host"
+                    ) from None
+                raise ServerError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     """Channel arguments for the server: message size limits, keepalive, and exclusive port binding."""
     return [
@@ -83,7 +113,10 @@ class GrpcServer:
         components: Sequence[Component] = (),
         readiness: Readiness | None = None,
         authenticator: Authenticator | None,
+        on_bound: Sequence[Callable[[int], None]] = (),
     ) -> None:
+        """`on_bound`: told the port once it is bound (before any component starts), e.g. the client factory, so
+        that with port 0 the services of this process call each other on the port picked."""
         if not registrations:
             raise ValueError("a server needs at least one service")
         self.settings = settings
@@ -95,6 +128,7 @@ class GrpcServer:
         self.components = tuple(components)
         self.readiness = readiness or Readiness()
         self.authenticator = authenticator
+        self._on_bound = tuple(on_bound)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -117,6 +151,8 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*(r.full_name for r in self.registrations), HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server
         )
+        # Checked first: gRPC's own failure also prints a C-core error line to stderr before it raises.
+        _check_port_free(self.settings.host, self.settings.port)
         try:
             self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         except RuntimeError as exc:
@@ -124,6 +160,8 @@ class GrpcServer:
                 f"cannot listen on {self.settings.host}:{self.settings.port} ({exc}); "
                 "is another process using it? Set BULLANT_PORT or --port."
             ) from None
+        for hook in self._on_bound:
+            hook(self.port)
         try:
             for component in [*self.components, *(c for r in self.registrations for c in r.components)]:
                 await component.start()
@@ -162,19 +200,26 @@ class GrpcServer:
                 "set BULLANT_METRICS_PORT or --metrics-port (0 picks a free port)."
             ) from None
 
+    def begin_shutdown(self) -> None:
+        """Report NOT_SERVING everywhere and tell long streams to end; stop() does this first, and a process stops
+        it before what sits in front of the server (the HTTP gateway), so those streams end too."""
+        self.health.enter_graceful_shutdown()
+        self.lifecycle.draining.set()
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, let streams end, drain in-flight calls within the grace period, then stop
         dependencies in reverse order."""
         grace = self.settings.grace_seconds if grace is None else grace
-        self.health.enter_graceful_shutdown()
-        self.lifecycle.draining.set()
+        started = self._server is not None or bool(self._started_components)
+        self.begin_shutdown()
         if self._server is not None:
             log.info("draining in-flight calls (grace %.1fs)", grace)
             await self._server.stop(grace)
             self._server = None
         await self._stop_components()
         self.metrics.stop_http()
-        log.info("stopped")
+        if started:  # a server that never started (its port was taken, say) has nothing to report
+            log.info("stopped")
 
     async def _stop_components(self) -> None:
         for component in reversed(self._started_components):
@@ -192,7 +237,7 @@ async def serve_until_signal(
     beside: Sequence[Component] = (),
 ) -> None:
     """Start `server` (then the components `beside` it, e.g. the HTTP gateway), serve until SIGTERM or SIGINT, then
-    shut down gracefully in reverse order."""
+    shut down gracefully in reverse order. A signal during start-up ends it there."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     received: list[str] = []
@@ -204,11 +249,28 @@ async def serve_until_signal(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
     started: list[Component] = []
-    try:
+
+    async def start_all() -> None:
         await server.start()
         for component in beside:
             await component.start()
             started.append(component)
+
+    try:
+        # A signal during start-up (waiting for a dependency, migrating) stops it there, like one while serving.
+        starting = asyncio.ensure_future(start_all())
+        signalled = asyncio.ensure_future(stop_requested.wait())
+        try:
+            await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+        if not starting.done():
+            log.info("received %s while starting, stopping", received[0])
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()
         if on_started:
             on_started(server)
         await stop_requested.wait()
@@ -216,6 +278,9 @@ async def serve_until_signal(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        # Health first (load balancers stop sending), then what stands in front of the server, then the server:
+        # its calls drain, then its components stop, each before what it depends on.
+        server.begin_shutdown()
         for component in reversed(started):
             await component.stop()
         await server.stop()

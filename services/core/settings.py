@@ -11,19 +11,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.core.timeframes import Timeframe
+from services.core.urls import check_address, check_database_url, check_redis_url, redact_url
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "config"
+# Every service with a contract (protos/bullant/<name>/v1), and those of them that are built. A service with a
+# contract only is not served at all: `serve all` leaves it out, `serve <it>` is refused, and health, reflection and
+# the gateway's /readyz never count it, so SERVING always means a service can do its job. Building one is adding
+# it to BUILT_SERVICES.
 SERVICE_NAMES: tuple[str, ...] = ("account", "market", "signal", "model", "chat")
-_DATABASE_SCHEMES = ("sqlite+aiosqlite", "mysql+asyncmy")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def _check_scheme(url: str, allowed: tuple[str, ...]) -> None:
-    if not url:
-        return
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in allowed:
-        raise ValueError(f"unsupported URL scheme {scheme or url!r}; use one of {', '.join(allowed)}")
+BUILT_SERVICES: tuple[str, ...] = ("account", "market", "signal", "model")
 
 
 def _sqlite_url(path: Path) -> str:
@@ -75,6 +71,9 @@ class Settings(BaseModel):
     keepalive_time_seconds: int = Field(default=30, ge=1)
     keepalive_timeout_seconds: int = Field(default=10, ge=1)
     max_concurrent_streams: int = Field(default=1000, ge=1)
+    # How long start-up waits for a database or Redis that does not answer yet, with a log line per attempt, before
+    # giving up with exit code 69 (0: give up at the first failure).
+    startup_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     # Logging.
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
@@ -288,14 +287,22 @@ class Settings(BaseModel):
     @field_validator("database_url", "shard_urls")
     @classmethod
     def _database_url(cls, value: Any) -> Any:
-        for url in value if isinstance(value, list) else [value]:
-            _check_scheme(url, _DATABASE_SCHEMES)
+        if not isinstance(value, list):
+            if value:
+                check_database_url(value)
+            return value
+        for index, url in enumerate(value):
+            try:
+                check_database_url(url)
+            except ValueError as error:
+                raise ValueError(f"shard {index} ({redact_url(url)}): {error}") from None
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        _check_scheme(value, _REDIS_SCHEMES)
+        if value.strip():
+            check_redis_url(value.strip())
         return value
 
     @field_validator("upstreams")
@@ -304,6 +311,14 @@ class Settings(BaseModel):
         unknown = sorted(set(value) - set(SERVICE_NAMES))
         if unknown:
             raise ValueError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
+        for address in value.values():
+            check_address(address)
+        return value
+
+    @field_validator("default_upstream")
+    @classmethod
+    def _upstream_address(cls, value: str) -> str:
+        check_address(value)
         return value
 
     @model_validator(mode="after")
@@ -329,12 +344,14 @@ class Settings(BaseModel):
             return list(self.shard_urls)
         return [_sqlite_url(self.data_dir / f"shard_{index}.db") for index in range(self.shard_count)]
 
-    def upstream(self, service: str) -> str:
-        """The host:port where `service` is reached."""
+    def upstream(self, service: str, *, own_port: int | None = None) -> str:
+        """The host:port where `service` is reached. Without an upstream of its own or a default_upstream, that is
+        this process's own server: its `port`, or `own_port`, the port it bound (port 0 picks one at start)."""
         if service in self.upstreams:
             return self.upstreams[service]
-        if "default_upstream" not in self.model_fields_set and self.port:
-            return f"127.0.0.1:{self.port}"
+        port = own_port or self.port
+        if "default_upstream" not in self.model_fields_set and port:
+            return f"127.0.0.1:{port}"
         return self.default_upstream
 
 
@@ -388,5 +405,8 @@ def _describe(error: Any, values: dict[str, Any]) -> str:
         return message
     variable = f"BULLANT_{field.upper()}"
     if field in values:
-        return f"{variable}={values[field]!r}: {message}"
+        value = values[field]
+        if field.endswith(("_url", "_urls")) and isinstance(value, str):
+            value = redact_url(value)  # a database password is not for the terminal or the log
+        return f"{variable}={value!r}: {message}"
     return f"{variable}: {message}"

@@ -78,16 +78,32 @@ def test_a_server_refuses_a_database_behind_head(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_unreachable_database_is_waited_for_within_the_bound_then_a_clear_error(tmp_path: Path) -> None:
     env = {
         "BULLANT_DATA_DIR": str(tmp_path),
         "BULLANT_DATABASE_URL": "mysql+asyncmy://root:topsecret@127.0.0.1:1/nowhere",
         "BULLANT_SHARD_URLS": "mysql+asyncmy://root:topsecret@127.0.0.1:1/nowhere_shard",
         "BULLANT_DB_CONNECT_TIMEOUT_SECONDS": "2",
+        "BULLANT_STARTUP_WAIT_SECONDS": "1",
+        "BULLANT_LOG_FORMAT": "text",
     }
     for args in (("serve", "market", "--port", "0", "--metrics-port", "-1"), ("migrate",)):
         result = _bullant(*args, env=env)
-        assert result.returncode == 1, result.stderr
-        assert "Can't connect" in result.stderr or "cannot use the databases" in result.stderr, result.stderr
+        assert result.returncode == 69, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert any("waiting for the database" in line and "Can't connect" in line for line in lines), result.stderr
+        assert lines[-1].startswith("bullant: the database did not answer within 1s: "), result.stderr
+        assert "BULLANT_DATABASE_URL" in lines[-1]
         assert "Traceback" not in result.stderr
         assert "topsecret" not in result.stderr
+
+
+def test_migrate_on_mariadb_twice_logs_nothing_alarming(mysql_env: dict[str, str]) -> None:
+    # MariaDB used to warn "Name 'pk_alerts' ignored for PRIMARY key" on the first run and "Can't create database
+    # ...; database exists" on every later one.
+    env = {**mysql_env, "BULLANT_LOG_FORMAT": "text"}
+    for run in ("first", "second"):
+        result = _bullant("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        alarming = [line for line in result.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+        assert alarming == [], f"{run} run: {alarming}"

@@ -28,9 +28,10 @@ SERVICES = [
         (market_pb2, "MarketService"),
         (signal_pb2, "SignalService"),
         (model_pb2, "ModelService"),
-        (chat_pb2, "ChatService"),
     )
 ]
+# A contract without an implementation yet: not served.
+CHAT = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
 @pytest.fixture(scope="module")
@@ -83,31 +84,51 @@ def test_unknown_health_service_is_not_found(platform: Platform) -> None:
 
 
 def test_calls_without_credentials_are_unauthenticated(platform: Platform) -> None:
-    result = grpcurl("-plaintext", "-d", "{}", platform.address, "bullant.chat.v1.ChatService/ListTools")
+    result = grpcurl("-plaintext", "-d", "{}", platform.address, "bullant.model.v1.ModelService/ListModels")
     assert result.returncode != 0
     assert "Unauthenticated" in result.stderr
     assert "CREDENTIALS_MISSING" in result.stderr
 
 
-def test_unbuilt_method_answers_unimplemented_with_request_id(platform: Platform) -> None:
+def test_a_service_that_is_not_built_is_not_served_and_start_up_says_so(platform: Platform) -> None:
+    listed = grpcurl("-plaintext", platform.address, "list")
+    assert CHAT.full_name not in listed.stdout.split()
+    health = grpcurl(
+        "-plaintext", "-d", json.dumps({"service": CHAT.full_name}), platform.address, "grpc.health.v1.Health/Check"
+    )
+    assert health.returncode != 0
+    assert "NotFound" in health.stderr
     token = dev_token(platform.data_dir, "--scopes", "read")
-    result = grpcurl(
+    call = grpcurl(
         "-plaintext",
-        "-v",
-        "-H",
-        "x-request-id: e2e-req-1",
         "-H",
         f"authorization: Bearer {token}",
         "-d",
         "{}",
         platform.address,
-        "bullant.chat.v1.ChatService/ListTools",
+        f"{CHAT.full_name}/ListTools",
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "Unimplemented" in output
-    assert "x-request-id: e2e-req-1" in output
-    assert "NOT_IMPLEMENTED" in output
+    assert "Unimplemented" in call.stderr
+    said = [line for line in platform.lines if "not serving chat" in line]
+    assert len(said) == 1, platform.output()
+
+
+def test_serving_a_service_that_is_not_built_is_refused(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment["BULLANT_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [BULLANT, "serve", "chat", "--port", "0", "--metrics-port", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environment,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "bullant: chat: not built yet (the contract is in protos/, the implementation is not), so not served; "
+        "serve any of: all, account, market, signal, model"
+    ]
 
 
 def test_dev_tokens_exist_only_in_the_local_environment(tmp_path: Path) -> None:
@@ -210,6 +231,89 @@ def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def _bullant(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment.update(env)
+    return subprocess.run(
+        [BULLANT, *args], capture_output=True, text=True, timeout=timeout, check=False, env=environment
+    )
+
+
+@pytest.mark.parametrize("command", [("serve", "all", "--port", "0", "--metrics-port", "-1"), ("migrate",)])
+def test_an_invalid_database_url_is_a_configuration_error(tmp_path: Path, command: tuple[str, ...]) -> None:
+    result = _bullant(
+        *command,
+        env={"BULLANT_DATA_DIR": str(tmp_path), "BULLANT_DATABASE_URL": "mysql+asyncmy://root@127.0.0.1:notaport/x"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "BULLANT_DATABASE_URL='mysql+asyncmy://root@127.0.0.1:notaport/x': the port must be a number" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def _refusing_port() -> socket.socket:
+    """A loopback port bound (so nobody takes it) but not listening: connections to it are refused."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    return closed
+
+
+def test_an_unreachable_redis_is_waited_for_within_the_bound_then_a_clear_exit(tmp_path: Path) -> None:
+    with _refusing_port() as closed:
+        url = f"redis://:hunter2@127.0.0.1:{closed.getsockname()[1]}/0"
+        result = _bullant(
+            "serve",
+            "all",
+            "--gateway",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            env={
+                "BULLANT_DATA_DIR": str(tmp_path),
+                "BULLANT_GATEWAY_PORT": "0",
+                "BULLANT_REDIS_URL": url,
+                "BULLANT_STARTUP_WAIT_SECONDS": "2",
+                "BULLANT_LOG_FORMAT": "text",
+            },
+        )
+    assert result.returncode == 69, result.stderr
+    lines = result.stderr.strip().splitlines()
+    waits = [line for line in lines if "WARNING" in line and "waiting for redis" in line]
+    assert waits, result.stderr
+    assert all("giving up in" in line for line in waits)
+    assert lines[-1].startswith("bullant: redis did not answer within 2s: ")
+    assert "Check BULLANT_REDIS_URL (redis://:***@127.0.0.1:" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not [line for line in lines if " ERROR " in line], result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_sigterm_while_waiting_for_a_dependency_stops_the_start_up(tmp_path: Path) -> None:
+    with _refusing_port() as closed:
+        waiting = Platform(
+            "serve",
+            "all",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            env={"BULLANT_REDIS_URL": f"redis://127.0.0.1:{closed.getsockname()[1]}/0", "BULLANT_LOG_FORMAT": "text"},
+        )
+        try:
+            assert wait_until(lambda: any("waiting for redis" in line for line in waiting.lines), timeout=60), (
+                waiting.output()
+            )
+            waiting.terminate()
+            code = waiting.wait(timeout=30)
+        finally:
+            waiting.stop()
+    assert code == 0, waiting.output()
+    assert any("received SIGTERM while starting" in line for line in waiting.lines), waiting.output()
+    assert "Traceback" not in waiting.output()
+
+
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
     environment["BULLANT_DATA_DIR"] = str(tmp_path)
@@ -226,8 +330,11 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             env=environment,
         )
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr
+    # Only the clear line: no gRPC C-core log line ("E1204 ... add_port.cc:83] Failed to add port"), no traceback.
+    assert result.stderr.strip().splitlines() == [
+        f"bullant: cannot listen on 127.0.0.1:{port}: the address is in use; is another process using it? "
+        "Set BULLANT_PORT or --port."
+    ]
 
 
 def test_unknown_service_name_is_refused_with_serves_usage() -> None:

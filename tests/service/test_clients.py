@@ -4,6 +4,7 @@ for methods the contract marks idempotent."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -66,14 +67,8 @@ def _registration(servicer: MarketServicer) -> ServiceRegistration:
 
 
 async def _factory_for(address: str, **overrides: Any) -> ClientFactory:
-    factory = ClientFactory(
-        make_settings(
-            upstreams={"market": address},
-            retry_initial_backoff_seconds=0.01,
-            retry_max_backoff_seconds=0.05,
-            **overrides,
-        )
-    )
+    values: dict[str, Any] = {"retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.05, **overrides}
+    factory = ClientFactory(make_settings(upstreams={"market": address}, **values))
     await factory.start()
     return factory
 
@@ -174,3 +169,74 @@ async def test_unary_calls_get_the_default_deadline_bounded_by_the_served_call()
     assert bounded_remaining is not None
     assert bounded_remaining < 0.35
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _refusing_address() -> tuple[socket.socket, str]:
+    """A loopback port that refuses connections: bound (so nobody else takes it during the test) but not listening."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    return closed, f"127.0.0.1:{closed.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["service channel", "edge channel"])
+async def test_a_refused_connection_is_unavailable_at_once_not_after_the_deadline(propagate: bool) -> None:
+    # A retry schedule far longer than the deadline: backing off against a dead upstream would wait it all out.
+    closed, address = _refusing_address()
+    with closed:
+        factory = await _factory_for(
+            address, retry_max_attempts=5, retry_initial_backoff_seconds=5, retry_max_backoff_seconds=20
+        )
+        try:
+            stub = market_pb2_grpc.MarketServiceStub(factory.channel(MARKET, propagate=propagate))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                # The hang guard is generous; the call itself has a 30 s deadline it must not wait out.
+                await asyncio.wait_for(stub.ListInstruments(market_pb2.ListInstrumentsRequest(), timeout=30), 120)
+        finally:
+            await factory.stop()
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE, caught.value.details()
+
+
+async def test_a_short_deadline_to_a_dead_upstream_still_ends_unavailable() -> None:
+    # The default retry settings against the 0.5 s deadline live signals give the model service.
+    closed, address = _refusing_address()
+    with closed:
+        factory = ClientFactory(make_settings(upstreams={"market": address}))
+        try:
+            stub = factory.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await asyncio.wait_for(stub.GetQuote(market_pb2.GetQuoteRequest(symbol="X"), timeout=0.5), 60)
+                assert caught.value.code() is grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        finally:
+            await factory.stop()
+
+
+async def test_a_retry_that_would_outlast_the_deadline_is_not_made() -> None:
+    servicer = FlakyMarket(failures=10)
+    async with running_server([_registration(servicer)]) as server:
+        factory = await _factory_for(
+            server.address, retry_initial_backoff_seconds=30, retry_max_backoff_seconds=30, request_timeout_seconds=1
+        )
+        try:
+            stub = factory.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await asyncio.wait_for(stub.ListInstruments(market_pb2.ListInstrumentsRequest()), 60)
+        finally:
+            await factory.stop()
+    # With full jitter a drawn delay could be tiny; any retry made must still leave the answer UNAVAILABLE.
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "warming up"
+
+
+async def test_the_edge_channel_retries_idempotent_calls_too() -> None:
+    servicer = FlakyMarket(failures=2)
+    async with running_server([_registration(servicer)]) as server:
+        factory = await _factory_for(server.address)
+        try:
+            stub = market_pb2_grpc.MarketServiceStub(factory.channel(MARKET, propagate=False))
+            await stub.ListInstruments(market_pb2.ListInstrumentsRequest(), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.CreateInstrument(market_pb2.CreateInstrumentRequest(), timeout=10)
+        finally:
+            await factory.stop()
+    assert servicer.attempts == {"ListInstruments": 3, "CreateInstrument": 1}

@@ -228,6 +228,8 @@ async def test_health_and_readiness(platform: GatewayPlatform) -> None:
     ready = await platform.http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["services"]["bullant.signal.v1.SignalService"] == "SERVING"
+    # A service with a contract but no implementation is served nowhere, so it does not count (nor show).
+    assert "bullant.chat.v1.ChatService" not in ready.json()["services"]
 
 
 def _refs(node: Any) -> set[str]:

@@ -12,17 +12,24 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+import redis.exceptions
 from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
+from sqlalchemy.exc import OperationalError
 
+from bullant.chat.v1 import chat_pb2
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.bootstrap import build_server
 from services.core import errors
+from services.core.clients import ClientFactory
+from services.core.context import CallContext, bind_call, unbind_call
+from services.core.coordination.redis_connection import unavailable_on_outage
 from services.core.server import GrpcServer, ServiceRegistration
-from services.core.settings import SERVICE_NAMES
+from services.core.settings import BUILT_SERVICES, SERVICE_NAMES
+from services.core.startup import ConfigurationError
 from services.market.servicer import SERVICE as MARKET
 from tests.conftest import RecordingHandler
 from tests.support import eventually, make_settings, running_server
@@ -58,6 +65,7 @@ EXPECTED_CODES = {
     "LATE": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 SECRET = "connection string mysql://root:hunter2@db"
+CHAT = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
 class ScriptedMarket(market_pb2_grpc.MarketServiceServicer):
@@ -73,6 +81,12 @@ class ScriptedMarket(market_pb2_grpc.MarketServiceServicer):
             raise ERRORS[request.symbol]
         if request.symbol == "CRASH":
             raise RuntimeError(SECRET)
+        if request.symbol == "REDIS-DOWN":
+            with unavailable_on_outage("MGET"):
+                raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:53475. Connection refused.")
+        if request.symbol == "DB-DOWN":
+            refused = "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)"
+            raise OperationalError("SELECT 1", {}, ConnectionError(2003, refused))
         if request.symbol == "SLOW":
             await self.release.wait()
         return market_pb2.GetInstrumentResponse(instrument=market_pb2.Instrument(symbol=request.symbol))
@@ -148,7 +162,7 @@ async def test_health_reports_each_hosted_service_and_overall() -> None:
         async with grpc.aio.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             names = [r.full_name for r in server.registrations]
-            assert len(names) == len(SERVICE_NAMES)
+            assert [r.name for r in server.registrations] == list(BUILT_SERVICES)
             for name in ["", *names]:
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
@@ -163,6 +177,59 @@ async def test_health_reports_each_hosted_service_and_overall() -> None:
             assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_service_that_is_not_built_is_not_served_at_all() -> None:
+    # SERVING must mean a service can do its job: one whose methods would all answer UNIMPLEMENTED is left out of
+    # health, Health/List and reflection alike.
+    unbuilt = [name for name in SERVICE_NAMES if name not in BUILT_SERVICES]
+    assert unbuilt == ["chat"]
+    server = build_server(make_settings())
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await health.Check(health_pb2.HealthCheckRequest(service=CHAT.full_name))
+            assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+            listed = await health.List(health_pb2.HealthListRequest())
+            assert CHAT.full_name not in listed.statuses
+
+            def services() -> list[str]:
+                with grpc.insecure_channel(server.address) as sync_channel:
+                    return list(ProtoReflectionDescriptorDatabase(sync_channel).get_services())
+
+            assert CHAT.full_name not in await asyncio.to_thread(services)
+    finally:
+        await server.stop(grace=0.5)
+    with pytest.raises(ConfigurationError, match="chat: not built yet") as refused:
+        build_server(make_settings(), ["market", "chat"])
+    assert refused.value.exit_code == 2
+
+
+async def test_the_services_of_a_server_on_port_0_call_each_other_on_the_port_it_bound(
+    captured_logs: RecordingHandler,
+) -> None:
+    # No upstream configured: services reach each other on this server, whichever port 0 picked.
+    server = build_server(make_settings(port=0), ["market"])
+    await server.start()
+    try:
+        factory = next(c for c in server.components if isinstance(c, ClientFactory))
+        stub = factory.stub(market_pb2_grpc.MarketServiceStub, MARKET)
+        token = bind_call(CallContext(request_id="self-call-1"))
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ListInstruments(market_pb2.ListInstrumentsRequest(), timeout=10)
+        finally:
+            unbind_call(token)
+    finally:
+        await server.stop(grace=0.5)
+    # No authenticator token: this server's own interceptors answered (and logged the call).
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED, caught.value.details()
+    assert any(
+        json.loads(line).get("request_id") == "self-call-1" and json.loads(line)["logger"] == "bullant.access"
+        for line in captured_logs.lines
+    )
 
 
 async def test_reflection_describes_services_and_messages() -> None:
@@ -234,6 +301,43 @@ async def test_each_typed_error_maps_to_its_status_with_details(market: Any, sym
         assert "BadRequest" not in found
     if symbol == "LIMIT":
         assert found["RetryInfo"].retry_delay.ToMilliseconds() == 2500
+
+
+async def test_an_outage_answers_its_reason_and_logs_its_detail(market: Any, captured_logs: RecordingHandler) -> None:
+    _, stub, _ = market
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetInstrument(
+            market_pb2.GetInstrumentRequest(symbol="REDIS-DOWN"), metadata=(("x-request-id", "outage-1"),)
+        )
+    error = caught.value
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "the platform's cache is unavailable for now; try again shortly"
+    everything_sent = repr(error.trailing_metadata()) + str(error.details())
+    assert "127.0.0.1" not in everything_sent
+    assert "Error 111" not in everything_sent
+    found = _details(error)
+    assert found["ErrorInfo"].reason == "CACHE_UNAVAILABLE"
+    assert found["RetryInfo"].retry_delay.ToMilliseconds() == 1000
+    logged = [json.loads(line) for line in captured_logs.lines if "outage-1" in line]
+    assert any(entry["logger"] == "bullant.errors" and "Error 111" in entry["message"] for entry in logged)
+
+
+async def test_an_unreachable_database_is_unavailable_not_internal(
+    market: Any, captured_logs: RecordingHandler
+) -> None:
+    _, stub, _ = market
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetInstrument(
+            market_pb2.GetInstrumentRequest(symbol="DB-DOWN"), metadata=(("x-request-id", "db-down-1"),)
+        )
+    error = caught.value
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "the database is unavailable for now; try again shortly"
+    assert "Can't connect" not in repr(error.trailing_metadata()) + str(error.details())
+    assert _details(error)["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+    logged = [json.loads(line) for line in captured_logs.lines if "db-down-1" in line]
+    assert any(entry["logger"] == "bullant.errors" and "Can't connect" in entry["message"] for entry in logged)
+    assert not any("exception" in entry for entry in logged), "an outage is not logged as a crash"
 
 
 async def test_unexpected_exception_is_internal_and_hides_its_text(

@@ -24,6 +24,7 @@ from services.core.coordination import (
 from services.core.coordination.envelope import GapDetector, Sequencer, seal, unseal
 from services.core.coordination.memory import ExpiringStore, redis_glob_to_regex
 from services.core.coordination.tasks import cancel_and_wait
+from services.core.errors import Unavailable
 from tests.support import make_settings
 
 
@@ -86,6 +87,35 @@ async def test_a_redis_bundle_opens_nothing_before_start() -> None:
     coordination = build_coordination("redis://127.0.0.1:1/0", KeySpace("bullant", "local", "market"))
     with pytest.raises(RuntimeError, match="not started"):
         await coordination.cache.get("x")
+    assert not await coordination.ping()
+
+
+async def test_an_unreachable_redis_is_an_outage_whose_detail_stays_out_of_the_message() -> None:
+    coordination = build_coordination("redis://127.0.0.1:1/0", KeySpace("bullant", "local", "market"))
+    await coordination.start()
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await coordination.cache.get_many(["a", "b"])
+    finally:
+        await coordination.stop()
+    assert caught.value.reason == "CACHE_UNAVAILABLE"
+    assert caught.value.message == "the platform's cache is unavailable for now; try again shortly"
+    assert "127.0.0.1" not in caught.value.message
+    assert "MGET" in caught.value.detail
+    assert "127.0.0.1:1" in caught.value.detail
+    assert caught.value.retry_after_seconds == 1.0
+
+
+async def test_calls_after_stop_are_a_quiet_outage_not_a_crash() -> None:
+    # A background job finishing late during shutdown meets an ordinary Unavailable, which it handles as an outage.
+    coordination = build_coordination("redis://127.0.0.1:1/0", KeySpace("bullant", "local", "market"))
+    await coordination.start()
+    await coordination.stop()
+    with pytest.raises(Unavailable, match="cache is unavailable") as caught:
+        await coordination.cache.set("feed:sim", b"{}", ttl_seconds=10)
+    assert "stopped" in caught.value.detail
+    with pytest.raises(Unavailable):
+        await coordination.locks.acquire("feed:sim", 10)
     assert not await coordination.ping()
 
 
@@ -338,6 +368,36 @@ async def test_a_leader_stops_even_when_a_cancellation_is_lost() -> None:
     assert running == []
     assert not election.is_leader
     assert await locks.holder("engine") is None, "the lease was released"
+
+
+async def test_stop_returns_only_once_the_job_has_ended_even_when_the_job_loses_a_cancellation() -> None:
+    # The job's last steps use stores the process stops right after the elector: it must not outlive stop().
+    memory = MemoryBackend()
+    started = asyncio.Event()
+    cancellations = 0
+    ended = False
+
+    async def job(lease: Lease) -> None:
+        nonlocal cancellations, ended
+        started.set()
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    cancellations += 1
+                    if cancellations > 1:  # the first is lost, as redis-py's wait_for can lose one on 3.11
+                        raise
+        finally:
+            ended = True
+
+    election = LeaderElection(memory.locks(KEYSPACE), "feed:sim", job, ttl_seconds=10.0)
+    await election.start()
+    await asyncio.wait_for(started.wait(), timeout=5)
+    await asyncio.wait_for(election.stop(), timeout=60)  # a hang guard, not a speed check
+    assert ended, "the job was still running after stop() returned"
+    assert cancellations == 2
+    assert await memory.locks(KEYSPACE).holder("feed:sim") is None, "the lease was released"
 
 
 async def test_cancel_and_wait_repeats_a_lost_cancellation() -> None:

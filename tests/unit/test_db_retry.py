@@ -6,9 +6,10 @@ import sqlite3
 
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.core.db import retry
-from services.core.db.retry import is_transient, retry_transient
+from services.core.db.retry import as_unavailable, is_transient, retry_transient
 
 
 class MySQLError(Exception):
@@ -39,6 +40,20 @@ def test_sqlite_busy_is_transient_and_other_sqlite_errors_are_not() -> None:
 def test_invalidated_connection_is_transient_and_plain_exceptions_are_not() -> None:
     assert is_transient(_wrapped(Exception("whatever"), invalidated=True))
     assert not is_transient(ValueError("not a database error"))
+
+
+def test_an_unreachable_database_becomes_an_outage_whose_driver_words_are_only_detail() -> None:
+    refused = "Can't connect to MySQL server on 'db.internal' ([Errno 111] Connection refused)"
+    outage = as_unavailable(_wrapped(MySQLError(2003, refused)))
+    assert outage is not None
+    assert outage.reason == "DATABASE_UNAVAILABLE"
+    assert "db.internal" not in outage.message
+    assert "db.internal" in outage.detail
+    assert outage.retry_after_seconds == 1.0
+    assert as_unavailable(PoolTimeout("QueuePool limit of size 10 overflow 20 reached")) is not None
+    # Anything else is a bug or the request's fault, not an outage.
+    assert as_unavailable(_wrapped(MySQLError(1062, "Duplicate entry"), kind=IntegrityError)) is None
+    assert as_unavailable(ValueError("no")) is None
 
 
 async def test_retry_reruns_transient_failures_then_returns(monkeypatch: pytest.MonkeyPatch) -> None:

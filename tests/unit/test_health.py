@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from grpc_health.v1 import health_pb2
 
 from services.core.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, DependencyMonitor, HealthService, Readiness
+from services.core.startup import DependencyUnreachable
 
 MARKET = "bullant.market.v1.MarketService"
 SIGNAL = "bullant.signal.v1.SignalService"
@@ -116,3 +118,36 @@ async def test_a_monitor_stops_even_when_a_probe_swallows_the_cancellation() -> 
     started.set()
     await asyncio.sleep(0.05)  # the loop is now inside the stubborn probe
     await asyncio.wait_for(monitor.stop(), timeout=5)
+
+
+async def test_a_monitor_with_a_start_up_wait_refuses_to_start_on_a_dependency_that_never_answers() -> None:
+    probed = 0
+
+    async def refused(timeout: float) -> str | None:
+        nonlocal probed
+        probed += 1
+        return "Error 111 connecting to 127.0.0.1:1"
+
+    readiness = Readiness()
+    monitor = DependencyMonitor(
+        "redis", refused, readiness, startup_wait_seconds=0, startup_hint="Check BULLANT_REDIS_URL."
+    )
+    with pytest.raises(DependencyUnreachable, match="Check BULLANT_REDIS_URL"):
+        await monitor.start()
+    assert probed == 1
+    await monitor.stop()
+
+
+async def test_a_monitor_with_a_start_up_wait_starts_once_the_dependency_answers() -> None:
+    answers = ["Connection refused", None, None]
+
+    async def probe(timeout: float) -> str | None:
+        return answers.pop(0) if answers else None
+
+    readiness = Readiness()
+    monitor = DependencyMonitor("redis", probe, readiness, interval_seconds=60, startup_wait_seconds=30)
+    await monitor.start()
+    try:
+        assert readiness.ready
+    finally:
+        await monitor.stop()

@@ -22,8 +22,10 @@ def test_the_default_upstream_is_this_server_unless_configured() -> None:
     assert load_settings(environ={"BULLANT_PORT": "50611"}).upstream("market") == "127.0.0.1:50611"
     configured = load_settings(environ={"BULLANT_PORT": "50611", "BULLANT_DEFAULT_UPSTREAM": "gateway:9000"})
     assert configured.upstream("market") == "gateway:9000"
-    # With an ephemeral port (0) the address is not known before binding: the configured default stands.
+    # With an ephemeral port (0) the address is known only once bound; the client factory passes the bound port.
     assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market") == "127.0.0.1:50051"
+    assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market", own_port=43210) == "127.0.0.1:43210"
+    assert configured.upstream("market", own_port=43210) == "gateway:9000"
 
 
 def test_environment_variables_are_parsed_and_typed() -> None:
@@ -63,6 +65,20 @@ def test_overrides_win_over_environment() -> None:
         ("BULLANT_UPSTREAMS", "market", "expected service=host:port"),
         ("BULLANT_UPSTREAMS", "trading=x:1", "unknown service(s) trading"),
         ("BULLANT_ENV", "staging", "BULLANT_ENV='staging': must be one of local, dev, prod"),
+        ("BULLANT_UPSTREAMS", "market=10.0.0.5", "expected host:port"),
+        ("BULLANT_DEFAULT_UPSTREAM", "gateway:http", "expected host:port"),
+        (
+            "BULLANT_DATABASE_URL",
+            "mysql+asyncmy://root@127.0.0.1:notaport/x",
+            "BULLANT_DATABASE_URL='mysql+asyncmy://root@127.0.0.1:notaport/x': the port must be a number",
+        ),
+        ("BULLANT_DATABASE_URL", "mysql+asyncmy://root@db:3306", "name the database after the host"),
+        ("BULLANT_DATABASE_URL", "mysql+asyncmy://root@db:3306/a;b", "database name 'a;b'"),
+        ("BULLANT_DATABASE_URL", "postgresql://db/x", "unsupported URL scheme 'postgresql'"),
+        ("BULLANT_SHARD_URLS", "sqlite+aiosqlite:///a.db,mysql+asyncmy://db:x/s", "shard 1 (mysql+asyncmy://db:x/s)"),
+        ("BULLANT_REDIS_URL", "redis://127.0.0.1:notaport/0", "BULLANT_REDIS_URL='redis://127.0.0.1:notaport/0'"),
+        ("BULLANT_REDIS_URL", "redis://127.0.0.1:6379/zero", "the database after the host must be a number"),
+        ("BULLANT_STARTUP_WAIT_SECONDS", "-1", "BULLANT_STARTUP_WAIT_SECONDS='-1'"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str, expected: str) -> None:
@@ -70,6 +86,35 @@ def test_bad_value_names_the_variable(variable: str, value: str, expected: str) 
         load_settings(environ={variable: value})
     assert expected in str(caught.value)
     assert str(caught.value).startswith("invalid configuration:")
+
+
+def test_a_bad_url_is_shown_without_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            environ={
+                "BULLANT_DATABASE_URL": "mysql+asyncmy://bullant:s3cret@db:port/x",
+                "BULLANT_REDIS_URL": "redis://:hunter2@cache:port/0",
+            }
+        )
+    message = str(caught.value)
+    assert "BULLANT_DATABASE_URL='mysql+asyncmy://bullant:***@db:port/x'" in message
+    assert "BULLANT_REDIS_URL='redis://:***@cache:port/0'" in message
+    assert "s3cret" not in message
+    assert "hunter2" not in message
+
+
+def test_good_urls_and_addresses_pass() -> None:
+    settings = load_settings(
+        environ={
+            "BULLANT_DATABASE_URL": "mysql+asyncmy://bullant:p%40ss@db.internal:3306/bullant_global?charset=utf8mb4",
+            "BULLANT_SHARD_URLS": "sqlite+aiosqlite:///var/s0.db,mysql+asyncmy://db1/bullant_shard_1",
+            "BULLANT_REDIS_URL": "rediss://:token@cache:6380/2",
+            "BULLANT_UPSTREAMS": "market=10.0.0.5:50051,signal=[::1]:7000",
+            "BULLANT_DEFAULT_UPSTREAM": "bullant-platform:50051",
+        }
+    )
+    assert settings.upstream("signal") == "[::1]:7000"
+    assert load_settings(environ={"BULLANT_REDIS_URL": "unix:///run/redis.sock"}).redis_url == "unix:///run/redis.sock"
 
 
 def test_every_bad_variable_is_reported_at_once() -> None:

@@ -29,7 +29,9 @@ class LeaderElection:
       replica can take the lock. A job must therefore let cancellation through promptly.
     - A singleton job is expected to run until cancelled. If it returns or raises, the lease is released and the
       campaign goes on, so whichever replica wins next starts it again.
-    - stop() cancels the job and releases the lease, so another replica takes over without waiting for expiry.
+    - stop() cancels the job, returns only once it has ended (cancelling it again every `stop_patience_seconds`
+      should a cancellation be lost), and releases the lease, so another replica takes over without waiting for
+      expiry, and nothing of the job outlives the stores the process stops next.
       A replica that dies without stopping leaves the lease to expire; then another takes over.
     - Resources the job writes to can refuse stale leaders by remembering the largest `lease.token` they saw.
     """
@@ -45,6 +47,7 @@ class LeaderElection:
         retry_every_seconds: float | None = None,
         safety_margin_seconds: float | None = None,
         owner: str | None = None,
+        stop_patience_seconds: float = 5.0,
     ) -> None:
         self.locks = locks
         self.name = name
@@ -60,6 +63,8 @@ class LeaderElection:
         if self.retry_every <= 0:
             raise ValueError("retry_every_seconds must be positive")
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # How long a cancelled job gets before it is cancelled again (one whose cancellation was lost).
+        self.stop_patience_seconds = stop_patience_seconds
         self.lease: Lease | None = None
         self.terms = 0
         self._job = job
@@ -105,7 +110,7 @@ class LeaderElection:
             lease = await self.locks.acquire(self.name, self.ttl_seconds, self.owner)
         except Unavailable as exc:
             if not self._unreachable:  # once per outage, not once per attempt
-                log.warning("cannot campaign for %s: %s", self.name, exc.message)
+                log.warning("cannot campaign for %s: %s", self.name, exc)
             self._unreachable = True
             return None
         self._unreachable = False
@@ -120,8 +125,7 @@ class LeaderElection:
             await self._hold(job)
         finally:
             try:
-                job.cancel()
-                await asyncio.wait({job})
+                await _end(job, patience_seconds=self.stop_patience_seconds)
                 self._report_end(job)
             finally:
                 held, self.lease = self.lease, None
@@ -170,9 +174,28 @@ class LeaderElection:
         try:
             await self.locks.release(lease)
         except Unavailable as exc:
-            log.warning("cannot release the lease on %s: %s", self.name, exc.message)
+            log.warning("cannot release the lease on %s: %s", self.name, exc)
         except Exception:
             log.exception("cannot release the lease on %s", self.name)
+
+
+async def _end(job: asyncio.Task[None], *, patience_seconds: float) -> None:
+    """Cancel `job` and return only once it has ended, even when this task is itself cancelled meanwhile.
+
+    The job's last steps (sharing its state, releasing what it holds) use the store that stop() of the process
+    closes right after this elector's: a job left running would meet it closed. Python 3.11's asyncio.wait_for,
+    which redis-py wraps around socket I/O, can drop a cancellation, so it is repeated until the job ends. A
+    cancellation of this task meanwhile is passed on once the job has ended.
+    """
+    interrupted = False
+    while not job.done():
+        job.cancel()
+        try:
+            await asyncio.wait({job}, timeout=patience_seconds)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 def _being_cancelled() -> bool:

@@ -51,13 +51,26 @@ class RedisOptions:
     reconnect_max_backoff_seconds: float = 2.0
 
 
+# What a client is told during an outage: the reason and when to try again, never the server's address or words.
+CACHE_UNAVAILABLE = "CACHE_UNAVAILABLE"
+OUTAGE_MESSAGE = "the platform's cache is unavailable for now; try again shortly"
+OUTAGE_RETRY_SECONDS = 1.0
+
+
+def outage(detail: str) -> Unavailable:
+    """The Unavailable every Redis failure becomes (gRPC UNAVAILABLE with RetryInfo); `detail` is only logged."""
+    return Unavailable(
+        OUTAGE_MESSAGE, reason=CACHE_UNAVAILABLE, detail=detail, retry_after_seconds=OUTAGE_RETRY_SECONDS
+    )
+
+
 @contextmanager
 def unavailable_on_outage(what: str) -> Iterator[None]:
     """Turn redis-py's connection failures into the domain's Unavailable (gRPC UNAVAILABLE, retryable)."""
     try:
         yield
     except OUTAGES as exc:
-        raise Unavailable(f"redis is unreachable ({what}): {exc}", reason="REDIS_UNAVAILABLE") from exc
+        raise outage(f"redis {what}: {exc}") from exc
 
 
 def milliseconds(seconds: float) -> int:
@@ -100,6 +113,7 @@ class RedisConnection:
         self._client: aioredis.Redis | None = None
         self._subscriber: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._stopped = False
 
     def _new_client(self) -> aioredis.Redis:
         return aioredis.Redis.from_url(
@@ -116,12 +130,15 @@ class RedisConnection:
         """Create the clients. Connections open on first use, so an unreachable Redis shows in ping(), not here."""
         if self._client is not None:
             return
+        self._stopped = False
         self._client = self._new_client()
         self._subscriber = self._new_client()
         self._scripts = {name: self._client.register_script(source) for name, source in _SCRIPTS.items()}
 
     async def stop(self) -> None:
-        """Close every subscription, then the clients."""
+        """Close every subscription, then the clients. Calls made after this fail as an outage would (Unavailable),
+        so a background job finishing late during shutdown meets an ordinary, quiet error."""
+        self._stopped = self._client is not None or self._stopped
         for subscription in list(self.subscriptions):
             await subscription.close()
         clients = (self._client, self._subscriber)
@@ -130,24 +147,30 @@ class RedisConnection:
             if client is not None:
                 await client.aclose(close_connection_pool=True)
 
+    def _not_open(self) -> Exception:
+        if self._stopped:
+            return outage("the Redis coordination backend is stopped (the process is shutting down)")
+        return RuntimeError("the Redis coordination backend is not started")
+
     @property
     def client(self) -> aioredis.Redis:
-        """The command client; RuntimeError before start()."""
+        """The command client; RuntimeError before start(), Unavailable after stop()."""
         if self._client is None:
-            raise RuntimeError("the Redis coordination backend is not started")
+            raise self._not_open()
         return self._client
 
     @property
     def subscriber(self) -> aioredis.Redis:
-        """The client subscriptions take their connections from; RuntimeError before start()."""
+        """The client subscriptions take their connections from; RuntimeError before start(), Unavailable after
+        stop()."""
         if self._subscriber is None:
-            raise RuntimeError("the Redis coordination backend is not started")
+            raise self._not_open()
         return self._subscriber
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         """Run one of our Lua scripts (redis-py loads it again if a restarted Redis forgot it)."""
         if self._client is None:
-            raise RuntimeError("the Redis coordination backend is not started")
+            raise self._not_open()
         with unavailable_on_outage(name):
             return await self._scripts[name](keys=list(keys), args=list(args))
 
@@ -158,6 +181,8 @@ class RedisConnection:
                 await self.client.ping()
         except TimeoutError:
             return f"no answer within {timeout_seconds}s"
+        except Unavailable as exc:
+            return exc.detail or exc.message
         except (redis.exceptions.RedisError, OSError, RuntimeError) as exc:
             return str(exc) or type(exc).__name__
         return None

@@ -15,10 +15,9 @@ from services.core.backoff import backoff_delay
 from services.core.coordination.base import DEFAULT_MAX_PENDING, PubSub
 from services.core.coordination.envelope import Sequencer, seal
 from services.core.coordination.keys import KeySpace
-from services.core.coordination.redis_connection import OUTAGES, RedisConnection, unavailable_on_outage
+from services.core.coordination.redis_connection import OUTAGES, RedisConnection, outage, unavailable_on_outage
 from services.core.coordination.subscription import Subscription
 from services.core.coordination.tasks import cancel_and_wait
-from services.core.errors import Unavailable
 
 log = logging.getLogger("bullant.coordination")
 
@@ -54,16 +53,18 @@ class RedisSubscription(Subscription):
         self._task.add_done_callback(self._on_task_done)
         options = self._connection.options
         live = asyncio.create_task(self._live.wait())
-        await asyncio.wait(
-            {live, self._task},
-            timeout=options.connect_timeout_seconds + options.command_timeout_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        live.cancel()
+        try:
+            await asyncio.wait(
+                {live, self._task},
+                timeout=options.connect_timeout_seconds + options.command_timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            live.cancel()
         if not self._live.is_set():
             reason = self._failure or self.last_error or "no answer"
             await self.close()
-            raise Unavailable(f"cannot subscribe on redis: {reason}", reason="REDIS_UNAVAILABLE")
+            raise outage(f"cannot subscribe on redis: {reason}")
 
     async def _close(self) -> None:
         self._connection.subscriptions.discard(self)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,23 +12,21 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import Table, func, insert, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.db import schema
-from services.core.db.engines import MYSQL, EngineOptions, create_engine, dialect_of, redacted, server_url
+from services.core.db.engines import EngineOptions, create_engine, create_mysql_database, redacted
 from services.core.db.migrate import SchemaKind, Upgrade, current_revision, head_revision, upgrade_to_head
-from services.core.db.retry import retry_transient
+from services.core.db.retry import is_transient, retry_transient
 from services.core.errors import NotFound
 from services.core.settings import Settings
-from services.core.startup import StartupError
+from services.core.startup import StartupError, wait_until_reachable
 
 T = TypeVar("T")
 log = logging.getLogger("bullant.db")
 GLOBAL = "global"
 _DIRECTORY_CACHE_LIMIT = 100_000
-_MYSQL_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
 _MYSQL_UNKNOWN_DATABASE = 1049
 
 
@@ -55,6 +52,8 @@ class DatabaseConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     auto_migrate: bool = False
     retry_attempts: int = 4
+    # How long start() waits for database servers that do not answer yet (0: not at all).
+    startup_wait_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabaseConfig:
@@ -70,6 +69,7 @@ class DatabaseConfig:
             ),
             auto_migrate=settings.auto_migrate,
             retry_attempts=settings.db_retry_attempts,
+            startup_wait_seconds=settings.startup_wait_seconds,
         )
 
     def locations(self) -> list[tuple[str, str, SchemaKind]]:
@@ -97,11 +97,53 @@ class Databases:
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open engines, migrate (embedded default) or refuse a database behind head, check the shard list."""
+        """Open engines, wait (a bounded time) for servers that do not answer yet, migrate (embedded default) or refuse
+        a database behind head, check the shard list."""
+        await self.wait_until_reachable()
         try:
             await self._start()
         except DBAPIError as error:
-            raise StartupError(f"cannot use the databases: {describe_error(error)}") from error
+            raise StartupError(f"cannot use the databases: {describe_error(error)}") from None
+
+    async def wait_until_reachable(self) -> None:
+        """Return once every database server answers. Until then log one line per attempt; after
+        `startup_wait_seconds` raise DependencyUnreachable. A refusal that waiting cannot cure (a wrong password, say)
+        raises StartupError at once."""
+        self._open_engines()
+        await wait_until_reachable(
+            "the database",
+            self._unreachable,
+            wait_seconds=self.config.startup_wait_seconds,
+            hint="Check BULLANT_DATABASE_URL and BULLANT_SHARD_URLS, and that the database server is up "
+            "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
+        )
+
+    async def _unreachable(self) -> str | None:
+        timeout = self.config.engine.connect_timeout_seconds
+        urls = {name: url for name, url, _kind in self.config.locations()}
+
+        async def one(name: str) -> str | None:
+            try:
+                async with asyncio.timeout(timeout):
+                    async with self._engine(name).connect() as connection:
+                        await connection.execute(text("SELECT 1"))
+            except TimeoutError:
+                return f"{name} ({redacted(urls[name])}): no answer within {timeout:g}s"
+            except DBAPIError as error:
+                if _error_code(error) == _MYSQL_UNKNOWN_DATABASE:
+                    return None  # the server answers; migrate creates the database, or start-up says to
+                if not is_transient(error):
+                    raise StartupError(
+                        f"cannot use the database {name} ({redacted(urls[name])}): {describe_error(error)}"
+                    ) from None
+                return f"{name} ({redacted(urls[name])}): {describe_error(error)}"
+            except OSError as error:
+                return f"{name} ({redacted(urls[name])}): {type(error).__name__}: {error}"
+            return None
+
+        names = list(urls)
+        problems = [problem for problem in await asyncio.gather(*(one(name) for name in names)) if problem]
+        return "; ".join(problems) or None
 
     async def _start(self) -> None:
         self._open_engines()
@@ -141,7 +183,7 @@ class Databases:
         """Upgrade every database to head; idempotent. `create_databases` first creates missing MySQL databases."""
         if create_databases:
             for _name, url, _kind in self.config.locations():
-                await _create_mysql_database(url, self.config.engine)
+                await create_mysql_database(url, self.config.engine)
         self._open_engines()
         upgrades = []
         for name, _url, kind in self.config.locations():
@@ -376,19 +418,3 @@ async def _insert_unless_present(engine: AsyncEngine, table: Table, row: dict[st
     except IntegrityError:
         return False
     return True
-
-
-async def _create_mysql_database(url: str, options: EngineOptions) -> None:
-    if dialect_of(url) != MYSQL:
-        return
-    name = make_url(url).database
-    if not name or not _MYSQL_DATABASE_NAME.match(name):
-        raise StartupError(f"cannot create MySQL database {name!r}: use letters, digits, '_', '$' or '-'")
-    engine = create_engine(server_url(url), options)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-    finally:
-        await engine.dispose()

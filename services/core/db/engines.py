@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import PrimaryKeyConstraint, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.sql.compiler import DDLCompiler
 
 SQLITE = "sqlite"
 # Connections kept per SQLite file, and extra ones opened under load.
 _SQLITE_POOL_SIZE, _SQLITE_POOL_OVERFLOW = 4, 16
 MYSQL = "mysql"
+_MYSQL_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
+log = logging.getLogger("bullant.db")
 # The drivers log each statement with its parameters at DEBUG, and parameters carry secrets (a TOTP secret, a
 # password hash): their loggers never go below INFO, whatever BULLANT_LOG_LEVEL says.
 _DRIVER_LOGGERS = ("aiosqlite", "asyncmy")
@@ -29,6 +34,16 @@ class EngineOptions:
     max_overflow: int = 20
     pool_recycle_seconds: int = 1800
     connect_timeout_seconds: float = 5.0
+
+
+@compiles(PrimaryKeyConstraint, "mysql")
+def _primary_key_without_name(constraint: PrimaryKeyConstraint, compiler: DDLCompiler, **kw: Any) -> str:
+    """MySQL and MariaDB call every primary key PRIMARY and warn "Name 'pk_x' ignored for PRIMARY key" about any other
+    name (ours follow the naming convention, Alembic's version table has one too): leave the name out of their DDL.
+    Nothing changes in a database, which never stored the name."""
+    if len(constraint) == 0:
+        return ""
+    return compiler.define_primary_key_body(constraint, **kw) + compiler.define_constraint_deferrability(constraint)
 
 
 def dialect_of(url: str | URL) -> str:
@@ -99,3 +114,27 @@ def server_url(url: str | URL) -> URL:
     """The same MySQL server without a database, for creating or dropping databases."""
     # URL.set() treats None as "leave unchanged", so the database is dropped with _replace.
     return make_url(url)._replace(database=None)
+
+
+async def create_mysql_database(url: str, options: EngineOptions) -> None:
+    """Create the MySQL database `url` names unless it exists (utf8mb4); nothing for SQLite."""
+    if dialect_of(url) != MYSQL:
+        return
+    name = make_url(url).database
+    if not name or not _MYSQL_DATABASE_NAME.match(name):
+        raise ValueError(f"cannot create MySQL database {name!r}: use letters, digits, '_', '$' or '-'")
+    engine = create_engine(server_url(url), options)
+    try:
+        async with engine.begin() as connection:
+            # Looked up first: CREATE DATABASE IF NOT EXISTS on an existing one makes the server log a warning.
+            exists = await connection.execute(
+                text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name"), {"name": name}
+            )
+            if exists.first() is None:
+                # IF NOT EXISTS still: another replica may be creating it at this moment.
+                await connection.execute(
+                    text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                )
+                log.info("created database %s", redacted(url))
+    finally:
+        await engine.dispose()

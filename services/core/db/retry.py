@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.core.backoff import backoff_delay
+from services.core.errors import Unavailable
 
 T = TypeVar("T")
 log = logging.getLogger("bullant.db")
@@ -44,6 +46,28 @@ def is_transient(error: BaseException) -> bool:
         return True
     message = str(original).lower()
     return any(text in message for text in SQLITE_TRANSIENT_MESSAGES) or isinstance(original, ConnectionError)
+
+
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+
+
+def as_unavailable(error: BaseException) -> Unavailable | None:
+    """The Unavailable a client gets for a database failure that trying later may cure (unreachable server, lost
+    connection, deadlock or lock wait left after the retries, a pool with no free connection); None for anything
+    else. The driver's words go into `detail`, which is logged and never sent."""
+    if isinstance(error, PoolTimeout):
+        detail = f"no free database connection: {error}"
+    elif isinstance(error, DBAPIError) and is_transient(error):
+        original = error.orig if error.orig is not None else error
+        detail = f"{type(original).__name__}: {str(original).splitlines()[0][:300] if str(original) else ''}"
+    else:
+        return None
+    return Unavailable(
+        "the database is unavailable for now; try again shortly",
+        reason=DATABASE_UNAVAILABLE,
+        detail=detail,
+        retry_after_seconds=1.0,
+    )
 
 
 async def retry_transient(

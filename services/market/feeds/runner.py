@@ -20,6 +20,7 @@ from services.core.backoff import backoff_delay
 from services.core.bars import BarBuilder, roll_up
 from services.core.coordination import Cache, LeaderElection, Lease, Locks
 from services.core.db.databases import utc_now
+from services.core.errors import Unavailable
 from services.market.encoding import encode_ticks
 from services.market.feeds.base import FeedAdapter, FeedError
 from services.market.models import Bar, Instrument, Tick, Timeframe
@@ -289,6 +290,8 @@ class FeedRunner:
     async def _save_quotes(self) -> None:
         try:
             await self._quotes.put(self._book.take_dirty())
+        except Unavailable as error:  # Redis down: said in one line (health reports the outage too)
+            log.warning("could not share the quotes of feed %s: %s", self.adapter.feed_id, error)
         except Exception:
             log.exception("could not share the quotes of feed %s", self.adapter.feed_id)
 
@@ -392,6 +395,8 @@ class FeedRunner:
             await self._cache.set(
                 STATUS_PREFIX + self.adapter.feed_id, self.status.encode(), ttl_seconds=STATUS_TTL_SECONDS
             )
+        except Unavailable as error:
+            log.warning("could not share the status of feed %s: %s", self.adapter.feed_id, error)
         except Exception:
             log.exception("could not share the status of feed %s", self.adapter.feed_id)
 

@@ -313,13 +313,9 @@ class LiveEngine:
                             current.cancel()
                         current, current_symbols = started, symbols
                         self.streaming = symbols
-                waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._symbols_changed.wait())]
-                if current is not None:
-                    waiters.append(current)
                 retry = min(self._unknown.values(), default=None)
                 timeout = max(0.0, retry - time.monotonic()) if retry is not None else None
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                waiters[0].cancel()
+                await _until_changed(self._symbols_changed, current, timeout)
         finally:
             if current is not None:
                 current.cancel()
@@ -335,8 +331,14 @@ class LiveEngine:
 
         task = asyncio.create_task(stream(), name="signal-engine-stream")
         waiter = asyncio.create_task(live.wait())
-        await asyncio.wait({task, waiter}, timeout=_LIVE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        try:
+            await asyncio.wait({task, waiter}, timeout=_LIVE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The engine is stopping: the stream must not outlive it (and fail later, unobserved).
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
         if live.is_set() and not task.done():
             return task
         task.cancel()
@@ -367,3 +369,16 @@ class LiveEngine:
             except Exception:
                 log.exception("signal engine jobs failed")
             await asyncio.sleep(self._policy.performance_seconds)
+
+
+async def _until_changed(
+    changed: asyncio.Event, current: asyncio.Task[None] | None, at_most_seconds: float | None
+) -> None:
+    """Wait until the watched symbols change, the current stream ends, or `at_most_seconds` pass; nothing is left
+    pending when the engine is cancelled meanwhile."""
+    waiter = asyncio.ensure_future(changed.wait())
+    waiters: list[asyncio.Future[Any]] = [waiter] if current is None else [waiter, current]
+    try:
+        await asyncio.wait(waiters, timeout=at_most_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
