@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.auth.identity import Credential, Identity
+from services.core.auth.identity import VERIFIED_SCOPES, Credential, Identity
 from services.core.coordination import Cache
 from services.core.db.databases import Databases, utc_now
 from services.core.db.schema import accounts, api_keys
@@ -46,7 +46,7 @@ def allowed_scopes(roles: tuple[str, ...], email_verified: bool) -> set[str]:
     """Scopes an account may hold right now: what its session would get."""
     scopes = {"read"}
     if email_verified:
-        scopes.add("trade")
+        scopes.update(VERIFIED_SCOPES)
     if "admin" in roles:
         scopes.add("admin")
     return scopes
@@ -106,14 +106,15 @@ class ApiKeyResolver:
                 )
             roles = tuple(role for role in str(row.roles).split(",") if role)
             granted = allowed_scopes(roles, row.verify_time is not None)
-            scopes = tuple(scope for scope in str(row.scopes).split(",") if scope in granted)
+            chosen = [scope for scope in str(row.scopes).split(",") if scope]
             identity = Identity(
                 account_id=int(row.account_id),
                 shard=0,
                 roles=roles,
-                scopes=scopes,
+                scopes=tuple(scope for scope in chosen if scope in granted),
                 credential=Credential.API_KEY,
                 credential_id=str(row.api_key_id),
+                unverified_scopes=tuple(scope for scope in chosen if scope not in granted and scope in VERIFIED_SCOPES),
             )
             return identity, row.expire_time
 
@@ -130,6 +131,7 @@ class ApiKeyResolver:
             scopes=identity.scopes,
             credential=Credential.API_KEY,
             credential_id=identity.credential_id,
+            unverified_scopes=identity.unverified_scopes,
         )
         ttl = min(CACHE_SECONDS, (expire_time - now).total_seconds())
         if ttl > 0:
@@ -151,6 +153,7 @@ def _encode(identity: Identity) -> bytes:
             "roles": list(identity.roles),
             "scopes": list(identity.scopes),
             "key": identity.credential_id,
+            "unverified_scopes": list(identity.unverified_scopes),
         }
     ).encode()
 
@@ -165,6 +168,7 @@ def _decode(raw: bytes) -> Identity | None:
             scopes=tuple(str(scope) for scope in value["scopes"]),
             credential=Credential.API_KEY,
             credential_id=str(value["key"]),
+            unverified_scopes=tuple(str(scope) for scope in value["unverified_scopes"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from bullant.common.v1 import access_pb2
 from services.core.access import rule_for_path
-from services.core.auth.identity import Credential, Identity
+from services.core.auth.identity import VERIFIED_SCOPES, Credential, Identity, email_not_verified
 from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenVerifier
 from services.core.errors import PermissionDenied, Unauthenticated
@@ -80,6 +80,11 @@ class Authenticator:
             credential=Credential.SESSION,
             session_id=claims.session_id,
             credential_id=claims.token_id,
+            unverified_scopes=(
+                tuple(scope for scope in VERIFIED_SCOPES if scope not in claims.scopes)
+                if claims.email_verified is False
+                else ()
+            ),
         )
 
     async def _from_api_key(self, secret: str) -> Identity:
@@ -93,6 +98,9 @@ def _check(rule: access_pb2.AccessRule, identity: Identity) -> None:
     if rule.session_only and identity.credential is not Credential.SESSION:
         raise PermissionDenied("this method needs a signed-in session, not an API key", reason="SESSION_REQUIRED")
     missing = [scope for scope in rule.scopes if scope not in identity.scopes]
+    if missing and all(scope in identity.unverified_scopes for scope in missing):
+        # Not a credential that lacks the scope, but an account that cannot have it yet: say how to get it.
+        raise email_not_verified(tuple(missing))
     if missing:
         raise PermissionDenied(
             f"the credential lacks scope {', '.join(missing)}",
