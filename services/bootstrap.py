@@ -49,14 +49,15 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 
 def build_authenticator(deps: Dependencies) -> Authenticator:
-    """Local token verification, revocations shared through the account service's cache namespace, and API keys
-    resolved from the global database (cached in the same namespace, evicted by the account service on revoke)."""
+    """Local token verification, revocations shared through the account service's cache namespace (and announced
+    on its pub-sub, so open streams end at once), and API keys resolved from the global database (cached in the
+    same namespace, evicted by the account service on revoke)."""
     assert deps.signing_keys is not None
-    account_cache = deps.coordination.for_service("account").cache
+    account = deps.coordination.for_service("account")
     return Authenticator(
         TokenVerifier(deps.signing_keys, token_policy(deps.settings)),
-        RevocationList(account_cache),
-        ApiKeyResolver(deps.databases, account_cache),
+        RevocationList(account.cache, account.pubsub),
+        ApiKeyResolver(deps.databases, account.cache),
     )
 
 

@@ -156,5 +156,7 @@ class ApiKeys:
         )
         await evict_api_keys(self._rt.cache, hashes)
         if revoked:
+            # Streams open with these keys end now (their watches check again and find the keys revoked).
+            await self._rt.revocations.announce(account_id)
             log.info("api keys revoked", extra={"account_id": account_id, "count": len(revoked), "reason": reason})
         return len(revoked)

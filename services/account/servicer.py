@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from services.account.validation import MAX_PASSWORD_LENGTH, check_password, nor
 from services.core.auth.identity import Credential, Identity, require_identity
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
-from services.core.errors import FieldViolation, InvalidArgument, PermissionDenied
+from services.core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
 from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
 from services.core.server import ServiceRegistration
 
@@ -144,10 +145,19 @@ _USERS_CURSOR = Cursor.of("account.ListUsers", after=COUNT)
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     """bullant.account.v1.AccountService."""
 
-    def __init__(self, service: AccountService, trusted_proxies: list[str], *, pages: PageTokens) -> None:
+    def __init__(
+        self,
+        service: AccountService,
+        trusted_proxies: list[str],
+        *,
+        pages: PageTokens,
+        draining: asyncio.Event | None = None,
+    ) -> None:
         self._service = service
         self._trusted = parse_networks(trusted_proxies)
         self._pages = pages
+        # Set when the server shuts down: WatchCredential streams end then.
+        self._draining = draining or asyncio.Event()
 
     def _keyset(self, cursor: Cursor, token: str, query: str = "") -> tuple[datetime, str] | None:
         position = self._pages.decode(cursor, token, query=query)
@@ -301,6 +311,25 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             session_id="" if api_key else identity.session_id or "",
             api_key_id=identity.credential_id if api_key else "",
         )
+
+    async def WatchCredential(
+        self, request: account_pb2.WatchCredentialRequest, context: Context
+    ) -> AsyncIterator[account_pb2.WatchCredentialResponse]:
+        identity = require_identity()
+        api_key = identity.credential is Credential.API_KEY
+        reply = account_pb2.WatchCredentialResponse(
+            account_id=identity.account_id,
+            scopes=list(identity.scopes),
+            session_id="" if api_key else identity.session_id or "",
+            api_key_id=identity.credential_id if api_key else "",
+        )
+        if identity.expires_at is not None:
+            reply.expire_time.FromSeconds(int(identity.expires_at))
+        yield reply
+        # Nothing more to say: the credential watch every stream runs under (services.core.auth.watch) ends this one
+        # with the refusal when the credential ends.
+        await self._draining.wait()
+        raise Unavailable("the server is shutting down: watch again", reason="SERVER_DRAINING")
 
     async def GetProfile(
         self, request: account_pb2.GetProfileRequest, context: Context
@@ -467,7 +496,9 @@ def registration(deps: Dependencies, *, clock: Callable[[], datetime] = utc_now)
 
     `clock` (naive UTC) is replaceable so tests can move time past token expiries."""
     service = AccountService(build_runtime(deps, clock=clock))
-    servicer = AccountServicer(service, deps.settings.trusted_proxies, pages=deps.page_tokens)
+    servicer = AccountServicer(
+        service, deps.settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
+    )
     return ServiceRegistration(
         name="account",
         full_name=SERVICE.full_name,

@@ -32,6 +32,8 @@ class Identity:
     session_id: str | None = None
     # The access token's jti, or the API key's id.
     credential_id: str = ""
+    # When the credential stops being good (Unix seconds): the token's exp claim, the API key's expiry.
+    expires_at: float | None = None
     # Scopes this credential would carry if the account's email address were verified (what it lacks until then).
     unverified_scopes: tuple[str, ...] = ()
 
