@@ -55,6 +55,12 @@ async def platform() -> AsyncIterator[GatewayPlatform]:
     async with running_gateway(
         market_feeds=["sim"], sim_tick_interval_seconds=0.05, sim_history_daily_days=0, sim_history_minute_days=0
     ) as running:
+
+        async def listed() -> bool:  # the simulator registers its instruments once started
+            found = await running.http.get(f"/v1/instruments/{SYMBOL}", headers=running.bearer(999))
+            return found.status_code == 200
+
+        await eventually(listed, timeout=30)
         yield running
 
 
@@ -304,7 +310,14 @@ async def test_expiry_follows_the_servers_clock_not_wall_time() -> None:
         )
         async with grpc.aio.insecure_channel(server.address) as channel:
             market = market_pb2_grpc.MarketServiceStub(channel)
-            stream = await _open_ticks(market, (("authorization", f"Bearer {token}"),))
+            metadata = (("authorization", f"Bearer {token}"),)
+
+            async def listed() -> bool:  # the simulator registers its instruments once started
+                found = await market.ListInstruments(market_pb2.ListInstrumentsRequest(), metadata=metadata)
+                return SYMBOL in {instrument.symbol for instrument in found.instruments}
+
+            await eventually(listed, timeout=30)
+            stream = await _open_ticks(market, metadata)
             clock.now += 600
             await _still_streaming(stream)
             # One second past its expiry – inside the leeway a new call still gets, but a stream ends strictly.

@@ -23,8 +23,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from services.core.auth.identity import Credential, Identity
@@ -65,6 +64,8 @@ class CredentialWatch:
         # The call's task while it is inside interruptible(), and whether this watch cancelled it.
         self._inside: asyncio.Task[object] | None = None
         self._cancelled = False
+        # One reusable context manager: a stream enters it once per message.
+        self._step = _Interruptible(self)
 
     @property
     def ended(self) -> bool:
@@ -91,31 +92,11 @@ class CredentialWatch:
         if self.error is not None:
             raise self.error
 
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """Run a step that the end of the credential may cut short. Modelled on asyncio.timeout(): the watch cancels
-        the waiting task and this block turns that cancellation – and only that one – into the refusal."""
-        self.raise_if_ended()
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        self._inside = task
-        try:
-            yield
-        except asyncio.CancelledError:
-            if self._cancelled and self.error is not None:
-                self._cancelled = False
-                # Someone else (the client, a shutdown) may have cancelled too: then theirs wins.
-                if task.uncancel() <= cancelling:
-                    raise self.error from None
-            raise
-        finally:
-            self._inside = None
-        if self._cancelled and self.error is not None:
-            # The step finished (or swallowed the cancellation) before it landed: take it back, end here.
-            self._cancelled = False
-            task.uncancel()
-            raise self.error
+    def interruptible(self) -> _Interruptible:
+        """Run a step that the end of the credential may cut short (`with watch.interruptible(): ...`). Modelled on
+        asyncio.timeout(): the watch cancels the waiting task and the block turns that cancellation – and only that
+        one – into the refusal."""
+        return self._step
 
     def _end(self, error: DomainError) -> None:
         if self.error is not None:
@@ -155,6 +136,44 @@ class CredentialWatch:
                 raise
             except Exception as problem:
                 self._watcher.check_failed(self.identity, problem)
+
+
+class _Interruptible:
+    """CredentialWatch.interruptible() (a class rather than a generator-based context manager: entered once per
+    message of every stream)."""
+
+    __slots__ = ("_cancelling", "_task", "_watch")
+
+    def __init__(self, watch: CredentialWatch) -> None:
+        self._watch = watch
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+
+    def __enter__(self) -> None:
+        watch = self._watch
+        if watch.error is not None:
+            raise watch.error
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        watch._inside = task
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        watch = self._watch
+        watch._inside = None
+        if not (watch._cancelled and watch.error is not None):
+            return
+        watch._cancelled = False
+        task = self._task
+        assert task is not None
+        # Someone else (the client, a shutdown) may have cancelled too: then theirs wins. Otherwise the watch takes
+        # its cancellation back – also when the step finished, or swallowed it, before it landed – and ends here.
+        if task.uncancel() > self._cancelling and exc_type is asyncio.CancelledError:
+            return
+        raise watch.error from None
 
 
 class CredentialWatcher:
