@@ -154,6 +154,10 @@ class TickRelay:
                 live = asyncio.ensure_future(replacement.live.wait())
                 try:
                     await asyncio.wait({live, replacing, reading}, return_when=asyncio.FIRST_COMPLETED)
+                    if reading.done() and not live.done() and not replacing.done():
+                        # The current call ended first (its token ran out on a busy machine): the replacement may
+                        # still make it, and then the sockets go on.
+                        await asyncio.wait({live, replacing}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     live.cancel()
                 if replacement.live.is_set() and not replacing.done():

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from bullant.account.v1 import account_pb2, account_pb2_grpc
 from bullant.market.v1 import market_pb2, market_pb2_grpc
+from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from gateway.relay import TickRelay
 from services.bootstrap import build_dependencies
 from services.core.auth.authenticator import Authenticator
@@ -133,12 +134,17 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_logout_ends_the_sessions_tick_streams(platform: GatewayPlatform) -> None:
+async def test_logout_ends_the_sessions_streams_of_every_service(platform: GatewayPlatform) -> None:
     async with grpc.aio.insecure_channel(platform.server.address) as channel:
         user = await _user(platform, channel, "logout@example.com")
-        stream = await _open_ticks(user.market, user.session)
+        ticks = await _open_ticks(user.market, user.session)
+        signals: Any = signal_pb2_grpc.SignalServiceStub(channel).StreamSignals(
+            signal_pb2.StreamSignalsRequest(), metadata=user.session
+        )
+        assert (await signals.read()).WhichOneof("event") == "heartbeat"  # (sent at once: the stream is live)
         await user.account.Logout(account_pb2.LogoutRequest(), metadata=user.session)
-        assert await _end_of(stream) == (UNAUTHENTICATED, "TOKEN_REVOKED")
+        assert await _end_of(ticks) == (UNAUTHENTICATED, "TOKEN_REVOKED")
+        assert await _end_of(signals) == (UNAUTHENTICATED, "TOKEN_REVOKED")
 
 
 async def test_revoking_a_session_ends_its_streams_and_no_other(platform: GatewayPlatform) -> None:
@@ -329,8 +335,8 @@ async def test_expiry_follows_the_servers_clock_not_wall_time() -> None:
 
 async def test_the_relay_renews_its_credential_before_it_expires(platform: GatewayPlatform) -> None:
     settings = platform.settings
-    # Service tokens that live three seconds: the shared stream must be renewed several times over.
-    identity = ServiceIdentity(load_signing_keys(settings), TokenPolicy(ttl_seconds=3), "gateway")
+    # Service tokens that live six seconds: the shared stream must be renewed over and over.
+    identity = ServiceIdentity(load_signing_keys(settings), TokenPolicy(ttl_seconds=6), "gateway")
     clients = ClientFactory(settings)
     await clients.start()
     relay = TickRelay(clients, identity)
@@ -367,8 +373,8 @@ async def test_the_relay_renews_its_credential_before_it_expires(platform: Gatew
 
 
 async def test_the_signal_engine_renews_its_tick_streams_credential(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The engine's service tokens live three seconds: its tick stream must be renewed several times over.
-    short = TokenPolicy(ttl_seconds=3)
+    # The engine's service tokens live six seconds: its tick stream must be renewed over and over.
+    short = TokenPolicy(ttl_seconds=6)
     monkeypatch.setattr(signal_servicer, "token_policy", lambda settings: short)
     # How each of the engine's tick streams ended: cancelled by the engine once replaced, or broken.
     broken: list[Exception] = []
@@ -390,7 +396,7 @@ async def test_the_signal_engine_renews_its_tick_streams_credential(monkeypatch:
 
         def renewed() -> bool:
             tokens.add(identity.expires_at)
-            return len(tokens) >= 4
+            return len(tokens) >= 3  # two renewals
 
         await eventually(renewed, timeout=60)
         # Each stream was replaced, live, before its token ran out: none was ended by the market.
