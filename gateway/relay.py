@@ -14,7 +14,9 @@ that cannot keep up is conflated by the socket (the newest batch per topic is ke
 `drops` event), so no socket holds back the shared stream or the others. The upstream stream ends when its last
 socket leaves; when it fails, every socket on it gets the topic's error, as with a stream of its own. When the
 market refuses the gateway's identity (a key that is not the platform's), the relay turns itself off and sockets
-stream on their own.
+stream on their own. The service token an upstream call runs under expires like any credential, and the market then
+ends the call: so each call is replaced before that by one with a newer token, live before the old one is let go,
+and the sockets never notice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ _STREAM_TICKS = f"/{_MARKET.full_name}/StreamTicks"
 # Heartbeats asked of the market while a symbol is quiet: the relay ignores them, but they keep an idle stream's
 # connection carrying traffic through proxies and load balancers.
 _HEARTBEAT_SECONDS = 15
+# How long a replaced upstream call keeps delivering (ticks it had in flight) once its replacement is live.
+_OVERLAP_SECONDS = 2.0
+# How soon a failed renewal is tried again (the current call has its token's remaining life to go).
+_RETRY_RENEW_SECONDS = 5.0
 
 
 class Subscriber(Protocol):
@@ -127,11 +133,57 @@ class TickRelay:
             subscriber.end_topic(stream.topic, error)
 
     async def _relay(self, stream: SharedStream) -> dict[str, object]:
-        """Relay until the upstream ends; the error for the sockets."""
-        metadata = [
-            ("authorization", f"Bearer {self._identity.token()}"),
-            ("x-request-id", uuid.uuid4().hex),
-        ]
+        """Relay until the upstream ends; the error for the sockets.
+
+        The upstream call carries the service token it was opened with, and the market ends a stream when its
+        token expires. So before then the call is replaced, make-before-break: a call with a newer token is opened,
+        and once it is live (its snapshot arrived, so every later tick comes through it) the old one delivers for a
+        moment longer – ticks it already had in flight – and is let go; sequences drop the ticks both deliver."""
+        feed = _Feed(stream)
+        current = self._open(stream)
+        reading = asyncio.create_task(self._read(current, feed), name=f"relay-read-{stream.symbol}")
+        retired: list[tuple[_Upstream, asyncio.Task[dict[str, object]]]] = []
+        try:
+            while True:
+                renew_in = self._identity.renew_time(current.expires_at)
+                await asyncio.wait({reading}, timeout=renew_in)
+                if reading.done():
+                    return self._ended(current, reading.result())
+                replacement = self._open(stream)
+                replacing = asyncio.create_task(self._read(replacement, feed), name=f"relay-read-{stream.symbol}")
+                live = asyncio.ensure_future(replacement.live.wait())
+                try:
+                    await asyncio.wait({live, replacing, reading}, return_when=asyncio.FIRST_COMPLETED)
+                    if reading.done() and not live.done() and not replacing.done():
+                        # The current call ended first (its token ran out on a busy machine): the replacement may
+                        # still make it, and then the sockets go on.
+                        await asyncio.wait({live, replacing}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    live.cancel()
+                if replacement.live.is_set() and not replacing.done():
+                    log.debug("the shared tick stream of %s moved to a renewed credential", stream.symbol)
+                    retired = [(upstream, task) for upstream, task in retired if not task.done()]
+                    retired.append((current, reading))
+                    asyncio.get_running_loop().call_later(_OVERLAP_SECONDS, _let_go, current, reading)
+                    current, reading = replacement, replacing
+                    continue
+                replacing.cancel()
+                replacement.call.cancel()
+                if reading.done():
+                    return self._ended(current, reading.result())
+                # The replacement failed (the market restarting?): keep the current call, try again shortly.
+                log.warning("could not renew the shared tick stream of %s; trying again", stream.symbol)
+                await asyncio.wait({reading}, timeout=_RETRY_RENEW_SECONDS)
+                if reading.done():
+                    return self._ended(current, reading.result())
+        finally:
+            for upstream, task in [*retired, (current, reading)]:
+                task.cancel()
+                upstream.call.cancel()
+
+    def _open(self, stream: SharedStream) -> _Upstream:
+        token = self._identity.token()
+        metadata = [("authorization", f"Bearer {token}"), ("x-request-id", uuid.uuid4().hex)]
         request = market_pb2.StreamTicksRequest(
             symbols=[stream.symbol],
             # Every socket conflates for itself; should the gateway itself fall behind, the market keeps the newest
@@ -147,29 +199,76 @@ class TickRelay:
             request_serializer=market_pb2.StreamTicksRequest.SerializeToString,
             response_deserializer=market_pb2.StreamTicksResponse.FromString,
         )(request, metadata=metadata)
+        return _Upstream(call, self._identity.expires_at)
+
+    async def _read(self, upstream: _Upstream, feed: _Feed) -> dict[str, object]:
+        """Deliver what one upstream call sends until it ends; the error it ended with."""
         try:
-            deliver = _deliverer(stream)
-            while (message := await call.read()) is not grpc.aio.EOF:
+            while (message := await upstream.call.read()) is not grpc.aio.EOF:
                 assert isinstance(message, market_pb2.StreamTicksResponse)
                 kind = message.WhichOneof("event")
                 if (kind == "ticks" and message.ticks.ticks) or kind == "drops":
-                    deliver(message)
+                    feed.deliver(message)
                 elif kind == "snapshot":
-                    stream.live.set()
+                    upstream.live.set()
+                    feed.stream.live.set()
         except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                if self._usable:
-                    log.error(
-                        "the market refused the gateway's service identity (%s): its signing key is not the "
-                        "platform's; WebSocket ticks now stream per socket",
-                        error.details(),
-                    )
-                self._usable = False
+            upstream.refusal = error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            if upstream.refusal and not upstream.live.is_set():
+                upstream.details = error.details() or ""
             _, body, _ = from_rpc_error(error)
             return dict(body["error"])
-        finally:
-            call.cancel()
         return dict(error_body(grpc.StatusCode.UNAVAILABLE, "the stream ended; subscribe again")["error"])
+
+    def _ended(self, upstream: _Upstream, error: dict[str, object]) -> dict[str, object]:
+        """The error for the sockets; a call refused before it went live means the market does not take the
+        gateway's identity at all (its key is not the platform's): then sockets stream on their own from now on."""
+        if upstream.refusal and not upstream.live.is_set():
+            if self._usable:
+                log.error(
+                    "the market refused the gateway's service identity (%s): its signing key is not the "
+                    "platform's; WebSocket ticks now stream per socket",
+                    upstream.details,
+                )
+            self._usable = False
+        return error
+
+
+def _let_go(upstream: _Upstream, reading: asyncio.Task[dict[str, object]]) -> None:
+    reading.cancel()
+    upstream.call.cancel()
+
+
+@dataclass(eq=False)
+class _Upstream:
+    """One StreamTicks call of a shared stream, and the expiry of the token it was opened with."""
+
+    call: grpc.aio.UnaryStreamCall[Any, market_pb2.StreamTicksResponse]
+    expires_at: float
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    refusal: bool = False
+    details: str = ""
+
+
+class _Feed:
+    """Writes a shared stream's batches once for every socket, never a tick twice: while a renewed call overlaps
+    the one it replaces, both may carry the same ticks (a symbol's sequences only grow)."""
+
+    def __init__(self, stream: SharedStream) -> None:
+        self.stream = stream
+        self._deliver = _deliverer(stream)
+        self._last_sequence = 0
+
+    def deliver(self, message: market_pb2.StreamTicksResponse) -> None:
+        ticks = message.ticks.ticks
+        if ticks:
+            fresh = [tick for tick in ticks if tick.sequence > self._last_sequence]
+            if not fresh:
+                return
+            if len(fresh) < len(ticks):
+                message = market_pb2.StreamTicksResponse(ticks=market_pb2.TickBatch(ticks=fresh))
+            self._last_sequence = fresh[-1].sequence
+        self._deliver(message)
 
 
 def _deliverer(stream: SharedStream) -> Callable[[market_pb2.StreamTicksResponse], None]:

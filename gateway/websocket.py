@@ -6,7 +6,10 @@ Client → gateway: `{"type": "auth", "token": "..."}` (or `"apiKey"`) first, th
 ..., "data": <the stream message in the proto3 JSON mapping>}`, `{"type": "error", "topic"?: ..., "error": <AIP-193
 error>}`, `{"type": "pong"}`, and `{"type": "heartbeat"}` when quiet. Topics: `ticks:<symbol>` (MarketService
 .StreamTicks, conflated: a slow client gets the newest price, not a backlog), `signals` and `signals:<symbol>`
-(SignalService.StreamSignals). Every upstream stream ends when its topic is unsubscribed or the socket closes."""
+(SignalService.StreamSignals). Every upstream stream ends when its topic is unsubscribed or the socket closes. The
+socket's credential is watched while it is open (gateway.credentials): when it expires or is revoked, or its account
+disabled, every topic ends and the socket gets `{"type": "error", "error": ...}` with the reason, then is closed
+(4401 UNAUTHENTICATED, 4403 PERMISSION_DENIED)."""
 
 from __future__ import annotations
 
@@ -23,9 +26,9 @@ import grpc
 from google.protobuf.message import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bullant.account.v1 import account_pb2
 from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
+from gateway.credentials import Refusal, SocketCredential
 from gateway.errors import error_body, from_rpc_error
 from gateway.protojson import Memo, dumps, to_dict
 from gateway.relay import TickRelay
@@ -38,7 +41,6 @@ AUTH_TIMEOUT_SECONDS = 10.0
 HEARTBEAT_SECONDS = 20.0
 # Messages queued for one socket; a full queue holds the upstream streams back (ticks are conflated upstream).
 QUEUE_SIZE = 256
-_ACCOUNT = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
 _MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _SIGNAL = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
 
@@ -96,6 +98,8 @@ class Connection:
         self._clients = clients
         self._base_metadata = metadata
         self._credentials: list[tuple[str, str]] = []
+        # The socket's credential, watched while it is open: the relay's streams run under another identity.
+        self._credential = SocketCredential(clients, self._metadata)
         self._topics: dict[str, asyncio.Task[None]] = {}
         # Messages to send, or frames already written (the relay's).
         self._outgoing: asyncio.Queue[dict[str, Any] | str] = asyncio.Queue(QUEUE_SIZE)
@@ -114,10 +118,11 @@ class Connection:
         sender = asyncio.create_task(self._send_loop(), name="ws-sender")
         try:
             if await self._authenticate():
-                await self._receive_loop()
+                await self._serve()
         except WebSocketDisconnect:
             pass
         finally:
+            await self._credential.close()
             # Taken out first: each topic's task removes itself from the dict as it ends.
             tasks = list(self._topics.values())
             self._topics.clear()
@@ -232,23 +237,39 @@ class Connection:
         else:
             await self._close_with(grpc.StatusCode.UNAUTHENTICATED, "auth needs a `token` or an `apiKey`", 4401)
             return False
-        call = self._clients.channel(_ACCOUNT, propagate=False).unary_unary(
-            f"/{_ACCOUNT.full_name}/GetAccount",
-            request_serializer=account_pb2.GetAccountRequest.SerializeToString,
-            response_deserializer=account_pb2.GetAccountResponse.FromString,
-        )
-        try:
-            await call(account_pb2.GetAccountRequest(), metadata=self._metadata(), timeout=AUTH_TIMEOUT_SECONDS)
-        except grpc.aio.AioRpcError as error:
-            # Only credentials the platform refuses end the socket; anything else (a development token without an
-            # account row, the account service not deployed here) leaves it to each topic's stream to decide.
-            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                _, body, _ = from_rpc_error(error)
-                await self._say({"type": "error", "error": body["error"]})
-                await self._drain_and_close(4401 if error.code() is grpc.StatusCode.UNAUTHENTICATED else 4403)
-                return False
+        # Only credentials the platform refuses end the socket; anything else (the account service not deployed
+        # here) leaves it to each topic's stream to decide.
+        refusal = await self._credential.open(answer_within=AUTH_TIMEOUT_SECONDS)
+        if refusal is not None:
+            await self._end_with(refusal)
+            return False
         await self._say({"type": "authenticated"})
         return True
+
+    async def _serve(self) -> None:
+        """The client's messages until it leaves, or until the platform stops accepting the socket's credential
+        (expired, revoked, account disabled): then every topic ends, the socket gets the error and is closed."""
+        receiving = asyncio.create_task(self._receive_loop(), name="ws-receiver")
+        ended = asyncio.create_task(self._credential.ended(), name="ws-credential-end")
+        try:
+            await asyncio.wait({receiving, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, ended):
+                task.cancel()
+        if receiving.done() and not receiving.cancelled():
+            receiving.result()  # the client left (WebSocketDisconnect)
+            return
+        await self._end_with(ended.result())
+
+    async def _end_with(self, refusal: Refusal) -> None:
+        """Stop every topic, then tell the client why and close (4401 UNAUTHENTICATED, 4403 PERMISSION_DENIED)."""
+        tasks = list(self._topics.values())
+        self._topics.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._say({"type": "error", "error": refusal.error})
+        await self._drain_and_close(refusal.close_code)
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [*self._base_metadata(), *self._credentials]
@@ -296,7 +317,8 @@ class Connection:
         except ValueError as error:
             await self._refuse(grpc.StatusCode.INVALID_ARGUMENT, str(error), name)
             return
-        shared = self._relay is not None and self._relay.usable and topic.symbol
+        # Only a socket whose credential is watched may use the relay: its streams run under another identity.
+        shared = self._relay is not None and self._relay.usable and topic.symbol and self._credential.watched
         follow = self._follow_shared(name, topic) if shared else self._follow(name, topic)
         self._topics[name] = asyncio.create_task(follow, name=f"ws-topic-{name}")
 

@@ -8,7 +8,7 @@ from services.account import servicer as account
 from services.chat import servicer as chat
 from services.core.auth.api_keys import ApiKeyResolver
 from services.core.auth.authenticator import Authenticator
-from services.core.auth.keys import load_signing_keys
+from services.core.auth.keys import load_page_token_key, load_signing_keys
 from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenVerifier, token_policy
 from services.core.clients import ClientFactory
@@ -17,6 +17,7 @@ from services.core.db.databases import DatabaseConfig, Databases
 from services.core.dependencies import Dependencies
 from services.core.health import DependencyMonitor, Readiness
 from services.core.metrics import GrpcMetrics
+from services.core.paging import PageTokens
 from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
 from services.core.settings import BUILT_SERVICES, Settings
 from services.core.startup import ConfigurationError
@@ -36,8 +37,8 @@ REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
-    """The shared dependency graph. Nothing is opened here: each part opens in its start() (the signing keys are
-    read now, so a missing key stops the process before it binds its port)."""
+    """The shared dependency graph. Nothing is opened here: each part opens in its start() (the signing
+    and page-token keys are read now, so a missing key stops the process before it binds its port)."""
     return Dependencies(
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
@@ -45,19 +46,21 @@ def build_dependencies(settings: Settings) -> Dependencies:
         clients=ClientFactory(settings),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
+        page_tokens=PageTokens(load_page_token_key(settings)),
         signing_keys=load_signing_keys(settings),
     )
 
 
 def build_authenticator(deps: Dependencies) -> Authenticator:
-    """Local token verification, revocations shared through the account service's cache namespace, and API keys
-    resolved from the global database (cached in the same namespace, evicted by the account service on revoke)."""
+    """Local token verification, revocations shared through the account service's cache namespace (and announced
+    on its pub-sub, so open streams end at once), and API keys resolved from the global database (cached in the
+    same namespace, evicted by the account service on revoke)."""
     assert deps.signing_keys is not None
-    account_cache = deps.coordination.for_service("account").cache
+    account = deps.coordination.for_service("account")
     return Authenticator(
         TokenVerifier(deps.signing_keys, token_policy(deps.settings)),
-        RevocationList(account_cache),
-        ApiKeyResolver(deps.databases, account_cache),
+        RevocationList(account.cache, account.pubsub),
+        ApiKeyResolver(deps.databases, account.cache),
     )
 
 

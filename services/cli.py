@@ -226,9 +226,12 @@ async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
             revoked = await SessionStore(databases).revoke_sessions(
                 account.account_id, now=utc_now(), reason="role_changed"
             )
-            revocations = RevocationList(coordination.for_service("account").cache)
+            account_coordination = coordination.for_service("account")
+            revocations = RevocationList(account_coordination.cache, account_coordination.pubsub)
             for session in revoked:
                 await revocations.revoke_session(session.session_id, settings.access_token_ttl_seconds + 5)
+            if revoked:
+                await revocations.announce(account.account_id)
     finally:
         await coordination.stop()
         await databases.stop()

@@ -80,7 +80,11 @@ class ApiKeys:
             )
         account = await self._rt.active_account(account_id)
         if not account.email_verified:
-            raise FailedPrecondition("verify your email before creating API keys", reason="EMAIL_NOT_VERIFIED")
+            raise FailedPrecondition(
+                "verify your email address before creating API keys: follow the link in the verification email, or "
+                "ask for a new one with ResendVerificationEmail (POST /v1/account:resendVerificationEmail)",
+                reason="EMAIL_NOT_VERIFIED",
+            )
         if Scope.ADMIN in chosen and not account.is_admin:
             raise PermissionDenied("only admins may create keys with the admin scope", reason="SCOPE_NOT_ALLOWED")
         fingerprint = _fingerprint(name, chosen, expire_time) if request_id else None
@@ -152,5 +156,7 @@ class ApiKeys:
         )
         await evict_api_keys(self._rt.cache, hashes)
         if revoked:
+            # Streams open with these keys end now (their watches check again and find the keys revoked).
+            await self._rt.revocations.announce(account_id)
             log.info("api keys revoked", extra={"account_id": account_id, "count": len(revoked), "reason": reason})
         return len(revoked)

@@ -18,7 +18,7 @@ from services.account.session_store import SessionStore
 from services.account.store import AccountStore
 from services.account.throttle import Throttle, ThrottlePolicy
 from services.core.auth.keys import load_data_key
-from services.core.auth.revocation import RevocationList
+from services.core.auth.revocation import ACCOUNT_DISABLED, SIGNED_OUT, RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.coordination import Cache
 from services.core.db.databases import Databases
@@ -126,13 +126,16 @@ class AccountRuntime:
         keep_session_id: str | None = None,
     ) -> list[Session]:
         """Revoke sessions in the database and publish them to the revocation list, so every service refuses their
-        access tokens at once."""
+        access tokens at once, and announce it, so streams open with them end at once."""
         revoked = await self.sessions.revoke_sessions(
             account_id, now=self.now(), reason=reason, session_id=session_id, keep_session_id=keep_session_id
         )
         ttl = (self.policy.access_token_ttl + self.policy.token_leeway).total_seconds()
+        why = ACCOUNT_DISABLED if reason == "account_disabled" else SIGNED_OUT
         for session in revoked:
-            await self.revocations.revoke_session(session.session_id, ttl)
+            await self.revocations.revoke_session(session.session_id, ttl, why=why)
+        if revoked:
+            await self.revocations.announce(account_id)
         return revoked
 
     def link(self, path: str, token: str) -> str:
@@ -165,7 +168,7 @@ def build_runtime(deps: Dependencies, *, clock: Callable[[], datetime]) -> Accou
         sessions=SessionStore(deps.databases),
         passwords=Passwords(HashParameters.from_settings(settings)),
         issuer=TokenIssuer(keys, token_policy(settings)),
-        revocations=RevocationList(coordination.cache),
+        revocations=RevocationList(coordination.cache, coordination.pubsub),
         cache=coordination.cache,
         throttles=Throttles(
             login=throttle("login"),

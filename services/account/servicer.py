@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +29,8 @@ from services.account.validation import MAX_PASSWORD_LENGTH, check_password, nor
 from services.core.auth.identity import Credential, Identity, require_identity
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
-from services.core.errors import FieldViolation, InvalidArgument, PermissionDenied
-from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
+from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
 from services.core.server import ServiceRegistration
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
@@ -135,28 +136,35 @@ def _admin() -> Identity:
     return identity
 
 
-def _position(token: str, query: str = "") -> tuple[datetime, str] | None:
-    position = decode_page_token(token, query=query)
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(position["t"])), str(position["id"])
-    except (KeyError, ValueError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "malformed page token"), reason="PAGE_TOKEN_INVALID"
-        ) from None
-
-
-def _next_token(more: bool, moment: datetime, item_id: str, query: str = "") -> str:
-    return encode_page_token({"t": moment.isoformat(), "id": item_id}, query=query) if more else ""
+# What each list's page tokens hold.
+_SESSIONS_CURSOR = keyset_cursor("account.ListSessions")
+_API_KEYS_CURSOR = keyset_cursor("account.ListApiKeys")
+_USERS_CURSOR = Cursor.of("account.ListUsers", after=COUNT)
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     """bullant.account.v1.AccountService."""
 
-    def __init__(self, service: AccountService, trusted_proxies: list[str]) -> None:
+    def __init__(
+        self,
+        service: AccountService,
+        trusted_proxies: list[str],
+        *,
+        pages: PageTokens,
+        draining: asyncio.Event | None = None,
+    ) -> None:
         self._service = service
         self._trusted = parse_networks(trusted_proxies)
+        self._pages = pages
+        # Set when the server shuts down: WatchCredential streams end then.
+        self._draining = draining or asyncio.Event()
+
+    def _keyset(self, cursor: Cursor, token: str, query: str = "") -> tuple[datetime, str] | None:
+        position = self._pages.decode(cursor, token, query=query)
+        return (position["t"], position["id"]) if position else None
+
+    def _next_token(self, cursor: Cursor, more: bool, moment: datetime, item_id: str, query: str = "") -> str:
+        return self._pages.encode(cursor, {"t": moment, "id": item_id}, query=query) if more else ""
 
     def _now(self) -> datetime:
         return self._service.runtime.now()
@@ -269,12 +277,14 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         identity = _session_identity()
         size = page_size(request.page_size)
         sessions, more = await self._service.sessions.list(
-            identity.account_id, after=_position(request.page_token), limit=size
+            identity.account_id, after=self._keyset(_SESSIONS_CURSOR, request.page_token), limit=size
         )
         last = sessions[-1] if sessions else None
         return account_pb2.ListSessionsResponse(
             sessions=[session_message(s, identity.session_id) for s in sessions],
-            next_page_token=_next_token(more, last.last_use_time, last.session_id) if last else "",
+            next_page_token=(
+                self._next_token(_SESSIONS_CURSOR, more, last.last_use_time, last.session_id) if last else ""
+            ),
         )
 
     async def RevokeSession(
@@ -301,6 +311,25 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             session_id="" if api_key else identity.session_id or "",
             api_key_id=identity.credential_id if api_key else "",
         )
+
+    async def WatchCredential(
+        self, request: account_pb2.WatchCredentialRequest, context: Context
+    ) -> AsyncIterator[account_pb2.WatchCredentialResponse]:
+        identity = require_identity()
+        api_key = identity.credential is Credential.API_KEY
+        reply = account_pb2.WatchCredentialResponse(
+            account_id=identity.account_id,
+            scopes=list(identity.scopes),
+            session_id="" if api_key else identity.session_id or "",
+            api_key_id=identity.credential_id if api_key else "",
+        )
+        if identity.expires_at is not None:
+            reply.expire_time.FromSeconds(int(identity.expires_at))
+        yield reply
+        # Nothing more to say: the credential watch every stream runs under (services.core.auth.watch) ends this one
+        # with the refusal when the credential ends.
+        await self._draining.wait()
+        raise Unavailable("the server is shutting down: watch again", reason="SERVER_DRAINING")
 
     async def GetProfile(
         self, request: account_pb2.GetProfileRequest, context: Context
@@ -387,13 +416,15 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         keys, more = await self._service.api_keys.list(
             identity.account_id,
             show_revoked=request.show_revoked,
-            after=_position(request.page_token, query),
+            after=self._keyset(_API_KEYS_CURSOR, request.page_token, query),
             limit=size,
         )
         now, last = self._now(), keys[-1] if keys else None
         return account_pb2.ListApiKeysResponse(
             api_keys=[api_key_message(key, now) for key in keys],
-            next_page_token=_next_token(more, last.create_time, last.api_key_id, query) if last else "",
+            next_page_token=(
+                self._next_token(_API_KEYS_CURSOR, more, last.create_time, last.api_key_id, query) if last else ""
+            ),
         )
 
     async def RevokeApiKey(
@@ -419,10 +450,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         checks.done()
         size = page_size(request.page_size)
         query = f"{request.email_query}|{request.role}|{request.state}"
-        position = decode_page_token(request.page_token, query=query)
-        after = position.get("after") if position else 0
-        if not isinstance(after, int):
-            raise InvalidArgument(FieldViolation("page_token", "malformed page token"), reason="PAGE_TOKEN_INVALID")
+        position = self._pages.decode(_USERS_CURSOR, request.page_token, query=query)
+        after = position["after"] if position else 0
         role = {account_pb2.ROLE_USER: Role.USER, account_pb2.ROLE_ADMIN: Role.ADMIN}.get(request.role)
         users, more = await self._service.list_users(
             after_id=after,
@@ -431,7 +460,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             role=role,
             state=AccountState(request.state) if request.state else None,
         )
-        token = encode_page_token({"after": users[-1].account_id}, query=query) if more and users else ""
+        token = (
+            self._pages.encode(_USERS_CURSOR, {"after": users[-1].account_id}, query=query) if more and users else ""
+        )
         return account_pb2.ListUsersResponse(users=[account_message(u) for u in users], next_page_token=token)
 
     async def DisableUser(
@@ -465,7 +496,9 @@ def registration(deps: Dependencies, *, clock: Callable[[], datetime] = utc_now)
 
     `clock` (naive UTC) is replaceable so tests can move time past token expiries."""
     service = AccountService(build_runtime(deps, clock=clock))
-    servicer = AccountServicer(service, deps.settings.trusted_proxies)
+    servicer = AccountServicer(
+        service, deps.settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
+    )
     return ServiceRegistration(
         name="account",
         full_name=SERVICE.full_name,

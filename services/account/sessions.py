@@ -152,6 +152,7 @@ class Sessions:
             scopes=scopes,
             session_id=session_id,
             now=now.replace(tzinfo=UTC).timestamp(),
+            email_verified=account.email_verified,
         )
         return TokenPair(
             access_token=access_token,

@@ -9,6 +9,7 @@ from services.core.clients import ClientFactory
 from services.core.coordination import Coordination
 from services.core.db.databases import Databases
 from services.core.health import Readiness
+from services.core.paging import PageTokens
 from services.core.server import Lifecycle
 from services.core.settings import Settings
 
@@ -25,5 +26,7 @@ class Dependencies:
     clients: ClientFactory
     lifecycle: Lifecycle
     readiness: Readiness
+    # Signs and reads the page tokens of every List method (the same key on every replica).
+    page_tokens: PageTokens
     # Access-token keys: the private key only where tokens are issued; None in tests that need no tokens.
     signing_keys: SigningKeys | None = None

@@ -6,7 +6,7 @@ import inspect
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -51,7 +51,7 @@ async def _call_unary(behavior: Behavior, request: Any, context: Context) -> Any
     return result
 
 
-async def _iterate(behavior: Behavior, request: Any, context: Context) -> AsyncIterator[Any]:
+async def _iterate(behavior: Behavior, request: Any, context: Context) -> AsyncGenerator[Any, None]:
     result = behavior(request, context)
     if inspect.isawaitable(result):
         # A handler that writes with context.write() and returns nothing.
@@ -264,27 +264,44 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
 
 class AuthenticationInterceptor(_WrappingInterceptor):
     """Inside error mapping: establishes the caller's Identity and enforces the method's access rule before the
-    handler runs (before the first message of a stream)."""
+    handler runs (before the first message of a stream). A streaming response then runs under a watch of its
+    credential (services.core.auth.watch): when the credential expires, is revoked or its account disabled, the
+    stream ends within moments with the refusal a new call would get, whatever the handler is waiting for."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         super().__init__()
         self._authenticator = authenticator
 
-    async def _authenticate(self, context: Context, method: str) -> None:
-        bind_identity(await self._authenticator.authenticate(method, context.invocation_metadata() or ()))
-
     def wrap_unary(self, behavior: Behavior, method: str) -> UnaryWrapper:
         async def authenticated(request: Any, context: Context) -> Any:
-            await self._authenticate(context, method)
+            bind_identity(await self._authenticator.authenticate(method, context.invocation_metadata() or ()))
             return await _call_unary(behavior, request, context)
 
         return authenticated
 
     def wrap_stream(self, behavior: Behavior, method: str) -> StreamWrapper:
         async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
-            await self._authenticate(context, method)
-            async for item in _iterate(behavior, request, context):
-                yield item
+            metadata = tuple(context.invocation_metadata() or ())
+            identity = await self._authenticator.authenticate(method, metadata)
+            bind_identity(identity)
+            items = _iterate(behavior, request, context)
+            if identity is None:  # a public stream called without credentials: nothing to watch
+                async for item in items:
+                    yield item
+                return
+            try:
+                async with self._authenticator.watch(method, metadata, identity) as watch:
+                    while True:
+                        # Only the wait for the handler's next message is cut short; while gRPC sends one, the
+                        # end of the credential is noticed at the next step.
+                        with watch.interruptible():
+                            try:
+                                item = await anext(items)
+                            except StopAsyncIteration:
+                                return
+                        yield item
+            finally:
+                await items.aclose()
 
         return authenticated
 

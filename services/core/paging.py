@@ -1,8 +1,15 @@
 """Page sizes and opaque page tokens for List methods (AIP-158), shared by every service.
 
-A token carries the keyset position after the last item of the page and a digest of the filters it was made for,
-so that a token used with other filters is refused instead of silently skipping or repeating items. Positions are
-only ever applied within the caller's own data, so tokens need no signature.
+A token carries the keyset position after the last item of a page and a digest of the filters it was made for, so a
+token used with other filters is refused instead of silently skipping or repeating items. It is signed (HMAC-SHA256
+with the platform's page-token key, the same on every replica and across restarts) and bound to its list, so a token
+the server did not issue for this list – edited, forged, garbage, or another list's – is INVALID_ARGUMENT with reason
+PAGE_TOKEN_INVALID before anything reads it. Positions are readable (base64 JSON), never secret: they hold only
+values of the caller's own last page.
+
+Each List method declares its position once as a `Cursor` (which fields, of which kind), and every field of every
+decoded token is checked against it here, in one place: a validly signed but unusable position (a moment at the end
+of time, a number too big for the database, a wrong type) is refused the same way, never an INTERNAL error.
 """
 
 from __future__ import annotations
@@ -10,16 +17,26 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from services.core.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_MAX_TOKEN_LENGTH = 1024
+MAX_TOKEN_LENGTH = 1024
+# Bytes of the HMAC-SHA256 tag kept in a token: 128 bits, far beyond guessing.
+_TAG_BYTES = 16
+_DOMAIN = b"bullant page token v1\x00"
+# Moments a position may hold: what every database stores (MariaDB's DATETIME starts at year 1000), with room to
+# step a microsecond either way without leaving datetime's range.
+_FIRST_YEAR = 1000
+_LAST_YEAR = 9998
+_INT64_MAX = 2**63 - 1
 
 
 def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -29,50 +46,180 @@ def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int 
     return min(requested or default, maximum)
 
 
+def page_token_invalid() -> InvalidArgument:
+    """The one refusal of a page token this server cannot use."""
+    return InvalidArgument(
+        FieldViolation(
+            "page_token", "not a page token this server issued for this list with these filters: start from page one"
+        ),
+        reason="PAGE_TOKEN_INVALID",
+    )
+
+
+class Kind(Protocol):
+    """One field of a position: how a value is written into a token and checked when read back."""
+
+    def dump(self, value: Any) -> Any:
+        """The JSON value for `value`."""
+
+    def load(self, raw: object) -> Any:
+        """The value of `raw` (from JSON); ValueError when it is not one this field may hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A non-empty string (a name, an id, a symbol) of at most `max_length` characters."""
+
+    max_length: int = 256
+
+    def dump(self, value: Any) -> Any:
+        return str(value)
+
+    def load(self, raw: object) -> str:
+        if not isinstance(raw, str) or not 0 < len(raw) <= self.max_length:
+            raise ValueError("not a text position")
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Integer:
+    """A whole number within [minimum, maximum] (a database BIGINT by default)."""
+
+    minimum: int = 0
+    maximum: int = _INT64_MAX
+
+    def dump(self, value: Any) -> Any:
+        return int(value)
+
+    def load(self, raw: object) -> int:
+        # bool is an int in Python, and 1e400 arrives as a float: neither is a position.
+        if type(raw) is not int or not self.minimum <= raw <= self.maximum:
+            raise ValueError("not a whole-number position")
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A datetime (naive UTC like the stores' columns), ISO 8601, between the years 1000 and 9998."""
+
+    def dump(self, value: Any) -> Any:
+        if not isinstance(value, datetime):
+            raise TypeError(f"a Moment position needs a datetime, got {type(value).__name__}")
+        return value.isoformat()
+
+    def load(self, raw: object) -> datetime:
+        if not isinstance(raw, str) or len(raw) > 40:
+            raise ValueError("not a moment position")
+        moment = datetime.fromisoformat(raw)
+        if not _FIRST_YEAR <= moment.year <= _LAST_YEAR:
+            raise ValueError("a moment outside the stored range")
+        return moment
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A fixed sequence of values, each of its own kind (a composite sort key)."""
+
+    kinds: tuple[Kind, ...]
+
+    def dump(self, value: Any) -> Any:
+        values = list(value)
+        if len(values) != len(self.kinds):
+            raise TypeError(f"a Row position needs {len(self.kinds)} values, got {len(values)}")
+        return [kind.dump(item) for kind, item in zip(self.kinds, values, strict=True)]
+
+    def load(self, raw: object) -> tuple[Any, ...]:
+        if not isinstance(raw, list) or len(raw) != len(self.kinds):
+            raise ValueError("not a row position")
+        return tuple(kind.load(item) for kind, item in zip(self.kinds, raw, strict=True))
+
+
+# The kinds most lists use.
+NAME = Text()
+MOMENT = Moment()
+COUNT = Integer()
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """What the page tokens of one List method hold: the list (tokens of other lists are refused) and each field's
+    kind. Declared once per method, next to it."""
+
+    list_name: str
+    fields: Mapping[str, Kind] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, list_name: str, **fields: Kind) -> Cursor:
+        return cls(list_name, dict(fields))
+
+
+def keyset_cursor(list_name: str) -> Cursor:
+    """The cursor of a list sorted by (a moment, an id): creation time and id, bar time and signal id..."""
+    return Cursor.of(list_name, t=MOMENT, id=NAME)
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _digest(query: str) -> str:
     return hashlib.sha256(query.encode("utf-8")).hexdigest()[:16]
 
 
-def encode_page_token(position: Mapping[str, Any], *, query: str = "") -> str:
-    """An opaque token for the page after `position` (JSON-serialisable values)."""
-    raw = json.dumps({"p": dict(position), "q": _digest(query)}, separators=(",", ":"), sort_keys=True)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+class PageTokens:
+    """Issues and reads the page tokens of every List method of a process, signed with the platform's page-token
+    key (services.core.auth.keys.load_page_token_key): every replica must hold the same key, so a token from one
+    is good on the others and after a restart."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a page-token key needs at least 16 bytes")
+        self._key = key
+
+    def encode(self, cursor: Cursor, position: Mapping[str, Any], *, query: str = "") -> str:
+        """The token of the page after `position` (a value for every field of `cursor`) of the list filtered by
+        `query`."""
+        if set(position) != set(cursor.fields):
+            raise TypeError(f"{cursor.list_name} positions have the fields {sorted(cursor.fields)}")
+        values = {name: kind.dump(position[name]) for name, kind in cursor.fields.items()}
+        return self.seal(cursor.list_name, {"p": values, "q": _digest(query)})
+
+    def seal(self, list_name: str, payload: Mapping[str, Any]) -> str:
+        """`payload` as a token of `list_name`: base64 JSON, a dot, the base64 HMAC tag. Only `encode` should need
+        this; tests use it to sign positions no list would write."""
+        body = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        return f"{body}.{_b64encode(self._tag(list_name, body))}"
+
+    def decode(self, cursor: Cursor, token: str, *, query: str = "") -> dict[str, Any] | None:
+        """The position in `token`, None for an empty token (the first page); PAGE_TOKEN_INVALID for any token
+        this server did not issue for this list and these filters, or whose position does not fit the cursor."""
+        if not token:
+            return None
+        try:
+            if len(token) > MAX_TOKEN_LENGTH:
+                raise ValueError("too long")
+            body, separator, tag = token.partition(".")
+            if not separator or not hmac.compare_digest(_b64decode(tag), self._tag(cursor.list_name, body)):
+                raise ValueError("not signed by this platform for this list")
+            payload = json.loads(_b64decode(body), parse_constant=_refuse_constant)
+            if not isinstance(payload, dict) or payload.get("q") != _digest(query):
+                raise ValueError("made for other filters")
+            values = payload.get("p")
+            if not isinstance(values, dict) or set(values) != set(cursor.fields):
+                raise ValueError("not a position of this list")
+            return {name: kind.load(values[name]) for name, kind in cursor.fields.items()}
+        except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError, RecursionError):
+            raise page_token_invalid() from None
+
+    def _tag(self, list_name: str, body: str) -> bytes:
+        message = _DOMAIN + list_name.encode("utf-8") + b"\x00" + body.encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
-def decode_page_token(token: str, *, query: str = "") -> dict[str, Any] | None:
-    """The position in `token`, None for an empty token (the first page); INVALID_ARGUMENT PAGE_TOKEN_INVALID for a
-    malformed token or one made for other filters."""
-    if not token:
-        return None
-    try:
-        if len(token) > _MAX_TOKEN_LENGTH:
-            raise ValueError("too long")
-        value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(value, dict) or not isinstance(value.get("p"), dict) or value.get("q") != _digest(query):
-            raise ValueError("not a page token of this query")
-        position: dict[str, Any] = value["p"]
-        return position
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "not a page token of this list with these filters"),
-            reason="PAGE_TOKEN_INVALID",
-        ) from None
-
-
-def decode_keyset(token: str, *, query: str = "") -> tuple[datetime, str] | None:
-    """The (create time, id) position of a newest-first list's token, None for the first page;
-    PAGE_TOKEN_INVALID as decode_page_token, or when the token holds no such position."""
-    position = decode_page_token(token, query=query)
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(position["t"])), str(position["id"])
-    except (KeyError, ValueError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-        ) from None
-
-
-def encode_keyset(create_time: datetime, item_id: str, *, query: str = "") -> str:
-    """The token of the page after the item created at `create_time` with id `item_id`."""
-    return encode_page_token({"t": create_time.isoformat(), "id": item_id}, query=query)
+def _refuse_constant(name: str) -> float:
+    # NaN and Infinity are not JSON; Python's reader accepts them unless told otherwise.
+    raise ValueError(f"{name} is not a position value")

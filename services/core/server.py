@@ -163,7 +163,10 @@ class GrpcServer:
         for hook in self._on_bound:
             hook(self.port)
         try:
-            for component in [*self.components, *(c for r in self.registrations for c in r.components)]:
+            # The authenticator last: its credential watcher listens on the coordination backend started before it.
+            authentication = [self.authenticator] if self.authenticator is not None else []
+            hosted = (c for r in self.registrations for c in r.components)
+            for component in [*self.components, *hosted, *authentication]:
                 await component.start()
                 self._started_components.append(component)
         except BaseException:

@@ -109,6 +109,8 @@ class Settings(BaseModel):
     jwt_public_key_file: Path | None = None
     # 32 random bytes (base64) that encrypt secrets kept for reading back (TOTP secrets); generated in local.
     data_key_file: Path | None = None
+    # 32 random bytes (base64) that sign page tokens, the same on every replica of every service; generated in local.
+    page_token_key_file: Path | None = None
     jwt_issuer: str = Field(default="bullant", min_length=1)
     jwt_audience: str = Field(default="bullant", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
@@ -229,7 +231,9 @@ class Settings(BaseModel):
             parsed[name.strip()] = address.strip()
         return parsed
 
-    @field_validator("jwt_private_key_file", "jwt_public_key_file", "data_key_file", mode="before")
+    @field_validator(
+        "jwt_private_key_file", "jwt_public_key_file", "data_key_file", "page_token_key_file", mode="before"
+    )
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

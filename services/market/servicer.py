@@ -20,7 +20,7 @@ from services.core.auth.service_identity import SERVICE_ROLE
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from services.core.paging import decode_page_token, encode_page_token, page_size
+from services.core.paging import MOMENT, NAME, Cursor, PageTokens, page_size
 from services.core.server import Lifecycle, PreEncodedResponses, ServiceRegistration
 from services.market.bars import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvRowReader, rows_from_bars
 from services.market.encoding import (
@@ -74,11 +74,27 @@ def _heartbeat() -> market_pb2.StreamTicksResponse:
     return market_pb2.StreamTicksResponse(heartbeat=common_pb2.Heartbeat(server_time=stamp))
 
 
+# What each list's page tokens hold.
+_INSTRUMENTS_CURSOR = Cursor.of("market.ListInstruments", after=NAME)
+_BARS_CURSOR = Cursor.of("market.ListBars", t=MOMENT)
+_FEEDS_CURSOR = Cursor.of("market.ListFeeds", after=NAME)
+
+
 class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     """bullant.market.v1.MarketService."""
 
-    def __init__(self, service: MarketService, hub: TickHub, lifecycle: Lifecycle, *, queue: int, streams: int) -> None:
+    def __init__(
+        self,
+        service: MarketService,
+        hub: TickHub,
+        lifecycle: Lifecycle,
+        *,
+        queue: int,
+        streams: int,
+        pages: PageTokens,
+    ) -> None:
         self._service = service
+        self._pages = pages
         self._hub = hub
         self._lifecycle = lifecycle
         self._queue_capacity = queue
@@ -96,8 +112,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             raise InvalidArgument.field("asset_class", "unknown asset class")
         size = page_size(request.page_size)
         query = f"{request.query}|{request.asset_class}|{request.venue}"
-        position = decode_page_token(request.page_token, query=query)
-        after = str(position.get("after", "")) if position else ""
+        position = self._pages.decode(_INSTRUMENTS_CURSOR, request.page_token, query=query)
+        after = position["after"] if position else ""
         found = await self._service.store.search_instruments(
             query=request.query.strip(),
             asset_class=AssetClass(request.asset_class) if request.asset_class else None,
@@ -106,7 +122,9 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             limit=size + 1,
         )
         page = found[:size]
-        token = encode_page_token({"after": page[-1].symbol}, query=query) if len(found) > size else ""
+        token = ""
+        if len(found) > size:
+            token = self._pages.encode(_INSTRUMENTS_CURSOR, {"after": page[-1].symbol}, query=query)
         return market_pb2.ListInstrumentsResponse(
             instruments=[instrument_message(item) for item in page], next_page_token=token
         )
@@ -159,15 +177,10 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             raise InvalidArgument(FieldViolation("start_time", "must be before end_time"), reason="TIME_RANGE_INVALID")
         size = page_size(request.page_size)
         query = f"{symbol}|{timeframe}|{start}|{end}|{request.descending}"
-        position = decode_page_token(request.page_token, query=query)
+        position = self._pages.decode(_BARS_CURSOR, request.page_token, query=query)
         await self._service.instrument(symbol)
         if position is not None:
-            try:
-                cursor = datetime.fromisoformat(str(position["t"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument(
-                    FieldViolation("page_token", "malformed page token"), reason="PAGE_TOKEN_INVALID"
-                ) from None
+            cursor = position["t"]
             if request.descending:
                 end = cursor
             else:
@@ -176,7 +189,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             symbol, timeframe, start=start, end=end, limit=size + 1, descending=request.descending
         )
         page = found[:size]
-        token = encode_page_token({"t": page[-1].open_time.isoformat()}, query=query) if len(found) > size else ""
+        token = self._pages.encode(_BARS_CURSOR, {"t": page[-1].open_time}, query=query) if len(found) > size else ""
         return market_pb2.ListBarsResponse(bars=[bar_message(bar) for bar in page], next_page_token=token)
 
     async def ImportBars(
@@ -376,8 +389,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
 
     async def ListFeeds(self, request: market_pb2.ListFeedsRequest, context: Context) -> market_pb2.ListFeedsResponse:
         size = page_size(request.page_size)
-        position = decode_page_token(request.page_token)
-        after = str(position.get("after", "")) if position else ""
+        position = self._pages.decode(_FEEDS_CURSOR, request.page_token)
+        after = position["after"] if position else ""
         views = [view for view in await self._service.feeds() if view.feed_id > after]
         page = views[:size]
         feeds = []
@@ -410,7 +423,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
                     leader=status.leader,
                 )
             )
-        token = encode_page_token({"after": page[-1].feed_id}) if len(views) > size else ""
+        token = self._pages.encode(_FEEDS_CURSOR, {"after": page[-1].feed_id}) if len(views) > size else ""
         return market_pb2.ListFeedsResponse(feeds=feeds, next_page_token=token)
 
 
@@ -445,6 +458,7 @@ def registration(
         deps.lifecycle,
         queue=deps.settings.stream_queue_capacity,
         streams=deps.settings.max_streams_per_account,
+        pages=deps.page_tokens,
     )
     return ServiceRegistration(
         name="market",

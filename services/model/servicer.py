@@ -22,7 +22,7 @@ from services.core.dependencies import Dependencies
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.market_data import MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_spec, parameter_values, timestamp
-from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
 from services.core.replica import replica_identity
 from services.core.server import ServiceRegistration
 from services.core.timeframes import Timeframe
@@ -95,6 +95,12 @@ def _model_not_found(model_id: str) -> NotFound:
     )
 
 
+# What each list's page tokens hold.
+_ALGORITHMS_CURSOR = Cursor.of("model.ListAlgorithms", after=COUNT)
+_JOBS_CURSOR = keyset_cursor("model.ListTrainingJobs")
+_MODELS_CURSOR = keyset_cursor("model.ListModels")
+
+
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     """bullant.model.v1.ModelService: algorithms, training jobs, the registry, Predict and live tracking."""
 
@@ -105,8 +111,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         registry: ModelRegistry,
         predictor: Predictor,
         tracker: Tracker,
+        *,
+        pages: PageTokens,
     ) -> None:
         self._market = market
+        self._pages = pages
         self._runner = runner
         self._registry = registry
         self._predictor = predictor
@@ -118,11 +127,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.ListAlgorithmsRequest, context: Context
     ) -> model_pb2.ListAlgorithmsResponse:
         size = page_size(request.page_size)
-        position = decode_page_token(request.page_token)
-        after = int(position.get("after", 0)) if position else 0
+        position = self._pages.decode(_ALGORITHMS_CURSOR, request.page_token)
+        after = position["after"] if position else 0
         algorithms = [algorithm for algorithm in sorted(ALGORITHMS) if algorithm > after]
         page = algorithms[:size]
-        token = encode_page_token({"after": int(page[-1])}) if len(algorithms) > size else ""
+        token = self._pages.encode(_ALGORITHMS_CURSOR, {"after": int(page[-1])}) if len(algorithms) > size else ""
         return model_pb2.ListAlgorithmsResponse(
             algorithms=[self._algorithm_info(ALGORITHMS[algorithm]) for algorithm in page], next_page_token=token
         )
@@ -302,11 +311,13 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             state=JobState(request.state) if request.state else None,
         )
         query = f"{filters.symbol}|{request.algorithm}|{request.state}"
-        jobs = await self._runner.jobs(filters, after=decode_keyset(request.page_token, query=query), limit=size + 1)
+        position = self._pages.decode(_JOBS_CURSOR, request.page_token, query=query)
+        after = (position["t"], position["id"]) if position else None
+        jobs = await self._runner.jobs(filters, after=after, limit=size + 1)
         token = ""
         if len(jobs) > size:
             jobs = jobs[:size]
-            token = encode_keyset(jobs[-1].create_time, jobs[-1].job_id, query=query)
+            token = self._pages.encode(_JOBS_CURSOR, {"t": jobs[-1].create_time, "id": jobs[-1].job_id}, query=query)
         return model_pb2.ListTrainingJobsResponse(jobs=[job_message(job) for job in jobs], next_page_token=token)
 
     async def CancelTraining(
@@ -336,14 +347,14 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             status=ModelStatus(request.status) if request.status else None,
         )
         query = f"{filters.symbol}|{request.timeframe}|{request.algorithm}|{request.status}"
-        versions = await self._registry.find(
-            filters, after=decode_keyset(request.page_token, query=query), limit=size + 1
-        )
+        position = self._pages.decode(_MODELS_CURSOR, request.page_token, query=query)
+        after = (position["t"], position["id"]) if position else None
+        versions = await self._registry.find(filters, after=after, limit=size + 1)
         token = ""
         if len(versions) > size:
             versions = versions[:size]
             last = versions[-1]
-            token = encode_keyset(last.create_time, last.model_id, query=query)
+            token = self._pages.encode(_MODELS_CURSOR, {"t": last.create_time, "id": last.model_id}, query=query)
         return model_pb2.ListModelsResponse(models=[model_message(item) for item in versions], next_page_token=token)
 
     async def GetModel(self, request: model_pb2.GetModelRequest, context: Context) -> model_pb2.GetModelResponse:
@@ -448,7 +459,7 @@ def registration(deps: Dependencies) -> ServiceRegistration:
     predictor = Predictor(store, predictions, market, model_dir, bar_ttl=cache, registry_ttl=min(cache, 2.0))
     tracker = Tracker(store, predictions, market, runner, drift_threshold=deps.settings.model_drift_factor)
     registry = ModelRegistry(store, model_dir)
-    servicer = ModelServicer(market, runner, registry, predictor, tracker)
+    servicer = ModelServicer(market, runner, registry, predictor, tracker, pages=deps.page_tokens)
     scheduler = ModelScheduler(
         store=store,
         registry=registry,

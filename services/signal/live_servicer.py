@@ -22,7 +22,7 @@ from services.core.db.databases import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
 from services.core.messages import naive_utc
-from services.core.paging import decode_keyset, encode_keyset, encode_page_token, page_size
+from services.core.paging import NAME, Cursor, Integer, PageTokens, Row, keyset_cursor, page_size
 from services.core.timeframes import Timeframe
 from services.signal.alert_encoding import alert_id_of, alert_not_found, caller
 from services.signal.alert_store import AlertRule, AlertStore
@@ -40,7 +40,6 @@ from services.signal.live.requests import (
     MAX_FILTER_VALUES,
     grades_of,
     performance_message,
-    performance_position,
     range_of,
     strings_of,
     symbols_of,
@@ -56,6 +55,12 @@ _REPLAY_PAGE = 500
 _MAX_GROUP_SIGNALS = 1_000_000
 _SIGNAL_ID = re.compile(r"^sig_[0-9a-f]{28}$")
 _GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
+# What the live lists' page tokens hold: ListSignals' (bar time, signal or firing id), GetSignalPerformance's row key
+# (strategy id, symbol, timeframe, horizon).
+_SIGNALS_CURSOR = keyset_cursor("signal.ListSignals")
+_PERFORMANCE_CURSOR = Cursor.of(
+    "signal.GetSignalPerformance", after=Row((NAME, NAME, Integer(0, 2**31 - 1), Integer(0, 2**31 - 1)))
+)
 _SIDES = {common_pb2.SIDE_BUY: BUY, common_pb2.SIDE_SELL: SELL}
 
 
@@ -105,6 +110,7 @@ class LiveSignalMethods:
     _market: MarketData
     _alerts: AlertStore
     _live: LiveParts
+    _pages: PageTokens
 
     async def _alert(self, owner: Owner, alert_id: str, *, field: str = "alert_id") -> AlertRule:
         """The caller's rule: ALERT_NOT_FOUND also when another account owns it."""
@@ -256,7 +262,8 @@ class LiveSignalMethods:
         query = json.dumps(
             [symbols, strategy_ids, timeframes, grades, side, str(start), str(end), technical_only, request.alert_id]
         )
-        after = decode_keyset(request.page_token, query=query)
+        position = self._pages.decode(_SIGNALS_CURSOR, request.page_token, query=query)
+        after = (position["t"], position["id"]) if position else None
         if request.alert_id:
             rule_filter = SignalFilter(symbols=symbols, strategy_ids=strategy_ids, timeframes=timeframes)
             firing_filter = FiringFilter(grades=grades, side=side, start=start, end=end, technical_only=technical_only)
@@ -277,7 +284,9 @@ class LiveSignalMethods:
         token = ""
         if len(found) > size:
             found = found[:size]
-            token = encode_keyset(found[-1].bar_time, found[-1].signal_id, query=query)
+            token = self._pages.encode(
+                _SIGNALS_CURSOR, {"t": found[-1].bar_time, "id": found[-1].signal_id}, query=query
+            )
         return signal_pb2.ListSignalsResponse(
             signals=[signal_message(signal) for signal in found], next_page_token=token
         )
@@ -305,7 +314,9 @@ class LiveSignalMethods:
         token = ""
         if len(firings) > size:
             firings = firings[:size]
-            token = encode_keyset(firings[-1].bar_time, firings[-1].firing_id, query=query)
+            token = self._pages.encode(
+                _SIGNALS_CURSOR, {"t": firings[-1].bar_time, "id": firings[-1].firing_id}, query=query
+            )
         found = await self._live.signals.get_many([firing.signal_id for firing in firings])
         return signal_pb2.ListSignalsResponse(
             signals=[signal_message(found[firing.signal_id]) for firing in firings if firing.signal_id in found],
@@ -351,7 +362,8 @@ class LiveSignalMethods:
             find_strategy(strategy_id)
         start, end = range_of(request.range)
         query = json.dumps([strategy_id, symbol, request.timeframe, horizons, grades, str(start), str(end)])
-        after = performance_position(request.page_token, query)
+        position = self._pages.decode(_PERFORMANCE_CURSOR, request.page_token, query=query)
+        after = position["after"] if position else None
         where = SignalFilter(
             symbols=[symbol] if symbol else (),
             strategy_ids=[strategy_id] if strategy_id else (),
@@ -364,7 +376,7 @@ class LiveSignalMethods:
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_page_token({"after": list(rows[-1].key)}, query=query)
+            token = self._pages.encode(_PERFORMANCE_CURSOR, {"after": rows[-1].key}, query=query)
         return signal_pb2.GetSignalPerformanceResponse(
             performances=[performance_message(row) for row in rows], next_page_token=token
         )

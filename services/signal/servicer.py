@@ -29,7 +29,7 @@ from services.core.errors import (
 )
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
-from services.core.paging import decode_keyset, decode_page_token, encode_keyset, encode_page_token, page_size
+from services.core.paging import NAME, Cursor, PageTokens, keyset_cursor, page_size
 from services.core.replica import replica_identity
 from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.timeframes import Timeframe
@@ -175,15 +175,30 @@ def _too_large(count: int, limit: int, field: str = "range") -> None:
         )
 
 
+# What each list's page tokens hold (the live lists' are in live_servicer).
+_INDICATORS_CURSOR = Cursor.of("signal.ListIndicators", after=NAME)
+_STRATEGIES_CURSOR = Cursor.of("signal.ListStrategies", after=NAME)
+_BACKTESTS_CURSOR = keyset_cursor("signal.ListBacktests")
+_ALERTS_CURSOR = keyset_cursor("signal.ListAlerts")
+
+
 # StreamSignals yields pre-encoded bytes too, which the generated base's signature does not know.
 class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer):  # type: ignore[misc]
     """bullant.signal.v1.SignalService: indicators, strategies, backtests and alert rules here; live signals and
     their performance in LiveSignalMethods."""
 
     def __init__(
-        self, market: MarketData, runner: BacktestRunner, alerts: AlertStore, live: LiveParts, *, alert_limit: int = 100
+        self,
+        market: MarketData,
+        runner: BacktestRunner,
+        alerts: AlertStore,
+        live: LiveParts,
+        *,
+        pages: PageTokens,
+        alert_limit: int = 100,
     ) -> None:
         self._market = market
+        self._pages = pages
         self._runner = runner
         self._alerts = alerts
         self._live = live
@@ -215,11 +230,11 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         self, request: signal_pb2.ListIndicatorsRequest, context: Context
     ) -> signal_pb2.ListIndicatorsResponse:
         size = page_size(request.page_size)
-        position = decode_page_token(request.page_token)
-        after = str(position.get("after", "")) if position else ""
+        position = self._pages.decode(_INDICATORS_CURSOR, request.page_token)
+        after = position["after"] if position else ""
         names = sorted(name for name in REGISTRY if name > after)
         page = names[:size]
-        token = encode_page_token({"after": page[-1]}) if len(names) > size else ""
+        token = self._pages.encode(_INDICATORS_CURSOR, {"after": page[-1]}) if len(names) > size else ""
         return signal_pb2.ListIndicatorsResponse(
             indicators=[_indicator_message(REGISTRY[name]) for name in page], next_page_token=token
         )
@@ -279,15 +294,15 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
     ) -> signal_pb2.ListStrategiesResponse:
         size = page_size(request.page_size)
         tag = request.tag.strip().lower()
-        position = decode_page_token(request.page_token, query=tag)
-        after = str(position.get("after", "")) if position else ""
+        position = self._pages.decode(_STRATEGIES_CURSOR, request.page_token, query=tag)
+        after = position["after"] if position else ""
         ids = sorted(
             strategy_id
             for strategy_id, strategy in STRATEGIES.items()
             if strategy_id > after and (not tag or tag in strategy.tags)
         )
         page = ids[:size]
-        token = encode_page_token({"after": page[-1]}, query=tag) if len(ids) > size else ""
+        token = self._pages.encode(_STRATEGIES_CURSOR, {"after": page[-1]}, query=tag) if len(ids) > size else ""
         return signal_pb2.ListStrategiesResponse(
             strategies=[strategy_message(STRATEGIES[strategy_id]) for strategy_id in page], next_page_token=token
         )
@@ -437,12 +452,14 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
             state=BacktestState(request.state) if request.state else None,
         )
         query = f"{filters.strategy_id}|{filters.symbol}|{request.state}"
-        after = decode_keyset(request.page_token, query=query)
+        position = self._pages.decode(_BACKTESTS_CURSOR, request.page_token, query=query)
+        after = (position["t"], position["id"]) if position else None
         records = await self._runner.find(owner, filters, after=after, limit=size + 1, with_detail=full)
         token = ""
         if len(records) > size:
             records = records[:size]
-            token = encode_keyset(records[-1].create_time, records[-1].backtest_id, query=query)
+            last = records[-1]
+            token = self._pages.encode(_BACKTESTS_CURSOR, {"t": last.create_time, "id": last.backtest_id}, query=query)
         return signal_pb2.ListBacktestsResponse(
             backtests=[backtest_message(record, full=full) for record in records], next_page_token=token
         )
@@ -484,12 +501,15 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         symbol = request.symbol.strip().upper()
         enabled = request.enabled if request.HasField("enabled") else None
         query = f"{symbol}|{enabled}"
-        after = decode_keyset(request.page_token, query=query)
+        position = self._pages.decode(_ALERTS_CURSOR, request.page_token, query=query)
+        after = (position["t"], position["id"]) if position else None
         rules = await self._alerts.find(owner, symbol=symbol, enabled=enabled, after=after, limit=size + 1)
         token = ""
         if len(rules) > size:
             rules = rules[:size]
-            token = encode_keyset(rules[-1].create_time, rules[-1].alert_id, query=query)
+            token = self._pages.encode(
+                _ALERTS_CURSOR, {"t": rules[-1].create_time, "id": rules[-1].alert_id}, query=query
+            )
         return signal_pb2.ListAlertsResponse(alerts=[alert_message(rule) for rule in rules], next_page_token=token)
 
     async def GetAlert(self, request: signal_pb2.GetAlertRequest, context: Context) -> signal_pb2.GetAlertResponse:
@@ -646,7 +666,9 @@ def registration(
         heartbeat_seconds=settings.signal_heartbeat_seconds,
         max_streams=settings.max_streams_per_account,
     )
-    servicer = SignalServicer(market, runner, alerts, live, alert_limit=settings.max_alerts_per_account)
+    servicer = SignalServicer(
+        market, runner, alerts, live, pages=deps.page_tokens, alert_limit=settings.max_alerts_per_account
+    )
     return ServiceRegistration(
         name="signal",
         full_name=SERVICE.full_name,

@@ -142,19 +142,18 @@ async def _victim(p: AccountPlatform) -> Victim:
     return Victim(account.account_id, logins, key.secret)
 
 
-async def _credentials_refused(p: AccountPlatform, victim: Victim) -> None:
+async def _credentials_refused(p: AccountPlatform, victim: Victim, *, key_refusal: tuple[Any, str]) -> None:
     get = account_pb2.GetAccountRequest()
     for login in victim.logins:
+        # Its sessions were ended by the disabling, and their tokens say so (even once the account is enabled
+        # again: those sessions stay ended).
         assert await refusal(p.stub.GetAccount(get, metadata=bearer(login.access_token))) == (
-            UNAUTHENTICATED,
-            "TOKEN_REVOKED",
+            PERMISSION_DENIED,
+            "ACCOUNT_DISABLED",
         )
         refused = await refusal(p.stub.Refresh(account_pb2.RefreshRequest(refresh_token=login.refresh_token)))
         assert refused in {(UNAUTHENTICATED, "SESSION_REVOKED"), (PERMISSION_DENIED, "ACCOUNT_DISABLED")}
-    assert await refusal(p.stub.GetAccount(get, metadata=(("x-api-key", victim.api_key_secret),))) == (
-        UNAUTHENTICATED,
-        "API_KEY_INVALID",
-    )
+    assert await refusal(p.stub.GetAccount(get, metadata=(("x-api-key", victim.api_key_secret),))) == key_refusal
 
 
 async def test_disabling_revokes_everything_and_blocks_login(platform: AccountPlatform) -> None:
@@ -170,7 +169,7 @@ async def test_disabling_revokes_everything_and_blocks_login(platform: AccountPl
     assert disabled.account.state == account_pb2.ACCOUNT_STATE_DISABLED
     assert disabled.account.disable_reason == "chargeback fraud"
     assert disabled.account.HasField("disable_time")
-    await _credentials_refused(p, victim)
+    await _credentials_refused(p, victim, key_refusal=(PERMISSION_DENIED, "ACCOUNT_DISABLED"))
 
     assert await refusal(p.login("victim@example.com")) == (PERMISSION_DENIED, "ACCOUNT_DISABLED")
     assert await refusal(p.login("victim@example.com", "not the password at all")) == (
@@ -191,7 +190,8 @@ async def test_enabling_lets_the_user_log_in_again_but_revives_nothing(platform:
     enabled = await p.stub.EnableUser(account_pb2.EnableUserRequest(account_id=victim.account_id), metadata=admin)
     assert enabled.account.state == account_pb2.ACCOUNT_STATE_ACTIVE
     assert not enabled.account.HasField("disable_time")
-    await _credentials_refused(p, victim)
+    # Its key stays revoked.
+    await _credentials_refused(p, victim, key_refusal=(UNAUTHENTICATED, "API_KEY_INVALID"))
     login = await p.login("victim@example.com", PASSWORD)
     who = await p.stub.GetAccount(account_pb2.GetAccountRequest(), metadata=bearer(login.access_token))
     assert who.account.state == account_pb2.ACCOUNT_STATE_ACTIVE

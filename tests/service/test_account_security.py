@@ -405,7 +405,11 @@ async def test_unverified_accounts_read_until_verified(platform: AccountPlatform
     update = account_pb2.UpdateProfileRequest(
         profile=account_pb2.Profile(timezone="Europe/Paris"), update_mask=FieldMask(paths=["timezone"])
     )
-    assert await refusal(p.stub.UpdateProfile(update, metadata=session)) == (PERMISSION_DENIED, "SCOPE_MISSING")
+    # Not "the credential lacks scope trade": the account cannot have it yet, and the refusal says how to get it.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await p.stub.UpdateProfile(update, metadata=session)
+    assert (caught.value.code(), reason_of(caught.value)) == (PERMISSION_DENIED, "EMAIL_NOT_VERIFIED")
+    assert "ResendVerificationEmail" in (caught.value.details() or "")
 
     await p.verify(account.account_id)
     refreshed = await p.stub.Refresh(account_pb2.RefreshRequest(refresh_token=login.refresh_token))

@@ -185,16 +185,44 @@ def test_configured_key_files_are_used(tmp_path: Path) -> None:
         load_signing_keys(load_settings(environ={"BULLANT_JWT_PRIVATE_KEY_FILE": str(tmp_path / "bad.pem")}))
 
 
-def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    verifier = TokenVerifier(KEYS, TokenPolicy(ttl_seconds=900, leeway_seconds=5), cache_size=2)
-    token = _issue()
+class MovableClock:
+    """Unix seconds that a test moves forward."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_token_still_expires() -> None:
+    clock = MovableClock(time.time())
+    verifier = TokenVerifier(KEYS, TokenPolicy(ttl_seconds=900, leeway_seconds=5), cache_size=2, clock=clock)
+    token = _issue(now=clock.now)
     first = verifier.verify(token)
     assert verifier.verify(token) == first
-    later = time.time() + 900 + 6
-    monkeypatch.setattr(time, "time", lambda: later)
+    clock.now += 900 + 6
     with pytest.raises(Unauthenticated) as caught:
         verifier.verify(token)
     assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_expiry_and_issue_time_follow_the_verifiers_clock() -> None:
+    clock = MovableClock(2_000_000_000.0)
+    policy = TokenPolicy(ttl_seconds=900, leeway_seconds=5)
+    token, claims = TokenIssuer(KEYS, policy, clock=clock).issue(
+        account_id=42, shard=0, roles=["user"], scopes=["read"], session_id="s-1", email_verified=False
+    )
+    assert claims.issued_at == 2_000_000_000
+    assert claims.email_verified is False
+    # The token lives in 2033, wall-clock time is now: only the injected clock counts.
+    assert TokenVerifier(KEYS, policy, clock=clock).verify(token) == claims
+    clock.now += 900 + 5
+    assert TokenVerifier(KEYS, policy, clock=clock).verify(token) == claims  # within the leeway
+    clock.now += 1
+    assert _refused(token, TokenVerifier(KEYS, policy, clock=clock)) == "TOKEN_EXPIRED"
+    clock.now = 2_000_000_000.0 - 60
+    assert _refused(token, TokenVerifier(KEYS, policy, clock=clock)) == "TOKEN_INVALID"  # issued in its future
 
 
 def test_the_verified_token_memory_is_bounded() -> None:

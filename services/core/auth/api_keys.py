@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.auth.identity import Credential, Identity
+from services.core.auth.identity import VERIFIED_SCOPES, Credential, Identity
 from services.core.coordination import Cache
 from services.core.db.databases import Databases, utc_now
 from services.core.db.schema import accounts, api_keys
+from services.core.errors import DomainError, PermissionDenied, Unauthenticated
 
 API_KEY_PREFIX = "bk_"
 API_KEY_BODY_LENGTH = 48
@@ -25,6 +27,12 @@ CACHE_SECONDS = 60.0
 NEGATIVE_CACHE_SECONDS = 30.0
 _UNKNOWN = b"-"
 _ACTIVE = 1
+# Keys that exist but no longer let anyone in, remembered like unknown ones, with what their holder is told.
+_REFUSALS: dict[bytes, DomainError] = {
+    b"revoked": Unauthenticated("this API key was revoked: create a new one", reason="API_KEY_INVALID"),
+    b"expired": Unauthenticated("this API key expired: create a new one", reason="API_KEY_INVALID"),
+    b"disabled": PermissionDenied("this account is disabled", reason="ACCOUNT_DISABLED"),
+}
 
 
 def looks_like_api_key(secret: str) -> bool:
@@ -46,14 +54,15 @@ def allowed_scopes(roles: tuple[str, ...], email_verified: bool) -> set[str]:
     """Scopes an account may hold right now: what its session would get."""
     scopes = {"read"}
     if email_verified:
-        scopes.add("trade")
+        scopes.update(VERIFIED_SCOPES)
     if "admin" in roles:
         scopes.add("admin")
     return scopes
 
 
 class ApiKeyResolver:
-    """The Authenticator's port for API keys (an async callable: secret → Identity or None)."""
+    """The Authenticator's port for API keys (an async callable: secret → Identity, None for a secret that is no
+    key; a revoked or expired key, or one of a disabled account, raises the refusal its holder should see)."""
 
     def __init__(self, databases: Databases, cache: Cache) -> None:
         self._databases = databases
@@ -66,6 +75,8 @@ class ApiKeyResolver:
         cached = await self._cache.get(CACHE_PREFIX + digest)
         if cached == _UNKNOWN:
             return None
+        if cached is not None and cached in _REFUSALS:
+            raise _REFUSALS[cached]
         if cached is not None:
             identity = _decode(cached)
             if identity is not None:
@@ -75,7 +86,7 @@ class ApiKeyResolver:
     async def _load(self, digest: str) -> Identity | None:
         now = utc_now()
 
-        async def work(connection: AsyncConnection) -> tuple[Identity, datetime] | None:
+        async def work(connection: AsyncConnection) -> tuple[Identity, datetime] | bytes:
             row = (
                 await connection.execute(
                     select(
@@ -84,53 +95,50 @@ class ApiKeyResolver:
                         api_keys.c.scopes,
                         api_keys.c.expire_time,
                         api_keys.c.last_use_time,
+                        api_keys.c.revoke_time,
                         accounts.c.roles,
                         accounts.c.verify_time,
+                        accounts.c.state,
                     )
                     .select_from(api_keys.join(accounts, accounts.c.account_id == api_keys.c.account_id))
-                    .where(
-                        and_(
-                            api_keys.c.secret_hash == digest,
-                            api_keys.c.revoke_time.is_(None),
-                            api_keys.c.expire_time > now,
-                            accounts.c.state == _ACTIVE,
-                        )
-                    )
+                    .where(api_keys.c.secret_hash == digest)
                 )
             ).first()
             if row is None:
-                return None
+                return _UNKNOWN
+            if row.state != _ACTIVE:
+                return b"disabled"
+            if row.revoke_time is not None:
+                return b"revoked"
+            if row.expire_time <= now:
+                return b"expired"
             if row.last_use_time is None or now - row.last_use_time >= timedelta(seconds=CACHE_SECONDS):
                 await connection.execute(
                     update(api_keys).where(api_keys.c.api_key_id == row.api_key_id).values(last_use_time=now)
                 )
             roles = tuple(role for role in str(row.roles).split(",") if role)
             granted = allowed_scopes(roles, row.verify_time is not None)
-            scopes = tuple(scope for scope in str(row.scopes).split(",") if scope in granted)
+            chosen = [scope for scope in str(row.scopes).split(",") if scope]
             identity = Identity(
                 account_id=int(row.account_id),
                 shard=0,
                 roles=roles,
-                scopes=scopes,
+                scopes=tuple(scope for scope in chosen if scope in granted),
                 credential=Credential.API_KEY,
                 credential_id=str(row.api_key_id),
+                expires_at=row.expire_time.replace(tzinfo=UTC).timestamp(),
+                unverified_scopes=tuple(scope for scope in chosen if scope not in granted and scope in VERIFIED_SCOPES),
             )
             return identity, row.expire_time
 
         found = await self._databases.run_global(work)
-        if found is None:
-            await self._cache.set(CACHE_PREFIX + digest, _UNKNOWN, ttl_seconds=NEGATIVE_CACHE_SECONDS)
+        if isinstance(found, bytes):
+            await self._cache.set(CACHE_PREFIX + digest, found, ttl_seconds=NEGATIVE_CACHE_SECONDS)
+            if found in _REFUSALS:
+                raise _REFUSALS[found]
             return None
         identity, expire_time = found
-        shard = await self._databases.shard_of(identity.account_id)
-        identity = Identity(
-            account_id=identity.account_id,
-            shard=shard,
-            roles=identity.roles,
-            scopes=identity.scopes,
-            credential=Credential.API_KEY,
-            credential_id=identity.credential_id,
-        )
+        identity = replace(identity, shard=await self._databases.shard_of(identity.account_id))
         ttl = min(CACHE_SECONDS, (expire_time - now).total_seconds())
         if ttl > 0:
             await self._cache.set(CACHE_PREFIX + digest, _encode(identity), ttl_seconds=ttl)
@@ -151,6 +159,8 @@ def _encode(identity: Identity) -> bytes:
             "roles": list(identity.roles),
             "scopes": list(identity.scopes),
             "key": identity.credential_id,
+            "expires_at": identity.expires_at,
+            "unverified_scopes": list(identity.unverified_scopes),
         }
     ).encode()
 
@@ -165,6 +175,8 @@ def _decode(raw: bytes) -> Identity | None:
             scopes=tuple(str(scope) for scope in value["scopes"]),
             credential=Credential.API_KEY,
             credential_id=str(value["key"]),
+            expires_at=float(value["expires_at"]),
+            unverified_scopes=tuple(str(scope) for scope in value["unverified_scopes"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -6,7 +6,10 @@ import contextvars
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.core.errors import Unauthenticated
+from services.core.errors import PermissionDenied, Unauthenticated
+
+# Scopes an account holds only once its email address is verified.
+VERIFIED_SCOPES = ("trade",)
 
 
 class Credential(StrEnum):
@@ -29,11 +32,26 @@ class Identity:
     session_id: str | None = None
     # The access token's jti, or the API key's id.
     credential_id: str = ""
+    # When the credential stops being good (Unix seconds): the token's exp claim, the API key's expiry.
+    expires_at: float | None = None
+    # Scopes this credential would carry if the account's email address were verified (what it lacks until then).
+    unverified_scopes: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         """Whether the account has the admin role."""
         return "admin" in self.roles
+
+
+def email_not_verified(missing: tuple[str, ...] = VERIFIED_SCOPES) -> PermissionDenied:
+    """The refusal of what an account may do only with a verified email address, saying how to get there."""
+    return PermissionDenied(
+        "verify your email address first: follow the link in the verification email, or ask for a new one with "
+        "ResendVerificationEmail (POST /v1/account:resendVerificationEmail); then sign in again or refresh your "
+        "access token",
+        reason="EMAIL_NOT_VERIFIED",
+        metadata={"missing_scopes": ",".join(missing)},
+    )
 
 
 _identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("bullant_identity", default=None)

@@ -17,6 +17,7 @@ from services.core.startup import StartupError
 
 DEV_KEY_NAME = "jwt-ed25519.pem"
 DEV_DATA_KEY_NAME = "data-key.b64"
+DEV_PAGE_TOKEN_KEY_NAME = "page-token-key.b64"  # noqa: S105 - a file name, not a secret
 DATA_KEY_BYTES = 32
 
 
@@ -89,12 +90,12 @@ def development_key(data_dir: Path) -> Ed25519PrivateKey:
     return key if _create_once(path, pem) else _read_private(path)
 
 
-def _read_data_key(path: Path) -> bytes:
+def _read_secret(path: Path) -> bytes:
     try:
         text = path.read_text(encoding="ascii").strip()
         key = base64.b64decode(text, validate=True)
     except (OSError, ValueError) as error:
-        raise StartupError(f"cannot read the data key {path}: {error}") from None
+        raise StartupError(f"cannot read the key {path}: {error}") from None
     if len(key) != DATA_KEY_BYTES:
         raise StartupError(
             f"{path} must hold {DATA_KEY_BYTES} random bytes in base64 (make one with `openssl rand -base64 32`)"
@@ -102,20 +103,42 @@ def _read_data_key(path: Path) -> bytes:
     return key
 
 
+def _load_secret(settings: Settings, configured: Path | None, variable: str, local_name: str, use: str) -> bytes:
+    """A 32-byte secret from the file `variable` names, or in the local environment one generated under the data
+    directory on first use. Elsewhere a missing file stops the process: a key made up per process would differ
+    between replicas."""
+    if configured is not None:
+        return _read_secret(configured)
+    if settings.env is not Environment.LOCAL:
+        raise StartupError(
+            f"BULLANT_ENV={settings.env.value} needs {variable} ({use}): 32 random bytes in base64 "
+            "(`openssl rand -base64 32`), the same for every replica, kept out of the database"
+        )
+    path = settings.data_dir / "keys" / local_name
+    if not path.exists():
+        _create_once(path, base64.b64encode(os.urandom(DATA_KEY_BYTES)) + b"\n")
+    return _read_secret(path)
+
+
 def load_data_key(settings: Settings) -> bytes:
     """The key that encrypts secrets the platform must read back (TOTP secrets): BULLANT_DATA_KEY_FILE, or in the
     local environment a key generated under the data directory. Elsewhere a missing key stops the process."""
-    if settings.data_key_file is not None:
-        return _read_data_key(settings.data_key_file)
-    if settings.env is not Environment.LOCAL:
-        raise StartupError(
-            f"BULLANT_ENV={settings.env.value} needs BULLANT_DATA_KEY_FILE: 32 random bytes in base64 "
-            "(`openssl rand -base64 32`), the same for every replica, kept out of the database"
-        )
-    path = settings.data_dir / "keys" / DEV_DATA_KEY_NAME
-    if not path.exists():
-        _create_once(path, base64.b64encode(os.urandom(DATA_KEY_BYTES)) + b"\n")
-    return _read_data_key(path)
+    return _load_secret(
+        settings, settings.data_key_file, "BULLANT_DATA_KEY_FILE", DEV_DATA_KEY_NAME, "the key of TOTP secrets"
+    )
+
+
+def load_page_token_key(settings: Settings) -> bytes:
+    """The key that signs page tokens (services.core.paging): BULLANT_PAGE_TOKEN_KEY_FILE, or in the local
+    environment a key generated under the data directory. Every service that lists needs it, every replica the same
+    one, so a page token from one replica is good on the next and after a restart."""
+    return _load_secret(
+        settings,
+        settings.page_token_key_file,
+        "BULLANT_PAGE_TOKEN_KEY_FILE",
+        DEV_PAGE_TOKEN_KEY_NAME,
+        "the key that signs page tokens",
+    )
 
 
 def load_signing_keys(settings: Settings) -> SigningKeys:

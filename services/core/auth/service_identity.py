@@ -6,7 +6,7 @@ local) can act as a service; elsewhere the background work that needs it fails w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from services.core.auth.keys import SigningKeys
@@ -20,13 +20,33 @@ _RENEW_BEFORE_SECONDS = 60.0
 
 
 class ServiceIdentity:
-    """Mints and renews the service token and makes it the credential of onward calls within `acting()`."""
+    """Mints and renews the service token and makes it the credential of onward calls within `acting()`.
 
-    def __init__(self, keys: SigningKeys | None, policy: TokenPolicy, service: str) -> None:
+    Like any credential, a token ends the streams opened with it when it expires (services.core.auth.watch): a
+    long-lived stream opened with it is replaced before then by one opened with a newer token, the new one live
+    before the old one is let go (`renew_time` says when).
+    """
+
+    def __init__(
+        self, keys: SigningKeys | None, policy: TokenPolicy, service: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._issuer = TokenIssuer(keys, policy) if keys is not None and keys.private_key is not None else None
         self._service = service
+        self._clock = clock
         self._token = ""
         self._expires = 0.0
+        # Renew this long before expiry, at most half the token's life.
+        self._renew_before = min(_RENEW_BEFORE_SECONDS, policy.ttl_seconds / 2)
+
+    @property
+    def expires_at(self) -> float:
+        """When the token `token()` last gave expires (Unix seconds on this identity's clock)."""
+        return self._expires
+
+    def renew_time(self, expires_at: float) -> float:
+        """When a stream opened with a token expiring at `expires_at` should be replaced: once `token()` gives a
+        newer token, with time left to open the replacement before the old token ends. Seconds from now."""
+        return max(0.0, expires_at - self._renew_before * 0.75 - self._clock())
 
     def token(self) -> str:
         """A valid service token (renewed a minute before it expires)."""
@@ -36,8 +56,8 @@ class ServiceIdentity:
                 "key (BULLANT_JWT_PRIVATE_KEY_FILE)",
                 reason="SERVICE_IDENTITY_UNAVAILABLE",
             )
-        now = time.time()
-        if now > self._expires - _RENEW_BEFORE_SECONDS:
+        now = self._clock()
+        if now > self._expires - self._renew_before:
             self._token, claims = self._issuer.issue(
                 account_id=SERVICE_ACCOUNT_ID,
                 shard=0,

@@ -283,15 +283,18 @@ class LiveEngine:
 
     async def _keep_ticks(self) -> None:
         """One tick stream for the watched symbols; a new set gets a new stream that replaces the old one once it
-        is live (both deliver meanwhile; sequences drop the repeats). A symbol the market does not know is left out
-        (and tried again later), so one bad alert symbol cannot stop every other series."""
+        is live (both deliver meanwhile; sequences drop the repeats). So does the service token the stream runs
+        under, before it expires (the market ends a stream whose credential expires). A symbol the market does not
+        know is left out (and tried again later), so one bad alert symbol cannot stop every other series."""
         current: asyncio.Task[None] | None = None
         current_symbols: tuple[str, ...] = ()
+        current_expires = 0.0
         attempt = 0
         try:
             while True:
                 symbols = self._streamable()
-                if symbols != current_symbols or current is None or current.done():
+                renew = current is not None and self._identity.renew_time(current_expires) <= 0
+                if symbols != current_symbols or current is None or current.done() or renew:
                     if current is not None and current.done():
                         self.streaming = ()
                         for bars in self._symbols.values():
@@ -312,15 +315,25 @@ class LiveEngine:
                         if current is not None:
                             current.cancel()
                         current, current_symbols = started, symbols
+                        current_expires = self._identity.expires_at
                         self.streaming = symbols
-                retry = min(self._unknown.values(), default=None)
-                timeout = max(0.0, retry - time.monotonic()) if retry is not None else None
+                timeout = self._next_look(current_expires if current is not None else None)
                 await _until_changed(self._symbols_changed, current, timeout)
         finally:
             if current is not None:
                 current.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await current
+
+    def _next_look(self, stream_expires: float | None) -> float | None:
+        """Seconds until the stream loop must look again without being woken: an unknown symbol's retry, or the
+        renewal of the stream's credential; None when nothing is due."""
+        retry = min(self._unknown.values(), default=None)
+        timeout = max(0.0, retry - time.monotonic()) if retry is not None else None
+        if stream_expires is not None:
+            renew_in = self._identity.renew_time(stream_expires)
+            timeout = renew_in if timeout is None else min(timeout, renew_in)
+        return timeout
 
     async def _open_stream(self, symbols: tuple[str, ...]) -> asyncio.Task[None] | None:
         live = asyncio.Event()

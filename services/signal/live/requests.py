@@ -11,7 +11,6 @@ from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import naive_utc, timestamp
-from services.core.paging import decode_page_token
 from services.core.timeframes import Timeframe
 from services.signal.backtest_encoding import SYMBOL
 from services.signal.live.performance import PerformanceRow
@@ -115,16 +114,3 @@ def performance_message(row: PerformanceRow) -> signal_pb2.SignalPerformance:
         if moment is not None:
             getattr(message, name).CopyFrom(timestamp(moment))
     return message
-
-
-def performance_position(token: str, query: str) -> tuple[str, str, int, int] | None:
-    position = decode_page_token(token, query=query)
-    if position is None:
-        return None
-    try:
-        strategy_id, symbol, timeframe, horizon = position["after"]
-        return str(strategy_id), str(symbol), int(timeframe), int(horizon)
-    except (KeyError, TypeError, ValueError):
-        raise InvalidArgument(
-            FieldViolation("page_token", "is not a token of this list"), reason="PAGE_TOKEN_INVALID"
-        ) from None

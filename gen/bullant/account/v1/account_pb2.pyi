@@ -1074,6 +1074,65 @@ class GetAccountRequest(_message.Message):
 Global___GetAccountRequest: _TypeAlias = GetAccountRequest  # noqa: Y015
 
 @_typing.final
+class WatchCredentialRequest(_message.Message):
+    """Request of WatchCredential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCredentialRequest: _TypeAlias = WatchCredentialRequest  # noqa: Y015
+
+@_typing.final
+class WatchCredentialResponse(_message.Message):
+    """Response of WatchCredential: the credential being watched (sent once, first)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    API_KEY_ID_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.int
+    """The account the credential belongs to."""
+    session_id: _builtins.str
+    """Session of the access token; empty for an API key."""
+    api_key_id: _builtins.str
+    """The API key; empty for an access token."""
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes of the credential."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the credential expires: the access token's expiry (refresh before it), or the API key's."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.int = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        session_id: _builtins.str = ...,
+        api_key_id: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "expire_time", b"expire_time", "scopes", b"scopes", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCredentialResponse: _TypeAlias = WatchCredentialResponse  # noqa: Y015
+
+@_typing.final
 class GetAccountResponse(_message.Message):
     """Response of GetAccount."""
 

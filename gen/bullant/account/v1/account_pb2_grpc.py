@@ -48,7 +48,9 @@ class AccountServiceStub:
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -109,6 +111,11 @@ class AccountServiceStub:
                 '/bullant.account.v1.AccountService/GetAccount',
                 request_serializer=bullant_dot_account_dot_v1_dot_account__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=bullant_dot_account_dot_v1_dot_account__pb2.GetAccountResponse.FromString,
+                _registered_method=True)
+        self.WatchCredential = channel.unary_stream(
+                '/bullant.account.v1.AccountService/WatchCredential',
+                request_serializer=bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialRequest.SerializeToString,
+                response_deserializer=bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialResponse.FromString,
                 _registered_method=True)
         self.GetProfile = channel.unary_unary(
                 '/bullant.account.v1.AccountService/GetProfile',
@@ -200,7 +207,9 @@ class AccountServiceServicer:
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -316,6 +325,21 @@ class AccountServiceServicer:
         """GetAccount returns the caller's account and the credential used for this call ("who am I").
         Auth: authenticated (session or API key).
         Errors: none beyond the common ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCredential(self, request, context):
+        """WatchCredential watches the credential of this call. The first message describes it; then the stream stays
+        open, sending nothing more, until the credential stops being good, and ends – like every server stream of every
+        service – within moments of its expiry (UNAUTHENTICATED TOKEN_EXPIRED, or API_KEY_INVALID for a key), its
+        revocation (Logout, RevokeSession, RevokeApiKey, a password change or reset: UNAUTHENTICATED TOKEN_REVOKED or
+        API_KEY_INVALID) or the account being disabled (PERMISSION_DENIED ACCOUNT_DISABLED). It is for clients whose
+        data comes another way and that must still stop using a credential the moment it ends (the gateway's
+        WebSocket, whose shared tick streams run under the platform's own identity). UNAVAILABLE SERVER_DRAINING when
+        the server shuts down: watch again on another replica.
+        Auth: authenticated (session or API key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -506,6 +530,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     request_deserializer=bullant_dot_account_dot_v1_dot_account__pb2.GetAccountRequest.FromString,
                     response_serializer=bullant_dot_account_dot_v1_dot_account__pb2.GetAccountResponse.SerializeToString,
             ),
+            'WatchCredential': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCredential,
+                    request_deserializer=bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialRequest.FromString,
+                    response_serializer=bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialResponse.SerializeToString,
+            ),
             'GetProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProfile,
                     request_deserializer=bullant_dot_account_dot_v1_dot_account__pb2.GetProfileRequest.FromString,
@@ -602,7 +631,9 @@ class AccountService:
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -868,6 +899,33 @@ class AccountService:
             '/bullant.account.v1.AccountService/GetAccount',
             bullant_dot_account_dot_v1_dot_account__pb2.GetAccountRequest.SerializeToString,
             bullant_dot_account_dot_v1_dot_account__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bullant.account.v1.AccountService/WatchCredential',
+            bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialRequest.SerializeToString,
+            bullant_dot_account_dot_v1_dot_account__pb2.WatchCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

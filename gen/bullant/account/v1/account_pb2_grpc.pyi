@@ -49,7 +49,9 @@ class AccountServiceStub:
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -133,6 +135,17 @@ class AccountServiceStub:
     """GetAccount returns the caller's account and the credential used for this call ("who am I").
     Auth: authenticated (session or API key).
     Errors: none beyond the common ones.
+    """
+    WatchCredential: _grpc.UnaryStreamMultiCallable[_account_pb2.WatchCredentialRequest, _account_pb2.WatchCredentialResponse]
+    """WatchCredential watches the credential of this call. The first message describes it; then the stream stays
+    open, sending nothing more, until the credential stops being good, and ends – like every server stream of every
+    service – within moments of its expiry (UNAUTHENTICATED TOKEN_EXPIRED, or API_KEY_INVALID for a key), its
+    revocation (Logout, RevokeSession, RevokeApiKey, a password change or reset: UNAUTHENTICATED TOKEN_REVOKED or
+    API_KEY_INVALID) or the account being disabled (PERMISSION_DENIED ACCOUNT_DISABLED). It is for clients whose
+    data comes another way and that must still stop using a credential the moment it ends (the gateway's
+    WebSocket, whose shared tick streams run under the platform's own identity). UNAVAILABLE SERVER_DRAINING when
+    the server shuts down: watch again on another replica.
+    Auth: authenticated (session or API key).
     """
     GetProfile: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetProfileRequest, _account_pb2.GetProfileResponse]
     """GetProfile returns the caller's profile and preferences. An account that never set them gets the defaults.
@@ -239,7 +252,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -320,6 +335,17 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """GetAccount returns the caller's account and the credential used for this call ("who am I").
     Auth: authenticated (session or API key).
     Errors: none beyond the common ones.
+    """
+    WatchCredential: _aio.UnaryStreamMultiCallable[_account_pb2.WatchCredentialRequest, _account_pb2.WatchCredentialResponse]  # type: ignore[assignment]
+    """WatchCredential watches the credential of this call. The first message describes it; then the stream stays
+    open, sending nothing more, until the credential stops being good, and ends – like every server stream of every
+    service – within moments of its expiry (UNAUTHENTICATED TOKEN_EXPIRED, or API_KEY_INVALID for a key), its
+    revocation (Logout, RevokeSession, RevokeApiKey, a password change or reset: UNAUTHENTICATED TOKEN_REVOKED or
+    API_KEY_INVALID) or the account being disabled (PERMISSION_DENIED ACCOUNT_DISABLED). It is for clients whose
+    data comes another way and that must still stop using a credential the moment it ends (the gateway's
+    WebSocket, whose shared tick streams run under the platform's own identity). UNAVAILABLE SERVER_DRAINING when
+    the server shuts down: watch again on another replica.
+    Auth: authenticated (session or API key).
     """
     GetProfile: _aio.UnaryUnaryMultiCallable[_account_pb2.GetProfileRequest, _account_pb2.GetProfileResponse]  # type: ignore[assignment]
     """GetProfile returns the caller's profile and preferences. An account that never set them gets the defaults.
@@ -425,7 +451,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT) and RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED); every non-public method may return UNAUTHENTICATED (reasons CREDENTIALS_MISSING,
     TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (reasons SCOPE_MISSING,
-    ROLE_MISSING, ACCOUNT_DISABLED).
+    EMAIL_NOT_VERIFIED, ROLE_MISSING, ACCOUNT_DISABLED). EMAIL_NOT_VERIFIED: the method needs "trade" and the
+    account's email address is not verified yet (verify it, then refresh the token). A server stream ends with the
+    same codes when its credential expires or is revoked, or the account is disabled, while it is open.
 
     Secrets (passwords, tokens, TOTP secrets and codes, API key secrets) are marked `debug_redact` and must never be
     logged; no message returned by a List method contains a secret.
@@ -564,6 +592,23 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetAccount returns the caller's account and the credential used for this call ("who am I").
         Auth: authenticated (session or API key).
         Errors: none beyond the common ones.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCredential(
+        self,
+        request: _account_pb2.WatchCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_account_pb2.WatchCredentialResponse], _abc.AsyncIterator[_account_pb2.WatchCredentialResponse]]:
+        """WatchCredential watches the credential of this call. The first message describes it; then the stream stays
+        open, sending nothing more, until the credential stops being good, and ends – like every server stream of every
+        service – within moments of its expiry (UNAUTHENTICATED TOKEN_EXPIRED, or API_KEY_INVALID for a key), its
+        revocation (Logout, RevokeSession, RevokeApiKey, a password change or reset: UNAUTHENTICATED TOKEN_REVOKED or
+        API_KEY_INVALID) or the account being disabled (PERMISSION_DENIED ACCOUNT_DISABLED). It is for clients whose
+        data comes another way and that must still stop using a credential the moment it ends (the gateway's
+        WebSocket, whose shared tick streams run under the platform's own identity). UNAVAILABLE SERVER_DRAINING when
+        the server shuts down: watch again on another replica.
+        Auth: authenticated (session or API key).
         """
 
     @_abc_1.abstractmethod

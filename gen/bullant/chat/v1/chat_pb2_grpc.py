@@ -36,7 +36,7 @@ class ChatServiceStub:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.chat"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -89,7 +89,7 @@ class ChatServiceServicer:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.chat"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -210,7 +210,7 @@ class ChatService:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.chat"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 

@@ -39,7 +39,7 @@ class ModelServiceStub:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -130,7 +130,7 @@ class ModelServiceServicer:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -369,7 +369,7 @@ class ModelService:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 

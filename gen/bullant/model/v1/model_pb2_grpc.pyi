@@ -50,7 +50,7 @@ class ModelServiceStub:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -167,7 +167,7 @@ class ModelServiceAsyncStub(ModelServiceStub):
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 
@@ -280,7 +280,7 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.model"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED).
     """
 

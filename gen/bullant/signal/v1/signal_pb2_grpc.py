@@ -36,7 +36,7 @@ class SignalServiceStub:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """
@@ -145,7 +145,7 @@ class SignalServiceServicer:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """
@@ -438,7 +438,7 @@ class SignalService:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """

@@ -52,7 +52,7 @@ class SignalServiceStub:
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """
@@ -187,7 +187,7 @@ class SignalServiceAsyncStub(SignalServiceStub):
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """
@@ -318,7 +318,7 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors: besides the reasons listed on each method (ErrorInfo domain "bullant.signal"), every method may return
     INVALID_ARGUMENT with BadRequest field violations (reason INVALID_ARGUMENT), RESOURCE_EXHAUSTED with RetryInfo
     (reason RATE_LIMITED), and the authentication interceptor's UNAUTHENTICATED (CREDENTIALS_MISSING, TOKEN_INVALID,
-    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, ROLE_MISSING,
+    TOKEN_EXPIRED, TOKEN_REVOKED, API_KEY_INVALID) and PERMISSION_DENIED (SCOPE_MISSING, EMAIL_NOT_VERIFIED, ROLE_MISSING,
     ACCOUNT_DISABLED). Resources owned by another account (alerts, backtests) are
     reported as NOT_FOUND, never PERMISSION_DENIED, so that their existence does not leak.
     """

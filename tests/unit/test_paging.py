@@ -1,0 +1,147 @@
+"""Page tokens: signed and bound to their list and filters, every field of a position checked in one place, so
+anything the server did not issue – or cannot use – is PAGE_TOKEN_INVALID, never an exception from deeper down."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.core.auth.keys import load_page_token_key
+from services.core.errors import InvalidArgument
+from services.core.paging import (
+    COUNT,
+    MAX_TOKEN_LENGTH,
+    NAME,
+    Cursor,
+    Integer,
+    PageTokens,
+    Row,
+    keyset_cursor,
+)
+from services.core.settings import load_settings
+from services.core.startup import StartupError
+
+KEY = b"k" * 32
+PAGES = PageTokens(KEY)
+ALGORITHMS = Cursor.of("model.ListAlgorithms", after=COUNT)
+BARS = Cursor.of("market.ListBars", t=keyset_cursor("x").fields["t"])
+ALERTS = keyset_cursor("signal.ListAlerts")
+
+
+def _refused(cursor: Cursor, token: str, query: str = "") -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        PAGES.decode(cursor, token, query=query)
+    assert caught.value.reason == "PAGE_TOKEN_INVALID"
+    assert [violation.field for violation in caught.value.violations] == ["page_token"]
+
+
+def _unsigned(payload: Any) -> str:
+    """A token in the old, unsigned format: base64 JSON (what the issue's probe edited)."""
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def test_tokens_round_trip_with_typed_positions() -> None:
+    moment = datetime(2024, 3, 1, 9, 30, 0, 123456)
+    token = PAGES.encode(ALERTS, {"t": moment, "id": "alr_1"}, query="AAPL|None")
+    assert PAGES.decode(ALERTS, token, query="AAPL|None") == {"t": moment, "id": "alr_1"}
+    assert PAGES.decode(ALERTS, "", query="AAPL|None") is None
+    assert PAGES.decode(ALGORITHMS, PAGES.encode(ALGORITHMS, {"after": 7})) == {"after": 7}
+    row = Cursor.of("signal.GetSignalPerformance", after=Row((NAME, NAME, Integer(), Integer())))
+    token = PAGES.encode(row, {"after": ("sma_cross", "SIM-AAPL", 1, 5)})
+    assert PAGES.decode(row, token) == {"after": ("sma_cross", "SIM-AAPL", 1, 5)}
+
+
+def test_a_token_is_good_only_for_its_list_and_filters() -> None:
+    token = PAGES.encode(ALERTS, {"t": datetime(2024, 1, 1), "id": "a"}, query="AAPL|None")
+    _refused(ALERTS, token, query="MSFT|None")
+    _refused(keyset_cursor("signal.ListBacktests"), token, query="AAPL|None")
+
+
+def test_tokens_the_server_did_not_sign_are_refused() -> None:
+    token = PAGES.encode(ALGORITHMS, {"after": 7})
+    body, _, tag = token.partition(".")
+    forged_body = base64.urlsafe_b64encode(b'{"p":{"after":1},"q":"e3b0c44298fc1c14"}').decode().rstrip("=")
+    for bad in (
+        # The probes of the issue, in the old unsigned format.
+        _unsigned({"p": {"after": "zzz"}, "q": "e3b0c44298fc1c14"}),
+        _unsigned({"p": {"after": None}, "q": "e3b0c44298fc1c14"}),
+        _unsigned({"p": {}, "q": "e3b0c44298fc1c14"}),
+        _unsigned([]),
+        "eyJwIjp7ImFmdGVyIjoxZTQwMH0sInEiOiJlM2IwYzQ0Mjk4ZmMxYzE0In0",
+        # An edited body under the original tag, a valid body without its tag or with another's.
+        f"{forged_body}.{tag}",
+        body,
+        f"{body}.",
+        f"{body}.{tag[:-2]}",
+        f"{body}.{PAGES.encode(ALGORITHMS, {'after': 8}).partition('.')[2]}",
+        # Signed with another key.
+        PageTokens(b"x" * 32).encode(ALGORITHMS, {"after": 7}),
+        # Garbage.
+        "%%%",
+        "....",
+        "é.é",
+        "\x00",
+        "A" * (MAX_TOKEN_LENGTH + 1),
+        token + "A" * MAX_TOKEN_LENGTH,
+    ):
+        _refused(ALGORITHMS, bad)
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"after": "zzz"},
+        {"after": None},
+        {"after": {}},
+        {"after": []},
+        {"after": True},
+        {"after": 1.5},
+        {"after": -1},
+        {"after": 2**63},
+        {"after": 10**400},
+        {},
+        {"after": 1, "extra": 2},
+        [],
+        "after",
+    ],
+)
+def test_signed_positions_that_do_not_fit_the_list_are_refused(position: Any) -> None:
+    _refused(ALGORITHMS, PAGES.seal(ALGORITHMS.list_name, {"p": position, "q": "e3b0c44298fc1c14"}))
+
+
+def test_signed_infinities_and_nans_are_refused() -> None:
+    for value in (float("inf"), float("-inf"), float("nan")):
+        _refused(ALGORITHMS, PAGES.seal(ALGORITHMS.list_name, {"p": {"after": value}, "q": "e3b0c44298fc1c14"}))
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["9999-12-31T23:59:59.999999", "0001-01-01T00:00:00", "0999-12-31T23:59:59", "not a time", "", 20240101, None],
+)
+def test_signed_moments_outside_what_stores_hold_are_refused(moment: Any) -> None:
+    _refused(BARS, PAGES.seal(BARS.list_name, {"p": {"t": moment}, "q": "e3b0c44298fc1c14"}))
+
+
+def test_text_positions_are_bounded() -> None:
+    cursor = Cursor.of("market.ListFeeds", after=NAME)
+    for value in ("", "x" * 257, 5, None):
+        _refused(cursor, PAGES.seal(cursor.list_name, {"p": {"after": value}, "q": "e3b0c44298fc1c14"}))
+
+
+def test_the_key_survives_restarts_in_local_and_is_required_elsewhere(tmp_path: Path) -> None:
+    local = load_settings(environ={}, data_dir=tmp_path)
+    key = load_page_token_key(local)
+    token = PageTokens(key).encode(ALGORITHMS, {"after": 3})
+    # A restart reads the same key: tokens issued before it still page on.
+    assert PageTokens(load_page_token_key(local)).decode(ALGORITHMS, token) == {"after": 3}
+    with pytest.raises(StartupError, match="BULLANT_PAGE_TOKEN_KEY_FILE"):
+        load_page_token_key(load_settings(environ={"BULLANT_ENV": "prod"}, data_dir=tmp_path))
+    configured = tmp_path / "page.key"
+    configured.write_text(base64.b64encode(b"p" * 32).decode())
+    prod = load_settings(environ={"BULLANT_ENV": "prod", "BULLANT_PAGE_TOKEN_KEY_FILE": str(configured)})
+    assert load_page_token_key(prod) == b"p" * 32
