@@ -29,7 +29,7 @@ from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.grpc_errors import error_reason
 from services.core.paging import PageTokens
 from services.core.server import GrpcServer
-from services.core.settings import Settings
+from services.core.settings import BUILT_SERVICES, Settings
 from tests.support import make_settings
 
 SERVICES = [
@@ -45,8 +45,10 @@ PAGED = [
 ]
 # The fields a method needs besides its page token to get as far as reading it.
 REQUIRED: dict[str, dict[str, Any]] = {"ListBars": {"symbol": "HIST-A", "timeframe": common_pb2.TIMEFRAME_1M}}
-# Services whose methods are not built yet: they answer UNIMPLEMENTED whatever the token.
-UNBUILT = {"bullant.chat.v1.ChatService"}
+# Services not built yet are not served: their methods answer UNIMPLEMENTED (no reason) whatever the token.
+UNBUILT = {
+    service.full_name for service in SERVICES if service.name.removesuffix("Service").lower() not in BUILT_SERVICES
+}
 # One platform for the module's tests (a full server per method would cost more than the checks).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 EMPTY_QUERY = "e3b0c44298fc1c14"  # the filter digest of a list without filters (the issue's probes carry it)
@@ -108,7 +110,11 @@ def _admin(settings: Settings) -> tuple[tuple[str, str], ...]:
 async def _import_bars(lists: Lists) -> None:
     market = SERVICES[1]
     instrument = market_pb2.Instrument(
-        symbol="HIST-A", venue="HIST", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+        symbol="HIST-A",
+        venue="HIST",
+        asset_class=market_pb2.ASSET_CLASS_STOCK,
+        quote_currency="USD",
+        trading_session=market_pb2.TradingSession(always_open=True),  # test bars come at any hour
     )
     await lists.call(market.methods_by_name["CreateInstrument"], instrument=instrument)
     rows = "\n".join(f"2024-01-02T00:0{minute}:00Z,10,11,9,10.5,100" for minute in range(4))
@@ -160,7 +166,7 @@ def _edited(token: str) -> list[str]:
 @pytest.mark.parametrize("method", PAGED, ids=lambda method: f"{method.containing_service.name}.{method.name}")
 async def test_every_list_refuses_tokens_it_did_not_issue(lists: Lists, method: MethodDescriptor) -> None:
     if method.containing_service.full_name in UNBUILT:
-        assert await _refusal(lists, method, FORGED[0]) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED")
+        assert (await _refusal(lists, method, FORGED[0]))[0] == grpc.StatusCode.UNIMPLEMENTED
         return
     # The request is good without a token: every refusal below is the token's.
     first = await lists.call(method, page_size=1)

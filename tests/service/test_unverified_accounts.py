@@ -20,6 +20,7 @@ from bullant.signal.v1 import signal_pb2
 from services.core.access import rule_of
 from services.core.auth.identity import VERIFIED_SCOPES
 from services.core.grpc_errors import error_info
+from services.core.settings import BUILT_SERVICES
 from tests.gateway_platform import GatewayPlatform, running_gateway
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,6 +32,8 @@ SERVICES = [
     model_pb2.DESCRIPTOR.services_by_name["ModelService"],
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
 ]
+# A service that is not built yet is not served at all: its methods answer UNIMPLEMENTED before any check.
+SERVED = [service for service in SERVICES if service.name.removesuffix("Service").lower() in BUILT_SERVICES]
 
 
 def _needs_verification(method: MethodDescriptor) -> bool:
@@ -39,7 +42,7 @@ def _needs_verification(method: MethodDescriptor) -> bool:
 
 
 # Every method whose contract asks for a scope an unverified account cannot have, found in the contracts.
-GUARDED = [method for service in SERVICES for method in service.methods if _needs_verification(method)]
+GUARDED = [method for service in SERVED for method in service.methods if _needs_verification(method)]
 
 
 @pytest.fixture
@@ -97,7 +100,7 @@ async def test_creating_an_alert_before_verifying_says_what_to_do(platform: Gate
 
 
 async def test_every_method_needing_a_verified_email_says_so(platform: GatewayPlatform) -> None:
-    assert {"CreateAlert", "RunBacktest", "UpdateProfile", "Converse"} <= {method.name for method in GUARDED}
+    assert {"CreateAlert", "RunBacktest", "UpdateProfile"} <= {method.name for method in GUARDED}
     token = await _unverified_session(platform, "every@example.com")
     async with grpc.aio.insecure_channel(platform.server.address) as channel:
         for method in GUARDED:
