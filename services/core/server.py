@@ -216,9 +216,13 @@ async def serve_until_signal(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        # NOT_SERVING at once, before the components beside the server (the gateway's streams) wind down; and one
+        # grace period for the whole process, however long they took.
+        server.health.enter_graceful_shutdown()
+        deadline = loop.time() + server.settings.grace_seconds
         for component in reversed(started):
             await component.stop()
-        await server.stop()
+        await server.stop(max(0.0, deadline - loop.time()))
 
 
 def _passthrough(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
