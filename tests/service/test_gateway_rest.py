@@ -252,7 +252,21 @@ async def test_the_openapi_document_covers_every_route(platform: GatewayPlatform
         path_names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert path_names == {name.replace(".", "_") for name in route.variables}
     schemas = document["components"]["schemas"]
-    assert all(ref.removeprefix("#/components/schemas/") in schemas for ref in _refs(document))
+    for ref in _refs(document):  # every reference resolves
+        kind, _, name = ref.removeprefix("#/components/").partition("/")
+        assert name in document["components"][kind], ref
+    # Every operation lists the errors it can give, each the AIP-193 body with the request id.
+    for path in document["paths"].values():
+        for operation in path.values():
+            assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "429"} | {
+                "500",
+                "501",
+                "503",
+                "504",
+            }
+    unauthenticated = document["components"]["responses"]["Unauthenticated"]
+    assert unauthenticated["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert unauthenticated["headers"]["X-Request-Id"] == {"$ref": "#/components/headers/RequestId"}
     login = document["paths"]["/v1/auth:login"]["post"]
     assert login["security"] == []  # public
     assert "email" in schemas["bullant.account.v1.LoginRequest"]["properties"]
