@@ -95,6 +95,8 @@ class LinkPages:
         token = request.query_params.get("token", "")
         if not token:
             return _page(_INCOMPLETE)
+        if request.method == "HEAD":  # a link checker looking, not a person opening it: nothing is used up
+            return _page(Outcome(200, "Verify your email address", "Open this link in a browser to verify it."))
         try:
             reply = await self._call(
                 "VerifyEmail",

@@ -16,7 +16,7 @@ import pytest
 
 from bullant.account.v1 import account_pb2
 from gateway.app import create_app
-from tests.account_platform import PASSWORD, AccountPlatform, account_settings, running_account_service
+from tests.account_platform import PASSWORD, AccountPlatform, account_settings, bearer, running_account_service
 from tests.gateway_platform import running_uvicorn
 from tests.signal_platform import free_port
 
@@ -68,6 +68,12 @@ def _page(response: httpx.Response) -> str:
     return text
 
 
+async def _verified(account: AccountPlatform, email: str) -> bool:
+    token = (await account.login(email)).access_token
+    reply = await account.stub.GetAccount(account_pb2.GetAccountRequest(), metadata=bearer(token))
+    return bool(reply.account.email_verified)
+
+
 def _heading(text: str) -> str:
     found = re.search(r"<h1>(.*?)</h1>", text)
     assert found, text
@@ -82,13 +88,16 @@ async def test_the_verification_link_verifies_and_says_so(browser: Browser, capl
     assert link.startswith("http://localhost:8080/verify-email?token=")
     # The line the README tells a developer to look for, link included.
     assert f"verification email queued: {link}" in caplog.messages
+    parts = urllib.parse.urlsplit(link)
+    looked_at = await browser.http.head(f"{parts.path}?{parts.query}")  # a link checker: verifies nothing
+    assert looked_at.status_code == 200
+    assert not await _verified(account, "ada@example.com")
     opened = await browser.open(link)
     assert opened.status_code == 200
     page = _page(opened)
     assert _heading(page) == "Your email address is verified"
     assert "ada@example.com may now sign in and trade." in page
-    login = await account.login("ada@example.com")
-    assert "trade" in login.scopes
+    assert await _verified(account, "ada@example.com")
     # A second click (or a mail scanner's) is harmless.
     again = await browser.open(link)
     assert (again.status_code, _heading(_page(again))) == (200, "Your email address is verified")
