@@ -1,7 +1,8 @@
 """The gateway's ASGI application (Starlette): every annotated RPC of the generated services as a REST route,
-server-streaming ones as newline-delimited JSON or Server-Sent Events, `/healthz` and `/readyz`. It holds no
-business logic: requests are transcoded, sent to the owning service with the caller's credentials, and the answer
-(or the error, per AIP-193) is transcoded back."""
+server-streaming ones as newline-delimited JSON or Server-Sent Events (gateway.streams), the pages behind the links
+the account service mails (gateway.pages), `/healthz`, `/readyz` and the WebSocket. It holds no business logic:
+requests are transcoded, sent to the owning service with the caller's credentials, and the answer (or the error, per
+AIP-193) is transcoded back; on shutdown (`drain`) open streams and sockets are ended with a last word."""
 
 from __future__ import annotations
 
@@ -10,41 +11,47 @@ import contextlib
 import hashlib
 import logging
 import math
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.routing import WebSocketRoute, request_response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketClose
 
-from gateway.errors import bad_request, error_body, from_rpc_error
+from gateway.edge import SAFELISTED_HEADERS, Edge, cors_policy, request_id_of
+from gateway.errors import bad_request, error_body, error_info, from_rpc_error, http_error_body, request_info
 from gateway.openapi import openapi_document
+from gateway.pages import LinkPages
 from gateway.protojson import Memo, dumps, to_dict
 from gateway.relay import TickRelay
 from gateway.routes import Route, Router, generated_services
-from gateway.transcode import BadRequest, build_request
+from gateway.streams import OpenStream, cancelled, draining_body, relay
+from gateway.transcode import FORWARDED, BadRequest, build_request, call_metadata, percent_decoded, query_items
 from gateway.websocket import Connection, connection_metadata
+from services.core.access import rule_of
 from services.core.auth.keys import load_signing_keys
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
 from services.core.clients import ClientFactory, service_short_name
 from services.core.coordination.base import RateLimiter
 from services.core.coordination.factory import build_coordination, keyspace_for
+from services.core.grpc_errors import domain_of_method
+from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
 from services.core.settings import BUILT_SERVICES, Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
 REQUEST_ID = "x-request-id"
-# Headers passed to the services as metadata (the request id and the client address are added separately).
-FORWARDED = ("authorization", "x-api-key")
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Request headers a browser page may send (CORS): the credentials, the request id, and Last-Event-ID for SSE.
+_CORS_HEADERS = [*FORWARDED, REQUEST_ID, "last-event-id"]
 _READY_TIMEOUT = 2.0
 
 
@@ -59,34 +66,6 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return dumps(content)
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get(REQUEST_ID, "").strip()
-    return given[:128] if given and _header_value(given) else uuid.uuid4().hex
-
-
-def _header_value(value: str) -> bool:
-    """Whether a header can travel as gRPC ASCII metadata (printable, no line breaks)."""
-    return all(" " <= character <= "~" for character in value)
-
-
-def _metadata(request: Request, request_id: str) -> list[tuple[str, str]]:
-    """The metadata of the upstream call; BadRequest for a header gRPC cannot carry."""
-    metadata = [(REQUEST_ID, request_id)]
-    for name in FORWARDED:
-        value = request.headers.get(name)
-        if value:
-            if not _header_value(value):
-                raise BadRequest(f"header {name}", "only printable ASCII characters")
-            metadata.append((name, value))
-    client = request.client.host if request.client else ""
-    chain = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
-    if client:
-        chain.append(client)
-    if chain:
-        metadata.append(("x-forwarded-for", ", ".join(chain)))
-    return metadata
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -123,35 +102,53 @@ class Gateway:
         self.memo = Memo()
         # One callable per method, made on first use (the channels live as long as the app).
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        self.pages = LinkPages(clients, settings.request_timeout_seconds)
+        # Shutting down (drain): /readyz says NOT_SERVING, new streams are refused, open ones are ended.
+        self.draining = False
+        self._streams: set[OpenStream] = set()
+        self._rest_app = request_response(self.rest)
 
     def _json(self, body: Any, status: int, request_id: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse(body, status_code=status, headers={REQUEST_ID: request_id, **(headers or {})})
 
+    async def fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request no fixed route takes: REST for HTTP (whatever its path holds), a refusal for WebSockets."""
+        if scope["type"] == "websocket":
+            await WebSocketClose(code=1008, reason="no WebSocket here: use /v1/ws")(scope, receive, send)
+        else:
+            await self._rest_app(scope, receive, send)
+
     async def rest(self, request: Request) -> Response:
-        request_id = _request_id(request)
+        request_id = request_id_of(request.scope)
         raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
         found = self.router.find(request.method, raw_path)
         if isinstance(found, list):
             if not found:
                 body = error_body(grpc.StatusCode.NOT_FOUND, f"no route {request.method} {request.url.path}")
                 return self._json(body, 404, request_id)
-            body = error_body(grpc.StatusCode.UNIMPLEMENTED, f"{request.url.path} takes {', '.join(found)}")
-            body["error"]["code"] = 405
-            return self._json(body, 405, request_id, {"allow": ", ".join(sorted(set(found)))})
-        route, variables = found
+            allow = ", ".join(sorted({*found, "OPTIONS"}))
+            if request.method == "OPTIONS":  # not a CORS preflight (the edge answers those): the methods
+                return Response(status_code=204, headers={REQUEST_ID: request_id, "allow": allow})
+            body = http_error_body(405, f"{request.url.path} takes {', '.join(found)}")
+            return self._json(body, 405, request_id, {"allow": allow})
+        route, raw_variables = found
         limited = await self._rate_limited(request, request_id)
         if limited is not None:
             return limited
+        # Before the body is read or checked: a request without credentials learns that first (401, not a 400).
+        missing = self._credentials_missing(request, route, request_id)
+        if missing is not None:
+            return missing
         try:
             payload = await _body(request, self._settings.gateway_max_body_bytes)
         except PayloadTooLarge:
             limit = self._settings.gateway_max_body_bytes
-            body = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the body is larger than {limit} bytes")
-            body["error"]["code"] = 413
-            return self._json(body, 413, request_id)
+            return self._json(http_error_body(413, f"the body is larger than {limit} bytes"), 413, request_id)
         try:
-            message = build_request(route, variables, request.query_params.multi_items(), payload)
-            metadata = _metadata(request, request_id)
+            variables = {name: percent_decoded(name, value) for name, value in raw_variables.items()}
+            query = query_items(request.scope.get("query_string", b""))
+            message = build_request(route, variables, query, payload)
+            metadata = call_metadata(request, request_id)
         except BadRequest as error:
             return self._json(bad_request(error.field, error.description), 400, request_id)
         channel = self._clients.channel(route.service, propagate=False)
@@ -172,6 +169,19 @@ class Gateway:
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
         return self._json(to_dict(response), 200, request_id)
+
+    def _credentials_missing(self, request: Request, route: Route, request_id: str) -> Response | None:
+        """401 for a request without credentials to a method whose contract needs them (its access rule), as the
+        service would answer it; whether given credentials are good stays the service's to decide."""
+        rule = rule_of(route.method)
+        if rule is None or rule.public or any(request.headers.get(name) for name in FORWARDED):
+            return None
+        body = error_body(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "this method needs credentials: `Authorization: Bearer <access token>` or `X-Api-Key: <key>`",
+            [error_info("CREDENTIALS_MISSING", domain_of_method(route.full_method)), request_info(request_id)],
+        )
+        return self._json(body, 401, request_id, {"www-authenticate": "Bearer"})
 
     async def _rate_limited(self, request: Request, request_id: str) -> Response | None:
         """429 when the client spent its requests of the minute; a limiter that cannot answer lets requests pass."""
@@ -208,33 +218,70 @@ class Gateway:
         request_id: str,
         channel: grpc.aio.Channel,
     ) -> Response:
+        if self.draining:
+            return self._json(draining_body(), 503, request_id, {"retry-after": "1"})
         call = channel.unary_stream(
             route.full_method,
             request_serializer=route.request_class.SerializeToString,
             response_deserializer=route.response_class.FromString,
         )(message, metadata=metadata)
+        stream = OpenStream(call)
+        self._streams.add(stream)
         try:
             # The first message (or the refusal) decides the HTTP status, as for a unary call.
             first = await call.read()
         except grpc.aio.AioRpcError as error:
+            self._streams.discard(stream)
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
+        except asyncio.CancelledError:
+            self._streams.discard(stream)
+            if stream.drained and not cancelled():
+                return self._json(draining_body(), 503, request_id, {"retry-after": "1"})
+            call.cancel()
+            raise
         except BaseException:
+            self._streams.discard(stream)
             call.cancel()
             raise
         sse = "text/event-stream" in request.headers.get("accept", "")
         return StreamingResponse(
-            _relay(call, first, sse=sse),
+            relay(stream, first, self._streams, sse=sse),
             media_type="text/event-stream" if sse else "application/x-ndjson",
             headers={REQUEST_ID: request_id, "cache-control": "no-cache"},
         )
 
+    async def drain(self, within_seconds: float) -> None:
+        """The server is shutting down: /readyz answers NOT_SERVING and new streams are refused at once; every open
+        REST stream ends with a last UNAVAILABLE error item, and every WebSocket gets that error and the close frame
+        1012 (service restart), sockets bounded by `within_seconds`."""
+        self.draining = True
+        for stream in list(self._streams):
+            stream.drained = True
+            stream.call.cancel()  # its relay sees the cancellation and writes the last item
+        sockets = list(self.connections)
+        if sockets:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_seconds):
+                    await asyncio.gather(*(socket.shut_down() for socket in sockets), return_exceptions=True)
+
+    async def verify_email(self, request: Request) -> Response:
+        request_id = request_id_of(request.scope)
+        return await self._rate_limited(request, request_id) or await self.pages.verify_email(request, request_id)
+
+    async def reset_password(self, request: Request) -> Response:
+        request_id = request_id_of(request.scope)
+        return await self._rate_limited(request, request_id) or await self.pages.reset_password(request, request_id)
+
     async def openapi(self, request: Request) -> Response:
         if self._document is None:
             self._document = openapi_document(self.router.routes)
-        return JSONResponse(self._document, headers={REQUEST_ID: _request_id(request)})
+        return JSONResponse(self._document, headers={REQUEST_ID: request_id_of(request.scope)})
 
     async def websocket(self, socket: WebSocket) -> None:
+        if self.draining:
+            await socket.close(1012, "the server is shutting down")
+            return
         connection = Connection(socket, self._clients, connection_metadata(socket), self.memo, self.relay)
         self.connections.add(connection)
         try:
@@ -243,9 +290,16 @@ class Gateway:
             self.connections.discard(connection)
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "SERVING"}, headers={REQUEST_ID: _request_id(request)})
+        return JSONResponse({"status": "SERVING"}, headers={REQUEST_ID: request_id_of(request.scope)})
 
     async def readyz(self, request: Request) -> Response:
+        request_id = request_id_of(request.scope)
+        if self.draining:
+            return JSONResponse(
+                {"status": "NOT_SERVING", "services": {}, "draining": True},
+                status_code=503,
+                headers={REQUEST_ID: request_id},
+            )
         # Services with a contract but no implementation yet are served nowhere: they do not count.
         served = (route.service for route in self.router.routes if service_short_name(route.service) in BUILT_SERVICES)
         services = sorted({service.full_name: service for service in served}.items())
@@ -263,30 +317,8 @@ class Gateway:
         return JSONResponse(
             {"status": "SERVING" if ready else "NOT_SERVING", "services": statuses},
             status_code=200 if ready else 503,
-            headers={REQUEST_ID: _request_id(request)},
+            headers={REQUEST_ID: request_id},
         )
-
-
-async def _relay(call: Any, first: Any, *, sse: bool) -> AsyncIterator[bytes]:
-    """Each message of a server stream as one NDJSON line or SSE event; an error ends it as a last `error` item.
-    The upstream call is cancelled however the response ends (a client that disconnects included)."""
-
-    def frame(document: dict[str, Any], event: str = "message") -> bytes:
-        text = dumps(document)
-        if sse:
-            return b"event: " + event.encode() + b"\ndata: " + text + b"\n\n"
-        return text + b"\n"
-
-    try:
-        message = first
-        while message is not grpc.aio.EOF:
-            yield frame({"result": to_dict(message)})
-            message = await call.read()
-    except grpc.aio.AioRpcError as error:
-        _, body, _ = from_rpc_error(error)
-        yield frame(body, "error")
-    finally:
-        call.cancel()
 
 
 def _service_identity(settings: Settings) -> ServiceIdentity | None:
@@ -328,28 +360,30 @@ def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> S
             await factory.stop()
             await coordination.stop()
 
-    middleware = []
-    if settings.gateway_cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.gateway_cors_origins),
-                allow_methods=_METHODS,
-                allow_headers=["authorization", "x-api-key", "x-request-id", "content-type"],
-                expose_headers=["x-request-id", "retry-after"],
-                max_age=600,
-            )
-        )
+    cors = cors_policy(settings.gateway_cors_origins, _METHODS, [*_CORS_HEADERS, *SAFELISTED_HEADERS])
     app = Starlette(
         routes=[
             HttpRoute("/healthz", gateway.healthz, methods=["GET"]),
             HttpRoute("/readyz", gateway.readyz, methods=["GET"]),
             HttpRoute("/openapi.json", gateway.openapi, methods=["GET"]),
+            HttpRoute(f"/{VERIFY_EMAIL_PATH}", gateway.verify_email, methods=["GET"]),
+            HttpRoute(f"/{RESET_PASSWORD_PATH}", gateway.reset_password, methods=["GET", "POST"]),
             WebSocketRoute("/v1/ws", gateway.websocket),
-            HttpRoute("/{path:path}", gateway.rest, methods=_METHODS),
         ],
-        middleware=middleware,
+        middleware=[Middleware(Edge, cors=cors)],
+        exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,
     )
+    # Every other path is REST, whatever it holds (control characters included): the router's own 404 and slash
+    # redirects would answer in plain text.
+    app.router.default = gateway.fallback
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     return app
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a fixed route asked with another method) as AIP-193 errors."""
+    assert isinstance(exc, HTTPException)
+    body = http_error_body(exc.status_code, exc.detail or "refused")
+    return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))

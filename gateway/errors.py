@@ -4,6 +4,7 @@ when the service said when to retry."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -12,6 +13,18 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+log = logging.getLogger("bullant.gateway")
+# What a client is told when the channel (not a service) ended a call with one of these codes.
+_TRANSPORT_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "the service is unavailable; retry in a moment",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the service did not answer in time",
+    grpc.StatusCode.INTERNAL: "the call to the service failed",
+    grpc.StatusCode.UNKNOWN: "the call to the service failed",
+    grpc.StatusCode.DATA_LOSS: "the call to the service failed",
+    grpc.StatusCode.CANCELLED: "the call to the service was cancelled",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "the request or its answer is larger than the service accepts",
+    grpc.StatusCode.UNIMPLEMENTED: "this method is not served here",
+}
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -42,6 +55,46 @@ def error_body(code: grpc.StatusCode, message: str, details: list[dict[str, Any]
             "details": details or [],
         }
     }
+
+
+# The gRPC code of an HTTP status the gateway answers itself without a service (405 and 413 have no code of
+# their own: the body keeps the HTTP status as its `code`).
+_CODE_OF_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def http_error_body(status: int, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The body of an HTTP error the gateway answers itself: the nearest gRPC status name, the HTTP status as the
+    code."""
+    code = _CODE_OF_HTTP.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
+    body = error_body(code, message, details)
+    body["error"]["code"] = status
+    return body
+
+
+def error_info(reason: str, domain: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """An ErrorInfo detail in the JSON mapping."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata or {})
+    return _detail(info, error_details_pb2.ErrorInfo.DESCRIPTOR.full_name)
+
+
+def request_info(request_id: str) -> dict[str, Any]:
+    """A RequestInfo detail naming the request id, which the logs carry too."""
+    return _detail(
+        error_details_pb2.RequestInfo(request_id=request_id), error_details_pb2.RequestInfo.DESCRIPTOR.full_name
+    )
 
 
 def bad_request(field: str, description: str) -> dict[str, Any]:
@@ -84,4 +137,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[int, dict[str, Any], di
                     headers["retry-after"] = str(max(1, math.ceil(delay)))
                 break
     code = error.code()
-    return HTTP_STATUS.get(code, 500), error_body(code, error.details() or code.name, details), headers
+    message = error.details() or code.name
+    if status is None and code in _TRANSPORT_MESSAGES:
+        # Not a service's answer (those carry google.rpc.Status details) but the channel's own: its text names
+        # addresses and transport internals, which go to the log, not to the client.
+        log.warning("upstream call failed: %s %s", code.name, message)
+        message = _TRANSPORT_MESSAGES[code]
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        headers["www-authenticate"] = "Bearer"  # RFC 9110: a 401 names the scheme that would be accepted
+    return HTTP_STATUS.get(code, 500), error_body(code, message, details), headers

@@ -65,6 +65,34 @@ ERROR_SCHEMA = {
     "required": ["error"],
 }
 _QUERY_DEPTH = 3
+_REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+# The error answers every operation can give: the gateway's, the authenticator's, the services' and the transport's.
+_ERROR_RESPONSES = (
+    ("400", "InvalidArgument"),
+    ("401", "Unauthenticated"),
+    ("403", "PermissionDenied"),
+    ("404", "NotFound"),
+    ("409", "Conflict"),
+    ("413", "PayloadTooLarge"),
+    ("429", "TooManyRequests"),
+    ("500", "Internal"),
+    ("501", "Unimplemented"),
+    ("503", "Unavailable"),
+    ("504", "DeadlineExceeded"),
+)
+_ERROR_DESCRIPTIONS = {
+    "InvalidArgument": "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE: the field violations say what to change",
+    "Unauthenticated": "UNAUTHENTICATED: credentials missing, invalid, expired or revoked",
+    "PermissionDenied": "PERMISSION_DENIED: the credential may not do this (scope, session-only, ownership)",
+    "NotFound": "NOT_FOUND: a resource the request names does not exist (for this account)",
+    "Conflict": "ALREADY_EXISTS or ABORTED",
+    "PayloadTooLarge": "RESOURCE_EXHAUSTED: the body is larger than the gateway accepts",
+    "TooManyRequests": "RESOURCE_EXHAUSTED: a rate or quota limit; Retry-After says when to try again",
+    "Internal": "INTERNAL: logged with the request id the error names",
+    "Unimplemented": "UNIMPLEMENTED: the method is not built yet",
+    "Unavailable": "UNAVAILABLE: a service or a dependency cannot answer now (or the server is shutting down)",
+    "DeadlineExceeded": "DEADLINE_EXCEEDED: a service did not answer in time",
+}
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -168,6 +196,28 @@ def _query_parameters(
     return found
 
 
+def _ref_response(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _error_responses() -> dict[str, Any]:
+    """The shared error responses: the AIP-193 body, the request id, and Retry-After or WWW-Authenticate where
+    they apply."""
+    found: dict[str, Any] = {}
+    for name, description in _ERROR_DESCRIPTIONS.items():
+        headers: dict[str, Any] = dict(_REQUEST_ID_HEADER)
+        if name == "TooManyRequests":
+            headers["Retry-After"] = {"description": "seconds to wait", "schema": {"type": "string"}}
+        if name == "Unauthenticated":
+            headers["WWW-Authenticate"] = {"description": "the scheme to use", "schema": {"type": "string"}}
+        found[name] = {
+            "description": description,
+            "headers": headers,
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+    return found
+
+
 def path_parameter(variable: str) -> str:
     """A path variable's parameter name: dotted field paths (`alert.alert_id`) read `alert_alert_id`, since many
     OpenAPI tools take template names as identifiers."""
@@ -218,18 +268,28 @@ def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
         item = {
             "type": "object",
             "properties": {"result": response, "error": ERROR_SCHEMA["properties"]["error"]},  # type: ignore[index]
+            "additionalProperties": False,
         }
-        content = {
-            "application/x-ndjson": {"schema": item},
-            "text/event-stream": {"schema": {"type": "string", "description": "`event: message` with `data: <item>`"}},
+        # OpenAPI 3.0 describes one Server-Sent Event: its `event` name and its `data`, which holds the item's JSON.
+        event = {
+            "type": "object",
+            "properties": {
+                "event": {"type": "string", "enum": ["message", "error"]},
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": item},
+            },
+            "required": ["data"],
         }
-        description = "a stream: one JSON object per line (or per Server-Sent Event); an error ends it"
+        content = {"application/x-ndjson": {"schema": item}, "text/event-stream": {"schema": event}}
+        description = (
+            "a stream: one JSON object per line, or per Server-Sent Event (`event: message`) with "
+            "`Accept: text/event-stream`; an error, or the server shutting down, ends it with an `error` item"
+        )
     else:
         content = {"application/json": {"schema": response}}
         description = "OK"
     operation["responses"] = {
-        "200": {"description": description, "content": content},
-        "default": {"description": "an error (AIP-193)", "content": {"application/json": {"schema": _ref("Error")}}},
+        "200": {"description": description, "headers": _REQUEST_ID_HEADER, "content": content},
+        **{status: _ref_response(name) for status, name in _ERROR_RESPONSES},
     }
     options = method.GetOptions()
     rule = options.Extensions[access_pb2.access] if options.HasExtension(access_pb2.access) else None
@@ -259,6 +319,14 @@ def openapi_document(routes: Sequence[Route], *, title: str = "Bullant API", ver
         "paths": paths,
         "components": {
             "schemas": components,
+            "responses": _error_responses(),
+            "headers": {
+                "RequestId": {
+                    "description": "the request's id (the client's X-Request-Id, or a new one); logs carry it too",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},

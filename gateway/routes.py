@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -55,11 +54,11 @@ class Route:
         return bool(self.method.server_streaming)
 
     def match(self, raw_path: str) -> dict[str, str] | None:
-        """The path variables (decoded) when `raw_path` (still percent-encoded) fits the template."""
+        """The path variables (still percent-encoded) when `raw_path` (percent-encoded) fits the template."""
         found = self.pattern.fullmatch(raw_path)
         if found is None:
             return None
-        return {name: unquote(value) for name, value in zip(self.variables, found.groups(), strict=True)}
+        return dict(zip(self.variables, found.groups(), strict=True))
 
 
 def _segments_regex(segments: str, *, in_variable: bool) -> str:
@@ -165,7 +164,8 @@ class Router:
         return cls([route for service in services for route in routes_of(service)])
 
     def find(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]] | list[str]:
-        """The route and its path variables, or the HTTP methods the path allows (empty: no such path)."""
+        """The route and its path variables (still percent-encoded), or the HTTP methods the path allows (empty: no
+        such path)."""
         allowed = []
         for route in self.routes:
             variables = route.match(raw_path)

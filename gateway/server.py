@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Iterator
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
 from services.core.server import GrpcServer
 from services.core.settings import Settings
 from services.core.startup import StartupError
@@ -36,6 +37,8 @@ class GatewayServer:
         self._beside = beside
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        # The app's handlers, while serving (tests and the shutdown drain use them).
+        self.gateway: Gateway | None = None
         self.port: int | None = None
 
     @property
@@ -46,8 +49,9 @@ class GatewayServer:
         settings = self._settings
         if self._beside is not None:
             settings = settings.model_copy(update={"upstreams": {}, "default_upstream": self._beside.address})
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host=self._settings.gateway_host,
             port=self._settings.gateway_port,
             lifespan="on",
@@ -55,6 +59,10 @@ class GatewayServer:
             log_config=None,  # the platform's logging
             access_log=False,
             server_header=False,
+            # A bound on the wait for open connections at shutdown, whatever a client does (the gateway ends its
+            # streams and sockets itself first; this is for requests still waiting on a service). stop() sets it to
+            # what is left of the grace period.
+            timeout_graceful_shutdown=math.ceil(self._settings.grace_seconds),
         )
         server = _Server(config)
         # Bound here, so a taken port is a clear start-up error rather than uvicorn exiting the process.
@@ -72,6 +80,7 @@ class GatewayServer:
                 f"{error.strerror} (set BULLANT_GATEWAY_PORT)"
             ) from None
         self.port = int(listener.getsockname()[1])
+        self.gateway = app.state.gateway
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[listener]), name="gateway")
         while not server.started:
@@ -94,9 +103,17 @@ class GatewayServer:
         return found
 
     async def stop(self) -> None:
+        """End open streams and sockets with a last word (Gateway.drain), then stop uvicorn: no new connections, the
+        requests under way answered, then the app's shutdown (channels closed) – all within the grace period."""
         if self._server is None or self._task is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.grace_seconds
+        if self.gateway is not None:
+            await self.gateway.drain(within_seconds=min(2.0, self._settings.grace_seconds / 2))
+        # What is left of the grace period for the requests under way (uvicorn reads it as asyncio.timeout's delay).
+        self._server.config.timeout_graceful_shutdown = max(0.1, deadline - loop.time())  # type: ignore[assignment]
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self._server = self._task = None
+        self._server = self._task = self.gateway = None

@@ -278,11 +278,20 @@ class Connection:
         await self._refuse(code, text)
         await self._drain_and_close(close_code)
 
-    async def _drain_and_close(self, close_code: int) -> None:
+    async def _drain_and_close(self, close_code: int, reason: str | None = None) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self._outgoing.join()
-        await self._socket.close(close_code)
+        await self._socket.close(close_code, reason)
+
+    async def shut_down(self) -> None:
+        """The gateway is shutting down: an UNAVAILABLE error, then the close frame 1012 (service restart), so the
+        client knows to reconnect (to another replica, or once this one is back)."""
+        error = error_body(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect to continue")
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outgoing.put_nowait({"type": "error", "error": error["error"]})
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the socket closed meanwhile
+            await self._drain_and_close(1012, "server shutting down")
 
     async def _receive_loop(self) -> None:
         while True:

@@ -33,15 +33,22 @@ class GatewayPlatform:
     def bearer(
         self, account_id: int = 3, scopes: tuple[str, ...] = ("read", "trade"), *, admin: bool = False
     ) -> dict[str, str]:
-        roles = ("user", "admin") if admin else ("user",)
-        token, _ = TokenIssuer(load_signing_keys(self.settings), token_policy(self.settings)).issue(
-            account_id=account_id,
-            shard=account_id % 2,
-            roles=roles,
-            scopes=scopes + (("admin",) if admin else ()),
-            session_id=f"g{account_id}",
-        )
-        return {"authorization": f"Bearer {token}"}
+        return bearer(self.settings, account_id, scopes, admin=admin)
+
+
+def bearer(
+    settings: Settings, account_id: int = 3, scopes: tuple[str, ...] = ("read", "trade"), *, admin: bool = False
+) -> dict[str, str]:
+    """The authorization header of an access token signed with the platform's key (no account row needed)."""
+    roles = ("user", "admin") if admin else ("user",)
+    token, _ = TokenIssuer(load_signing_keys(settings), token_policy(settings)).issue(
+        account_id=account_id,
+        shard=account_id % 2,
+        roles=roles,
+        scopes=scopes + (("admin",) if admin else ()),
+        session_id=f"g{account_id}",
+    )
+    return {"authorization": f"Bearer {token}"}
 
 
 @asynccontextmanager

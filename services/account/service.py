@@ -25,6 +25,7 @@ from services.account.store import Purpose
 from services.account.validation import check_password
 from services.core.db.outbox import OutboxMessage
 from services.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
 
 EMAIL = "email"
 
@@ -91,11 +92,19 @@ class AccountService:
     async def _send_verification(self, account: Account) -> None:
         ttl = self.runtime.policy.verification_token_ttl
         await self._email_link(
-            account, Purpose.VERIFY_EMAIL, "verify-email", ttl, expire_hours=int(ttl.total_seconds() // 3600)
+            account,
+            Purpose.VERIFY_EMAIL,
+            VERIFY_EMAIL_PATH,
+            ttl,
+            "verification",
+            expire_hours=int(ttl.total_seconds() // 3600),
         )
 
-    async def _email_link(self, account: Account, purpose: str, path: str, ttl: timedelta, **payload: object) -> None:
-        """Store a single-use token for `purpose` and queue the email carrying its link, in one transaction."""
+    async def _email_link(
+        self, account: Account, purpose: str, path: str, ttl: timedelta, kind: str, **payload: object
+    ) -> None:
+        """Store a single-use token for `purpose` and queue the email carrying its link, in one transaction; `kind`
+        names the email in the log ("verification", "password reset")."""
         rt = self.runtime
         token = new_email_token()
         now = rt.now()
@@ -116,7 +125,7 @@ class AccountService:
         )
         if rt.policy.log_email_links:
             # The embedded default has no mail server: the developer follows the link from the log.
-            log.info("%s email queued: %s", purpose, link, extra={"account_id": account.account_id})
+            log.info("%s email queued: %s", kind, link, extra={"account_id": account.account_id})
 
     async def verify_email(self, token: str) -> Account:
         """Verify the email of the token's account. Presenting a token that already verified its account again
@@ -166,7 +175,12 @@ class AccountService:
             return
         ttl = rt.policy.reset_token_ttl
         await self._email_link(
-            found[0], Purpose.RESET_PASSWORD, "reset-password", ttl, expire_minutes=int(ttl.total_seconds() // 60)
+            found[0],
+            Purpose.RESET_PASSWORD,
+            RESET_PASSWORD_PATH,
+            ttl,
+            "password reset",
+            expire_minutes=int(ttl.total_seconds() // 60),
         )
 
     async def reset_password(self, token: str, new_password: str) -> None:

@@ -149,6 +149,8 @@ class CallContextInterceptor(_WrappingInterceptor):
         call: CallContext,
         started: float,
         outcome: BaseException | None,
+        *,
+        peer: str,
         messages_sent: int | None = None,
     ) -> None:
         code = _final_code(context, outcome)
@@ -168,7 +170,7 @@ class CallContextInterceptor(_WrappingInterceptor):
                     "code": code.name,
                     "duration_ms": round(elapsed * 1000, 3),
                     "request_id": call.request_id,
-                    "peer": context.peer(),
+                    "peer": peer,
                     **({"messages_sent": messages_sent} if messages_sent is not None else {}),
                 },
             )
@@ -177,6 +179,7 @@ class CallContextInterceptor(_WrappingInterceptor):
         async def observed(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             call = self._begin(context, method)
+            peer = context.peer()  # now: after a client's cancellation, grpcio's peer() crashes the process
             outcome: BaseException | None = None
             try:
                 return await _call_unary(behavior, request, context)
@@ -184,7 +187,7 @@ class CallContextInterceptor(_WrappingInterceptor):
                 outcome = exc
                 raise
             finally:
-                self._finish(context, call, started, outcome)
+                self._finish(context, call, started, outcome, peer=peer)
 
         return observed
 
@@ -192,6 +195,7 @@ class CallContextInterceptor(_WrappingInterceptor):
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             call = self._begin(context, method)
+            peer = context.peer()  # now: after a client's cancellation, grpcio's peer() crashes the process
             outcome: BaseException | None = None
             sent = 0
             try:
@@ -202,7 +206,7 @@ class CallContextInterceptor(_WrappingInterceptor):
                 outcome = exc
                 raise
             finally:
-                self._finish(context, call, started, outcome, sent)
+                self._finish(context, call, started, outcome, peer=peer, messages_sent=sent)
 
         return observed
 

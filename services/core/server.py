@@ -281,12 +281,14 @@ async def serve_until_signal(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        # Health first (load balancers stop sending), then what stands in front of the server, then the server:
-        # its calls drain, then its components stop, each before what it depends on.
+        # Health first (load balancers stop sending) and long streams told to end, then what stands in front of the
+        # server (the gateway's streams wind down), then the server: its calls drain, then its components stop, each
+        # before what it depends on. One grace period for the whole process, however long the front took.
         server.begin_shutdown()
+        deadline = loop.time() + server.settings.grace_seconds
         for component in reversed(started):
             await component.stop()
-        await server.stop()
+        await server.stop(max(0.0, deadline - loop.time()))
 
 
 def _passthrough(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
