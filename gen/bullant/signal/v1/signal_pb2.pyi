@@ -612,9 +612,16 @@ class ComputeIndicatorsRequest(_message.Message):
     timeframe: _common_pb2.Timeframe.ValueType
     """Bar timeframe."""
     extend_for_warmup: _builtins.bool
-    """When true, the server also reads the bars before start_time that the indicators need to warm up, so values
-    inside the range are not NaN where history exists; when false (TA-Lib's behaviour) the range's first bars are
-    the warm-up and come back as NaN.
+    """When true, the server also reads stored bars before start_time, so that the values inside the range are those
+    computed over the whole stored history: exactly for indicators over a window of bars (SMA, WMA, Bollinger,
+    Donchian, Ichimoku, Stochastic, CCI, Williams %R, ROC, MFI, VWAP with a period); within 1e-9 relative for
+    recursive smoothing (EMA, DEMA, TEMA, MACD, ATR, Keltner, ADX, RSI), for which the server derives from the
+    recursion how far back to read for the starting point's weight to fall below 1e-12 (e.g. 296 bars for
+    EMA(20)); and for the parabolic SAR, which forgets its start only at reversals, until SAR computed from two
+    starting points agrees on the range. At most 200,000 bars are read before the range. Cumulative indicators
+    never forget their start, so their origin is fixed whatever this field says: OBV starts at the volume of the
+    range's first bar and VWAP with period 0 accumulates from that bar (an anchored VWAP). When false (TA-Lib's
+    behaviour) the range's first bars are the warm-up and come back as NaN.
     """
     @_builtins.property
     def range(self) -> _common_pb2.TimeRange:
