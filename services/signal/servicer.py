@@ -546,6 +546,7 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
         slippage_bps=decoded.slippage_bps,
         sizing=decoded.sizing,
         fill_timing=decoded.fill_timing,
+        close_at_end=decoded.close_at_end,
         allow_short=decoded.allow_short,
         allow_fractional=decoded.allow_fractional,
         lot_size=min(item.lot_size for item in instruments),
