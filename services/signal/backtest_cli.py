@@ -266,7 +266,11 @@ def summary(backtest: signal_pb2.Backtest) -> str:
     ]
     open_positions = [item for item in report.symbol_results if item.open_quantity]
     if open_positions:
-        rows.append(("open at the end", ", ".join(f"{item.open_quantity:g} {item.symbol}" for item in open_positions)))
+        held = ", ".join(
+            f"{'long' if item.open_quantity > 0 else 'short'} {abs(item.open_quantity):g} {item.symbol}"
+            for item in open_positions
+        )
+        rows.append(("open at the end", held))
         rows.append(("open pnl", f"{sum(item.open_pnl for item in open_positions):,.2f}"))
     width = max(len(name) for name, _ in rows)
     lines.extend(f"  {name:<{width}}  {value:>16}" for name, value in rows)

@@ -365,7 +365,7 @@ async def test_the_cli_asks_for_mark_to_market_and_shows_what_stayed_open(platfo
     [symbol] = backtest.report.symbol_results
     text = backtest_cli.summary(backtest)
     assert symbol.open_quantity != 0  # with shorts, a crossing strategy always holds a side after its first signal
-    assert f"{symbol.open_quantity:g} DEMO" in text
+    assert f"{'long' if symbol.open_quantity > 0 else 'short'} {abs(symbol.open_quantity):g} DEMO" in text
     assert f"{symbol.open_pnl:,.2f}" in text
     assert all(trade.exit_reason != signal_pb2.EXIT_REASON_END_OF_DATA for trade in backtest.report.trades)
 
