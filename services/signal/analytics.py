@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.market_data import BarSeries
 from services.signal.indicators.base import REGISTRY, Array, Bars, IndicatorDef, Memory, MemoryKind
+
+if TYPE_CHECKING:  # the bars come from services.core.market_data, whose client this module does not need
+    from services.core.market_data import BarSeries
 
 MAX_INDICATORS = 50
 # Most bars read before a range to warm its indicators up (as many as a range may hold). Recursions that need more
