@@ -31,6 +31,7 @@ from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
 from services.core.settings import SERVICE_NAMES, Environment, Settings, SettingsError, load_settings
 from services.core.startup import StartupError
+from services.market import importer
 from services.market.importer import ImportProgressBar, import_file
 from services.market.models import Timeframe
 from services.market.service import normalize_symbol
@@ -40,7 +41,12 @@ log = logging.getLogger("bullant.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bullant", description="Bullant, an AI trading platform backend.")
+    parser = argparse.ArgumentParser(
+        prog="bullant",
+        description="Bullant, an AI trading platform backend.",
+        epilog="`bullant COMMAND --help` shows the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=version_text(), help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -54,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SERVICE",
         help=f"`all` or any of: {', '.join(SERVICE_NAMES)}",
     )
+    serve.set_defaults(command_parser=serve)
     serve.add_argument("--host", help="address to listen on (BULLANT_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port, 0 picks a free one (BULLANT_PORT, default 50051)")
     serve.add_argument(
@@ -98,11 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "token",
         help="print a development access token (local environment only)",
-        description="Sign an access token with the local development key, for trying authenticated methods with "
-        "grpcurl before signing in exists. Refused outside BULLANT_ENV=local.",
+        description="Sign an access token for an account id of your choice with the local development key, to call "
+        "authenticated methods (grpcurl, bullant backtest) without registering and logging in. The account need not "
+        "exist. Refused outside BULLANT_ENV=local: there, log in (AccountService/Login).",
     )
-    token.add_argument("--account-id", type=int, default=1)
-    token.add_argument("--scopes", default="read,trade", help="comma-separated: read, trade, admin")
+    token.add_argument("--account-id", type=int, default=1, help="the account the token speaks for (default 1)")
+    token.add_argument(
+        "--scopes", default="read,trade", help="comma-separated: read, trade, admin (default read,trade)"
+    )
     token.add_argument("--admin", action="store_true", help="add the admin role and scope")
 
     admin = commands.add_parser(
@@ -112,43 +122,53 @@ def _parser() -> argparse.ArgumentParser:
         "or refresh; a revoke also signs every session of the account out (with Redis configured, at once; with "
         "the in-memory backend of another process, refresh stops at once and access tokens within their lifetime).",
     )
-    admin.add_argument("action", choices=("grant", "revoke"))
+    admin.add_argument("action", choices=("grant", "revoke"), help="grant or revoke the admin role")
     admin.add_argument("email", help="the account's login email")
 
     imports = commands.add_parser(
         "import-bars",
         help="import OHLCV bars from a CSV file",
-        description="Validate and store bars from a CSV file (columns time,open,high,low,close,volume and optionally "
-        "trade_count; time in RFC 3339 or Unix seconds), with the rules of ImportBars. By default nothing is "
-        "written unless every row is good; --skip-invalid writes the good rows and reports the bad ones.",
+        description=importer.HELP_DESCRIPTION,
+        epilog=importer.HELP_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imports.add_argument("file", type=Path)
+    imports.add_argument("file", type=Path, help="the CSV file")
     imports.add_argument("--symbol", required=True, help="an existing instrument, e.g. SIM-AAPL")
-    imports.add_argument("--timeframe", required=True, choices=[t.label for t in Timeframe])
-    imports.add_argument("--skip-invalid", action="store_true", help="write good rows, report bad ones")
-    imports.add_argument("--validate-only", action="store_true", help="check and count without writing")
+    imports.add_argument(
+        "--timeframe", required=True, choices=[t.label for t in Timeframe], help="the timeframe of every row"
+    )
+    imports.add_argument(
+        "--skip-invalid", action="store_true", help="write the good rows, report the bad ones (exit code 3)"
+    )
+    imports.add_argument(
+        "--validate-only", action="store_true", help="check and count what an import would do, writing nothing"
+    )
 
     backtest = commands.add_parser(
         "backtest",
         help="run a backtest on the running platform and summarise it",
         description="Run a strategy over stored bars through RunBacktest on a running signal service (make run), "
-        "with a progress bar, a summary table and an equity-curve PNG. In BULLANT_ENV=local a development token is "
-        "used unless --token or BULLANT_TOKEN is given.",
+        "with a progress bar, a summary table and an equity-curve PNG (by default "
+        "<BULLANT_DATA_DIR>/backtests/backtest-<id>.png; the path is printed). In BULLANT_ENV=local a development "
+        "token is used unless --token or BULLANT_TOKEN is given.",
     )
     backtest_cli.add_arguments(backtest)
 
-    commands.add_parser("version", help="print the version")
+    commands.add_parser("version", help="print the version (also: bullant --version)")
     return parser
 
 
-def _service_names(requested: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+def _service_names(requested: Sequence[str], serve: argparse.ArgumentParser) -> list[str]:
+    """The services to host; a bad name ends the command with `serve`'s own usage (exit code 2)."""
     if "all" in requested:
         if len(requested) > 1:
-            parser.error("`all` cannot be combined with service names")
+            serve.error("`all` cannot be combined with service names")
         return list(SERVICE_NAMES)
     unknown = [name for name in requested if name not in SERVICE_NAMES]
     if unknown:
-        parser.error(f"unknown service {', '.join(unknown)}; choose from all, {', '.join(SERVICE_NAMES)}")
+        serve.error(
+            f"unknown service {', '.join(unknown)}; the services are {', '.join(SERVICE_NAMES)} (or all, for every one)"
+        )
     return list(dict.fromkeys(requested))
 
 
@@ -231,20 +251,21 @@ async def _import_bars(settings: Settings, args: argparse.Namespace) -> int:
         print(f"bullant: {exc.message}", file=sys.stderr)
         for violation in getattr(exc, "violations", ())[:20]:
             print(f"  {violation.description}", file=sys.stderr)
-        return 1
+        return importer.EXIT_FAILED
     except (OSError, ValueError, StartupError) as exc:
         print(f"bullant: {exc}", file=sys.stderr)
-        return 1
+        return importer.EXIT_FAILED
+    except DBAPIError as exc:
+        print(f"bullant: the database failed: {describe_error(exc)}", file=sys.stderr)
+        return importer.EXIT_FAILED
     finally:
         await databases.stop()
     for error in outcome.errors[:20]:
         print(f"line {error.line}: {error.reason} {error.field}: {error.message}", file=sys.stderr)
-    verb = "would be" if args.validate_only else "were"
-    print(
-        f"{symbol} {timeframe.label}: {outcome.inserted} inserted, {outcome.updated} updated, "
-        f"{outcome.unchanged} unchanged, {outcome.rejected} rejected ({verb} written)"
-    )
-    return 0 if not outcome.rejected else 3
+    if outcome.rejected > 20:
+        print(f"... and {outcome.rejected - 20} more rejected rows", file=sys.stderr)
+    print(importer.summary(symbol, timeframe, outcome, validate_only=args.validate_only))
+    return importer.EXIT_ROWS_REJECTED if outcome.rejected else importer.EXIT_STORED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _print_dev_token(args)
     if args.command == "serve":
-        return _serve(args, parser)
+        return _serve(args)
     if args.command == "gateway":
         return _gateway(args)
     if args.command == "backtest":
@@ -284,8 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    names = _service_names(args.services, parser)
+def _serve(args: argparse.Namespace) -> int:
+    names = _service_names(args.services, args.command_parser)
     overrides = {
         key: value
         for key, value in (
@@ -393,7 +414,12 @@ def _backtest(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("BULLANT_TOKEN") or _dev_token(settings, 1, ["read", "trade"], admin=False)
     if isinstance(token, int):
         return token
-    return backtest_cli.run(args, target=args.target or f"127.0.0.1:{settings.port}", token=token)
+    return backtest_cli.run(
+        args,
+        target=args.target or f"127.0.0.1:{settings.port}",
+        token=token,
+        png_dir=settings.data_dir / "backtests",
+    )
 
 
 def _settings(overrides: dict[str, Any]) -> Settings | int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,7 +83,7 @@ class AggTrade:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request the fake received."""
+    """One request the fake received, and when (on the fake's clock)."""
 
     method: str
     path: str
@@ -138,8 +138,8 @@ def kline_prices(pair: Pair, open_ms: int, interval_ms: int) -> tuple[str, str, 
 @dataclass(slots=True)
 class FakeBinance:
     """The fake's state: pairs, klines from `listed_ms` up to `now_ms` (the last one still open, as on Binance),
-    aggregated trades per symbol (tests append), each symbol's top of book, the log of requests and the failures
-    still to inject."""
+    aggregated trades per symbol (tests append), each symbol's top of book, the log of requests (stamped by `clock`,
+    a monotonic clock in seconds) and the failures still to inject."""
 
     now_ms: int
     listed_ms: int
@@ -149,6 +149,7 @@ class FakeBinance:
     requests: list[Request] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     base_url: str = ""
+    clock: Callable[[], float] = time.monotonic
     _next_trade_id: int = 1000
 
     # ----- what tests do -----
@@ -218,7 +219,7 @@ class FakeBinance:
 
     @web.middleware
     async def _record_and_fail(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests.append(Request(request.method, request.path, dict(request.query), time.monotonic()))
+        self.requests.append(Request(request.method, request.path, dict(request.query), self.clock()))
         for failure in self.failures:
             if failure.times > 0 and request.path.startswith(failure.path):
                 failure.times -= 1
@@ -446,9 +447,12 @@ class FakeBinance:
 
 
 @asynccontextmanager
-async def fake_binance(now: datetime, listed: datetime) -> AsyncIterator[FakeBinance]:
-    """A FakeBinance serving on a free port of 127.0.0.1 (its `base_url`), stopped on exit."""
-    fake = FakeBinance(now_ms=millis(now), listed_ms=millis(listed))
+async def fake_binance(
+    now: datetime, listed: datetime, *, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[FakeBinance]:
+    """A FakeBinance serving on a free port of 127.0.0.1 (its `base_url`), stopped on exit; `clock` stamps the
+    requests it receives (the feed's Timer, to see request spacing exactly)."""
+    fake = FakeBinance(now_ms=millis(now), listed_ms=millis(listed), clock=clock)
     runner = web.AppRunner(fake.app(), access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

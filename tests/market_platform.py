@@ -4,7 +4,7 @@ coordination backend behind a loopback gRPC server with authentication on, and t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,12 +136,14 @@ async def running_market(
     *,
     feed: ScriptedFeed | None = None,
     factories: Mapping[str, AdapterFactory] | None = None,
+    feeds: Callable[[Dependencies], Mapping[str, AdapterFactory]] | None = None,
 ) -> AsyncIterator[MarketPlatform]:
-    """The market service with a scripted feed (or the given factories), authentication on."""
+    """The market service with a scripted feed (or the given factories, or those `feeds` builds on the platform's
+    dependencies), authentication on."""
     settings = settings or market_settings()
     feed = feed or ScriptedFeed()
-    chosen = factories if factories is not None else {feed.feed_id: lambda: feed}
     deps = build_dependencies(settings)
+    chosen = feeds(deps) if feeds is not None else factories if factories is not None else {feed.feed_id: lambda: feed}
     server = GrpcServer(
         settings,
         [market_servicer.registration(deps, factories=chosen)],

@@ -1,5 +1,5 @@
 """`bullant backtest`: runs a backtest on a running platform through RunBacktest, with a progress bar, a summary
-table and an equity-curve PNG."""
+table and an equity-curve PNG (in the data directory unless a path is given)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `bullant backtest`."""
     parser.add_argument("--strategy", required=True, help="strategy id (ListStrategies), e.g. golden_cross")
     parser.add_argument("--symbol", action="append", required=True, help="a symbol; repeat for several")
-    parser.add_argument("--timeframe", default="1d", choices=list(TIMEFRAMES))
+    parser.add_argument("--timeframe", default="1d", choices=list(TIMEFRAMES), help="bar timeframe (default 1d)")
     parser.add_argument("--start", help="first bar, YYYY-MM-DD or RFC 3339 (default: a year ago)")
     parser.add_argument("--end", help="bars from here on are left out (default: up to the latest bar)")
     parser.add_argument("--cash", type=float, default=100_000.0, help="initial cash (default 100000)")
@@ -54,15 +54,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-by", choices=list(RANK_BY), default="sharpe", help="metric ranking a sweep")
     parser.add_argument("--commission-bps", type=float, default=0.0, help="fee in basis points of each fill")
     parser.add_argument("--fee", type=float, default=0.0, help="fixed fee per fill")
-    parser.add_argument("--slippage-bps", type=float, default=0.0)
+    parser.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="slippage in basis points against each fill (default 0)"
+    )
     parser.add_argument(
         "--sizing",
         default="fraction:1",
         help="fraction:F (of equity), quantity:Q (units) or volatility:V (annual target, e.g. 0.15)",
     )
-    parser.add_argument("--stop-loss", type=float, metavar="PERCENT")
-    parser.add_argument("--take-profit", type=float, metavar="PERCENT")
-    parser.add_argument("--trailing-stop", type=float, metavar="PERCENT")
+    parser.add_argument("--stop-loss", type=float, metavar="PERCENT", help="close a position this far below entry")
+    parser.add_argument("--take-profit", type=float, metavar="PERCENT", help="close a position this far above entry")
+    parser.add_argument(
+        "--trailing-stop", type=float, metavar="PERCENT", help="close a position this far below its best price"
+    )
     parser.add_argument("--allow-short", action="store_true", help="SELL signals open shorts")
     parser.add_argument("--fractional", action="store_true", help="allow fractional quantities")
     parser.add_argument("--fill", choices=("next-open", "close"), default="next-open", help="when orders fill")
@@ -73,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a position open after the last bar: close it at the last close (a trade, exit fee paid) or leave it "
         "open, marked to market (as backtesting.py does)",
     )
-    parser.add_argument("--png", type=Path, help="equity-curve image (default: backtest-<id>.png here)")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        metavar="PATH",
+        help="where to write the equity-curve image (default: <BULLANT_DATA_DIR>/backtests/backtest-<id>.png)",
+    )
     parser.add_argument("--no-png", action="store_true", help="write no image")
     parser.add_argument("--target", help="host:port of the signal service (default: 127.0.0.1 and BULLANT_PORT)")
     parser.add_argument("--token", help="access token (default: $BULLANT_TOKEN, or a development token in local)")
@@ -171,8 +180,9 @@ def build_request(args: argparse.Namespace, *, now: datetime | None = None) -> s
     return signal_pb2.RunBacktestRequest(request_id=args.request_id, config=config)
 
 
-def run(args: argparse.Namespace, *, target: str, token: str, out: TextIO = sys.stdout) -> int:
-    """Run the backtest and report it; the exit code is 0 when it succeeded."""
+def run(args: argparse.Namespace, *, target: str, token: str, png_dir: Path, out: TextIO = sys.stdout) -> int:
+    """Run the backtest and report it; the exit code is 0 when it succeeded. The image goes to --png, or to
+    `png_dir`/backtest-<id>.png (the data directory's, never the working directory); its path is printed."""
     try:
         request = build_request(args)
     except UsageError as error:
@@ -208,9 +218,9 @@ def run(args: argparse.Namespace, *, target: str, token: str, out: TextIO = sys.
     if final.state != signal_pb2.BACKTEST_STATE_SUCCEEDED:
         return 1
     if not args.no_png:
-        path = args.png or Path(f"backtest-{final.backtest_id}.png")
+        path = args.png or png_dir / f"backtest-{final.backtest_id}.png"
         write_png(final, path)
-        print(f"equity curve: {path}", file=out)
+        print(f"equity curve: {path.resolve()}", file=out)
     return 0
 
 

@@ -4,6 +4,7 @@ RunBacktest with a progress bar, a summary table and an equity-curve PNG; bad op
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_a_backtest_of_the_demo_data_prints_a_summary_and_writes_its_png(platfor
     image = tmp_path / "equity.png"
     assert image.read_bytes()[:8] == PNG_MAGIC
     assert image.stat().st_size > 10_000
+    assert f"equity curve: {image}" in result.stdout
 
     # The run is stored for the user: ListBacktests over grpcurl shows it.
     token = dev_token(platform.data_dir, "--account-id", "1", "--scopes", "read")
@@ -68,6 +70,20 @@ def test_a_backtest_of_the_demo_data_prints_a_summary_and_writes_its_png(platfor
     assert listed.returncode == 0, listed.stderr
     assert "golden_cross" in listed.stdout
     assert "BACKTEST_STATE_SUCCEEDED" in listed.stdout
+
+
+def test_the_image_goes_to_the_data_directory_by_default(platform: Platform, tmp_path: Path) -> None:
+    result = _backtest(platform, "--strategy", "golden_cross", "--symbol", "SIM-AAPL", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing in the working directory
+    [backtest_id] = re.findall(r"^backtest (\S+): ", result.stdout, re.MULTILINE)
+    image = Path(platform.data_dir).resolve() / "backtests" / f"backtest-{backtest_id}.png"
+    assert f"equity curve: {image}\n" in result.stdout
+    assert image.read_bytes()[:8] == PNG_MAGIC
+    # Not a terminal: the progress bar is one line, at the end.
+    assert result.stderr.count("%") == 1
+    assert "100.0%" in result.stderr
 
 
 def test_a_sweep_over_two_symbols(platform: Platform, tmp_path: Path) -> None:

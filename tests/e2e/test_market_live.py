@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.platform import BULLANT, Platform, dev_token, grpcurl
+from tests.e2e.platform import BULLANT, Platform, dev_token, grpcurl, wait_until
 
 pytestmark = pytest.mark.e2e
 
 MARKET = "bullant.market.v1.MarketService"
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,12 @@ def test_history_and_quotes_are_there_on_a_fresh_start(platform: Platform) -> No
     assert "previous_close" in body
 
 
+def _import_environment(platform: Platform) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
+    environment["BULLANT_DATA_DIR"] = platform.data_dir
+    return environment
+
+
 def test_import_bars_from_a_csv_file(platform: Platform, tmp_path: Path) -> None:
     csv = tmp_path / "bars.csv"
     csv.write_text(
@@ -102,19 +110,91 @@ def test_import_bars_from_a_csv_file(platform: Platform, tmp_path: Path) -> None
         "2020-01-03T00:00:00Z,10.5,12,10,11,150\n"
         "2020-01-04T00:00:00Z,11,10,9,10,150\n"
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
-    environment["BULLANT_DATA_DIR"] = platform.data_dir
+    environment = _import_environment(platform)
     command = [BULLANT, "import-bars", str(csv), "--symbol", "sim-aapl", "--timeframe", "1d"]
     refused = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60, check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 1  # nothing written
     assert "line 4" in refused.stderr
     assert "HIGH_TOO_LOW" in refused.stderr
+    checked = subprocess.run(
+        [*command, "--validate-only"], capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+    assert checked.returncode == 3
+    assert checked.stdout == (
+        "SIM-AAPL 1d: 3 rows checked, nothing written; if imported: 2 new, 0 changed, 0 already stored, 1 rejected\n"
+    )
     skipped = subprocess.run(
         [*command, "--skip-invalid"], capture_output=True, text=True, env=environment, timeout=60, check=False
     )
     assert skipped.returncode == 3  # done, with rejected rows
-    assert "2 inserted, 0 updated, 0 unchanged, 1 rejected" in skipped.stdout
+    assert skipped.stdout == "SIM-AAPL 1d: 3 rows: 2 new, 0 changed, 0 already stored, 1 rejected\n"
     again = subprocess.run(
         [*command, "--skip-invalid"], capture_output=True, text=True, env=environment, timeout=60, check=False
     )
-    assert "0 inserted, 0 updated, 2 unchanged, 1 rejected" in again.stdout
+    assert again.stdout == "SIM-AAPL 1d: 3 rows: 0 new, 0 changed, 2 already stored, 1 rejected\n"
+
+
+def _readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with `prefix`, as words (its trailing comment dropped)."""
+    readme = (REPOSITORY / "README.md").read_text()
+    [line] = [line for line in readme.splitlines() if line.startswith(prefix)]
+    return shlex.split(line, comments=True)
+
+
+def test_the_readme_imports_the_shipped_sample(platform: Platform) -> None:
+    words = _readme_command(".venv/bin/bullant import-bars ")
+    assert words[2] == "examples/sim-aapl-1d.csv"
+    command = [BULLANT, *words[1:]]  # this test's bullant, run from the repository root as the README is
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=_import_environment(platform),
+            cwd=REPOSITORY,
+            timeout=60,
+            check=False,
+        )
+
+    first, second = run(), run()
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert first.stdout == "SIM-AAPL 1d: 5 rows: 5 new, 0 changed, 0 already stored, 0 rejected\n"
+    assert second.stdout == "SIM-AAPL 1d: 5 rows: 0 new, 0 changed, 5 already stored, 0 rejected\n"
+    # Not a terminal: no progress redrawn, one line at the end.
+    assert first.stderr == "[##############################] 100.0% 5 rows, 0 rejected\n"
+
+
+def test_replaying_a_demo_symbol_from_a_fresh_data_directory() -> None:
+    """The README's replay setup on a fresh data directory: the replay starts before the simulator has stored the
+    history it replays, waits for it, then replays it; the server answers throughout and stops on SIGTERM."""
+    running = Platform(
+        "serve", "market", "--port", "0", "--metrics-port", "-1", "--grace", "3",
+        env={"BULLANT_MARKET_FEEDS": "sim,replay", "BULLANT_REPLAY_SYMBOLS": "SIM-EUR-USD"},
+    ).wait_ready()  # fmt: skip
+    try:
+        token = dev_token(running.data_dir, "--scopes", "read")
+        seen: list[tuple[str, str]] = []
+
+        def replaying() -> bool:
+            health = grpcurl(
+                "-plaintext", "-max-time", "10", "-d", json.dumps({"service": MARKET}),
+                running.address, "grpc.health.v1.Health/Check",
+            )  # fmt: skip
+            assert health.returncode == 0, f"health did not answer: {health.stderr}\n{running.output()[-3000:]}"
+            assert json.loads(health.stdout) == {"status": "SERVING"}
+            listed = grpcurl(
+                "-plaintext", "-max-time", "10", "-H", f"authorization: Bearer {token}", "-d", "{}",
+                running.address, f"{MARKET}/ListFeeds",
+            )  # fmt: skip
+            assert listed.returncode == 0, listed.stderr
+            replay = next(feed for feed in json.loads(listed.stdout)["feeds"] if feed["feed_id"] == "replay")
+            seen.append((replay["state"], replay.get("state_reason", "")))
+            return replay["state"] == "FEED_STATE_HEALTHY" and "last_tick_time" in replay
+
+        assert wait_until(replaying, timeout=120), seen
+        running.terminate()
+        assert running.wait(timeout=15) == 0, running.output()[-3000:]
+    finally:
+        running.stop()

@@ -1,12 +1,14 @@
 """The ccxt feed against a loopback fake of Binance's public REST API: markets, paginated history, polled ticks
-without duplicates, errors as FeedError, the rate limiter, and no connection anywhere but loopback."""
+without duplicates, errors as FeedError, the rate limiter, and no connection anywhere but loopback.
+
+Polls and request spacing run on a ManualTime the tests advance, so schedules are checked exactly and a loaded
+machine changes nothing: between two `advance` calls the feed sleeps, and only what falls due within a span runs."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
@@ -25,12 +27,15 @@ from services.market.feeds.ccxt_feed import (
 )
 from services.market.models import AssetClass, Bar, Tick, Timeframe
 from tests.fake_exchange import FakeBinance, fake_binance, millis
-from tests.support import eventually
+from tests.manual_time import ManualTime
 
 NOW = datetime(2024, 3, 1, 12, 0, 30)
 LISTED = datetime(2024, 1, 1)
 T0 = millis(NOW)
-POLL = 0.02
+# A poll a second of manual time; with the request unit at 1 ms, the pacer's waits within a poll come to a few ms.
+POLL = 1.0
+# Time that runs a poll that is due (its waits for the pacer included) and stops well before the next one.
+WITHIN_A_POLL = 0.5
 
 
 def _is_loopback(host: object) -> bool:
@@ -80,8 +85,15 @@ def refused(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-async def fake(refused: list[str]) -> AsyncIterator[FakeBinance]:
-    async with fake_binance(NOW, LISTED) as server:
+def time() -> ManualTime:
+    """The feeds' Timer and the fake's clock. It jumps through every wait at once, so paced requests go straight
+    through; tests of schedules and spacing switch that off and advance it themselves."""
+    return ManualTime(autojump=True)
+
+
+@pytest.fixture
+async def fake(refused: list[str], time: ManualTime) -> AsyncIterator[FakeBinance]:
+    async with fake_binance(NOW, LISTED, clock=time.now) as server:
         yield server
     # Whatever the test did, everything went to the fake: it was asked, and nothing was refused.
     assert server.requests
@@ -89,9 +101,9 @@ async def fake(refused: list[str]) -> AsyncIterator[FakeBinance]:
 
 
 @pytest.fixture
-async def make_feed(fake: FakeBinance) -> AsyncIterator[Callable[..., CcxtFeed]]:
-    """Builds feeds on the fake (BTC/USDT and ETH/USDT, a fixed clock, short polls, a fast but enabled rate
-    limiter); stops them all at the end."""
+async def make_feed(fake: FakeBinance, time: ManualTime) -> AsyncIterator[Callable[..., CcxtFeed]]:
+    """Builds feeds on the fake (BTC/USDT and ETH/USDT, a fixed clock, polls and a rate limiter on the manual
+    timer); stops them all at the end."""
     feeds: list[CcxtFeed] = []
 
     def make(**overrides: Any) -> CcxtFeed:
@@ -101,6 +113,7 @@ async def make_feed(fake: FakeBinance) -> AsyncIterator[Callable[..., CcxtFeed]]
             "base_url": fake.base_url,
             "poll_interval_seconds": POLL,
             "clock": lambda: NOW,
+            "timer": time,
             "rate_limit_ms": 1,
         }
         options.update(overrides)
@@ -277,23 +290,25 @@ async def test_history_on_a_stopped_feed(make_feed: Callable[..., CcxtFeed], fak
 
 
 async def test_new_trades_come_out_once_each_in_order(
-    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, collectors: list[Collector]
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime, collectors: list[Collector]
 ) -> None:
+    time.autojump = False
     feed = make_feed(fetch_quotes=False)
     await feed.start()
     fake.add_trade("BTCUSDT", "39990.00", "1.0", T0 - 1, "buy")  # before the stream began: not live
     collector = Collector(feed, ["BTC-USDT", "ETH-USDT"])
     collectors.append(collector)
-
     fake.add_trade("BTCUSDT", "40000.10", "0.50000", T0 + 10, "buy")
     fake.add_trade("ETHUSDT", "2000.50", "1.2500", T0 + 20, "sell")
     fake.add_trade("BTCUSDT", "40000.20", "0.25000", T0 + 30, "sell")
-    await eventually(lambda: len(collector.ticks) == 3)
-    polls = len(fake.requests_to("/api/v3/aggTrades"))
-    await eventually(lambda: len(fake.requests_to("/api/v3/aggTrades")) >= polls + 4)  # two more polls each
+
+    await time.advance(WITHIN_A_POLL)  # the first poll
+    assert len(collector.ticks) == 3
+    await time.advance(2 * POLL)  # two polls that find nothing new
     fake.add_trade("ETHUSDT", "2001.00", "0.5000", T0 + 40, "buy")
-    await eventually(lambda: len(collector.ticks) == 4)
-    await eventually(lambda: len(fake.requests_to("/api/v3/aggTrades")) >= polls + 8)
+    await time.advance(POLL)
+    assert len(collector.ticks) == 4
+    await time.advance(POLL)
 
     assert [(t.symbol, t.price, t.size, t.aggressor_side) for t in collector.ticks] == [
         ("BTC-USDT", 40000.10, 0.5, 1),
@@ -303,36 +318,47 @@ async def test_new_trades_come_out_once_each_in_order(
     ]
     assert [t.event_time for t in collector.ticks] == [from_millis(T0 + ms) for ms in (10, 20, 30, 40)]
     assert all(t.sequence == 0 and t.bid is None for t in collector.ticks)
-    assert all(batch for batch in collector.batches)  # polls without trades yield nothing
-    # Each poll asks from the newest trade seen (inclusive), so the last one comes back and is dropped as known.
-    assert fake.requests_to("/api/v3/aggTrades")[-1].query["startTime"] in (str(T0 + 30), str(T0 + 40))
+    assert [len(batch) for batch in collector.batches] == [3, 1]  # polls without trades yield nothing
+    # Five polls, each symbol once per poll in order, each asking from the newest trade it has seen (inclusive, so
+    # that trade comes back and is dropped as known).
+    asked = [(r.query["symbol"], int(r.query["startTime"]) - T0) for r in fake.requests_to("/api/v3/aggTrades")]
+    assert asked == [("BTCUSDT", 0), ("ETHUSDT", 0)] + [("BTCUSDT", 30), ("ETHUSDT", 20)] * 3 + [
+        ("BTCUSDT", 30),
+        ("ETHUSDT", 40),
+    ]
+    polls = [round(r.at - 1000.0, 6) for r in fake.requests_to("/api/v3/aggTrades")][::2]
+    assert polls[1:] == [1.0, 2.0, 3.0, 4.0]  # on the poll schedule (the first waited out the pacer)
 
 
 async def test_trades_sharing_a_millisecond_and_late_trades(
-    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, collectors: list[Collector]
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime, collectors: list[Collector]
 ) -> None:
+    time.autojump = False
     feed = make_feed(symbols=["BTC/USDT"], fetch_quotes=False)
     await feed.start()
     collector = Collector(feed, ["BTC-USDT"])
     collectors.append(collector)
 
     fake.add_trade("BTCUSDT", "40000.00", "0.1", T0 + 100, "buy")
-    await eventually(lambda: len(collector.ticks) == 1)
+    await time.advance(WITHIN_A_POLL)
+    assert len(collector.ticks) == 1
     fake.add_trade("BTCUSDT", "40000.01", "0.2", T0 + 100, "buy")  # same millisecond, next poll
     fake.add_trade("BTCUSDT", "39999.00", "0.3", T0 + 50, "sell")  # older than what was already sent
     fake.add_trade("BTCUSDT", "40000.02", "0.4", T0 + 200, "sell")
-    await eventually(lambda: len(collector.ticks) == 3)
-    polls = len(fake.requests_to("/api/v3/aggTrades"))
-    await eventually(lambda: len(fake.requests_to("/api/v3/aggTrades")) >= polls + 3)
+    await time.advance(3 * POLL)
 
     assert [t.size for t in collector.ticks] == [0.1, 0.2, 0.4]
+    assert [len(batch) for batch in collector.batches] == [1, 2]
     times = [t.event_time for t in collector.ticks]
     assert times == sorted(times)
+    asked = [int(r.query["startTime"]) - T0 for r in fake.requests_to("/api/v3/aggTrades")]
+    assert asked == [0, 100, 200, 200]
 
 
 async def test_the_last_tick_of_a_symbol_carries_the_book(
-    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, collectors: list[Collector]
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime, collectors: list[Collector]
 ) -> None:
+    time.autojump = False
     feed = make_feed(symbols=["BTC/USDT"])
     await feed.start()
     fake.set_book("BTCUSDT", bid="40000.00", bid_qty="1.5", ask="40000.01", ask_qty="2.5")
@@ -341,27 +367,30 @@ async def test_the_last_tick_of_a_symbol_carries_the_book(
     collector = Collector(feed, ["BTC-USDT"])
     collectors.append(collector)
 
-    await eventually(lambda: len(collector.ticks) == 2)
+    await time.advance(WITHIN_A_POLL + POLL)
 
     first, last = collector.ticks
     assert (first.bid, first.ask) == (None, None)
     assert (last.bid, last.ask, last.bid_size, last.ask_size) == (40000.00, 40000.01, 1.5, 2.5)
+    assert len(fake.requests_to("/api/v3/aggTrades")) == 2
     assert len(fake.requests_to("/api/v3/ticker/24hr")) == 1  # only after a poll that found trades
 
 
-async def test_cancelling_stops_the_stream_promptly(
-    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, collectors: list[Collector]
+async def test_cancelling_stops_the_stream_at_once(
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime, collectors: list[Collector]
 ) -> None:
+    time.autojump = False
     feed = make_feed(poll_interval_seconds=30.0)
     await feed.start()
     collector = Collector(feed, ["BTC-USDT"])
     collectors.append(collector)
-    await eventually(lambda: len(fake.requests_to("/api/v3/aggTrades")) == 1)  # now waiting for the next poll
+    await time.advance(WITHIN_A_POLL)
+    assert len(fake.requests_to("/api/v3/aggTrades")) == 1
+    assert time.sleeping == 1  # waiting for the next poll, 30 s away
 
-    began = time.monotonic()
     await collector.stop()
 
-    assert time.monotonic() - began < 1.0
+    assert time.sleeping == 0
     assert isinstance(collector.stream, types.AsyncGeneratorType)
     assert collector.stream.ag_frame is None  # finished: it will never poll again
 
@@ -419,19 +448,37 @@ async def test_a_slow_answer_times_out_as_a_feed_error(make_feed: Callable[..., 
 
 
 async def test_the_rate_limiter_spaces_requests(
-    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, collectors: list[Collector]
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime, collectors: list[Collector]
 ) -> None:
     # ccxt weighs binance's spot exchangeInfo 4 units of rateLimit and aggTrades 0.4: at 100 ms a unit, the first
-    # poll waits 400 ms after loading markets and polls come at most every 40 ms, however short the interval.
+    # poll waits 400 ms after loading markets and polls come every 40 ms, however short the interval.
+    time.autojump = False
     feed = make_feed(symbols=["BTC/USDT"], rate_limit_ms=100, poll_interval_seconds=0.001)
     await feed.start()
     assert feed.exchange.enableRateLimit is True
     collectors.append(Collector(feed, ["BTC-USDT"]))
-    await eventually(lambda: len(fake.requests_to("/api/v3/aggTrades")) >= 4)
-    times = [r.at for r in fake.requests]
-    gaps = [later - earlier for earlier, later in pairwise(times)]
-    assert gaps[0] >= 0.38
-    assert all(gap >= 0.038 for gap in gaps[1:])
+
+    await time.advance(0.4 + 3 * 0.04 + 0.02)
+
+    assert [r.path for r in fake.requests] == ["/api/v3/exchangeInfo"] + ["/api/v3/aggTrades"] * 4
+    gaps = [later.at - earlier.at for earlier, later in pairwise(fake.requests)]
+    assert gaps == pytest.approx([0.4, 0.04, 0.04, 0.04])
+
+
+async def test_history_pages_are_spaced_on_every_exchange_instance(
+    make_feed: Callable[..., CcxtFeed], fake: FakeBinance, time: ManualTime
+) -> None:
+    feed = make_feed(symbols=["BTC/USDT"], rate_limit_ms=100)
+    await feed.start()
+    await feed.history("BTC-USDT", Timeframe.M1, NOW - timedelta(minutes=2500), NOW)
+    await feed.stop()
+    await feed.history("BTC-USDT", Timeframe.H1, NOW - timedelta(hours=5), NOW)  # on a short-lived exchange
+
+    # exchangeInfo costs 4 units, a page of klines 0.4; the short-lived exchange of the last call (its markets
+    # kept from before) waits its turn behind the live one's requests.
+    assert [r.path for r in fake.requests] == ["/api/v3/exchangeInfo"] + ["/api/v3/klines"] * 4
+    gaps = [later.at - earlier.at for earlier, later in pairwise(fake.requests)]
+    assert gaps == pytest.approx([0.4, 0.04, 0.04, 0.04])
 
 
 async def test_without_the_fake_nothing_leaves_the_machine(refused: list[str]) -> None:

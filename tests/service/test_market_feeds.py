@@ -10,16 +10,22 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from services.core.db.databases import utc_now
+from services.core.dependencies import Dependencies
 from services.core.grpc_errors import error_reason
 from services.market.encoding import timestamp
 from services.market.feeds.base import FeedError
+from services.market.feeds.registry import AdapterFactory
+from services.market.feeds.replay import ReplayFeed
 from services.market.feeds.runner import FeedRunner, FeedState
 from services.market.models import AssetClass, Bar, Instrument, Timeframe
+from services.market.store import MarketStore
 from tests.account_platform import refusal
+from tests.manual_time import ManualTime
 from tests.market_platform import MarketPlatform, ScriptedFeed, market_settings, minutes_ago, running_market, tick
 from tests.support import eventually
 
@@ -271,6 +277,78 @@ async def test_quiet_symbols_degrade_the_feed_and_silence_reconnects() -> None:
             return (await _feed(platform)).reconnect_count >= 1 and platform.feed.starts >= 2
 
         await eventually(reconnected, timeout=10)
+
+
+def test_feed_states_mirror_the_contract() -> None:
+    contract = {name.removeprefix("FEED_STATE_"): number for name, number in market_pb2.FeedState.items()}
+    assert {state.name: state.value for state in FeedState} == contract
+
+
+# -- a replay with nothing to replay ---------------------------------------------------------------------------------
+
+
+async def test_a_replay_with_no_bars_waits_while_the_server_serves_and_starts_once_bars_are_imported() -> None:
+    time = ManualTime()
+    script = ScriptedFeed()
+
+    def feeds(deps: Dependencies) -> dict[str, AdapterFactory]:
+        store = MarketStore(deps.databases)
+
+        def replay() -> ReplayFeed:
+            return ReplayFeed(
+                "replay", store=store, symbols=["TEST-AAPL"], speed=60.0, recheck_seconds=5.0, timer=time, loop=True
+            )
+
+        return {"script": lambda: script, "replay": replay}
+
+    async with running_market(feed=script, feeds=feeds) as platform:
+        health = health_pb2_grpc.HealthStub(platform.channel)
+
+        async def listed() -> market_pb2.Feed:
+            return next(feed for feed in (await _feeds(platform)).feeds if feed.feed_id == "replay")
+
+        async def waiting() -> bool:
+            return (await listed()).state == market_pb2.FEED_STATE_WAITING
+
+        await eventually(waiting, timeout=10)
+        feed = await listed()
+        assert feed.state_reason == "no stored 1m bars of TEST-AAPL to replay yet; looking again every 5s"
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="bullant.market.v1.MarketService"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # Waiting is not being quiet: however long it lasts, the feed is not taken for dead and reconnected.
+        runner = _runner(platform, "replay")
+        reconnects = runner.status.reconnect_count
+        runner._supervise(asyncio.get_running_loop().time() + 3600)
+        assert (runner.status.state, runner.status.reconnect_count) == (FeedState.WAITING, reconnects)
+
+        bars = [_bar(_minute(index), 100.0 + index) for index in range(3)]
+        imported = await platform.stub.ImportBars(
+            market_pb2.ImportBarsRequest(symbol="TEST-AAPL", timeframe=M1, bars=bars), metadata=platform.admin
+        )
+        assert imported.inserted_count == 3
+        await time.advance(5.0 + 3 * 1.0 - 0.1)  # the next look finds them; three bars at 60x take three seconds
+
+        assert runner.published_ticks == 12
+
+        async def healthy() -> bool:
+            feed = await listed()
+            return (feed.state, feed.state_reason) == (market_pb2.FEED_STATE_HEALTHY, "")
+
+        await eventually(healthy, timeout=10)
+
+        async def replayed() -> bool:
+            return len(await _stored(platform, "TEST-AAPL.REPLAY")) == 3
+
+        await eventually(replayed, timeout=10)  # the replayed ticks built the same bars again
+        assert [row[:6] for row in await _stored(platform, "TEST-AAPL.REPLAY")] == [
+            row[:6] for row in await _stored(platform, "TEST-AAPL")
+        ]
+
+
+def _bar(open_time: datetime, close: float) -> market_pb2.Bar:
+    return market_pb2.Bar(
+        open_time=timestamp(open_time), open=close - 0.5, high=close + 1.0, low=close - 1.0, close=close, volume=4.0
+    )
 
 
 # -- live bars --------------------------------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class FeedAdapter(ABC):
     1. `await start()` – connect, load markets; may raise FeedError.
     2. `instruments()` – what the feed supplies (the runner stores them in the catalogue).
     3. `ticks(symbols)` – an async iterator of tick batches for live symbols, until cancelled or a FeedError. Each
-       batch is a list of ticks in event order (sequence left 0: the runner numbers them).
+       batch is a list of ticks in event order (sequence left 0: the runner numbers them). Between two batches
+       (and while it has nothing to give) the iterator must suspend – sleep or wait for I/O: the runner consumes it
+       on the server's event loop, and an iterator that never suspends would stall every call the server serves.
     4. `await stop()` – close connections. start() may be called again after stop() (reconnect).
 
     `history(...)` serves BackfillBars and may be called on any replica, started or not.
@@ -57,6 +59,11 @@ class FeedAdapter(ABC):
 
     def degradation(self) -> str:
         """Why the adapter works in a fallback mode (e.g. "streaming failed; polling"), empty when it does not."""
+        return ""
+
+    def waiting_for(self) -> str:
+        """What the adapter waits for before it can deliver any tick (e.g. "stored 1m bars of X"), empty when it
+        is not waiting. A waiting feed is not stale: it is not reconnected for being quiet."""
         return ""
 
     @abstractmethod

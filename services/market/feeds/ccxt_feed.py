@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from services.core.timing import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported, Transport
 from services.market.models import (
     EPOCH,
@@ -147,14 +148,36 @@ class _TradeCursor:
         return True
 
 
+class RequestPacer:
+    """Spaces an exchange's requests as ccxt's rate limiter would, on a Timer: each request waits until the one
+    before it is `cost × rateLimit` milliseconds behind (ccxt weighs every endpoint in units of the exchange's
+    `rateLimit`). Unlike ccxt's own limiter (wall time, no burst credit either way here) it runs on the feed's
+    Timer, and one pacer serves every exchange instance of a feed, so live polls and history pages share the
+    exchange's budget. Requests go in the order they asked."""
+
+    def __init__(self, timer: Timer) -> None:
+        self._timer = timer
+        self._ready_at = -math.inf
+        self._turn = asyncio.Lock()
+
+    async def wait(self, cost: float, unit_seconds: float) -> None:
+        """Return when a request of `cost` units (of `unit_seconds` each) may go."""
+        async with self._turn:
+            wait = self._ready_at - self._timer.now()
+            if wait > 0:
+                await self._timer.sleep(wait)
+            self._ready_at = max(self._timer.now(), self._ready_at) + max(cost, 0.0) * unit_seconds
+
+
 class CcxtFeed(FeedAdapter):
     """Public market data of one exchange through ccxt's unified async API: markets as instruments, trades as
     ticks (polled), OHLCV candles as history.
 
     Ticks arrive by REST polling: ccxt's streaming API (ccxt.pro) is not used, so polling is both the fallback and
-    the only transport implemented. ccxt's rate limiter is always on, so polls and history pages are spaced as the
+    the only transport implemented. Rate limiting is always on, so polls and history pages are spaced as the
     exchange asks (ccxt weighs binance's spot calls in units of its 50 ms `rateLimit`: aggTrades, klines and a
-    symbol's ticker 0.4 each, exchangeInfo 4, so about 50 polls a second per exchange instance at most).
+    symbol's ticker 0.4 each, exchangeInfo 4, so about 50 polls a second per feed at most). The spacing and the
+    poll schedule run on the `timer` given (a RequestPacer stands in for ccxt's wall-clock throttler).
 
     `base_url`, when set, redirects every REST endpoint of the exchange to that server, keeping each endpoint's path
     (https://api.binance.com/api/v3/klines → {base_url}/api/v3/klines): the tests point it at a loopback fake.
@@ -172,13 +195,15 @@ class CcxtFeed(FeedAdapter):
         base_url: str | None = None,
         poll_interval_seconds: float = 1.0,
         clock: Callable[[], datetime] = _utc_now,
+        timer: Timer = SYSTEM_TIMER,
         fetch_quotes: bool = True,
         rate_limit_ms: float | None = None,
         timeout_seconds: float = 10.0,
         ccxt_options: Mapping[str, Any] | None = None,
     ) -> None:
         """`exchange` is a ccxt id ("binance"); `symbols` ccxt unified symbols ("BTC/USDT"). `clock` gives naive UTC
-        (where new trades start and which bars are closed). `fetch_quotes` asks for the ticker after new trades to
+        (where new trades start and which bars are closed); `timer` schedules polls and spaces requests.
+        `fetch_quotes` asks for the ticker after new trades to
         put the bid and ask on the symbol's last tick. `rate_limit_ms` replaces the exchange's request spacing
         unit (tests shrink it; the limiter stays on). `ccxt_options` are merged into the exchange's options."""
         super().__init__(feed_id)
@@ -193,6 +218,8 @@ class CcxtFeed(FeedAdapter):
         self._base_url = base_url
         self._poll_interval = poll_interval_seconds
         self._clock = clock
+        self._timer = timer
+        self._pacer = RequestPacer(timer)
         self._fetch_quotes = fetch_quotes
         self._rate_limit_ms = rate_limit_ms
         self._timeout_ms = int(timeout_seconds * 1000)
@@ -239,6 +266,12 @@ class CcxtFeed(FeedAdapter):
         if markets is not None:
             config["markets"] = markets
         exchange = getattr(_ccxt(), self._exchange_id)(config)
+
+        async def throttle(cost: float | None = None) -> None:
+            # ccxt calls this before every request while enableRateLimit is on.
+            await self._pacer.wait(1.0 if cost is None else float(cost), float(exchange.rateLimit) / 1000)
+
+        exchange.throttle = throttle
         if self._base_url is not None:
             exchange.urls = {**exchange.urls, "api": redirect_api_urls(exchange.urls["api"], self._base_url)}
         return exchange
@@ -305,8 +338,8 @@ class CcxtFeed(FeedAdapter):
         exchange = self._exchange
         start_ms = to_millis(self._clock())
         cursors = {symbol: _TradeCursor(since_ms=start_ms) for symbol in symbols}
-        loop = asyncio.get_running_loop()
-        next_poll = loop.time()
+        timer = self._timer
+        next_poll = timer.now()
         while True:
             batch: list[Tick] = []
             for symbol, cursor in cursors.items():
@@ -315,8 +348,9 @@ class CcxtFeed(FeedAdapter):
                 # Stable: each symbol's ticks keep the exchange's order within a millisecond.
                 batch.sort(key=lambda tick: tick.event_time)
                 yield batch
-            next_poll = max(next_poll + self._poll_interval, loop.time())
-            await asyncio.sleep(next_poll - loop.time())
+            # Every poll sleeps (at least a turn of the event loop), whatever the exchange answered.
+            next_poll = max(next_poll + self._poll_interval, timer.now())
+            await timer.sleep(next_poll - timer.now())
 
     async def _poll_trades(self, exchange: Any, symbol: str, cursor: _TradeCursor) -> list[Tick]:
         ccxt_symbol = self._ccxt_symbols[symbol]

@@ -47,6 +47,7 @@ class FeedState(IntEnum):
     DEGRADED = 3
     DOWN = 4
     STOPPED = 5
+    WAITING = 6
 
 
 @dataclass(slots=True, kw_only=True)
@@ -243,7 +244,7 @@ class FeedRunner:
 
     async def _run(self, symbols: Sequence[str]) -> bool:
         """Consume ticks until the adapter finishes (True) or fails / goes stale (FeedError)."""
-        self._set_state(FeedState.HEALTHY, "")
+        self._supervise(time.monotonic())  # healthy, or waiting from the start
         await self._publish_status()
         consume = asyncio.create_task(self._consume(symbols), name=f"feed-{self.adapter.feed_id}")
         last_quotes = last_supervise = time.monotonic()
@@ -321,14 +322,20 @@ class FeedRunner:
         self.status.last_tick_time = accepted[-1].event_time.isoformat()
 
     def _supervise(self, now: float) -> None:
-        """Staleness: some symbols quiet → degraded; every symbol quiet → the connection is dead, reconnect."""
-        limit = self._policy.staleness_seconds
-        stale = sorted(symbol for symbol, seen in self._last_seen.items() if now - seen > limit)
+        """Staleness: some symbols quiet → degraded; every symbol quiet → the connection is dead, reconnect. An
+        adapter waiting for something to deliver is neither: its quiet time counts from when it stops waiting."""
         while self._tick_counts and now - self._tick_counts[0][0] > 60.0:
             self._tick_counts.popleft()
         self.status.ticks_per_second = sum(count for _, count in self._tick_counts) / 60.0
-        self.status.stale_symbols = stale[:100]
         self.status.transport = self.adapter.transport.value
+        if waiting := self.adapter.waiting_for():
+            self._last_seen = dict.fromkeys(self._last_seen, now)
+            self.status.stale_symbols = []
+            self._set_state(FeedState.WAITING, waiting)
+            return
+        limit = self._policy.staleness_seconds
+        stale = sorted(symbol for symbol, seen in self._last_seen.items() if now - seen > limit)
+        self.status.stale_symbols = stale[:100]
         if stale and len(stale) == len(self._last_seen):
             raise FeedError(f"no tick for {limit:.0f}s on any symbol")
         if stale:

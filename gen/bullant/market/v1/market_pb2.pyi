@@ -119,6 +119,10 @@ class _FeedStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedState.V
     """Not delivering: disconnected and reconnecting with backoff, or no replica holds its leader lock."""
     FEED_STATE_STOPPED: _FeedState.ValueType  # 5
     """Stopped on purpose (disabled by configuration, or a replay that finished)."""
+    FEED_STATE_WAITING: _FeedState.ValueType  # 6
+    """Running, with nothing to deliver yet, e.g. a replay whose symbols have no stored bars; it starts delivering by
+    itself once there is something (state_reason says what it waits for). Not a fault: no reconnects.
+    """
 
 class FeedState(_FeedState, metaclass=_FeedStateEnumTypeWrapper):
     """Health of a feed."""
@@ -135,6 +139,10 @@ FEED_STATE_DOWN: FeedState.ValueType  # 4
 """Not delivering: disconnected and reconnecting with backoff, or no replica holds its leader lock."""
 FEED_STATE_STOPPED: FeedState.ValueType  # 5
 """Stopped on purpose (disabled by configuration, or a replay that finished)."""
+FEED_STATE_WAITING: FeedState.ValueType  # 6
+"""Running, with nothing to deliver yet, e.g. a replay whose symbols have no stored bars; it starts delivering by
+itself once there is something (state_reason says what it waits for). Not a fault: no reconnects.
+"""
 Global___FeedState: _TypeAlias = FeedState  # noqa: Y015
 
 class _FeedTransport:
