@@ -23,6 +23,10 @@ TIMEFRAMES = {
     "1h": common_pb2.TIMEFRAME_1H,
     "1d": common_pb2.TIMEFRAME_1D,
 }
+END_OF_DATA = {
+    "close": signal_pb2.END_OF_DATA_CLOSE,
+    "mark-to-market": signal_pb2.END_OF_DATA_MARK_TO_MARKET,
+}
 RANK_BY = {
     "total_return": signal_pb2.BACKTEST_METRIC_TOTAL_RETURN,
     "cagr": signal_pb2.BACKTEST_METRIC_CAGR,
@@ -66,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-short", action="store_true", help="SELL signals open shorts")
     parser.add_argument("--fractional", action="store_true", help="allow fractional quantities")
     parser.add_argument("--fill", choices=("next-open", "close"), default="next-open", help="when orders fill")
+    parser.add_argument(
+        "--end-of-data",
+        choices=list(END_OF_DATA),
+        default="close",
+        help="a position open after the last bar: close it at the last close (a trade, exit fee paid) or leave it "
+        "open, marked to market (as backtesting.py does)",
+    )
     parser.add_argument(
         "--png",
         type=Path,
@@ -147,6 +158,7 @@ def build_request(args: argparse.Namespace, *, now: datetime | None = None) -> s
         fill_timing=signal_pb2.FILL_TIMING_SIGNAL_BAR_CLOSE
         if args.fill == "close"
         else signal_pb2.FILL_TIMING_NEXT_BAR_OPEN,
+        end_of_data=END_OF_DATA[args.end_of_data],
     )
     if args.end:
         config.range.end_time.CopyFrom(_time(args.end, "--end"))
@@ -262,6 +274,14 @@ def summary(backtest: signal_pb2.Backtest) -> str:
         ("fees", f"{metrics.total_fees:,.2f}"),
         ("bars", f"{report.bar_count:,}"),
     ]
+    open_positions = [item for item in report.symbol_results if item.open_quantity]
+    if open_positions:
+        held = ", ".join(
+            f"{'long' if item.open_quantity > 0 else 'short'} {abs(item.open_quantity):g} {item.symbol}"
+            for item in open_positions
+        )
+        rows.append(("open at the end", held))
+        rows.append(("open pnl", f"{sum(item.open_pnl for item in open_positions):,.2f}"))
     width = max(len(name) for name, _ in rows)
     lines.extend(f"  {name:<{width}}  {value:>16}" for name, value in rows)
     if len(report.symbol_results) > 1:

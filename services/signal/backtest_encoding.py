@@ -67,6 +67,7 @@ class DecodedBacktest:
     allow_short: bool
     allow_fractional: bool
     fill_timing: FillTiming
+    close_at_end: bool
     risk_free_rate: float
     rank_by: BacktestMetric
     max_equity_points: int
@@ -155,6 +156,10 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     elif config.fill_timing:
         fill_timing = FillTiming(config.fill_timing)
     normalized.fill_timing = int(fill_timing)  # type: ignore[assignment]
+    end_of_data = config.end_of_data or signal_pb2.END_OF_DATA_CLOSE
+    if end_of_data not in (signal_pb2.END_OF_DATA_CLOSE, signal_pb2.END_OF_DATA_MARK_TO_MARKET):
+        problems.add("INVALID_ARGUMENT", f"{field}.end_of_data", "unknown end-of-data handling")
+    normalized.end_of_data = end_of_data
     if not (_finite(config.risk_free_rate) and -1.0 < config.risk_free_rate < 1.0):
         problems.add("INVALID_ARGUMENT", f"{field}.risk_free_rate", "must be a fraction in (-1, 1)")
     points = config.max_equity_points or DEFAULT_EQUITY_POINTS
@@ -198,6 +203,7 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
         allow_short=config.allow_short,
         allow_fractional=config.allow_fractional,
         fill_timing=fill_timing,
+        close_at_end=end_of_data != signal_pb2.END_OF_DATA_MARK_TO_MARKET,
         risk_free_rate=config.risk_free_rate,
         rank_by=rank_by,
         max_equity_points=points,
@@ -368,6 +374,8 @@ def summary_report(outcome: BacktestOutcome) -> signal_pb2.BacktestReport:
                 trade_count=item.trade_count,
                 win_rate=item.win_rate,
                 buy_and_hold_return=item.buy_and_hold_return,
+                open_quantity=item.open_position,
+                open_pnl=item.open_pnl,
             )
             for index, item in enumerate(result.symbol_results)
         ],

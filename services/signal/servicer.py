@@ -45,7 +45,7 @@ from services.signal.alert_encoding import (
     updated,
 )
 from services.signal.alert_store import AlertLimitReached, AlertStore
-from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare
+from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare, with_warmup
 from services.signal.backtest.config import BacktestConfig
 from services.signal.backtest_encoding import (
     SYMBOL,
@@ -260,11 +260,15 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         series = await self._range_bars(symbol, request.timeframe, start, end)
         whole, skip = series, 0
         if request.extend_for_warmup:
-            lookback = max(indicator.lookback for indicator in prepared)
-            whole, skip = await self._with_history(series, symbol, request.timeframe, start, History(lookback))
+
+            async def earlier(count: int) -> BarSeries:
+                return await read_history(self._market, symbol, request.timeframe, start, History(count))
+
+            whole, skip = await with_warmup(prepared, series, earlier)
         bars = Bars(whole.open, whole.high, whole.low, whole.close, whole.volume)
+        computed = await asyncio.to_thread(lambda: [compute(indicator, bars, skip=skip) for indicator in prepared])
         results = []
-        for indicator in prepared:
+        for indicator, found in zip(prepared, computed, strict=True):
             spec = signal_pb2.IndicatorSpec(
                 name=indicator.definition.name,
                 parameters={name: float(value) for name, value in indicator.parameters.items()},
@@ -279,7 +283,7 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
                         signal_pb2.IndicatorSeries(
                             name=item.name, output=item.output, values=item.values.tolist(), warmup_bars=item.warmup
                         )
-                        for item in compute(indicator, bars, skip=skip)
+                        for item in found
                     ],
                 )
             )
@@ -562,6 +566,7 @@ def _engine_config(decoded: DecodedBacktest, instruments: Sequence[InstrumentInf
         slippage_bps=decoded.slippage_bps,
         sizing=decoded.sizing,
         fill_timing=decoded.fill_timing,
+        close_at_end=decoded.close_at_end,
         allow_short=decoded.allow_short,
         allow_fractional=decoded.allow_fractional,
         lot_size=min(item.lot_size for item in instruments),

@@ -4,16 +4,26 @@ mask, delete; another account's rules are NOT_FOUND; every bad input gets the co
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
 import pytest
+from alembic import command
+from alembic.config import Config
 from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
+from services.core.db.migrate import alembic_config, upgrade_to_head
+from services.signal.alert_store import alerts
+from services.signal.backtest_store import backtests
+from services.signal.live.signal_store import signals
+from services.signal.strategies.base import REGISTRY as STRATEGIES
 from tests.account_platform import refusal
-from tests.signal_platform import SignalPlatform, StoredSymbol, running_signal_platform
+from tests.signal_platform import START, SignalPlatform, StoredSymbol, running_signal_platform, stamp
 
 SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"), StoredSymbol("OTHER", "SIM-AAPL", seed=12))
 
@@ -196,3 +206,95 @@ async def test_bad_updates_and_ids(platform: SignalPlatform) -> None:
     assert (await refusal(empty))[0] == grpc.StatusCode.INVALID_ARGUMENT
     create = platform.signal.CreateAlert(signal_pb2.CreateAlertRequest(alert=_alert()), metadata=platform.reader)
     assert await refusal(create) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING")
+
+
+async def _migrate(platform: SignalPlatform, revision: str | None) -> None:
+    """Every database of the running platform down to `revision`, or (None) up to head, through Alembic."""
+    for name, url, kind in platform.deps.databases.config.locations():
+        engine = create_async_engine(url)
+        try:
+            if revision is None:
+                await upgrade_to_head(engine, kind, name)
+                continue
+            config = alembic_config(kind)
+
+            def down(connection: Connection, config: Config = config) -> None:
+                config.attributes["connection"] = connection
+                command.downgrade(config, revision)
+
+            async with engine.begin() as connection:
+                await connection.run_sync(down)
+        finally:
+            await engine.dispose()
+
+
+def _signal_row(strategy_id: str, signal_id: str) -> dict[str, object]:
+    """A stored live signal (every column filled; only the strategy matters here)."""
+    row: dict[str, object] = {}
+    for column in signals.columns:
+        python = column.type.python_type
+        row[column.name] = {str: "", int: 0, float: 0.0, bool: False, datetime: datetime(2026, 1, 5)}[python]
+    return {**row, "signal_id": signal_id, "strategy_id": strategy_id, "parameters": "{}", "indicator_values": "{}"}
+
+
+async def _stored_strategies(platform: SignalPlatform) -> dict[str, str]:
+    async with platform.deps.databases.global_transaction() as connection:
+        rows = await connection.execute(select(signals.c.signal_id, signals.c.strategy_id))
+        return {row.signal_id: row.strategy_id for row in rows}
+
+
+async def test_rules_backtests_and_signals_of_the_trend_reading_move_to_its_id_on_upgrade(
+    platform: SignalPlatform,
+) -> None:
+    """Before issue 16, bollinger_breakout was the trend-following reading (BUY above the upper band); now it is the
+    seed's rule and the trend reading is bollinger_trend_breakout. Downgrading gives the old id to what the trend
+    reading made (as the old code stored it); upgrading moves it back, so an alert keeps firing on its side."""
+    trend = STRATEGIES["bollinger_trend_breakout"]
+    rule = await _create(platform, strategy_id="bollinger_trend_breakout")
+    other = await _create(platform, strategy_id="rsi_reversal")
+    config = signal_pb2.BacktestConfig(
+        strategy_id="bollinger_trend_breakout",
+        symbols=["DEMO"],
+        timeframe=common_pb2.TIMEFRAME_1D,
+        range=common_pb2.TimeRange(start_time=stamp(START)),
+        initial_cash=10_000.0,
+    )
+    run = [
+        message
+        async for message in platform.signal.RunBacktest(
+            signal_pb2.RunBacktestRequest(config=config), metadata=platform.trader
+        )
+    ]
+    backtest_id = run[-1].backtest_id
+    async with platform.deps.databases.global_transaction() as connection:
+        await connection.execute(insert(signals), [_signal_row("bollinger_trend_breakout", "sig1")])
+        await connection.execute(insert(signals), [_signal_row("ema_cross", "sig2")])
+
+    await _migrate(platform, "0005")
+    async with platform.deps.databases.shard_transaction(0) as connection:
+        stored = (await connection.execute(select(alerts.c.alert_id, alerts.c.strategy_id))).all()
+        config_json = (await connection.execute(select(backtests.c.config, backtests.c.strategy_id))).one()
+    assert dict(stored) == {rule.alert_id: "bollinger_breakout", other.alert_id: "rsi_reversal"}
+    assert config_json.strategy_id == "bollinger_breakout"
+    assert '"strategyId": "bollinger_breakout"' in config_json.config
+    assert await _stored_strategies(platform) == {"sig1": "bollinger_breakout", "sig2": "ema_cross"}
+
+    await _migrate(platform, None)
+    got = (
+        await platform.signal.GetAlert(signal_pb2.GetAlertRequest(alert_id=rule.alert_id), metadata=platform.trader)
+    ).alert
+    assert got == rule
+    assert got.strategy_id == "bollinger_trend_breakout"
+    assert set(got.parameters) == {param.name for param in trend.params}
+    kept = (
+        await platform.signal.GetAlert(signal_pb2.GetAlertRequest(alert_id=other.alert_id), metadata=platform.trader)
+    ).alert
+    assert kept == other
+    stored_backtest = (
+        await platform.signal.GetBacktest(
+            signal_pb2.GetBacktestRequest(backtest_id=backtest_id), metadata=platform.trader
+        )
+    ).backtest
+    assert stored_backtest == run[-1].backtest
+    assert stored_backtest.config.strategy_id == "bollinger_trend_breakout"
+    assert await _stored_strategies(platform) == {"sig1": "bollinger_trend_breakout", "sig2": "ema_cross"}

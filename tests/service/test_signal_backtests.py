@@ -4,18 +4,25 @@ contract's reason before any message."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
+import warnings
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from backtesting import Backtest, Strategy  # type: ignore[import-untyped]
+from backtesting.lib import crossover  # type: ignore[import-untyped]
+from backtesting.test import GOOG, SMA  # type: ignore[import-untyped]
 from google.protobuf import json_format
 
 from bullant.common.v1 import common_pb2
+from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
+from services.signal import backtest_cli
 from services.signal.backtest.config import BacktestConfig, CommissionModel
 from services.signal.backtest.engine import BacktestBars, run_backtest
 from services.signal.backtest_store import BacktestRecord, BacktestState, BacktestStore, Owner, Progress
@@ -235,6 +242,134 @@ async def test_symbols_share_one_cash_balance(platform: SignalPlatform) -> None:
     assert all(item.trade_count > 0 for item in report.symbol_results)
 
 
+class SmaCross(Strategy):  # type: ignore[misc]
+    """backtesting.py's own example: all in on the 10-bar SMA crossing the 20-bar one, reversing on the way down."""
+
+    def init(self) -> None:
+        self.fast = self.I(SMA, self.data.Close, 10)
+        self.slow = self.I(SMA, self.data.Close, 20)
+
+    def next(self) -> None:
+        if crossover(self.fast, self.slow):
+            self.position.close()
+            self.buy()
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+            self.sell()
+
+
+async def _store_goog(platform: SignalPlatform) -> None:
+    """backtesting.py's GOOG sample (daily, 2004-2013) as the stored bars of GOOG."""
+    await platform.market.CreateInstrument(
+        market_pb2.CreateInstrumentRequest(
+            instrument=market_pb2.Instrument(
+                symbol="GOOG", venue="NASDAQ", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+            )
+        ),
+        metadata=platform.admin,
+    )
+    bars = [
+        market_pb2.Bar(
+            open_time=stamp(moment.to_pydatetime()),
+            open=row.Open,
+            high=row.High,
+            low=row.Low,
+            close=row.Close,
+            volume=float(row.Volume),
+        )
+        for moment, row in GOOG.iterrows()
+    ]
+    await platform.market.ImportBars(
+        market_pb2.ImportBarsRequest(symbol="GOOG", timeframe=common_pb2.TIMEFRAME_1D, bars=bars),
+        metadata=platform.admin,
+    )
+
+
+async def test_trades_and_final_equity_equal_backtesting_pys_on_its_goog_sample() -> None:
+    """The README's claim, exactly: golden_cross(10, 20) with shorts over backtesting.py's GOOG sample at its
+    commission gives backtesting.py's trades and final equity when the last position is marked to market
+    (backtesting.py's default), and with the default END_OF_DATA_CLOSE one more trade, closed at the last close, and
+    its exit fee less."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "some trades remain open": the point of the comparison
+        stats = Backtest(GOOG, SmaCross, cash=10_000, commission=0.002, exclusive_orders=True).run()
+    reference_trades, reference_equity = int(stats["# Trades"]), float(stats["Equity Final [$]"])
+    still_open = float(stats._strategy.position.size)
+    assert (reference_trades, round(reference_equity, 2), still_open) == (93, 56263.52, 69.0)
+
+    async with running_signal_platform(()) as platform:
+        await _store_goog(platform)
+        reports = {}
+        for mode in (
+            signal_pb2.END_OF_DATA_MARK_TO_MARKET,
+            signal_pb2.END_OF_DATA_CLOSE,
+            signal_pb2.END_OF_DATA_UNSPECIFIED,
+        ):
+            config = _config(
+                symbols=["GOOG"],
+                parameters={
+                    "fast": common_pb2.ParameterValue(int_value=10),
+                    "slow": common_pb2.ParameterValue(int_value=20),
+                },
+                range=common_pb2.TimeRange(start_time=stamp(GOOG.index[0].to_pydatetime())),
+                commission=signal_pb2.CommissionModel(rate_bps=20),
+                allow_short=True,
+                end_of_data=mode,
+            )
+            backtest = (await _run(platform, config))[-1].backtest
+            assert backtest.state == signal_pb2.BACKTEST_STATE_SUCCEEDED
+            assert backtest.config.end_of_data == (mode or signal_pb2.END_OF_DATA_CLOSE)  # stored, default filled in
+            reports[mode] = backtest.report
+        # A sweep carries the choice to every combination.
+        fast_values = [common_pb2.ParameterValue(int_value=value) for value in (5, 10)]
+        config.end_of_data = signal_pb2.END_OF_DATA_MARK_TO_MARKET
+        config.sweep.grid["fast"].values.extend(fast_values)
+        swept = (await _run(platform, config))[-1].backtest.report
+
+    marked = reports[signal_pb2.END_OF_DATA_MARK_TO_MARKET]
+    [ten] = [item for item in swept.sweep_results if item.parameters["fast"].int_value == 10]
+    assert ten.metrics.final_equity == marked.metrics.final_equity
+    assert ten.metrics.trade_count == reference_trades
+    assert marked.metrics.trade_count == len(marked.trades) == reference_trades
+    assert marked.metrics.final_equity == pytest.approx(reference_equity, rel=1e-12)
+    [symbol] = marked.symbol_results
+    assert symbol.open_quantity == still_open
+    assert 10_000.0 + symbol.pnl + symbol.open_pnl == pytest.approx(marked.metrics.final_equity, rel=1e-12)
+
+    closed = reports[signal_pb2.END_OF_DATA_CLOSE]
+    assert reports[signal_pb2.END_OF_DATA_UNSPECIFIED] == closed  # the documented default
+    assert closed.metrics.trade_count == len(closed.trades) == reference_trades + 1
+    last = closed.trades[-1]
+    assert last.exit_reason == signal_pb2.EXIT_REASON_END_OF_DATA
+    assert last.quantity == still_open
+    assert last.exit_price == GOOG.Close.iloc[-1]
+    exit_fee = last.quantity * last.exit_price * 0.002
+    assert closed.metrics.final_equity == pytest.approx(reference_equity - exit_fee, rel=1e-12)
+    assert round(closed.metrics.final_equity, 2) == 56152.27
+    assert closed.symbol_results[0].open_quantity == closed.symbol_results[0].open_pnl == 0.0
+    assert [trade.entry_time for trade in closed.trades[:-1]] == [trade.entry_time for trade in marked.trades]
+
+
+async def test_the_cli_asks_for_mark_to_market_and_shows_what_stayed_open(platform: SignalPlatform) -> None:
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--strategy", "golden_cross", "--symbol", "DEMO", "--param", "fast=10", "--param", "slow=30",
+         "--start", START.date().isoformat(), "--allow-short", "--end-of-data", "mark-to-market"]
+    )  # fmt: skip
+    request = backtest_cli.build_request(args)
+    assert request.config.end_of_data == signal_pb2.END_OF_DATA_MARK_TO_MARKET
+    default = backtest_cli.build_request(parser.parse_args(["--strategy", "golden_cross", "--symbol", "DEMO"]))
+    assert default.config.end_of_data == signal_pb2.END_OF_DATA_CLOSE
+    backtest = (await _run(platform, request.config))[-1].backtest
+    [symbol] = backtest.report.symbol_results
+    text = backtest_cli.summary(backtest)
+    assert symbol.open_quantity != 0  # with shorts, a crossing strategy always holds a side after its first signal
+    assert f"{'long' if symbol.open_quantity > 0 else 'short'} {abs(symbol.open_quantity):g} DEMO" in text
+    assert f"{symbol.open_pnl:,.2f}" in text
+    assert all(trade.exit_reason != signal_pb2.EXIT_REASON_END_OF_DATA for trade in backtest.report.trades)
+
+
 async def test_cancelling_a_running_backtest(platform: SignalPlatform) -> None:
     config = _config(sweep=_long_sweep())
     call = platform.signal.RunBacktest(signal_pb2.RunBacktestRequest(config=config), metadata=platform.trader)
@@ -381,6 +516,7 @@ def _sweep(size: int) -> signal_pb2.ParameterSweep:
             "UNKNOWN_PARAMETER",
         ),
         ({"max_equity_points": 1}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        ({"end_of_data": 7}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
     ],
 )
 async def test_bad_configs_fail_before_any_message(

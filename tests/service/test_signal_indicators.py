@@ -14,8 +14,11 @@ import talib
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
+from services.market.models import Timeframe
+from services.signal.indicators.base import Bars
+from services.signal.indicators.catalogue import load_indicators
 from tests.account_platform import refusal
-from tests.signal_platform import START, running_signal_platform
+from tests.signal_platform import START, StoredSymbol, running_signal_platform
 from tests.signal_platform import stamp as _stamp
 
 
@@ -89,6 +92,55 @@ async def test_warmup_extension_reads_earlier_bars(platform: Platform) -> None:
     assert series.warmup_bars == 0
     assert reply.bar_times[0].ToDatetime() == later
     np.testing.assert_allclose(series.values, talib.SMA(platform.closes, 20)[100:], rtol=1e-8)
+
+
+async def test_every_indicator_on_a_sub_range_equals_the_whole_history() -> None:
+    """With extend_for_warmup, each of the catalogue's indicators (defaults) gives on a late sub-range the values it
+    has there computed over every stored bar – recursive ones (EMA, TEMA, MACD, ADX, RSI, ...) to 1e-9 of the
+    series' magnitude – except OBV and VWAP (period 0), which are cumulated from the range's first bar."""
+    catalogue = load_indicators()
+    long_series = StoredSymbol("LONG", "SIM-AAPL", seed=21, timeframe=Timeframe.H1)
+    async with running_signal_platform((long_series,), days=100) as running:  # 2,400 hourly bars
+        stored = running.bars["LONG"]
+        full = Bars(stored.open, stored.high, stored.low, stored.close, stored.volume)
+        count = len(stored)
+        for first, last in ((1500, count), (1100, 1700)):
+            window = common_pb2.TimeRange(start_time=_stamp(START + timedelta(hours=first)))
+            if last < count:
+                window.end_time.CopyFrom(_stamp(START + timedelta(hours=last)))
+            reply = await running.signal.ComputeIndicators(
+                signal_pb2.ComputeIndicatorsRequest(
+                    symbol="LONG",
+                    timeframe=common_pb2.TIMEFRAME_1H,
+                    range=window,
+                    extend_for_warmup=True,
+                    indicators=[signal_pb2.IndicatorSpec(name=name) for name in sorted(catalogue)],
+                ),
+                metadata=running.reader,
+            )
+            assert reply.bar_times[0].ToDatetime() == START + timedelta(hours=first)
+            assert len(reply.bar_times) == last - first
+            close, volume = stored.close[first:last], stored.volume[first:last]
+            typical = (stored.high[first:last] + stored.low[first:last] + close) / 3.0
+            cumulative = {
+                "obv": talib.OBV(close, volume),  # from the range's first bar
+                "vwap": np.cumsum(typical * volume) / np.cumsum(volume),  # anchored there
+            }
+            for result in reply.results:
+                name = result.spec.name
+                everything = catalogue[name].batch(full)
+                for series in result.series:
+                    if name in cumulative:
+                        expected = cumulative[name]
+                    else:
+                        index = [output.name for output in catalogue[name].outputs].index(series.output)
+                        expected = everything[index][first:last]
+                    scale = np.nanmax(np.abs(expected))
+                    np.testing.assert_allclose(
+                        series.values, expected, rtol=1e-9, atol=1e-9 * scale, equal_nan=True, err_msg=series.name
+                    )
+                    assert series.warmup_bars == 0, series.name
+            assert len(reply.results) == len(catalogue) == 21
 
 
 @pytest.mark.parametrize(

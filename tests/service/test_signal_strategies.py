@@ -18,6 +18,7 @@ from tests.signal_platform import START, SignalPlatform, StoredSymbol, running_s
 
 REQUIRED = {
     "bollinger_breakout",
+    "bollinger_trend_breakout",
     "rsi_reversal",
     "ma_breakout",
     "golden_cross",
@@ -67,6 +68,14 @@ async def test_the_catalogue_describes_every_strategy(platform: SignalPlatform) 
     assert defaults["period"].type == common_pb2.PARAMETER_TYPE_INTEGER
     assert seed.warmup_bars > 0
     assert seed.tags
+    # The seed's rule fades band breaks; the trend-following reading has an id and a description of its own.
+    assert {param.name for param in seed.parameters} == {"period", "k", "near_band_percent"}
+    assert "seed" in seed.description
+    assert "a SELL, STRONG when above the upper band" in seed.description
+    assert "bollinger_trend_breakout" in seed.description
+    trend_reading = next(item for item in reply.strategies if item.strategy_id == "bollinger_trend_breakout")
+    assert "A close above the upper band is a STRONG BUY" in trend_reading.description
+    assert "bollinger_breakout" in trend_reading.description
     mtf = next(strategy for strategy in reply.strategies if strategy.strategy_id == "multi_timeframe")
     assert common_pb2.TIMEFRAME_1D not in mtf.timeframes
     assert mtf.timeframes
@@ -133,6 +142,33 @@ async def test_warmup_extension_signals_from_the_first_bar_of_the_range(platform
         assert got.indicator_values["slow_ma"] == pytest.approx(expected.indicator_values["slow_ma"], rel=1e-12)
         assert got.confidence == pytest.approx(expected.confidence, abs=0.05)
     assert all(event.bar_time.ToDatetime() >= later for event in extended.events)
+
+
+async def test_the_seed_bollinger_rule_over_stored_bars(platform: SignalPlatform) -> None:
+    """Every bar of the stored series classified by the seed's rule, computed here from the closes: the bands of
+    the five closes before the bar (mean ± 2 population deviations); above upper × 0.99 SELL (STRONG above upper),
+    else below lower × 1.01 BUY (STRONG below lower), else HOLD."""
+    reply = await platform.signal.EvaluateStrategy(
+        _request(strategy_id="bollinger_breakout", parameters={}), metadata=platform.reader
+    )
+    bars = platform.bars["DEMO"]
+    expected = []
+    for index in range(5, len(bars)):
+        window = bars.close[index - 5 : index]
+        upper, lower = window.mean() + 2 * window.std(), window.mean() - 2 * window.std()
+        close = bars.close[index]
+        if close > upper * 0.99:
+            expected.append((index, common_pb2.SIDE_SELL, close > upper))
+        elif close < lower * 1.01:
+            expected.append((index, common_pb2.SIDE_BUY, close < lower))
+    times = bars.open_time.astype("datetime64[us]")
+    got = [
+        (event.bar_time.ToDatetime(), event.side, event.strength == signal_pb2.SIGNAL_STRENGTH_STRONG)
+        for event in reply.events
+    ]
+    assert got == [(times[index].item(), side, bool(strong)) for index, side, strong in expected]
+    assert {side for _, side, _ in got} == {common_pb2.SIDE_BUY, common_pb2.SIDE_SELL}
+    assert {strong for _, _, strong in got} == {True, False}
 
 
 async def test_every_strategy_evaluates_over_stored_bars(platform: SignalPlatform) -> None:

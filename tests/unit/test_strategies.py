@@ -3,7 +3,9 @@ and the behaviour of the main strategies on hand-made bars."""
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 import time
 from datetime import datetime, timedelta
 from functools import cache
@@ -28,6 +30,7 @@ IDS = sorted(STRATEGIES)
 TAGS = {"trend", "mean_reversion", "breakout", "momentum", "volume", "multi_timeframe"}
 REQUIRED = {
     "bollinger_breakout",
+    "bollinger_trend_breakout",
     "rsi_reversal",
     "ma_breakout",
     "golden_cross",
@@ -295,7 +298,104 @@ def test_multi_timeframe_refuses_daily_input_and_a_higher_span_not_above_the_inp
     assert definition.history(definition.defaults) == timedelta(days=21)
 
 
-# --- bollinger_breakout, the seed -------------------------------------------------------------------------------
+# --- bollinger_breakout: the seed's rule, on hand-computed bands ------------------------------------------------
+
+QUIET = [100.0, 102.0, 98.0, 101.0, 99.0]
+
+
+def hand_bands(closes: list[float], k: float = 2.0) -> tuple[float, float, float]:
+    """Bollinger bands of `closes` by hand: mean ± k population standard deviations."""
+    mean = statistics.fmean(closes)
+    deviation = statistics.pstdev(closes)
+    return mean + k * deviation, mean, mean - k * deviation
+
+
+def seed_at(closes: list[float]) -> tuple[int, bool, float, str]:
+    """Side, strength, confidence and reason of bollinger_breakout (defaults) on the last of `closes`."""
+    bars = make_bars(closes)
+    frame, params = evaluate("bollinger_breakout", bars)
+    last = len(closes) - 1
+    side, strong, confidence = int(frame.side[last]), bool(frame.strong[last]), float(frame.confidence[last])
+    events = STRATEGIES["bollinger_breakout"].events(bars, frame, params, start=last)
+    return side, strong, confidence, events[0].reason if events else ""
+
+
+def test_seed_bands_by_hand() -> None:
+    # mean 100, population variance (0 + 4 + 4 + 1 + 1) / 5 = 2: bands 100 ± 2√2
+    upper, middle, lower = hand_bands(QUIET)
+    assert (upper, middle, lower) == pytest.approx((102.828427, 100.0, 97.171573), abs=1e-6)
+    frame, _ = evaluate("bollinger_breakout", make_bars([*QUIET, 100.0]))
+    assert frame.values["upper"][5] == pytest.approx(upper, rel=1e-12)  # the previous five closes' bands
+    assert frame.values["lower"][5] == pytest.approx(lower, rel=1e-12)
+    assert np.isnan(frame.values["upper"][:5]).all()
+
+
+@pytest.mark.parametrize(
+    ("close", "side", "strong"),
+    [
+        (103.5, -1, True),  # above the upper band 102.83: STRONG SELL
+        (102.5, -1, False),  # between upper × 0.99 (101.80) and upper: WEAK SELL
+        (101.9, -1, False),
+        (101.7, 0, False),  # just under upper × 0.99: HOLD
+        (100.5, 0, False),  # between: HOLD
+        (98.2, 0, False),  # just over lower × 1.01 (98.14): HOLD
+        (98.0, 1, False),  # between lower (97.17) and lower × 1.01: WEAK BUY
+        (97.3, 1, False),
+        (96.5, 1, True),  # below the lower band: STRONG BUY
+    ],
+)
+def test_seed_rule_on_hand_computed_bars(close: float, side: int, strong: bool) -> None:
+    upper, middle, lower = hand_bands(QUIET)
+    deviation = (upper - middle) / 2.0
+    expected_side = -1 if close > upper * 0.99 else 1 if close < lower * 1.01 else 0
+    assert expected_side == side  # the table above is the seed's rule
+    got_side, got_strong, confidence, reason = seed_at([*QUIET, close])
+    assert (got_side, got_strong) == (side, strong)
+    if side == 0:
+        assert confidence == 0.0
+        return
+    if strong:
+        distance = (close - upper if side < 0 else lower - close) / deviation
+        assert confidence == pytest.approx(0.5 + 0.5 * (1.0 - math.exp(-distance)), rel=1e-12)
+    else:
+        depth = (close - upper * 0.99) / (upper * 0.01) if side < 0 else (lower * 1.01 - close) / (lower * 0.01)
+        assert confidence == pytest.approx(0.2 + 0.3 * depth, rel=1e-9)
+    assert f"close {close:.2f}" in reason
+    assert ("SELL" if side < 0 else "BUY") in reason
+    assert ("STRONG" if strong else "WEAK") in reason
+    assert f"{upper if side < 0 else lower:.2f}" in reason
+    assert "Bollinger(5, 2)" in reason
+
+
+def test_seed_signals_every_bar_the_close_stays_beyond_the_band() -> None:
+    closes = [*QUIET, 103.5, 106.0]
+    upper, _, _ = hand_bands(closes[1:6])  # bar 6 reads the five closes before it: 104.68
+    assert upper < 106.0
+    frame, _ = evaluate("bollinger_breakout", make_bars(closes))
+    assert frame.side[5:].tolist() == [-1, -1]
+    assert frame.strong[5:].tolist() == [True, True]
+
+
+def test_seed_has_no_atr_filter_and_warms_up_on_its_bands_alone() -> None:
+    definition = STRATEGIES["bollinger_breakout"]
+    assert {param.name for param in definition.params} == {"period", "k", "near_band_percent"}
+    assert definition.warmup(definition.defaults) == 5
+    # A small move beyond the band is a signal all the same (the trend reading's ATR filter would drop it).
+    small = [*QUIET, 102.0, 102.0, 102.0, 102.0, 102.0, 102.0, 102.0, 102.0, 102.0, 102.0, 102.1]
+    side, strong, _, _ = seed_at(small)
+    assert (side, strong) == (-1, True)  # flat bands at 102: 102.1 is beyond them
+
+
+def test_trend_breakout_is_the_opposite_reading() -> None:
+    bars = quiet_then([110.0])
+    seed, _ = evaluate("bollinger_breakout", bars)
+    follow, _ = evaluate("bollinger_trend_breakout", bars)
+    assert (seed.side[30], follow.side[30]) == (-1, 1)
+    assert seed.strong[30]
+    assert follow.strong[30]
+
+
+# --- bollinger_trend_breakout: the trend-following reading --------------------------------------------------------
 
 
 def quiet_then(last: list[float]) -> StrategyBars:
@@ -303,52 +403,54 @@ def quiet_then(last: list[float]) -> StrategyBars:
     return make_bars([102.0 if i % 2 else 98.0 for i in range(30)] + last, spread=3.0)
 
 
-def test_bollinger_breakout_beyond_the_band_is_strong() -> None:
-    frame, params = evaluate("bollinger_breakout", quiet_then([110.0, 112.0]))
+def test_bollinger_trend_breakout_beyond_the_band_is_strong() -> None:
+    frame, params = evaluate("bollinger_trend_breakout", quiet_then([110.0, 112.0]))
     assert frame.side[30] == 1
     assert frame.strong[30]
     assert frame.confidence[30] > 0.5
     assert frame.side[31] == 0  # still beyond: the event fired when the condition became true
     assert not frame.side[:30].any()
-    reason = STRATEGIES["bollinger_breakout"].events(quiet_then([110.0]), frame, params, start=30)[0].reason
+    reason = STRATEGIES["bollinger_trend_breakout"].events(quiet_then([110.0]), frame, params, start=30)[0].reason
     upper, atr = frame.values["upper"][30], frame.values["atr"][30]
     assert "close 110.00 above upper band" in reason
     assert f"{upper:.2f}" in reason
     assert f"{atr:.2f}" in reason
     assert "period 5, k 2" in reason
     assert "move 8.000 ≥ 0.5 × ATR" in reason
-    sell, _ = evaluate("bollinger_breakout", quiet_then([90.0]))
+    sell, _ = evaluate("bollinger_trend_breakout", quiet_then([90.0]))
     assert sell.side[30] == -1
     assert sell.strong[30]
 
 
-def test_bollinger_breakout_near_the_band_is_weak() -> None:
-    probe, _ = evaluate("bollinger_breakout", quiet_then([100.0]))
+def test_bollinger_trend_breakout_near_the_band_is_weak() -> None:
+    probe, _ = evaluate("bollinger_trend_breakout", quiet_then([100.0]))
     upper, lower = probe.values["upper"][30], probe.values["lower"][30]
-    near_up, _ = evaluate("bollinger_breakout", quiet_then([upper * 0.995]), atr_multiple=0.0)
+    near_up, _ = evaluate("bollinger_trend_breakout", quiet_then([upper * 0.995]), atr_multiple=0.0)
     assert near_up.side[30] == 1
     assert not near_up.strong[30]
     assert 0.2 <= near_up.confidence[30] < 0.5
-    near_down, _ = evaluate("bollinger_breakout", quiet_then([lower * 1.005]), atr_multiple=0.0)
+    near_down, _ = evaluate("bollinger_trend_breakout", quiet_then([lower * 1.005]), atr_multiple=0.0)
     assert near_down.side[30] == -1
     assert not near_down.strong[30]
-    outside_zone, _ = evaluate("bollinger_breakout", quiet_then([upper * 0.98]), atr_multiple=0.0)
+    outside_zone, _ = evaluate("bollinger_trend_breakout", quiet_then([upper * 0.98]), atr_multiple=0.0)
     assert outside_zone.side[30] == 0
 
 
-def test_bollinger_breakout_atr_filter_suppresses_a_small_move() -> None:
+def test_bollinger_trend_breakout_atr_filter_suppresses_a_small_move() -> None:
     small = quiet_then([106.0])  # beyond the band, but a move of 4 < 0.5 × ATR
-    frame, _ = evaluate("bollinger_breakout", small)
+    frame, _ = evaluate("bollinger_trend_breakout", small)
     assert frame.values["close"][30] > frame.values["upper"][30]
     assert abs(frame.values["move"][30]) < 0.5 * frame.values["atr"][30]
     assert frame.side[30] == 0
-    unfiltered, _ = evaluate("bollinger_breakout", small, atr_multiple=0.0)
+    unfiltered, _ = evaluate("bollinger_trend_breakout", small, atr_multiple=0.0)
     assert unfiltered.side[30] == 1
     assert unfiltered.strong[30]
 
 
-def test_bollinger_breakout_confidence_grows_with_the_distance() -> None:
-    confidences = [evaluate("bollinger_breakout", quiet_then([close]))[0].confidence[30] for close in (110, 114, 120)]
+def test_bollinger_trend_breakout_confidence_grows_with_the_distance() -> None:
+    confidences = [
+        evaluate("bollinger_trend_breakout", quiet_then([close]))[0].confidence[30] for close in (110, 114, 120)
+    ]
     assert confidences == sorted(confidences)
     assert len(set(confidences)) == 3
     assert all(0.5 < value < 1.0 for value in confidences)

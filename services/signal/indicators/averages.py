@@ -8,7 +8,7 @@ from math import isnan
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Output, Param, register
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
 from services.signal.indicators.kernels_trend import NAN, as_series, data_start, ema_step, jit, outputs, resolved
 
 _NONE = (NAN,)
@@ -145,6 +145,11 @@ def tema_kernel(values: Array, period: int, out: Array) -> None:
         second = ema_step(second, first, k)
         third = ema_step(third, second, k)
         out[i] = third + (3.0 * first - 3.0 * second)
+
+
+def ema_pole(period: int) -> float:
+    """The share of its previous value an EMA keeps each bar: 1 - 2/(period+1)."""
+    return 1.0 - 2.0 / (period + 1)
 
 
 class SimpleMovingAverage:
@@ -296,6 +301,7 @@ def _average(
     summary: str,
     kernel: Callable[[Array, int, Array], None],
     live: Callable[..., Incremental],
+    memory: Callable[[int], Memory],
 ) -> IndicatorDef:
     """Registers a one-series average; its batch form skips a NaN prefix as TA-Lib does and runs `kernel`."""
 
@@ -322,6 +328,7 @@ def _average(
         overlay=True,
         batch=batch,
         incremental=live,
+        memory=lambda **params: memory(int(params["period"])),
     )
     return register(definition)
 
@@ -332,6 +339,7 @@ SMA = _average(
     summary="Mean of the last `period` values; matches TA-Lib's SMA.",
     kernel=sma_kernel,
     live=SimpleMovingAverage,
+    memory=lambda period: Memory.window(period - 1),
 )
 EMA = _average(
     "ema",
@@ -339,6 +347,7 @@ EMA = _average(
     summary="Smoothing factor 2/(period+1), seeded with the SMA of the first `period` values; matches TA-Lib's EMA.",
     kernel=ema_kernel,
     live=ExponentialMovingAverage,
+    memory=lambda period: Memory.decaying(period - 1, [ema_pole(period)]),
 )
 WMA = _average(
     "wma",
@@ -346,6 +355,7 @@ WMA = _average(
     summary="Linearly weighted mean of the last `period` values (newest weighs most); matches TA-Lib's WMA.",
     kernel=wma_kernel,
     live=WeightedMovingAverage,
+    memory=lambda period: Memory.window(period - 1),
 )
 DEMA = _average(
     "dema",
@@ -353,6 +363,7 @@ DEMA = _average(
     summary="2*EMA - EMA(EMA), less lag than an EMA (Mulloy); matches TA-Lib's DEMA.",
     kernel=dema_kernel,
     live=DoubleExponentialMovingAverage,
+    memory=lambda period: Memory.decaying(2 * (period - 1), [ema_pole(period)] * 2),
 )
 TEMA = _average(
     "tema",
@@ -360,4 +371,5 @@ TEMA = _average(
     summary="3*EMA - 3*EMA(EMA) + EMA(EMA(EMA)) (Mulloy); matches TA-Lib's TEMA.",
     kernel=tema_kernel,
     live=TripleExponentialMovingAverage,
+    memory=lambda period: Memory.decaying(3 * (period - 1), [ema_pole(period)] * 3),
 )

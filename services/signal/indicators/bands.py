@@ -7,8 +7,8 @@ from math import isnan, sqrt
 
 import numpy as np
 
-from services.signal.indicators.averages import EMA, ExponentialMovingAverage
-from services.signal.indicators.base import Array, Bars, IndicatorDef, Output, Param, register
+from services.signal.indicators.averages import EMA, ExponentialMovingAverage, ema_pole
+from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, Output, Param, register
 from services.signal.indicators.kernels_trend import (
     NAN,
     as_series,
@@ -247,6 +247,18 @@ class KeltnerChannel:
         return (middle + width, middle, middle - width)
 
 
+def _atr_memory(period: int) -> Memory:
+    """Wilder's smoothing keeps 1 - 1/period of the average; period 1 is the plain true range (two bars)."""
+    if period == 1:
+        return Memory.window(1)
+    return Memory.decaying(period, [1.0 - 1.0 / period])
+
+
+def _keltner_memory(period: int) -> Memory:
+    """The EMA and the ATR side by side (listed as a chain: a larger bound than their sum)."""
+    return Memory.decaying(period, [ema_pole(period), 1.0 - 1.0 / period])
+
+
 def _period(default: int, minimum: int, description: str) -> Param:
     return Param(
         name="period", description=description, default=default, minimum=minimum, maximum=100_000, unit="bars", step=1
@@ -278,6 +290,7 @@ BBANDS = register(
         overlay=True,
         batch=bollinger_bands,
         incremental=BollingerBands,
+        memory=lambda **params: Memory.window(int(params["period"]) - 1),
     )
 )
 ATR = register(
@@ -293,6 +306,7 @@ ATR = register(
         overlay=False,
         batch=average_true_range,
         incremental=AverageTrueRange,
+        memory=lambda **params: _atr_memory(int(params["period"])),
     )
 )
 KELTNER = register(
@@ -308,5 +322,6 @@ KELTNER = register(
         overlay=True,
         batch=keltner_channel,
         incremental=KeltnerChannel,
+        memory=lambda **params: _keltner_memory(int(params["period"])),
     )
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Output, Param, register
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
 from services.signal.indicators.kernels_oscillators import (
     NAN,
     RollingExtremes,
@@ -120,6 +120,7 @@ DONCHIAN = register(
         overlay=True,
         batch=donchian_batch,
         incremental=donchian_incremental,
+        memory=lambda **params: Memory.window(int(params["period"]) - 1),
     )
 )
 
@@ -160,5 +161,6 @@ ICHIMOKU = register(
         overlay=True,
         batch=ichimoku_batch,
         incremental=ichimoku_incremental,
+        memory=lambda **params: Memory.window(int(max(params.values())) - 1),
     )
 )

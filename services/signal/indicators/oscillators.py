@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Output, Param, register
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
 from services.signal.indicators.kernels_oscillators import (
     NAN,
     TA_EPSILON,
@@ -312,6 +312,13 @@ def roc_incremental(**params: float) -> Incremental:
     return SkipLeadingNaN(_Roc(*whole_params(ROC, params)), ROC.inputs, 1)
 
 
+def _rsi_memory(period: int) -> Memory:
+    """Wilder's averages of gains and losses (side by side, listed as a chain: a larger bound than their sum),
+    seeded by the first `period` changes."""
+    keep = 1.0 - 1.0 / period
+    return Memory.decaying(period, [keep, keep])
+
+
 RSI = register(
     IndicatorDef(
         name="rsi",
@@ -325,6 +332,7 @@ RSI = register(
         overlay=False,
         batch=rsi_batch,
         incremental=rsi_incremental,
+        memory=lambda **params: _rsi_memory(int(params["period"])),
     )
 )
 
@@ -348,6 +356,7 @@ STOCH = register(
         overlay=False,
         batch=stoch_batch,
         incremental=stoch_incremental,
+        memory=lambda **params: Memory.window(int(sum(params.values())) - 3),
     )
 )
 
@@ -364,6 +373,7 @@ CCI = register(
         overlay=False,
         batch=cci_batch,
         incremental=cci_incremental,
+        memory=lambda **params: Memory.window(int(params["period"]) - 1),
     )
 )
 
@@ -380,6 +390,7 @@ WILLR = register(
         overlay=False,
         batch=willr_batch,
         incremental=willr_incremental,
+        memory=lambda **params: Memory.window(int(params["period"]) - 1),
     )
 )
 
@@ -396,5 +407,6 @@ ROC = register(
         overlay=False,
         batch=roc_batch,
         incremental=roc_incremental,
+        memory=lambda **params: Memory.window(int(params["period"])),
     )
 )

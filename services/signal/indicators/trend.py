@@ -6,8 +6,8 @@ from math import isnan
 
 import numpy as np
 
-from services.signal.indicators.averages import ExponentialMovingAverage
-from services.signal.indicators.base import Array, Bars, IndicatorDef, Output, Param, register
+from services.signal.indicators.averages import ExponentialMovingAverage, ema_pole
+from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, MemoryKind, Output, Param, register
 from services.signal.indicators.kernels_trend import (
     NAN,
     SarState,
@@ -207,6 +207,23 @@ class ParabolicSar:
         return (output,)
 
 
+def _macd_memory(fast: int, slow: int, signal: int) -> Memory:
+    """The fast and slow EMAs (listed as a chain: a larger bound than the sum of the two) feed the signal EMA."""
+    fast, slow = sorted((fast, slow))  # TA-Lib swaps a fast period above the slow one
+    return Memory.decaying(slow - 1 + signal - 1, [ema_pole(fast), ema_pole(slow), ema_pole(signal)])
+
+
+def _adx_memory(period: int) -> Memory:
+    """Wilder's sums of movement and range (keeping 1 - 1/period) feed the DX, which Wilder's average smooths."""
+    keep = 1.0 - 1.0 / period
+    return Memory.decaying(2 * period - 1, [keep, keep])
+
+
+# The SAR forgets its start only when a reversal resets its state, which no bound in bars guarantees: history is
+# read from this many bars before a range and extended until SAR from two starting points agrees (analytics.py).
+SAR_FIRST_HISTORY = 128
+
+
 def _period(name: str, default: int, minimum: int, description: str) -> Param:
     return Param(
         name=name, description=description, default=default, minimum=minimum, maximum=100_000, unit="bars", step=1
@@ -240,6 +257,7 @@ MACD = register(
         overlay=False,
         batch=moving_average_convergence_divergence,
         incremental=MovingAverageConvergenceDivergence,
+        memory=lambda **params: _macd_memory(int(params["fast"]), int(params["slow"]), int(params["signal"])),
     )
 )
 ADX = register(
@@ -259,6 +277,7 @@ ADX = register(
         overlay=False,
         batch=average_directional_index,
         incremental=AverageDirectionalIndex,
+        memory=lambda **params: _adx_memory(int(params["period"])),
     )
 )
 SAR = register(
@@ -277,5 +296,6 @@ SAR = register(
         overlay=True,
         batch=parabolic_sar,
         incremental=ParabolicSar,
+        memory=lambda **params: Memory(MemoryKind.PATH, SAR_FIRST_HISTORY),
     )
 )

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Output, Param, register
+from services.signal.indicators.base import (
+    Array,
+    Bars,
+    Incremental,
+    IndicatorDef,
+    Memory,
+    MemoryKind,
+    Output,
+    Param,
+    register,
+)
 from services.signal.indicators.kernels_oscillators import (
     NAN,
     TA_EPSILON,
@@ -256,6 +266,11 @@ def vwap_incremental(**params: float) -> Incremental:
     return SkipLeadingNaN(_Vwap(*whole_params(VWAP, params)), VWAP.inputs, 1)
 
 
+def _vwap_memory(period: int) -> Memory:
+    """A rolling window, or (period 0) a running total from the first bar."""
+    return Memory.window(period - 1) if period else Memory(MemoryKind.CUMULATIVE)
+
+
 MFI = register(
     IndicatorDef(
         name="mfi",
@@ -279,6 +294,7 @@ MFI = register(
         overlay=False,
         batch=mfi_batch,
         incremental=mfi_incremental,
+        memory=lambda **params: Memory.window(int(params["period"])),
     )
 )
 
@@ -287,7 +303,9 @@ OBV = register(
         name="obv",
         display_name="On-Balance Volume",
         description="Granville's running volume total as TA-Lib OBV: starts at the first bar's volume, then "
-        "adds a bar's volume when the close rises and subtracts it when the close falls.",
+        "adds a bar's volume when the close rises and subtracts it when the close falls. A running total never "
+        "forgets its start, so its origin is defined: ComputeIndicators cumulates it from the first bar of the "
+        "requested range (whether or not extend_for_warmup is set); only its changes compare across ranges.",
         params=(),
         outputs=(Output(name="value", description="Cumulative signed volume."),),
         inputs=("close", "volume"),
@@ -295,6 +313,7 @@ OBV = register(
         overlay=False,
         batch=obv_batch,
         incremental=obv_incremental,
+        memory=lambda **params: Memory(MemoryKind.CUMULATIVE),
     )
 )
 
@@ -302,8 +321,10 @@ VWAP = register(
     IndicatorDef(
         name="vwap",
         display_name="Volume-Weighted Average Price",
-        description="Σ(typical price × volume) / Σ(volume), typical price (high+low+close)/3, over every bar "
-        "so far (period 0) or the last `period` bars; NaN while no volume traded. TA-Lib has no VWAP.",
+        description="Σ(typical price × volume) / Σ(volume), typical price (high+low+close)/3, over the last "
+        "`period` bars, or with period 0 over every bar since an anchor: ComputeIndicators anchors it at the first "
+        "bar of the requested range (whether or not extend_for_warmup is set). NaN while no volume traded. TA-Lib "
+        "has no VWAP.",
         params=(
             Param(
                 name="period",
@@ -321,5 +342,6 @@ VWAP = register(
         overlay=True,
         batch=vwap_batch,
         incremental=vwap_incremental,
+        memory=lambda **params: _vwap_memory(int(params["period"])),
     )
 )

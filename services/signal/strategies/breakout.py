@@ -1,4 +1,5 @@
-"""Breakout strategies: a close beyond a band, a moving-average envelope, a price channel or a volatility range."""
+"""Breakout strategies: a close beyond a moving-average envelope, a price channel or a volatility range (the
+Bollinger band readings are in bollinger.py)."""
 
 from __future__ import annotations
 
@@ -37,75 +38,6 @@ from services.signal.strategies.common import (
 )
 
 BREAKOUT = "breakout"
-
-
-# --- bollinger_breakout: the seed algorithm --------------------------------------------------------------------
-
-
-def _bollinger_breakout(bars: StrategyBars, params: Params) -> SignalFrame:
-    close = bars.close
-    # The previous bar's bands: with period 5 and k 2 the bands through the current bar can never be exceeded (a
-    # close lies at most sqrt(period - 1) deviations from a mean that includes it).
-    bands = indicator("bbands", bars.indicator_bars, period=params["period"], k=params["k"])
-    upper, middle, lower = (previous(line) for line in bands)
-    average_range = atr(bars, int(params["atr_period"]))
-    near = float(params["near_band_percent"]) / 100.0
-    move = close - previous(close)
-    valid = finite(upper, average_range)
-    # Levels: 2 beyond the band (STRONG), 1 within near_band_percent inside it (WEAK), 0 elsewhere.
-    up_level = np.where(close > upper, 2, np.where(close >= upper * (1.0 - near), 1, 0)).astype(np.int8)
-    down_level = np.where(close < lower, 2, np.where(close <= lower * (1.0 + near), 1, 0)).astype(np.int8)
-    real_move = np.abs(move) >= float(params["atr_multiple"]) * average_range
-    buy = edge(up_level, valid) & real_move
-    sell = edge(down_level, valid) & real_move
-    strong = np.where(buy, up_level, down_level) == 2
-    beyond = np.where(buy, close - upper, lower - close)
-    within = np.where(buy, close - upper * (1.0 - near), lower * (1.0 + near) - close)
-    excess = in_atr(np.where(strong, beyond, within), average_range)
-    values = {"close": close, "upper": upper, "middle": middle, "lower": lower, "atr": average_range, "move": move}
-    return frame(buy, sell, strong=strong, confidence=grade(excess, strong), values=values)
-
-
-def _explain_bollinger_breakout(params: Params, at: Mapping[str, float], side: int, strong: bool) -> str:
-    band = "upper" if side > 0 else "lower"
-    if strong:
-        where = f"{side_word(side)} {band} band {num(at[band])}"
-    else:
-        where = f"within {params['near_band_percent']:g}% of the {band} band {num(at[band])}"
-    text = f"close {num(at['close'])} {where} (period {params['period']}, k {params['k']:g}, previous bar)"
-    if float(params["atr_multiple"]) > 0:
-        text += f"; move {num(at['move'])} ≥ {params['atr_multiple']:g} × ATR {num(at['atr'])}"
-    return f"{text}: {strength(strong)} breakout {'up' if side > 0 else 'down'}"
-
-
-register(
-    StrategyDef(
-        strategy_id="bollinger_breakout",
-        display_name="Bollinger breakout",
-        description=(
-            "Bollinger bands (SMA of `period` closes ± k standard deviations) of the previous bar, so that a close "
-            "can break out of them (bands through the close itself can never be exceeded when k >= sqrt(period - "
-            "1), as with the defaults 5 and 2). A close above the upper band is a "
-            "STRONG BUY, a close within near_band_percent below it a WEAK BUY; a close below the lower band is a "
-            "STRONG SELL, within near_band_percent above it a WEAK SELL. An event fires on the bar the close reaches "
-            "the zone (or climbs from WEAK to STRONG), and only when the bar's move |close - previous close| is at "
-            "least atr_multiple × ATR(atr_period) (0 disables the filter). Confidence: 0.5 + 0.5·(1 - exp(-d)) for "
-            "STRONG with d the distance beyond the band in ATRs, 0.2 + 0.3·(1 - exp(-d)) for WEAK with d the "
-            "distance into the near zone in ATRs."
-        ),
-        params=(
-            period("period", "bars in the Bollinger average and deviation", 5),
-            multiple("k", "standard deviations from the middle band", 2.0, 10.0, minimum=0.1),
-            percent("near_band_percent", "a close this close to a band (in percent of it) is a WEAK signal", 1.0, 20.0),
-            period("atr_period", "bars in the ATR of the move filter and the confidence", 14, 1),
-            multiple("atr_multiple", "least move, in ATRs, of a breakout bar (0 disables the filter)", 0.5),
-        ),
-        tags=(BREAKOUT,),
-        compute=_bollinger_breakout,
-        explain=_explain_bollinger_breakout,
-        warmup=lambda p: max(int(p["period"]), int(p["atr_period"])) + 1,
-    )
-)
 
 
 # --- ma_breakout ------------------------------------------------------------------------------------------------

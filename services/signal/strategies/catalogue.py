@@ -6,7 +6,7 @@ import importlib
 
 from services.signal.strategies.base import REGISTRY, StrategyDef
 
-MODULES = ("trend", "reversion", "breakout", "momentum", "volume", "multi_timeframe")
+MODULES = ("trend", "reversion", "bollinger", "breakout", "momentum", "volume", "multi_timeframe")
 
 
 def load_strategies() -> dict[str, StrategyDef]:

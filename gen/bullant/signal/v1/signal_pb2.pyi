@@ -255,6 +255,42 @@ FILL_TIMING_SIGNAL_BAR_CLOSE: FillTiming.ValueType  # 2
 """At the close of the signal bar (backtesting.py's trade_on_close)."""
 Global___FillTiming: _TypeAlias = FillTiming  # noqa: Y015
 
+class _EndOfData:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EndOfDataEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndOfData.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    END_OF_DATA_UNSPECIFIED: _EndOfData.ValueType  # 0
+    """Not set: CLOSE."""
+    END_OF_DATA_CLOSE: _EndOfData.ValueType  # 1
+    """Close it at the last bar's close, slippage and exit fee included: it becomes a trade with exit_reason
+    EXIT_REASON_END_OF_DATA, and every position is in the trades and metrics.
+    """
+    END_OF_DATA_MARK_TO_MARKET: _EndOfData.ValueType  # 2
+    """Leave it open, marked to market at the last close in the equity curve and final equity (no exit fee or
+    slippage), as backtesting.py does by default; it is not a trade (SymbolResult.open_quantity and open_pnl report
+    it). On backtesting.py's GOOG sample (SMA 10/20 cross, 0.2 % commission) this gives its 93 trades and final
+    equity, where CLOSE gives a 94th trade and the exit fee less.
+    """
+
+class EndOfData(_EndOfData, metaclass=_EndOfDataEnumTypeWrapper):
+    """EndOfData is what a backtest does with a position still open after the last bar of its range."""
+
+END_OF_DATA_UNSPECIFIED: EndOfData.ValueType  # 0
+"""Not set: CLOSE."""
+END_OF_DATA_CLOSE: EndOfData.ValueType  # 1
+"""Close it at the last bar's close, slippage and exit fee included: it becomes a trade with exit_reason
+EXIT_REASON_END_OF_DATA, and every position is in the trades and metrics.
+"""
+END_OF_DATA_MARK_TO_MARKET: EndOfData.ValueType  # 2
+"""Leave it open, marked to market at the last close in the equity curve and final equity (no exit fee or
+slippage), as backtesting.py does by default; it is not a trade (SymbolResult.open_quantity and open_pnl report
+it). On backtesting.py's GOOG sample (SMA 10/20 cross, 0.2 % commission) this gives its 93 trades and final
+equity, where CLOSE gives a 94th trade and the exit fee less.
+"""
+Global___EndOfData: _TypeAlias = EndOfData  # noqa: Y015
+
 class _BacktestMetric:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -380,7 +416,7 @@ class _ExitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitReason
     EXIT_REASON_TRAILING_STOP: _ExitReason.ValueType  # 4
     """The trailing stop."""
     EXIT_REASON_END_OF_DATA: _ExitReason.ValueType  # 5
-    """Still open at the end of the range, closed at the last close."""
+    """Still open at the end of the range, closed at the last close (END_OF_DATA_CLOSE)."""
 
 class ExitReason(_ExitReason, metaclass=_ExitReasonEnumTypeWrapper):
     """ExitReason is why a backtest trade was closed."""
@@ -396,7 +432,7 @@ EXIT_REASON_TAKE_PROFIT: ExitReason.ValueType  # 3
 EXIT_REASON_TRAILING_STOP: ExitReason.ValueType  # 4
 """The trailing stop."""
 EXIT_REASON_END_OF_DATA: ExitReason.ValueType  # 5
-"""Still open at the end of the range, closed at the last close."""
+"""Still open at the end of the range, closed at the last close (END_OF_DATA_CLOSE)."""
 Global___ExitReason: _TypeAlias = ExitReason  # noqa: Y015
 
 @_typing.final
@@ -624,9 +660,16 @@ class ComputeIndicatorsRequest(_message.Message):
     timeframe: _common_pb2.Timeframe.ValueType
     """Bar timeframe."""
     extend_for_warmup: _builtins.bool
-    """When true, the server also reads the bars before start_time that the indicators need to warm up, so values
-    inside the range are not NaN where history exists; when false (TA-Lib's behaviour) the range's first bars are
-    the warm-up and come back as NaN.
+    """When true, the server also reads stored bars before start_time, so that the values inside the range are those
+    computed over the whole stored history: exactly for indicators over a window of bars (SMA, WMA, Bollinger,
+    Donchian, Ichimoku, Stochastic, CCI, Williams %R, ROC, MFI, VWAP with a period); within 1e-9 relative for
+    recursive smoothing (EMA, DEMA, TEMA, MACD, ATR, Keltner, ADX, RSI), for which the server derives from the
+    recursion how far back to read for the starting point's weight to fall below 1e-12 (e.g. 296 bars for
+    EMA(20)); and for the parabolic SAR, which forgets its start only at reversals, until SAR computed from two
+    starting points agrees on the range. At most 200,000 bars are read before the range. Cumulative indicators
+    never forget their start, so their origin is fixed whatever this field says: OBV starts at the volume of the
+    range's first bar and VWAP with period 0 accumulates from that bar (an anchored VWAP). When false (TA-Lib's
+    behaviour) the range's first bars are the warm-up and come back as NaN.
     """
     @_builtins.property
     def range(self) -> _common_pb2.TimeRange:
@@ -2335,6 +2378,7 @@ class BacktestConfig(_message.Message):
     RISK_FREE_RATE_FIELD_NUMBER: _builtins.int
     SWEEP_FIELD_NUMBER: _builtins.int
     MAX_EQUITY_POINTS_FIELD_NUMBER: _builtins.int
+    END_OF_DATA_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     """Strategy id from ListStrategies."""
     timeframe: _common_pb2.Timeframe.ValueType
@@ -2361,6 +2405,8 @@ class BacktestConfig(_message.Message):
     """Most points kept in the equity curve; longer curves are downsampled keeping each bucket's last point and the
     drawdown trough. 0 means 5,000; at most 100,000.
     """
+    end_of_data: Global___EndOfData.ValueType
+    """What happens to a position still open after the last bar; unspecified means END_OF_DATA_CLOSE."""
     @_builtins.property
     def parameters(self) -> _containers.MessageMap[_builtins.str, _common_pb2.ParameterValue]:
         """Strategy parameters; missing ones take their defaults."""
@@ -2410,10 +2456,11 @@ class BacktestConfig(_message.Message):
         risk_free_rate: _builtins.float = ...,
         sweep: Global___ParameterSweep | None = ...,
         max_equity_points: _builtins.int = ...,
+        end_of_data: Global___EndOfData.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_loss_percent", b"_stop_loss_percent", "_take_profit_percent", b"_take_profit_percent", "_trailing_stop_percent", b"_trailing_stop_percent", "commission", b"commission", "range", b"range", "sizing", b"sizing", "stop_loss_percent", b"stop_loss_percent", "sweep", b"sweep", "take_profit_percent", b"take_profit_percent", "trailing_stop_percent", b"trailing_stop_percent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_loss_percent", b"_stop_loss_percent", "_take_profit_percent", b"_take_profit_percent", "_trailing_stop_percent", b"_trailing_stop_percent", "allow_fractional", b"allow_fractional", "allow_short", b"allow_short", "commission", b"commission", "fill_timing", b"fill_timing", "initial_cash", b"initial_cash", "max_equity_points", b"max_equity_points", "parameters", b"parameters", "range", b"range", "risk_free_rate", b"risk_free_rate", "sizing", b"sizing", "slippage_bps", b"slippage_bps", "stop_loss_percent", b"stop_loss_percent", "strategy_id", b"strategy_id", "sweep", b"sweep", "symbols", b"symbols", "take_profit_percent", b"take_profit_percent", "timeframe", b"timeframe", "trailing_stop_percent", b"trailing_stop_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_loss_percent", b"_stop_loss_percent", "_take_profit_percent", b"_take_profit_percent", "_trailing_stop_percent", b"_trailing_stop_percent", "allow_fractional", b"allow_fractional", "allow_short", b"allow_short", "commission", b"commission", "end_of_data", b"end_of_data", "fill_timing", b"fill_timing", "initial_cash", b"initial_cash", "max_equity_points", b"max_equity_points", "parameters", b"parameters", "range", b"range", "risk_free_rate", b"risk_free_rate", "sizing", b"sizing", "slippage_bps", b"slippage_bps", "stop_loss_percent", b"stop_loss_percent", "strategy_id", b"strategy_id", "sweep", b"sweep", "symbols", b"symbols", "take_profit_percent", b"take_profit_percent", "timeframe", b"timeframe", "trailing_stop_percent", b"trailing_stop_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_loss_percent: _TypeAlias = _typing.Literal["stop_loss_percent"]  # noqa: Y015
     _WhichOneofArgType__stop_loss_percent: _TypeAlias = _typing.Literal["_stop_loss_percent", b"_stop_loss_percent"]  # noqa: Y015
@@ -2716,16 +2763,26 @@ class SymbolResult(_message.Message):
     TRADE_COUNT_FIELD_NUMBER: _builtins.int
     WIN_RATE_FIELD_NUMBER: _builtins.int
     BUY_AND_HOLD_RETURN_FIELD_NUMBER: _builtins.int
+    OPEN_QUANTITY_FIELD_NUMBER: _builtins.int
+    OPEN_PNL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Instrument symbol."""
     pnl: _builtins.float
-    """Profit or loss from this symbol's trades, net of fees."""
+    """Profit or loss from this symbol's closed trades, net of fees."""
     trade_count: _builtins.int
     """Number of closed trades on the symbol."""
     win_rate: _builtins.float
     """Win rate of those trades; absent without trades."""
     buy_and_hold_return: _builtins.float
     """The symbol's buy-and-hold return over the range."""
+    open_quantity: _builtins.float
+    """Signed quantity still held after the symbol's last bar (positive long, negative short); 0 when flat, always
+    so with END_OF_DATA_CLOSE.
+    """
+    open_pnl: _builtins.float
+    """That position's unrealised profit or loss at the last close, net of its entry fee; 0 when flat. Final equity
+    = initial cash + the sum over symbols of pnl + open_pnl.
+    """
     def __init__(
         self,
         *,
@@ -2734,10 +2791,12 @@ class SymbolResult(_message.Message):
         trade_count: _builtins.int = ...,
         win_rate: _builtins.float | None = ...,
         buy_and_hold_return: _builtins.float = ...,
+        open_quantity: _builtins.float = ...,
+        open_pnl: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_win_rate", b"_win_rate", "win_rate", b"win_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_win_rate", b"_win_rate", "buy_and_hold_return", b"buy_and_hold_return", "pnl", b"pnl", "symbol", b"symbol", "trade_count", b"trade_count", "win_rate", b"win_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_win_rate", b"_win_rate", "buy_and_hold_return", b"buy_and_hold_return", "open_pnl", b"open_pnl", "open_quantity", b"open_quantity", "pnl", b"pnl", "symbol", b"symbol", "trade_count", b"trade_count", "win_rate", b"win_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__win_rate: _TypeAlias = _typing.Literal["win_rate"]  # noqa: Y015
     _WhichOneofArgType__win_rate: _TypeAlias = _typing.Literal["_win_rate", b"_win_rate"]  # noqa: Y015
