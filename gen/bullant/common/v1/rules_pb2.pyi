@@ -83,6 +83,7 @@ class FieldRules(_message.Message):
     MASK_OF_FIELD_NUMBER: _builtins.int
     REQUIRED_FIELDS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    EMPTY_REASON_FIELD_NUMBER: _builtins.int
     min_len: _builtins.int
     """Fewest characters (Unicode code points) of a string, or bytes of a bytes field; each element of a repeated one."""
     max_len: _builtins.int
@@ -114,8 +115,8 @@ class FieldRules(_message.Message):
     reason: _builtins.str
     """The ErrorInfo reason of a violation of this field's rules (e.g. SYMBOL_INVALID); default INVALID_ARGUMENT."""
     items_reason: _builtins.str
-    """The ErrorInfo reason of a violation of the element count (required, min_items, max_items) of a repeated or map
-    field (e.g. TOO_MANY_SYMBOLS); default `reason`.
+    """The ErrorInfo reason of a repeated or map field with more elements than max_items (e.g. TOO_MANY_SYMBOLS);
+    default `reason`.
     """
     mask_of: _builtins.str
     """On a google.protobuf.FieldMask: the name of the request's field whose message it masks. Its paths must name
@@ -124,6 +125,10 @@ class FieldRules(_message.Message):
     rows: _builtins.bool
     """On a repeated message field: its elements are data rows that the method checks row by row with its own reasons
     (e.g. ImportBars' row rules, which may skip bad rows); the request rules bound only their number.
+    """
+    empty_reason: _builtins.str
+    """The ErrorInfo reason of a required repeated or map field without elements, or with fewer than min_items (e.g.
+    NO_CHANNELS); default `reason`.
     """
     @_builtins.property
     def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -160,10 +165,11 @@ class FieldRules(_message.Message):
         mask_of: _builtins.str = ...,
         required_fields: _abc.Iterable[_builtins.str] | None = ...,
         rows: _builtins.bool = ...,
+        empty_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_greater_than", b"_greater_than", "_less_than", b"_less_than", "_max", b"_max", "_max_items", b"_max_items", "_max_len", b"_max_len", "_min", b"_min", "_min_items", b"_min_items", "_min_len", b"_min_len", "greater_than", b"greater_than", "keys", b"keys", "less_than", b"less_than", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min", "min_items", b"min_items", "min_len", b"min_len"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_greater_than", b"_greater_than", "_less_than", b"_less_than", "_max", b"_max", "_max_items", b"_max_items", "_max_len", b"_max_len", "_min", b"_min", "_min_items", b"_min_items", "_min_len", b"_min_len", "choices", b"choices", "format", b"format", "greater_than", b"greater_than", "items_reason", b"items_reason", "keys", b"keys", "less_than", b"less_than", "mask_of", b"mask_of", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min", "min_items", b"min_items", "min_len", b"min_len", "pattern", b"pattern", "pattern_description", b"pattern_description", "reason", b"reason", "required_fields", b"required_fields", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_greater_than", b"_greater_than", "_less_than", b"_less_than", "_max", b"_max", "_max_items", b"_max_items", "_max_len", b"_max_len", "_min", b"_min", "_min_items", b"_min_items", "_min_len", b"_min_len", "choices", b"choices", "empty_reason", b"empty_reason", "format", b"format", "greater_than", b"greater_than", "items_reason", b"items_reason", "keys", b"keys", "less_than", b"less_than", "mask_of", b"mask_of", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min", "min_items", b"min_items", "min_len", b"min_len", "pattern", b"pattern", "pattern_description", b"pattern_description", "reason", b"reason", "required_fields", b"required_fields", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__greater_than: _TypeAlias = _typing.Literal["greater_than"]  # noqa: Y015
     _WhichOneofArgType__greater_than: _TypeAlias = _typing.Literal["_greater_than", b"_greater_than"]  # noqa: Y015
