@@ -38,6 +38,7 @@ from services.core.auth.tokens import token_policy
 from services.core.clients import ClientFactory
 from services.core.coordination.base import RateLimiter
 from services.core.coordination.factory import build_coordination, keyspace_for
+from services.core.rules import JSON_BODY_FACTOR, max_request_bytes
 from services.core.settings import Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
@@ -142,18 +143,21 @@ class Gateway:
         limited = await self._rate_limited(request, request_id)
         if limited is not None:
             return limited
+        # The route's limits come from its method's declared request size (services/core/rules.py).
+        encoded_limit = max_request_bytes(route.method)
+        limit = min(self._settings.gateway_max_body_bytes, JSON_BODY_FACTOR * encoded_limit)
         try:
-            payload = await _body(request, self._settings.gateway_max_body_bytes)
+            payload = await _body(request, limit)
         except PayloadTooLarge:
-            limit = self._settings.gateway_max_body_bytes
-            body = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the body is larger than {limit} bytes")
-            body["error"]["code"] = 413
-            return self._json(body, 413, request_id)
+            return self._too_large(f"the body is larger than {limit} bytes", limit, request_id)
         try:
             message = build_request(route, variables, request.query_params.multi_items(), payload)
             metadata = _metadata(request, request_id)
         except BadRequest as error:
             return self._json(bad_request(error.field, error.description), 400, request_id)
+        if (size := message.ByteSize()) > encoded_limit:
+            text = f"the request is {size} bytes encoded; {route.method.name} accepts at most {encoded_limit}"
+            return self._too_large(text, encoded_limit, request_id)
         channel = self._clients.channel(route.service, propagate=False)
         if route.server_streaming:
             return await self._stream(
@@ -172,6 +176,19 @@ class Gateway:
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
         return self._json(to_dict(response), 200, request_id)
+
+    def _too_large(self, message: str, limit: int, request_id: str) -> JSONResponse:
+        body = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        body["error"]["code"] = 413
+        body["error"]["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "REQUEST_TOO_LARGE",
+                "domain": "bullant.gateway",
+                "metadata": {"limit_bytes": str(limit)},
+            }
+        ]
+        return self._json(body, 413, request_id)
 
     async def _rate_limited(self, request: Request, request_id: str) -> Response | None:
         """429 when the client spent its requests of the minute; a limiter that cannot answer lets requests pass."""

@@ -88,6 +88,10 @@ class FieldRule:
     def items_reason(self) -> str:
         return self.rules.items_reason or self.reason
 
+    @property
+    def empty_reason(self) -> str:
+        return self.rules.empty_reason or self.reason
+
 
 def field_rule(field: FieldDescriptor) -> FieldRule:
     """The contract's rules of `field` (empty rules when it declares none)."""
@@ -402,7 +406,7 @@ def _count_ok(rule: FieldRule, count: int, path: str, out: list[Violation]) -> b
     if count == 0:
         if rule.required:
             least = max(1, rule.rules.min_items)
-            out.append((rule.items_reason, FieldViolation(path, f"is required: at least {least} element(s)")))
+            out.append((rule.empty_reason, FieldViolation(path, f"is required: at least {least} element(s)")))
         return False
     if rule.rules.HasField("max_items") and count > rule.rules.max_items:
         out.append(
@@ -410,7 +414,7 @@ def _count_ok(rule: FieldRule, count: int, path: str, out: list[Violation]) -> b
         )
         return False
     if rule.rules.HasField("min_items") and count < rule.rules.min_items:
-        out.append((rule.items_reason, FieldViolation(path, f"must have at least {rule.rules.min_items} elements")))
+        out.append((rule.empty_reason, FieldViolation(path, f"must have at least {rule.rules.min_items} elements")))
     return True
 
 
