@@ -190,7 +190,7 @@ async def test_revoked_session_and_token_are_refused_everywhere(platform: Platfo
 async def test_public_methods_need_no_credentials(platform: Platform) -> None:
     # Login is public: without credentials it reaches its handler (here the bare generated one) instead of being
     # refused.
-    call = platform.account.Login(account_pb2.LoginRequest())
+    call = platform.account.Login(account_pb2.LoginRequest(email="ada@example.com", password="secret"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
