@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
 from gateway.openapi import openapi_document
@@ -114,7 +115,9 @@ async def test_every_method_refuses_an_oversize_message_before_parsing_it(platfo
 
 
 def _backtest(symbols: list[str]) -> signal_pb2.RunBacktestRequest:
-    config = signal_pb2.BacktestConfig(strategy_id="golden_cross", symbols=symbols, timeframe=5, initial_cash=10_000.0)
+    config = signal_pb2.BacktestConfig(
+        strategy_id="golden_cross", symbols=symbols, timeframe=common_pb2.TIMEFRAME_1D, initial_cash=10_000.0
+    )
     config.range.start_time.CopyFrom(stamp(datetime(2025, 3, 3)))
     return signal_pb2.RunBacktestRequest(config=config)
 
@@ -216,7 +219,7 @@ async def test_every_declared_field_limit_is_refused_with_the_field_and_the_limi
         for method in _methods():
             request_class = GetMessageClass(method.input_type)
             for path in _limited_fields(method.input_type, []):
-                request = request_class()
+                request: Any = request_class()
                 if "update_mask" in request.DESCRIPTOR.fields_by_name:
                     request.update_mask.paths.append("*")
                 words = _set_over_limit(request, path)
@@ -240,7 +243,7 @@ async def test_limits_at_and_past_the_edge_over_grpc_and_rest(platform: GatewayP
         quotes = next(service for service in market if service.name == "MarketService").methods_by_name[
             "BatchGetQuotes"
         ]
-        request_class = GetMessageClass(quotes.input_type)
+        request_class: Any = GetMessageClass(quotes.input_type)
         at_limit = request_class(symbols=[f"Q{index}" for index in range(200)]).SerializeToString()
         error = await _refused(_call(channel, quotes, [at_limit], metadata))
         assert error.code() == grpc.StatusCode.NOT_FOUND  # past the rules, to the catalogue
@@ -250,7 +253,7 @@ async def test_limits_at_and_past_the_edge_over_grpc_and_rest(platform: GatewayP
         assert violations_of(error) == {"symbols": "must have at most 200 elements, got 201"}
         predict = model_pb2.DESCRIPTOR.services_by_name["ModelService"].methods_by_name["Predict"]
         for horizon, code in ((500, grpc.StatusCode.NOT_FOUND), (501, grpc.StatusCode.INVALID_ARGUMENT)):
-            request = model_pb2.PredictRequest(symbol="NOPE", timeframe=5, horizon_bars=horizon)
+            request = model_pb2.PredictRequest(symbol="NOPE", timeframe=common_pb2.TIMEFRAME_1D, horizon_bars=horizon)
             error = await _refused(_call(channel, predict, [request.SerializeToString()], metadata))
             assert error.code() == code, (horizon, error.details())
     http = platform.http
@@ -305,7 +308,7 @@ def test_the_openapi_document_carries_every_declared_limit() -> None:
                 continue  # a GET's request: its fields are query parameters, checked below
             schema = schemas[name]["properties"][rule.field.json_name]
             keywords = _flat(schema)
-            rules = rule.rules
+            rules: Any = rule.rules
             if rules.HasField("max_len"):
                 assert "maxLength" in keywords, (name, rule.field.name, schema)
             if rules.pattern:
