@@ -159,6 +159,15 @@ class _Schemas:
             document: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
             if required:
                 document["required"] = required
+            # At most one member of each oneof (proto3 `optional` fields are oneofs of their own).
+            pairs = [
+                {"required": [first.json_name, second.json_name]}
+                for oneof in descriptor.oneofs
+                for index, first in enumerate(oneof.fields)
+                for second in oneof.fields[index + 1 :]
+            ]
+            if pairs:
+                document["not"] = {"anyOf": pairs}
             self.found[name] = document
             self._building.discard(name)
         return _ref(name)
