@@ -365,18 +365,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.UpdateModelRequest, context: Context
     ) -> model_pb2.UpdateModelResponse:
         model_id = _identifier(request.model.model_id, "model.model_id", _model_not_found(request.model.model_id))
-        paths = list(request.update_mask.paths)
-        wrong = [path for path in paths if path not in _MUTABLE]
-        if not paths or wrong:
-            raise InvalidArgument(
-                FieldViolation(
-                    "update_mask",
-                    f"name some of {', '.join(sorted(_MUTABLE))}" + (f"; not {', '.join(wrong)}" if wrong else ""),
-                ),
-                reason="INVALID_UPDATE_MASK",
-            )
-        if "description" in paths and len(request.model.description) > 1024:
-            raise InvalidArgument(FieldViolation("model.description", "at most 1024 characters"))
+        # The declared rules admitted only the settable paths (auto_retrain, traffic_fraction, description) or "*".
+        paths = sorted(_MUTABLE) if "*" in request.update_mask.paths else list(request.update_mask.paths)
         version = await self._registry.update(
             model_id,
             auto_retrain=request.model.auto_retrain if "auto_retrain" in paths else None,
