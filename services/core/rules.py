@@ -90,7 +90,7 @@ class FieldRule:
 
     @property
     def empty_reason(self) -> str:
-        return self.rules.empty_reason or self.reason
+        return self.rules.empty_reason or DEFAULT_REASON
 
 
 def field_rule(field: FieldDescriptor) -> FieldRule:

@@ -128,7 +128,7 @@ class FieldRules(_message.Message):
     """
     empty_reason: _builtins.str
     """The ErrorInfo reason of a required repeated or map field without elements, or with fewer than min_items (e.g.
-    NO_CHANNELS); default `reason`.
+    NO_CHANNELS); default INVALID_ARGUMENT (`reason` names what is wrong with an element, and there is none).
     """
     @_builtins.property
     def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
