@@ -367,6 +367,8 @@ class RuleBook:
             if wrong:
                 shown = ", ".join(name[:64] for name in wrong[:5])
                 out.append((rule.reason, FieldViolation(path, f"name some of {top} (or *); not {shown}")))
+            elif "*" in paths and len(paths) > 1:
+                out.append((rule.reason, FieldViolation(path, "* (every field) must be the only path when it is used")))
 
         return check_mask
 

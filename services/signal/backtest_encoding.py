@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +38,6 @@ from services.signal.backtests import BacktestOutcome, sweep_size
 from services.signal.encoding import find_strategy, timeframe_of
 from services.signal.strategies.base import StrategyDef
 
-SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 MAX_COMBINATIONS = 10_000
 DEFAULT_EQUITY_POINTS = 5_000
 

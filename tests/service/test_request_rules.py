@@ -342,3 +342,14 @@ def test_the_openapi_document_carries_every_declared_limit() -> None:
     assert "TIMEFRAME_UNSPECIFIED" not in timeframe["schema"]["enum"]
     imports = document["paths"]["/v1/instruments/{symbol}/bars:import"]["post"]["requestBody"]["description"]
     assert f"at most {JSON_BODY_FACTOR * 16 * 1024 * 1024} bytes" in imports
+
+
+def test_every_list_declares_its_page_size_and_page_token_limits() -> None:
+    """services/core/paging.py checks neither: every List request declares them, and the server enforces them."""
+    lists = [method for method in _methods() if "page_token" in method.input_type.fields_by_name]
+    assert len(lists) > 10
+    for method in lists:
+        fields = method.input_type.fields_by_name
+        token, size = field_rule(fields["page_token"]).rules, field_rule(fields["page_size"]).rules
+        assert (token.max_len, token.reason) == (1024, "PAGE_TOKEN_INVALID"), _path(method)
+        assert (size.HasField("min"), size.min) == (True, 0), _path(method)

@@ -120,7 +120,8 @@ class FieldRules(_message.Message):
     """
     mask_of: _builtins.str
     """On a google.protobuf.FieldMask: the name of the request's field whose message it masks. Its paths must name
-    fields of that message that a client may set (not OUTPUT_ONLY or IDENTIFIER), nested with dots, or be "*".
+    fields of that message that a client may set (not OUTPUT_ONLY or IDENTIFIER), nested with dots, or be "*"
+    alone. A path named twice means the same as once.
     """
     rows: _builtins.bool
     """On a repeated message field: its elements are data rows that the method checks row by row with its own reasons
