@@ -34,7 +34,15 @@ from gateway.protojson import Memo, dumps, to_dict
 from gateway.relay import TickRelay
 from gateway.routes import Route, Router, generated_services
 from gateway.streams import OpenStream, cancelled, draining_body, relay
-from gateway.transcode import FORWARDED, BadRequest, build_request, call_metadata, percent_decoded, query_items
+from gateway.transcode import (
+    FORWARDED,
+    BadRequest,
+    build_request,
+    call_metadata,
+    header_value,
+    percent_decoded,
+    query_items,
+)
 from gateway.websocket import Connection, connection_metadata
 from services.core.access import rule_of
 from services.core.auth.keys import load_signing_keys
@@ -49,6 +57,8 @@ from services.core.rules import JSON_BODY_FACTOR, max_request_bytes
 from services.core.settings import BUILT_SERVICES, Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
+# The reason the services give a credential they cannot use, by the header that carries it.
+_CREDENTIAL_REASONS = {"authorization": "TOKEN_INVALID", "x-api-key": "API_KEY_INVALID"}
 REQUEST_ID = "x-request-id"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Request headers a browser page may send (CORS): the credentials, the request id, and Last-Event-ID for SSE.
@@ -178,14 +188,25 @@ class Gateway:
 
     def _credentials_missing(self, request: Request, route: Route, request_id: str) -> Response | None:
         """401 for a request without credentials to a method whose contract needs them (its access rule), as the
-        service would answer it; whether given credentials are good stays the service's to decide."""
+        service would answer it, and for a credential header that cannot be a credential (ours are printable ASCII,
+        which is all gRPC metadata carries); whether given credentials are good stays the service's to decide."""
+        domain = domain_of_method(route.full_method)
+        for name, reason in _CREDENTIAL_REASONS.items():
+            value = request.headers.get(name)
+            if value and not header_value(value):
+                body = error_body(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the {name} header holds characters no credential has (printable ASCII only)",
+                    [error_info(reason, domain), request_info(request_id)],
+                )
+                return self._json(body, 401, request_id, {"www-authenticate": "Bearer"})
         rule = rule_of(route.method)
         if rule is None or rule.public or any(request.headers.get(name) for name in FORWARDED):
             return None
         body = error_body(
             grpc.StatusCode.UNAUTHENTICATED,
             "this method needs credentials: `Authorization: Bearer <access token>` or `X-Api-Key: <key>`",
-            [error_info("CREDENTIALS_MISSING", domain_of_method(route.full_method)), request_info(request_id)],
+            [error_info("CREDENTIALS_MISSING", domain), request_info(request_id)],
         )
         return self._json(body, 401, request_id, {"www-authenticate": "Bearer"})
 

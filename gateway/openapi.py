@@ -13,6 +13,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from bullant.common.v1 import access_pb2
 from gateway.routes import VARIABLE, Route
 from services.core.rules import JSON_BODY_FACTOR, FieldRule, field_rule, mask_paths, max_request_bytes
+from services.core.rules import required_oneofs as required_oneofs_of
 
 _WRAPPERS = {
     "google.protobuf.DoubleValue": {"type": "number"},
@@ -66,6 +67,24 @@ ERROR_SCHEMA = {
     "required": ["error"],
 }
 _QUERY_DEPTH = 3
+# The formats of strings whose validity the method judges itself (rules.proto, FieldRules.format), in words.
+_FORMAT_DESCRIPTIONS = {
+    "email": "an email address (name@example.com), normalised by the server; one it cannot accept is refused (400)",
+    "password": "a new password: the server refuses a weak one (400 PASSWORD_TOO_WEAK) – common, all one character, "
+    "or the email",
+    "iana-time-zone": "an IANA time zone name such as Asia/Seoul; an unknown one is refused (400 TIMEZONE_INVALID)",
+    "trading-calendar": "a trading calendar: an exchange's (XNYS, XNAS, XKRX, ...), 24/7 or FX; an unknown one is "
+    "refused (400 TRADING_CALENDAR_UNKNOWN)",
+    "printable": "printable characters only: no control, format (zero-width, bidi), private-use or unassigned "
+    "characters, and no space other than U+0020",
+    "webhook-url": "an https URL of a public host: a fully qualified name that is not local (localhost, .local, "
+    ".internal, ...) or a public IP address, without a user name or password",
+    "page-token": "the next_page_token of the previous page of this list with the same filters; any other is "
+    "refused (400 PAGE_TOKEN_INVALID): start without one",
+}
+# What the proto3 JSON mapping accepts for 32-bit integers (the gateway refuses the rest).
+_INT32_RANGE = {"minimum": -(2**31), "maximum": 2**31 - 1}
+_UINT32_RANGE = {"minimum": 0, "maximum": 2**32 - 1}
 _REQUEST_ID_HEADER = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
 # The error answers every operation can give: the gateway's, the authenticator's, the services' and the transport's.
 _ERROR_RESPONSES = (
@@ -196,6 +215,15 @@ class _Schemas:
             ]
             if pairs:
                 document["not"] = {"anyOf": pairs}
+            # At least one member of each oneof the contract requires (its OneofRules).
+            required_oneofs = [
+                {"anyOf": [{"required": [member.json_name]} for member in oneof.fields]}
+                for oneof, _ in required_oneofs_of(descriptor)
+            ]
+            if len(required_oneofs) == 1:
+                document.update(required_oneofs[0])
+            elif required_oneofs:
+                document["allOf"] = required_oneofs
             self.found[name] = document
             self._building.discard(name)
         return _ref(name)
@@ -211,9 +239,9 @@ class _Schemas:
                 return self.specified_enum(field.enum_type, rule)  # type: ignore[arg-type]
             return self.enum(field.enum_type)  # type: ignore[arg-type]
         if kind in _INT32:
-            return _bound({"type": "integer", "format": "int32"}, rule, integral=True)
+            return _bound({"type": "integer", "format": "int32", **_INT32_RANGE}, rule, integral=True)
         if kind in _UINT32:
-            return _bound({"type": "integer", "format": "int64", "minimum": 0}, rule, integral=True)
+            return _bound({"type": "integer", "format": "int64", **_UINT32_RANGE}, rule, integral=True)
         if kind in _INT64:
             return self.int64(rule)
         if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -224,13 +252,17 @@ class _Schemas:
 
     @staticmethod
     def int64(rule: FieldRule) -> dict[str, Any]:
-        """A 64-bit integer is a JSON string; a lower bound of 0 or 1 becomes the pattern of its digits."""
-        schema: dict[str, Any] = {"type": "string", "format": "int64"}
+        """A 64-bit integer is a JSON string of decimal digits (up to 18, which always fit); a lower bound of 0 or 1
+        becomes the pattern of its digits."""
+        unsigned = rule.field.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
+        schema: dict[str, Any] = {"type": "string", "format": "uint64" if unsigned else "int64"}
         low = rule.bound("min")
         if low is not None and low >= 1:
             schema["pattern"] = "^[1-9][0-9]{0,17}$"
-        elif low is not None and low >= 0:
+        elif unsigned or (low is not None and low >= 0):
             schema["pattern"] = "^[0-9]{1,18}$"
+        else:
+            schema["pattern"] = "^-?[0-9]{1,18}$"
         return schema
 
     @staticmethod
@@ -252,7 +284,13 @@ class _Schemas:
         if rules.pattern:
             schema["pattern"] = f"^$|{rules.pattern}" if optional else rules.pattern
             schema["description"] = rules.pattern_description or f"matches {rules.pattern}"
-        if rules.format:
+        if rules.format in _FORMAT_DESCRIPTIONS:
+            described = _FORMAT_DESCRIPTIONS[rules.format]
+            schema["description"] = f"{schema['description']}; {described}" if "description" in schema else described
+        if rules.format and optional:
+            # The format describes a value that is given; "" is not one.
+            schema["anyOf"] = [{"enum": [""]}, {"format": rules.format}]
+        elif rules.format:
             schema["format"] = rules.format
         return schema
 

@@ -316,8 +316,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     ) -> account_pb2.DisableTotpResponse:
         identity = _session_identity()
         second_factor = _second_factor(request)
-        if second_factor is None:
-            raise InvalidArgument.field("totp_code", "a TOTP code or a recovery code is required")
+        assert second_factor is not None  # the declared rule of second_factor: one is required
         account = await self._service.two_factor.disable(identity.account_id, request.password, second_factor)
         return account_pb2.DisableTotpResponse(account=account_message(account))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.api import field_behavior_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, OneofDescriptor
 
 from bullant.common.v1 import rules_pb2
 from services.core.errors import FieldViolation, InvalidArgument
@@ -93,6 +93,23 @@ class FieldRule:
         return self.rules.empty_reason or DEFAULT_REASON
 
 
+def oneof_rules(oneof: OneofDescriptor) -> rules_pb2.OneofRules | None:
+    """The contract's rules of a oneof (None when it declares none). A proto3 `optional` field's synthetic oneof
+    never has any."""
+    options = oneof.GetOptions()
+    return options.Extensions[rules_pb2.oneof] if options.HasExtension(rules_pb2.oneof) else None
+
+
+def required_oneofs(descriptor: Descriptor) -> list[tuple[OneofDescriptor, str]]:
+    """The oneofs of a message of which one member must be set, each with its reason."""
+    found = []
+    for oneof in descriptor.oneofs:
+        rules = oneof_rules(oneof)
+        if rules is not None and rules.required:
+            found.append((oneof, rules.reason or DEFAULT_REASON))
+    return found
+
+
 def field_rule(field: FieldDescriptor) -> FieldRule:
     """The contract's rules of `field` (empty rules when it declares none)."""
     found = behaviors(field)
@@ -159,9 +176,16 @@ class _Checker:
     def __init__(self, compiler: RuleBook, descriptor: Descriptor) -> None:
         self.descriptor = descriptor
         self.fields: list[tuple[FieldRule, _FieldCheck]] = []
+        self.oneofs = [
+            (oneof.name, reason, [member.name for member in oneof.fields], f"set one of {_names(oneof)}")
+            for oneof, reason in required_oneofs(descriptor)
+        ]
         self._compiler = compiler
 
     def check(self, message: Any, prefix: str, out: list[Violation], mask: frozenset[str] | None = None) -> None:
+        for name, reason, members, words in self.oneofs:
+            if message.WhichOneof(name) is None:
+                out.append((reason, FieldViolation(prefix.removesuffix(".") or members[0], words)))
         for rule, check in self.fields:
             name = rule.field.name
             sub: frozenset[str] | None = None
@@ -216,8 +240,8 @@ class RuleBook:
         if name in self._has_rules:
             return self._has_rules[name]
         self._has_rules[name] = False  # a cycle adds nothing by itself
-        result = False
-        for field in descriptor.fields:
+        result = bool(required_oneofs(descriptor))
+        for field in () if result else descriptor.fields:
             rule = field_rule(field)
             if rule.output_only:
                 continue
@@ -264,7 +288,7 @@ class RuleBook:
                 if key_check is not None:
                     key_check(key, f"{path}.{key}" if len(key) <= 64 else path, out)
                 if value_check is not None:
-                    value_check(entries[key], f"{path}.{key}", out, None)
+                    value_check(entries[key], f"{path}.{key}.", out, None)
 
         return check_map
 
@@ -384,6 +408,10 @@ def _missing(rule: FieldRule) -> str:
         return f"is required: one of {_enum_names(rule)}"
     words = range_text(rule)
     return f"is required: {words.removeprefix('must be ')}" if words and rule.field.type != _STRING else "is required"
+
+
+def _names(oneof: OneofDescriptor) -> str:
+    return ", ".join(member.name for member in oneof.fields)
 
 
 def _enum_names(rule: FieldRule) -> str:

@@ -353,7 +353,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             _identifier(request.model_id, "model_id", _model_not_found(request.model_id)) if request.model_id else ""
         )
         if model_id and request.require_passed_gate:
-            raise InvalidArgument(FieldViolation("require_passed_gate", "cannot be combined with model_id"))
+            raise InvalidArgument(
+                FieldViolation("require_passed_gate", "cannot be combined with model_id"),
+                reason="MODEL_SELECTOR_CONFLICT",
+            )
         prediction = await self._predictor.predict(
             symbol=symbol,
             timeframe=timeframe,

@@ -48,7 +48,7 @@ def alert_settings(alert: signal_pb2.Alert, *, field: str = "alert") -> AlertSet
     timeframe = timeframe_of(alert.timeframe, f"{field}.timeframe")
     strategy = find_strategy(alert.strategy_id, f"{field}.strategy_id")
     parameters = strategy.resolve(
-        decode_parameters(alert.parameters, field=f"{field}.parameters"),
+        decode_parameters(alert.parameters),
         timeframe=timeframe,
         field=f"{field}.parameters",
     )

@@ -98,9 +98,10 @@ class _Problems:
 
 def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -> DecodedBacktest:
     """The rules of BacktestConfig that its contract cannot declare: STRATEGY_NOT_FOUND (NOT_FOUND) for an unknown
-    strategy, else INVALID_ARGUMENT with a violation per problem (a symbol listed twice, the range's order, a sizing
-    without a method, the strategy's parameters and sweep). Lengths, counts and ranges are the declared request
-    rules, already checked by the server before the handler runs (services/core/rules.py)."""
+    strategy, else INVALID_ARGUMENT with a violation per problem (a symbol listed twice, in any case: DUPLICATE_SYMBOL;
+    the range's order: INVALID_RANGE; the strategy's parameters and sweep). Lengths, counts, ranges and the sizing's
+    method are the declared request rules, already checked by the server before the handler runs
+    (services/core/rules.py)."""
     problems = _Problems()
     normalized = signal_pb2.BacktestConfig()
     normalized.CopyFrom(config)
@@ -109,7 +110,7 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     seen: set[str] = set()
     for index, symbol in enumerate(symbols):
         if symbol in seen:
-            problems.add("INVALID_ARGUMENT", f"{field}.symbols[{index}]", f"{symbol} is listed twice")
+            problems.add("DUPLICATE_SYMBOL", f"{field}.symbols[{index}]", f"{symbol} is listed twice")
         seen.add(symbol)
     del normalized.symbols[:]
     normalized.symbols.extend(symbols)
@@ -121,7 +122,7 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     commission = CommissionModel(
         rate=config.commission.rate_bps / 10_000.0, fixed_per_fill=config.commission.fixed_per_fill
     )
-    sizing = _sizing(config, normalized, problems, field)
+    sizing = _sizing(config, normalized)
     fill_timing = FillTiming(config.fill_timing) if config.fill_timing else FillTiming.NEXT_BAR_OPEN
     normalized.fill_timing = int(fill_timing)  # type: ignore[assignment]
     end_of_data = config.end_of_data or signal_pb2.END_OF_DATA_CLOSE
@@ -132,7 +133,7 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     grid: dict[str, list[ParamValue]] = {}
     rank_by = BacktestMetric.SHARPE
     try:
-        given = decode_parameters(config.parameters, field=f"{field}.parameters")
+        given = decode_parameters(config.parameters)
         parameters = strategy.resolve(given, timeframe=timeframe, field=f"{field}.parameters")
         normalized.parameters.clear()
         for name, value in parameter_values(parameters).items():
@@ -171,14 +172,9 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     )
 
 
-def _sizing(
-    config: signal_pb2.BacktestConfig, normalized: signal_pb2.BacktestConfig, problems: _Problems, field: str
-) -> Sizing:
+def _sizing(config: signal_pb2.BacktestConfig, normalized: signal_pb2.BacktestConfig) -> Sizing:
+    """The sizing given (the declared rules require a method when sizing is set), else all of equity."""
     method = config.sizing.WhichOneof("method") if config.HasField("sizing") else None
-    if config.HasField("sizing") and method is None:
-        problems.add(
-            "INVALID_SIZING", f"{field}.sizing", "set one of fixed_fraction, fixed_quantity, volatility_target"
-        )
     if method == "fixed_quantity":
         return FixedQuantity(quantity=config.sizing.fixed_quantity.quantity)
     if method == "volatility_target":
@@ -220,9 +216,7 @@ def _grid(
             problems.add("UNKNOWN_PARAMETER", f"{path}.grid.{name}", f"unknown parameter of {strategy.strategy_id}")
         else:
             values = sweep.grid[name].values
-            decoded = decode_parameters(
-                {f"{index}": value for index, value in enumerate(values)}, field=f"{path}.grid.{name}.values"
-            )
+            decoded = decode_parameters({f"{index}": value for index, value in enumerate(values)})
             grid[name] = list(decoded.values())
     size = sweep_size(grid)
     if size > MAX_COMBINATIONS:

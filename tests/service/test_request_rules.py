@@ -353,3 +353,30 @@ def test_every_list_declares_its_page_size_and_page_token_limits() -> None:
         token, size = field_rule(fields["page_token"]).rules, field_rule(fields["page_size"]).rules
         assert (token.max_len, token.reason) == (1024, "PAGE_TOKEN_INVALID"), _path(method)
         assert (size.HasField("min"), size.min) == (True, 0), _path(method)
+
+
+def test_the_openapi_document_says_what_the_gateway_and_the_rules_accept() -> None:
+    """Where the JSON mapping or a method's own judgement bounds a value, the document says so too: 64-bit integers
+    as strings of digits that fit, 32-bit ones within their range, a format only for a value that is given, a
+    required oneof, and the formats whose values only the server can judge, described."""
+    document = openapi_document(Router.from_services(generated_services()).routes)
+    schemas = document["components"]["schemas"]
+    assert schemas["bullant.model.v1.TrainModelRequest"]["properties"]["seed"]["pattern"] == "^-?[0-9]{1,18}$"
+    size = schemas["bullant.signal.v1.BacktestConfig"]["properties"]["maxEquityPoints"]
+    assert (size["anyOf"][1]["minimum"], size["anyOf"][1]["maximum"]) == (2, 100_000)
+    parameters = document["paths"]["/v1/alerts"]["get"]["parameters"]
+    page_size = next(item for item in parameters if item["name"] == "page_size")["schema"]
+    assert (page_size["minimum"], page_size["maximum"]) == (0, 2**31 - 1)
+    # An optional field's format describes a value that is given: "" (not given) is valid too.
+    address = schemas["bullant.account.v1.EmailChannel"]["properties"]["address"]
+    assert "format" not in address
+    assert address["anyOf"] == [{"enum": [""]}, {"format": "email"}]
+    token = next(item for item in parameters if item["name"] == "page_token")["schema"]
+    assert token["anyOf"] == [{"enum": [""]}, {"format": "page-token"}]
+    assert "PAGE_TOKEN_INVALID" in token["description"]
+    password = schemas["bullant.account.v1.RegisterRequest"]["properties"]["password"]
+    assert (password["format"], password["minLength"]) == ("password", 10)
+    assert "PASSWORD_TOO_WEAK" in password["description"]
+    disable = schemas["bullant.account.v1.DisableTotpRequest"]
+    assert disable["anyOf"] == [{"required": ["totpCode"]}, {"required": ["recoveryCode"]}]
+    assert schemas["bullant.common.v1.ParameterValue"]["anyOf"][0] == {"required": ["intValue"]}

@@ -109,8 +109,13 @@ class FieldRules(_message.Message):
     max_items: _builtins.int
     """Most elements of a repeated or map field. Counted before any element is looked at."""
     format: _builtins.str
-    """The OpenAPI format of a string the method checks itself (e.g. "email": normalised and checked by the account
-    service); documentation for clients, not a check of the request rules.
+    """The OpenAPI format of a string whose validity the method itself judges, beyond these rules; documentation for
+    clients (the gateway's OpenAPI document describes each), not a check of the request rules: "email" (normalised
+    and checked by the account service), "password" (a new password, held to the strength policy), "iana-time-zone"
+    (a name the tz database knows), "trading-calendar" (a calendar the platform knows), "page-token" (a
+    next_page_token the server issued for the same list and filters), "printable" (text of printable characters:
+    no control, format, private-use or unassigned characters, no separator but the space), "webhook-url" (an https
+    URL of a public host).
     """
     reason: _builtins.str
     """The ErrorInfo reason of a violation of this field's rules (e.g. SYMBOL_INVALID); default INVALID_ARGUMENT."""
@@ -207,9 +212,40 @@ class FieldRules(_message.Message):
 
 Global___FieldRules: _TypeAlias = FieldRules  # noqa: Y015
 
+@_typing.final
+class OneofRules(_message.Message):
+    """OneofRules bounds one oneof of a request message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    required: _builtins.bool
+    """One member must be set (a member set to its zero value counts: it is there). Violations name the message that
+    holds the oneof, or at the top of a request the oneof's first member.
+    """
+    reason: _builtins.str
+    """The ErrorInfo reason when none is set; default INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        required: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "required", b"required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OneofRules: _TypeAlias = OneofRules  # noqa: Y015
+
 LIMITS_FIELD_NUMBER: _builtins.int
 FIELD_FIELD_NUMBER: _builtins.int
+ONEOF_FIELD_NUMBER: _builtins.int
 limits: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___MethodLimits]
 """Limits of this RPC's requests. Field number from the range protobuf sets aside for an organisation's own options."""
 field: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___FieldRules]
 """Rules of this field in requests."""
+oneof: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.OneofOptions, Global___OneofRules]
+"""Rules of this oneof in requests."""
