@@ -13,9 +13,11 @@ from collections.abc import Iterator
 import uvicorn
 
 from gateway.app import Gateway, create_app
+from services.core.coordination.factory import build_backend
 from services.core.server import GrpcServer
 from services.core.settings import Settings
-from services.core.startup import StartupError
+from services.core.startup import StartupError, wait_until_reachable
+from services.core.urls import redact_url
 
 log = logging.getLogger("bullant.gateway")
 
@@ -26,6 +28,25 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def _wait_for_redis(settings: Settings) -> None:
+    """Wait (a log line per attempt, BULLANT_STARTUP_WAIT_SECONDS at most) for the Redis the gateway's rate limits
+    live in; DependencyUnreachable (exit 69) when it never answers. Nothing to wait for without Redis."""
+    if not settings.redis_url.strip():
+        return
+    backend = build_backend(settings.redis_url)
+    await backend.start()
+    try:
+        await wait_until_reachable(
+            "redis",
+            lambda: backend.ping(2.0),
+            wait_seconds=settings.startup_wait_seconds,
+            hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.redis_url)}) and that Redis is up "
+            "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
+        )
+    finally:
+        await backend.stop()
 
 
 class GatewayServer:
@@ -49,6 +70,9 @@ class GatewayServer:
         settings = self._settings
         if self._beside is not None:
             settings = settings.model_copy(update={"upstreams": {}, "default_upstream": self._beside.address})
+        else:
+            # Beside a gRPC server, that server has waited for Redis already; alone, the gateway waits itself.
+            await _wait_for_redis(settings)
         app = create_app(settings)
         config = uvicorn.Config(
             app,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -374,10 +375,19 @@ def _gateway(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await gateway.start()
+        # A signal while starting (waiting for Redis, say) stops the start instead of waiting for it.
+        starting = asyncio.create_task(gateway.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()
         print(f"bullant: gateway on http://{gateway.address}", file=sys.stderr, flush=True)
         try:
-            await stop.wait()
+            await stopping
         finally:
             await gateway.stop()
 
@@ -385,7 +395,7 @@ def _gateway(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     return 0
 
 

@@ -4,6 +4,7 @@ feed health."""
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,8 @@ from services.market.models import Bar, Instrument, Quote, Timeframe, TradingSes
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.sessions import resolve_session
 from services.market.store import MarketStore
+
+log = logging.getLogger("bullant.market")
 
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # Bars fetched from a feed per request during a backfill.
@@ -212,6 +215,7 @@ class MarketService:
                 except HistoryNotSupported as error:
                     raise FailedPrecondition(str(error), reason="BACKFILL_NOT_SUPPORTED") from None
                 except FeedError as error:
+                    log.warning("backfill of %s from feed %s failed: %s %s", symbol, feed_id, error, error.detail)
                     raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
                 fetched += len(raw)
                 bars = raw if fetch_timeframe is timeframe else roll_up(raw, timeframe, now=now)
@@ -253,6 +257,7 @@ class MarketService:
         try:
             adapter = await self.history.adapter(feed_id)
         except FeedError as error:
+            log.warning("feed %s could not serve history: %s %s", feed_id, error, error.detail)
             raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
         if adapter is None:
             raise NotFound(f"no feed {feed_id!r}", reason="FEED_NOT_FOUND")

@@ -61,10 +61,12 @@ class Trained:
 class WorkerFailed(Exception):
     """The worker reported a failure: `reason` is the job's failure reason."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, detail: str = "") -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        # What went wrong inside the worker (a traceback), for the log only: never stored on the job.
+        self.detail = detail
 
 
 class Worker(Protocol):
@@ -284,6 +286,8 @@ class TrainingRunner:
                 return
             raise
         except WorkerFailed as failure:
+            if failure.detail:
+                log.error("training job %s failed: %s\n%s", run.job.job_id, failure.message, failure.detail)
             await self._fail(run, failure.reason, failure.message)
         except Exception:
             log.exception("training job %s failed", run.job.job_id)

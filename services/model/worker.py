@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,9 +61,11 @@ def _child(connection: Connection, request: _Request) -> None:
             progress=progress,
         )
     except WorkerFailed as failure:
-        connection.send(("failed", failure.reason, failure.message))
-    except Exception as error:
-        connection.send(("failed", "FIT_FAILED", f"{type(error).__name__}: {error}"[:1000]))
+        connection.send(("failed", failure.reason, failure.message, ""))
+    except Exception:
+        # The job's record (which clients read) says what failed in our words; the traceback is for the log.
+        message = "the model could not be fitted to this series; the server's log has the details"
+        connection.send(("failed", "FIT_FAILED", message, traceback.format_exc()[-4000:]))
     else:
         connection.send(("done", result.artifact, result.metrics, result.gate))
     finally:
@@ -110,7 +113,7 @@ class ProcessWorker:
                         _, artifact, metrics, gate = message
                         return Trained(artifact=artifact, metrics=metrics, gate=gate)
                     else:
-                        raise WorkerFailed(message[1], message[2])
+                        raise WorkerFailed(message[1], message[2], detail=message[3])
                 elif not process.is_alive():
                     raise WorkerFailed("INTERNAL", f"the worker exited with code {process.exitcode}")
         finally:

@@ -107,8 +107,7 @@ class ModelFusion:
         """The fused signal, or the technical-only one with the reason the model could not contribute."""
         if not self._enabled:
             return fuse(side, technical, None, TechnicalOnly.FUSION_DISABLED)
-        channel = self._clients.channel(MODEL)
-        stub = model_pb2_grpc.ModelServiceStub(channel)
+        stub = model_pb2_grpc.ModelServiceStub(self._clients.channel(MODEL))
         request = model_pb2.PredictRequest(
             symbol=symbol,
             timeframe=int(timeframe),  # type: ignore[arg-type]
@@ -120,15 +119,9 @@ class ModelFusion:
         try:
             reply = await stub.Predict(request, timeout=self._deadline, wait_for_ready=False)
         except grpc.aio.AioRpcError as error:
-            reason = _technical_only(error)
-            # A channel whose service config names retry policies waits out the deadline even when the upstream
-            # refuses connections; its state tells an unreachable service from a slow one.
-            if (
-                reason is TechnicalOnly.MODEL_TIMEOUT
-                and channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
-            ):
-                reason = TechnicalOnly.MODEL_UNAVAILABLE
-            return fuse(side, technical, None, reason)
+            # An unreachable model service answers UNAVAILABLE at once (the client factory fails fast), so a
+            # timeout here means a slow one.
+            return fuse(side, technical, None, _technical_only(error))
         prediction = reply.prediction
         view = ModelView(
             prediction_id=prediction.prediction_id,

@@ -610,6 +610,7 @@ def registration(
         clock=clock,
     )
     engine = LiveEngine(
+        draining=deps.lifecycle.draining,
         parts=parts,
         ticks=MarketTicks(deps.clients),
         rules=alerts,

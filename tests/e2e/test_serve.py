@@ -259,17 +259,18 @@ def _refusing_port() -> socket.socket:
     return closed
 
 
-def test_an_unreachable_redis_is_waited_for_within_the_bound_then_a_clear_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [("serve", "all", "--gateway", "--port", "0", "--metrics-port", "-1"), ("gateway", "--port", "0")],
+    ids=["serve-all", "gateway-alone"],
+)
+def test_an_unreachable_redis_is_waited_for_within_the_bound_then_a_clear_exit(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     with _refusing_port() as closed:
         url = f"redis://:hunter2@127.0.0.1:{closed.getsockname()[1]}/0"
         result = _bullant(
-            "serve",
-            "all",
-            "--gateway",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
+            *command,
             env={
                 "BULLANT_DATA_DIR": str(tmp_path),
                 "BULLANT_GATEWAY_PORT": "0",

@@ -63,7 +63,8 @@ async def test_serve_all_on_redis_starts_and_stops_quietly_again_and_again(
     for _cycle in range(3):
         await _run_once(settings)
         gc.collect()  # an abandoned task that failed is reported when collected
-    loud = [r for r in captured_logs.records if r.levelno >= logging.ERROR or r.exc_info]
+    # A clean stop is not even a warning: what ends on the way down (the engine's tick stream) is expected to.
+    loud = [r for r in captured_logs.records if r.levelno >= logging.WARNING or r.exc_info]
     assert loud == [], "\n".join(captured_logs.lines[captured_logs.records.index(r)] for r in loud)
 
 

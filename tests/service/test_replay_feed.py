@@ -13,7 +13,7 @@ from services.core.bars import BarBuilder
 from services.core.db.databases import DatabaseConfig, Databases
 from services.market.feeds.base import FeedError, HistoryNotSupported
 from services.market.feeds.replay import ReplayFeed
-from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe
+from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe, TradingSession
 from services.market.store import MarketStore
 from tests.manual_time import ManualTime
 from tests.support import make_settings
@@ -32,7 +32,15 @@ async def store() -> AsyncIterator[MarketStore]:
     store = MarketStore(databases)
     await store.create_instrument(
         Instrument(
-            symbol="AAPL", venue="NASDAQ", asset_class=AssetClass.STOCK, quote_currency="USD", display_name="Apple"
+            symbol="AAPL",
+            venue="NASDAQ",
+            asset_class=AssetClass.STOCK,
+            quote_currency="USD",
+            display_name="Apple",
+            timezone="America/New_York",
+            trading_session=TradingSession(
+                always_open=False, open_local_time="09:30", close_local_time="16:00", calendar="XNAS"
+            ),
         )
     )
     await store.write_bars("AAPL", Timeframe.M1, BARS, [])
@@ -48,6 +56,8 @@ async def test_replayed_ticks_rebuild_the_stored_bars(store: MarketStore) -> Non
     [instrument] = feed.instruments()
     assert (instrument.symbol, instrument.simulated, instrument.feed_id) == ("AAPL.REPLAY", True, "replay")
     assert instrument.display_name == "Apple (replay)"
+    # The copy trades whenever the replay plays it: not on NASDAQ's hours and holidays.
+    assert (instrument.trading_session.always_open, instrument.trading_session.calendar) == (True, "24/7")
     builder = BarBuilder()
     rebuilt: list[Bar] = []
     async for batch in feed.ticks(["AAPL.REPLAY"]):

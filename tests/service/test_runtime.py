@@ -467,9 +467,9 @@ async def test_shutdown_cuts_a_stream_that_outlives_the_grace_period() -> None:
         stream = market_pb2_grpc.MarketServiceStub(channel).StreamTicks(market_pb2.StreamTicksRequest(symbols=["AAPL"]))
         await stream.read()
         started = time.monotonic()
-        await server.stop(grace=1.0)
-        elapsed = time.monotonic() - started
-        assert 0.9 <= elapsed < 3.0
+        await asyncio.wait_for(server.stop(grace=1.0), 60)  # the bound guards against a hang only
+        # The stream had its grace period before it was cut (a lower bound: a loaded machine only adds to it).
+        assert time.monotonic() - started >= 0.9
         with pytest.raises(grpc.aio.AioRpcError):
             while True:
                 message = await stream.read()
@@ -486,10 +486,9 @@ async def test_health_watch_reports_shutdown_and_ends() -> None:
         )
         first = await watch.read()
         assert first.status == health_pb2.HealthCheckResponse.SERVING
-        started = time.monotonic()
         await server.stop(grace=10)
-        # The watcher is told and its stream ends: it does not hold the server for the whole grace period.
-        assert time.monotonic() - started < 5
+        # The watcher is told and its stream ends with OK: had it held the server for the whole grace period, the
+        # stream would have been cut and the reads below would raise.
         statuses = []
         while (message := await watch.read()) is not grpc.aio.EOF:
             statuses.append(message.status)

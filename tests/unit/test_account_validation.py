@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -117,11 +116,11 @@ def test_normalize_email_rejects_inner_whitespace(raw: str) -> None:
     assert description == "must not contain spaces"
 
 
-def test_normalize_email_rejects_a_huge_input_quickly_without_echoing_it() -> None:
-    huge = "a" * 10_000_000 + "@example.com"
-    started = time.perf_counter()
+def test_normalize_email_rejects_a_huge_input_by_its_length_first_without_echoing_it() -> None:
+    # The space far past the limit would be reported if the characters were looked at before the length.
+    huge = "a" * 10_000_000 + " @example.com"
     description = _rejected(lambda: normalize_email(huge), reason="EMAIL_INVALID", field="email")
-    assert time.perf_counter() - started < 0.05
+    assert "spaces" not in description
     assert "aaaa" not in description
     assert str(MAX_EMAIL_LENGTH) in description
 

@@ -19,7 +19,14 @@ class Transport(StrEnum):
 
 
 class FeedError(Exception):
-    """The source failed (connection lost, bad answer, rate limited); the feed runner reconnects with backoff."""
+    """The source failed (connection lost, bad answer, rate limited); the feed runner reconnects with backoff.
+
+    The message is what clients may see (ListFeeds, Backfill): what failed, in our words. `detail` keeps what the
+    source or the network said (an exchange's error text, addresses) for the log only."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class HistoryNotSupported(Exception):

@@ -472,20 +472,27 @@ class CcxtFeed(FeedAdapter):
     async def _call(self, exchange: Any, what: str, request: Awaitable[T]) -> T:
         """Await a ccxt call, turning whatever the exchange or the network did wrong into FeedError."""
         ccxt = _ccxt()
+        failed = f"feed {self.feed_id}: {what} failed"
         try:
             return await request
         except ccxt.BaseError as error:
+            # The exchange's own words go to the log only: they may carry its internals or our request's details.
             detail = f"{type(error).__name__}: {error}"
             if isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
                 retry_after = _retry_after(exchange)
-                if retry_after:
-                    detail += f" (Retry-After {retry_after})"
-            raise FeedError(f"feed {self.feed_id}: {what} failed: {detail}") from error
+                wait = f", retry after {retry_after}" if retry_after else ""
+                raise FeedError(f"{failed}: the exchange is rate limiting us{wait}", detail=detail) from error
+            if isinstance(error, ccxt.AuthenticationError | ccxt.PermissionDenied):
+                raise FeedError(f"{failed}: the exchange refused our credentials", detail=detail) from error
+            if isinstance(error, ccxt.NetworkError):
+                raise FeedError(f"{failed}: the exchange could not be reached", detail=detail) from error
+            raise FeedError(f"{failed}: the exchange refused the request", detail=detail) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise FeedError(f"feed {self.feed_id}: {what} failed: {type(error).__name__}: {error}") from error
+            detail = f"{type(error).__name__}: {error}"
+            raise FeedError(f"{failed}: the exchange could not be reached", detail=detail) from error
         except (KeyError, TypeError, ValueError) as error:
             # ccxt parsing an answer of an unexpected shape.
-            raise FeedError(f"feed {self.feed_id}: {what} got a bad answer: {error!r}") from error
+            raise FeedError(f"{failed}: the exchange's answer was not understood", detail=repr(error)) from error
 
 
 def _bars(rows: list[Any]) -> Iterator[tuple[int, Bar]]:

@@ -8,9 +8,10 @@ from dataclasses import replace
 from datetime import datetime
 from itertools import groupby
 
+from services.core.calendars import ALWAYS_OPEN
 from services.core.timing import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
-from services.market.models import Bar, Instrument, Tick, Timeframe
+from services.market.models import Bar, Instrument, Tick, Timeframe, TradingSession
 from services.market.store import MarketStore
 
 SUFFIX = ".REPLAY"
@@ -102,6 +103,11 @@ class ReplayFeed(FeedAdapter):
                     display_name=f"{source.display_name or symbol} (replay)",
                     feed_id=self.feed_id,
                     simulated=True,
+                    # Replayed bars arrive whenever the replay plays them, at its speed: the source's exchange hours
+                    # and holidays do not apply to the copy (forecast dates and annualisation follow its bars).
+                    trading_session=TradingSession(
+                        always_open=True, description="replayed around the clock", calendar=ALWAYS_OPEN
+                    ),
                     create_time=None,
                     update_time=None,
                 )

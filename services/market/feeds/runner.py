@@ -190,7 +190,8 @@ class FeedRunner:
                         jitter_floor=0.5,
                     )
                     self._set_state(FeedState.DOWN, f"{error}; reconnecting in {delay:.1f}s (attempt {attempt})")
-                    log.warning("feed %s down: %s", self.adapter.feed_id, error)
+                    # The detail (the source's own words) goes to the log only; clients see the message.
+                    log.warning("feed %s down: %s %s", self.adapter.feed_id, error, error.detail)
                     await self._publish_status()
                     await self.adapter.stop()
                     await asyncio.sleep(delay)

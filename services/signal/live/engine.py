@@ -21,7 +21,7 @@ from services.core.backoff import backoff_delay
 from services.core.coordination.base import Lease, Locks, PubSub
 from services.core.coordination.leader import LeaderElection
 from services.core.db.databases import utc_now
-from services.core.errors import DomainError, NotFound
+from services.core.errors import DomainError, NotFound, Unavailable
 from services.core.timeframes import Timeframe
 from services.signal.alert_store import AlertRule, AlertStore
 from services.signal.live.alerting import AlertDispatcher
@@ -107,8 +107,11 @@ class LiveEngine:
         identity: ServiceIdentity,
         policy: EnginePolicy,
         clock: Callable[[], datetime] = utc_now,
+        draining: asyncio.Event | None = None,
     ) -> None:
         self._parts = parts
+        # Set when this process shuts down: the market goes away with it, and a broken stream is expected then.
+        self._draining = draining or asyncio.Event()
         self._ticks = ticks
         self._rules = rules
         self._dispatcher = dispatcher
@@ -363,6 +366,8 @@ class LiveEngine:
             log.warning("the market has no instrument %s: streaming the other symbols without it for now", symbol)
             self._unknown[symbol] = time.monotonic() + _UNKNOWN_RETRY_SECONDS
             self._symbols_changed.set()
+        elif self._draining.is_set() or (isinstance(error, Unavailable) and error.reason == "MARKET_DRAINING"):
+            log.info("tick stream for %d symbols ended: %s; opening it again", len(symbols), error)
         elif error is not None:
             log.warning("tick stream for %d symbols failed: %s", len(symbols), error)
         return None

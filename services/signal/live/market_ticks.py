@@ -69,6 +69,9 @@ class MarketTicks:
                 raise NotFound(
                     f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol}
                 ) from None
+            if info is not None and info.reason == "SERVER_DRAINING":
+                # A market replica shutting down (a restart, a rolling deploy): the stream is opened again elsewhere.
+                raise Unavailable("the market service is shutting down", reason="MARKET_DRAINING") from None
             raise Unavailable(
                 f"the tick stream broke: {error.code().name} {error.details()}", reason="MARKET_UNAVAILABLE"
             ) from None
