@@ -34,7 +34,15 @@ from gateway.protojson import Memo, dumps, to_dict
 from gateway.relay import TickRelay
 from gateway.routes import Route, Router, generated_services
 from gateway.streams import OpenStream, cancelled, draining_body, relay
-from gateway.transcode import FORWARDED, BadRequest, build_request, call_metadata, percent_decoded, query_items
+from gateway.transcode import (
+    FORWARDED,
+    BadRequest,
+    build_request,
+    call_metadata,
+    header_value,
+    percent_decoded,
+    query_items,
+)
 from gateway.websocket import Connection, connection_metadata
 from services.core.access import rule_of
 from services.core.auth.keys import load_signing_keys
@@ -45,9 +53,12 @@ from services.core.coordination.base import RateLimiter
 from services.core.coordination.factory import build_coordination, keyspace_for
 from services.core.grpc_errors import domain_of_method
 from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
+from services.core.rules import JSON_BODY_FACTOR, max_request_bytes
 from services.core.settings import BUILT_SERVICES, Environment, Settings
 
 log = logging.getLogger("bullant.gateway")
+# The reason the services give a credential they cannot use, by the header that carries it.
+_CREDENTIAL_REASONS = {"authorization": "TOKEN_INVALID", "x-api-key": "API_KEY_INVALID"}
 REQUEST_ID = "x-request-id"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Request headers a browser page may send (CORS): the credentials, the request id, and Last-Event-ID for SSE.
@@ -139,11 +150,13 @@ class Gateway:
         missing = self._credentials_missing(request, route, request_id)
         if missing is not None:
             return missing
+        # The route's limits come from its method's declared request size (services/core/rules.py).
+        encoded_limit = max_request_bytes(route.method)
+        limit = min(self._settings.gateway_max_body_bytes, JSON_BODY_FACTOR * encoded_limit)
         try:
-            payload = await _body(request, self._settings.gateway_max_body_bytes)
+            payload = await _body(request, limit)
         except PayloadTooLarge:
-            limit = self._settings.gateway_max_body_bytes
-            return self._json(http_error_body(413, f"the body is larger than {limit} bytes"), 413, request_id)
+            return self._too_large(f"the body is larger than {limit} bytes", limit, request_id)
         try:
             variables = {name: percent_decoded(name, value) for name, value in raw_variables.items()}
             query = query_items(request.scope.get("query_string", b""))
@@ -151,6 +164,9 @@ class Gateway:
             metadata = call_metadata(request, request_id)
         except BadRequest as error:
             return self._json(bad_request(error.field, error.description), 400, request_id)
+        if (size := message.ByteSize()) > encoded_limit:
+            text = f"the request is {size} bytes encoded; {route.method.name} accepts at most {encoded_limit}"
+            return self._too_large(text, encoded_limit, request_id)
         channel = self._clients.channel(route.service, propagate=False)
         if route.server_streaming:
             return await self._stream(
@@ -172,16 +188,35 @@ class Gateway:
 
     def _credentials_missing(self, request: Request, route: Route, request_id: str) -> Response | None:
         """401 for a request without credentials to a method whose contract needs them (its access rule), as the
-        service would answer it; whether given credentials are good stays the service's to decide."""
+        service would answer it, and for a credential header that cannot be a credential (ours are printable ASCII,
+        which is all gRPC metadata carries); whether given credentials are good stays the service's to decide."""
+        domain = domain_of_method(route.full_method)
+        for name, reason in _CREDENTIAL_REASONS.items():
+            value = request.headers.get(name)
+            if value and not header_value(value):
+                body = error_body(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the {name} header holds characters no credential has (printable ASCII only)",
+                    [error_info(reason, domain), request_info(request_id)],
+                )
+                return self._json(body, 401, request_id, {"www-authenticate": "Bearer"})
         rule = rule_of(route.method)
         if rule is None or rule.public or any(request.headers.get(name) for name in FORWARDED):
             return None
         body = error_body(
             grpc.StatusCode.UNAUTHENTICATED,
             "this method needs credentials: `Authorization: Bearer <access token>` or `X-Api-Key: <key>`",
-            [error_info("CREDENTIALS_MISSING", domain_of_method(route.full_method)), request_info(request_id)],
+            [error_info("CREDENTIALS_MISSING", domain), request_info(request_id)],
         )
         return self._json(body, 401, request_id, {"www-authenticate": "Bearer"})
+
+    def _too_large(self, message: str, limit: int, request_id: str) -> JSONResponse:
+        """413 with the limit that was passed (REQUEST_TOO_LARGE, as the services say it)."""
+        details = [
+            error_info("REQUEST_TOO_LARGE", "bullant.gateway", {"limit_bytes": str(limit)}),
+            request_info(request_id),
+        ]
+        return self._json(http_error_body(413, message, details), 413, request_id)
 
     async def _rate_limited(self, request: Request, request_id: str) -> Response | None:
         """429 when the client spent its requests of the minute; a limiter that cannot answer lets requests pass."""

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from gateway.jsonfields import BadRequest, check_field, check_message, check_nesting, check_single, field_named, shown
 from gateway.routes import Route
 
-__all__ = ["BadRequest", "build_request", "call_metadata", "percent_decoded", "query_items"]
+__all__ = ["BadRequest", "build_request", "call_metadata", "header_value", "percent_decoded", "query_items"]
 log = logging.getLogger("bullant.gateway")
 
 # Well-known message types that take a JSON string (or number) as their value, so a query parameter can set them.

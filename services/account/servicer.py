@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,7 @@ from services.account.factors import SecondFactor
 from services.account.models import AccountState, Role, TokenPair
 from services.account.runtime import build_runtime
 from services.account.service import AccountService, Registration
-from services.account.validation import MAX_PASSWORD_LENGTH, check_password, normalize_email
+from services.account.validation import check_password, normalize_email
 from services.core.auth.identity import Credential, Identity, require_identity
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
@@ -35,42 +34,18 @@ from services.core.server import ServiceRegistration
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
 Context = grpc.aio.ServicerContext[Any, Any]
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_OPAQUE_ID = re.compile(r"^[0-9a-f]{1,64}$")
-# Secrets are far shorter; anything longer is refused before hashing or database work.
-_MAX_SECRET_LENGTH = 512
-_MAX_CODE_LENGTH = 64
 
 
 class Checks:
-    """Collects every field violation of a request, so the client learns about all of them at once."""
+    """Collects every violation of the rules a request's contract cannot declare (an email's normal form, a
+    password's strength), so the client learns about all of them at once. Lengths, patterns, ranges and required
+    fields are the contract's declared rules (protos/bullant/account/v1/account.proto), checked by the server before
+    a handler runs."""
 
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
         # The reason of the first check that named one (EMAIL_INVALID, PASSWORD_TOO_WEAK), for ErrorInfo.
         self.reason: str | None = None
-
-    def required(self, field: str, value: str, *, max_length: int = _MAX_SECRET_LENGTH) -> None:
-        if not value:
-            self.violations.append(FieldViolation(field, "is required"))
-        elif len(value) > max_length:
-            self.violations.append(FieldViolation(field, f"must be at most {max_length} characters"))
-
-    def text(self, field: str, value: str, *, max_length: int) -> None:
-        if len(value) > max_length:
-            self.violations.append(FieldViolation(field, f"must be at most {max_length} characters"))
-        elif not value.isprintable():
-            self.violations.append(FieldViolation(field, "must not contain control characters"))
-
-    def request_id(self, value: str) -> None:
-        if value and not _REQUEST_ID.match(value):
-            self.violations.append(FieldViolation("request_id", "must be 1 to 64 of A-Z a-z 0-9 . _ : - (a UUID)"))
-
-    def opaque_id(self, field: str, value: str) -> None:
-        if not value:
-            self.violations.append(FieldViolation(field, "is required"))
-        elif not _OPAQUE_ID.match(value):
-            self.violations.append(FieldViolation(field, "is not an id this service issued"))
 
     def email(self, field: str, value: str) -> str:
         try:
@@ -81,9 +56,6 @@ class Checks:
 
     def new_password(self, field: str, value: str, email: str) -> None:
         """The password policy, checked with the other fields so every problem is reported at once."""
-        if not value or len(value) > 4 * MAX_PASSWORD_LENGTH:
-            self.required(field, value, max_length=4 * MAX_PASSWORD_LENGTH)
-            return
         try:
             check_password(value, email=email, field=field)
         except InvalidArgument as error:
@@ -103,8 +75,6 @@ def _second_factor(message: Any) -> SecondFactor | None:
     if which is None:
         return None
     value = getattr(message, which)
-    if len(value) > _MAX_CODE_LENGTH:
-        raise InvalidArgument.field(which, f"must be at most {_MAX_CODE_LENGTH} characters")
     return SecondFactor(totp_code=value) if which == "totp_code" else SecondFactor(recovery_code=value)
 
 
@@ -175,10 +145,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         checks = Checks()
         email = checks.email("email", request.email)
         checks.new_password("password", request.password, email)
-        checks.text("display_name", request.display_name, max_length=256)
-        checks.text("timezone", request.timezone, max_length=64)
-        checks.text("locale", request.locale, max_length=35)
-        checks.request_id(request.request_id)
         checks.done()
         details = Registration(
             display_name=request.display_name,
@@ -198,9 +164,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def VerifyEmail(
         self, request: account_pb2.VerifyEmailRequest, context: Context
     ) -> account_pb2.VerifyEmailResponse:
-        checks = Checks()
-        checks.required("token", request.token)
-        checks.done()
         account = await self._service.verify_email(request.token)
         return account_pb2.VerifyEmailResponse(account=account_message(account))
 
@@ -224,10 +187,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ResetPassword(
         self, request: account_pb2.ResetPasswordRequest, context: Context
     ) -> account_pb2.ResetPasswordResponse:
-        checks = Checks()
-        checks.required("token", request.token)
-        checks.required("new_password", request.new_password, max_length=4 * MAX_PASSWORD_LENGTH)
-        checks.done()
         await self._service.reset_password(request.token, request.new_password)
         return account_pb2.ResetPasswordResponse()
 
@@ -235,10 +194,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ChangePasswordRequest, context: Context
     ) -> account_pb2.ChangePasswordResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.required("current_password", request.current_password, max_length=4 * MAX_PASSWORD_LENGTH)
-        checks.required("new_password", request.new_password, max_length=4 * MAX_PASSWORD_LENGTH)
-        checks.done()
         revoked = await self._service.change_password(
             identity.account_id, identity.session_id or "", request.current_password, request.new_password
         )
@@ -249,18 +204,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def Login(self, request: account_pb2.LoginRequest, context: Context) -> account_pb2.LoginResponse:
         checks = Checks()
         email = checks.email("email", request.email)
-        checks.required("password", request.password, max_length=4 * MAX_PASSWORD_LENGTH)
-        checks.text("device_name", request.device_name, max_length=128)
-        checks.text("user_agent", request.user_agent, max_length=512)
         checks.done()
         client = client_info(context, self._trusted, device_name=request.device_name, user_agent=request.user_agent)
         pair = await self._service.sessions.login(email, request.password, _second_factor(request), client)
         return account_pb2.LoginResponse(**_token_fields(pair))
 
     async def Refresh(self, request: account_pb2.RefreshRequest, context: Context) -> account_pb2.RefreshResponse:
-        checks = Checks()
-        checks.required("refresh_token", request.refresh_token)
-        checks.done()
         pair = await self._service.sessions.refresh(request.refresh_token, client_info(context, self._trusted))
         return account_pb2.RefreshResponse(**_token_fields(pair))
 
@@ -291,9 +240,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.RevokeSessionRequest, context: Context
     ) -> account_pb2.RevokeSessionResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.opaque_id("session_id", request.session_id)
-        checks.done()
         await self._service.sessions.revoke(identity.account_id, request.session_id)
         return account_pb2.RevokeSessionResponse()
 
@@ -351,9 +297,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.EnrollTotpRequest, context: Context
     ) -> account_pb2.EnrollTotpResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.required("password", request.password, max_length=4 * MAX_PASSWORD_LENGTH)
-        checks.done()
         enrollment = await self._service.two_factor.enroll(identity.account_id, request.password)
         return account_pb2.EnrollTotpResponse(
             secret=enrollment.secret,
@@ -365,9 +308,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ConfirmTotpRequest, context: Context
     ) -> account_pb2.ConfirmTotpResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.required("totp_code", request.totp_code, max_length=_MAX_CODE_LENGTH)
-        checks.done()
         codes, account = await self._service.two_factor.confirm(identity.account_id, request.totp_code)
         return account_pb2.ConfirmTotpResponse(recovery_codes=codes, account=account_message(account))
 
@@ -375,13 +315,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.DisableTotpRequest, context: Context
     ) -> account_pb2.DisableTotpResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.required("password", request.password, max_length=4 * MAX_PASSWORD_LENGTH)
         second_factor = _second_factor(request)
-        if second_factor is None:
-            checks.violations.append(FieldViolation("totp_code", "a TOTP code or a recovery code is required"))
-        checks.done()
-        assert second_factor is not None
+        assert second_factor is not None  # the declared rule of second_factor: one is required
         account = await self._service.two_factor.disable(identity.account_id, request.password, second_factor)
         return account_pb2.DisableTotpResponse(account=account_message(account))
 
@@ -391,11 +326,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.CreateApiKeyRequest, context: Context
     ) -> account_pb2.CreateApiKeyResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.request_id(request.request_id)
-        if not request.HasField("api_key"):
-            checks.violations.append(FieldViolation("api_key", "is required"))
-        checks.done()
         key = request.api_key
         expire = naive_utc(key.expire_time) if key.HasField("expire_time") else None
         created, secret = await self._service.api_keys.create(
@@ -431,9 +361,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.RevokeApiKeyRequest, context: Context
     ) -> account_pb2.RevokeApiKeyResponse:
         identity = _session_identity()
-        checks = Checks()
-        checks.opaque_id("api_key_id", request.api_key_id)
-        checks.done()
         key = await self._service.api_keys.revoke(identity.account_id, request.api_key_id)
         return account_pb2.RevokeApiKeyResponse(api_key=api_key_message(key, self._now()))
 
@@ -441,13 +368,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
 
     async def ListUsers(self, request: account_pb2.ListUsersRequest, context: Context) -> account_pb2.ListUsersResponse:
         _admin()
-        checks = Checks()
-        checks.text("email_query", request.email_query, max_length=254)
-        if request.role not in (account_pb2.ROLE_UNSPECIFIED, account_pb2.ROLE_USER, account_pb2.ROLE_ADMIN):
-            checks.violations.append(FieldViolation("role", "unknown role"))
-        if request.state not in (0, account_pb2.ACCOUNT_STATE_ACTIVE, account_pb2.ACCOUNT_STATE_DISABLED):
-            checks.violations.append(FieldViolation("state", "unknown state"))
-        checks.done()
         size = page_size(request.page_size)
         query = f"{request.email_query}|{request.role}|{request.state}"
         position = self._pages.decode(_USERS_CURSOR, request.page_token, query=query)
@@ -469,11 +389,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.DisableUserRequest, context: Context
     ) -> account_pb2.DisableUserResponse:
         admin = _admin()
-        checks = Checks()
-        if request.account_id <= 0:
-            checks.violations.append(FieldViolation("account_id", "is required"))
-        checks.text("reason", request.reason, max_length=500)
-        checks.done()
         account, sessions, keys = await self._service.disable_user(
             admin.account_id, request.account_id, request.reason.strip()
         )
@@ -485,8 +400,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.EnableUserRequest, context: Context
     ) -> account_pb2.EnableUserResponse:
         admin = _admin()
-        if request.account_id <= 0:
-            raise InvalidArgument.field("account_id", "is required")
         account = await self._service.enable_user(admin.account_id, request.account_id)
         return account_pb2.EnableUserResponse(account=account_message(account))
 

@@ -1,4 +1,5 @@
-"""Server interceptors: call context and request id, access log and metrics, and domain-error mapping."""
+"""Server interceptors: call context and request id, access log and metrics, domain-error mapping, authentication,
+and the admission of each request by its contract's size limit and field rules."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError
 
 from services.core.auth.authenticator import Authenticator
 from services.core.auth.identity import bind_identity
@@ -23,7 +26,7 @@ from services.core.context import (
     current_request_id,
 )
 from services.core.db.retry import as_unavailable
-from services.core.errors import DomainError
+from services.core.errors import DomainError, FieldViolation, InvalidArgument, ResourceExhausted
 from services.core.grpc_errors import (
     domain_of_method,
     status_for_domain_error,
@@ -31,6 +34,7 @@ from services.core.grpc_errors import (
     status_for_unimplemented,
 )
 from services.core.metrics import GrpcMetrics
+from services.core.rules import RuleBook, max_request_bytes
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[..., Any]
@@ -310,6 +314,107 @@ class AuthenticationInterceptor(_WrappingInterceptor):
         return authenticated
 
 
+class _RequestPolicy:
+    """How one method's requests are admitted: the size limit, the parser, and the declared rules."""
+
+    def __init__(self, method: str, limit: int, parse: Callable[[bytes], Any], rules: RuleBook) -> None:
+        self.method = method
+        self.limit = limit
+        self._parse = parse
+        self._rules = rules
+
+    def admit(self, raw: Any) -> Any:
+        """The parsed request, refused before parsing when it is larger than the method allows, and after parsing
+        when it breaks a declared rule."""
+        if not isinstance(raw, bytes):  # an in-process caller that handed over a message
+            self._rules.check(raw)
+            return raw
+        size = len(raw)
+        if size > self.limit:
+            raise ResourceExhausted(
+                f"the request is {size} bytes; {self.method} accepts at most {self.limit}",
+                reason="REQUEST_TOO_LARGE",
+                metadata={"limit_bytes": self.limit, "size_bytes": size},
+            )
+        try:
+            message = self._parse(raw)
+        except DecodeError:
+            raise InvalidArgument(
+                FieldViolation("", "the request is not a valid protobuf message of this method"),
+                reason="MALFORMED_REQUEST",
+            ) from None
+        self._rules.check(message)
+        return message
+
+
+class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
+    """Innermost: admits each request of a Bullant method by its contract before the handler sees it. The handler
+    receives raw bytes (no deserializer), so an oversize message is refused by its length, never parsed; a parsed
+    one is checked against every declared field rule (services/core/rules.py), all violations at once. Methods of
+    other services (health, reflection) pass through unchanged."""
+
+    def __init__(self) -> None:
+        self._rules = RuleBook()
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/bullant.") or handler.request_deserializer is None:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, self._policy(method, handler.request_deserializer))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _policy(self, method: str, parse: Callable[[bytes], Any]) -> _RequestPolicy:
+        descriptor = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+        self._rules.checker(descriptor.input_type)  # compiled now, not on the first call
+        return _RequestPolicy(method, max_request_bytes(descriptor), parse, self._rules)
+
+    @staticmethod
+    def _wrap(handler: grpc.RpcMethodHandler[Any, Any], policy: _RequestPolicy) -> grpc.RpcMethodHandler[Any, Any]:
+        serializer = handler.response_serializer
+        if handler.unary_unary or handler.unary_stream:
+            behavior: Behavior = handler.unary_unary or handler.unary_stream  # type: ignore[assignment]
+
+            async def unary(raw: Any, context: Context) -> Any:
+                return await _call_unary(behavior, policy.admit(raw), context)
+
+            async def streamed(raw: Any, context: Context) -> AsyncIterator[Any]:
+                request = policy.admit(raw)
+                async for item in _iterate(behavior, request, context):
+                    yield item
+
+            if handler.unary_unary:
+                return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
+            return grpc.unary_stream_rpc_method_handler(streamed, response_serializer=serializer)
+        behavior = handler.stream_unary or handler.stream_stream  # type: ignore[assignment]
+
+        async def admitted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for raw in requests:
+                yield policy.admit(raw)
+
+        if handler.stream_unary:
+
+            async def client_stream(requests: Any, context: Context) -> Any:
+                return await _call_unary(behavior, admitted(requests), context)
+
+            return grpc.stream_unary_rpc_method_handler(client_stream, response_serializer=serializer)
+
+        async def bidi(requests: Any, context: Context) -> AsyncIterator[Any]:
+            async for item in _iterate(behavior, admitted(requests), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(bidi, response_serializer=serializer)
+
+
 def _code_of(raw: Any) -> grpc.StatusCode | None:
     if raw is None or isinstance(raw, grpc.StatusCode):
         return raw
@@ -339,4 +444,6 @@ def server_interceptors(
     chain: list[grpc.aio.ServerInterceptor] = [CallContextInterceptor(metrics), ErrorMappingInterceptor()]
     if authenticator is not None:
         chain.append(AuthenticationInterceptor(authenticator))
+    # Innermost, so only an authenticated caller makes the server parse anything.
+    chain.append(RequestRulesInterceptor())
     return chain

@@ -10,7 +10,6 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.common.v1 import common_pb2
-from services.core.errors import FieldViolation, InvalidArgument
 from services.core.parameters import Param, ParamType, ParamValue
 
 
@@ -44,25 +43,10 @@ def parameter_values(values: Mapping[str, ParamValue]) -> dict[str, common_pb2.P
     return {name: parameter_value(value) for name, value in values.items()}
 
 
-def decode_parameters(
-    given: Mapping[str, common_pb2.ParameterValue], *, field: str = "parameters"
-) -> dict[str, ParamValue]:
-    """A parameter map as Python values; a value with no member set is INVALID_PARAMETER."""
-    values: dict[str, ParamValue] = {}
-    empty = []
-    for name, value in given.items():
-        kind = value.WhichOneof("kind")
-        if kind is None:
-            empty.append(
-                FieldViolation(
-                    f"{field}.{name}", "has no value: set int_value, double_value, bool_value or string_value"
-                )
-            )
-        else:
-            values[name] = getattr(value, kind)
-    if empty:
-        raise InvalidArgument(empty, reason="INVALID_PARAMETER")
-    return values
+def decode_parameters(given: Mapping[str, common_pb2.ParameterValue]) -> dict[str, ParamValue]:
+    """A parameter map as Python values. Every value has a member set: ParameterValue's declared rule (a value
+    without one is INVALID_PARAMETER before the request reaches a handler)."""
+    return {name: getattr(value, str(value.WhichOneof("kind"))) for name, value in given.items()}
 
 
 def _bound(param: Param, value: float) -> common_pb2.ParameterValue:

@@ -31,7 +31,7 @@ from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupport
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
 from services.market.imports import BarImport, ImportOutcome
-from services.market.models import AssetClass, Bar, Instrument, Quote, Timeframe, TradingSession
+from services.market.models import Bar, Instrument, Quote, Timeframe, TradingSession
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.sessions import resolve_session
 from services.market.store import MarketStore
@@ -113,25 +113,13 @@ class MarketService:
 
     async def create_instrument(self, instrument: Instrument, *, session: TradingSession | None = None) -> Instrument:
         """Stores a new instrument with `session`, or its calendar's default one when None (see sessions.py)."""
-        violations: list[FieldViolation] = []
-        reason = None
-        if not instrument.venue.strip() or len(instrument.venue) > 32:
-            violations.append(FieldViolation("instrument.venue", "is required, at most 32 characters"))
-        if instrument.asset_class is AssetClass.UNSPECIFIED:
-            violations.append(FieldViolation("instrument.asset_class", "is required"))
-        if not re.fullmatch(r"[A-Z0-9]{2,16}", instrument.quote_currency.strip().upper()):
-            violations.append(FieldViolation("instrument.quote_currency", "must be a currency code like USD or USDT"))
-        if instrument.base_currency and not re.fullmatch(r"[A-Z0-9]{2,16}", instrument.base_currency.upper()):
-            violations.append(FieldViolation("instrument.base_currency", "must be a currency code like BTC"))
-        if instrument.tick_size < 0 or instrument.lot_size < 0:
-            violations.append(FieldViolation("instrument.tick_size", "tick_size and lot_size must not be negative"))
-        if len(instrument.display_name) > 128 or not instrument.display_name.isprintable():
-            violations.append(FieldViolation("instrument.display_name", "at most 128 printable characters"))
+        # Lengths, patterns and ranges are the contract's declared rules, checked before the request got here; the
+        # time zone must be one the tz database knows.
         if instrument.timezone and instrument.timezone not in _timezones():
-            violations.append(FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"))
-            reason = reason or "TIMEZONE_INVALID"
-        if violations:
-            raise InvalidArgument(violations, reason=reason)
+            raise InvalidArgument(
+                FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"),
+                reason="TIMEZONE_INVALID",
+            )
         if instrument.feed_id and instrument.feed_id not in self.history.feed_ids:
             raise NotFound(f"no feed {instrument.feed_id}", reason="FEED_NOT_FOUND")
         instrument = await resolve_session(instrument, session)

@@ -38,34 +38,30 @@ from services.market.feeds.registry import AdapterFactory
 from services.market.imports import BarImport, csv_feed, csv_finish, csv_rows
 from services.market.models import AssetClass, Timeframe
 from services.market.runtime import build_market
-from services.market.service import BackfillProgress, MarketService, normalize_symbol
+from services.market.service import BackfillProgress, MarketService
 from services.market.streaming import Subscriber, TickHub
 from services.market.wire import tick_batch_response
 
 SERVICE = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 Context = grpc.aio.ServicerContext[Any, Any]
-MAX_QUOTE_SYMBOLS = 200
-MAX_STREAM_SYMBOLS = 1000
 _DROP_REPORT_SECONDS = 1.0
 # Rows committed at a time by a SKIP_INVALID stream import.
 _STREAM_COMMIT_ROWS = 20_000
 
 
-def _timeframe(value: int, field: str = "timeframe") -> Timeframe:
-    if value not in Timeframe._value2member_map_:
-        raise InvalidArgument.field(field, "is required: one of TIMEFRAME_1M, _5M, _15M, _1H, _1D")
-    return Timeframe(value)
+# Lengths, patterns, counts, ranges and enum values of every request are the contract's declared rules
+# (protos/bullant/market/v1/market.proto), checked by the server before a handler runs: symbols arrive well-formed,
+# and are only put in their platform form here.
 
 
-def _symbols(raw: list[str], *, limit: int, field: str = "symbols") -> list[str]:
-    if not raw:
-        raise InvalidArgument.field(field, "name at least one symbol")
-    if len(raw) > limit:
-        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
-    seen: dict[str, None] = {}
-    for index, symbol in enumerate(raw):
-        seen[normalize_symbol(symbol, field=f"{field}[{index}]")] = None
-    return list(seen)
+def _symbol(raw: str) -> str:
+    """A symbol the declared rules admitted, in its platform form (upper case)."""
+    return raw.upper()
+
+
+def _symbols(raw: list[str]) -> list[str]:
+    """Admitted symbols in platform form, each once, in the order given."""
+    return list(dict.fromkeys(symbol.upper() for symbol in raw))
 
 
 def _heartbeat() -> market_pb2.StreamTicksResponse:
@@ -106,10 +102,6 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def ListInstruments(
         self, request: market_pb2.ListInstrumentsRequest, context: Context
     ) -> market_pb2.ListInstrumentsResponse:
-        if len(request.query) > 64 or len(request.venue) > 32:
-            raise InvalidArgument.field("query", "query at most 64 and venue at most 32 characters")
-        if request.asset_class not in AssetClass._value2member_map_:
-            raise InvalidArgument.field("asset_class", "unknown asset class")
         size = page_size(request.page_size)
         query = f"{request.query}|{request.asset_class}|{request.venue}"
         position = self._pages.decode(_INSTRUMENTS_CURSOR, request.page_token, query=query)
@@ -132,16 +124,14 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def GetInstrument(
         self, request: market_pb2.GetInstrumentRequest, context: Context
     ) -> market_pb2.GetInstrumentResponse:
-        instrument = await self._service.instrument(normalize_symbol(request.symbol))
+        instrument = await self._service.instrument(_symbol(request.symbol))
         return market_pb2.GetInstrumentResponse(instrument=instrument_message(instrument))
 
     async def CreateInstrument(
         self, request: market_pb2.CreateInstrumentRequest, context: Context
     ) -> market_pb2.CreateInstrumentResponse:
-        if not request.HasField("instrument"):
-            raise InvalidArgument.field("instrument", "is required")
         incoming = instrument_from_message(request.instrument)
-        symbol = normalize_symbol(incoming.symbol, field="instrument.symbol")
+        symbol = _symbol(incoming.symbol)
         created = await self._service.create_instrument(
             replace(incoming, symbol=symbol), session=session_from_message(request.instrument)
         )
@@ -150,7 +140,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     # -- quotes -----------------------------------------------------------------------------------------------------
 
     async def GetQuote(self, request: market_pb2.GetQuoteRequest, context: Context) -> market_pb2.GetQuoteResponse:
-        symbol = normalize_symbol(request.symbol)
+        symbol = _symbol(request.symbol)
         quotes = await self._service.quotes([symbol])
         if symbol not in quotes:
             raise NotFound(f"{symbol} has no market data yet", reason="QUOTE_NOT_AVAILABLE")
@@ -159,7 +149,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def BatchGetQuotes(
         self, request: market_pb2.BatchGetQuotesRequest, context: Context
     ) -> market_pb2.BatchGetQuotesResponse:
-        symbols = _symbols(list(request.symbols), limit=MAX_QUOTE_SYMBOLS)
+        symbols = _symbols(list(request.symbols))
         quotes = await self._service.quotes(symbols)
         return market_pb2.BatchGetQuotesResponse(
             quotes=[quote_message(quotes[s]) for s in symbols if s in quotes],
@@ -169,8 +159,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     # -- bars -------------------------------------------------------------------------------------------------------
 
     async def ListBars(self, request: market_pb2.ListBarsRequest, context: Context) -> market_pb2.ListBarsResponse:
-        symbol = normalize_symbol(request.symbol)
-        timeframe = _timeframe(request.timeframe)
+        symbol = _symbol(request.symbol)
+        timeframe = Timeframe(request.timeframe)
         start = naive_utc(request.start_time) if request.HasField("start_time") else None
         end = naive_utc(request.end_time) if request.HasField("end_time") else None
         if start is not None and end is not None and not start < end:
@@ -195,8 +185,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def ImportBars(
         self, request: market_pb2.ImportBarsRequest, context: Context
     ) -> market_pb2.ImportBarsResponse:
-        symbol = normalize_symbol(request.symbol)
-        timeframe = _timeframe(request.timeframe)
+        symbol = _symbol(request.symbol)
+        timeframe = Timeframe(request.timeframe)
         if bool(request.csv) == bool(request.bars):
             raise InvalidArgument(FieldViolation("csv", "set exactly one of csv and bars"), reason="SOURCE_INVALID")
         await self._service.instrument(symbol)
@@ -260,8 +250,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
         return market_pb2.ImportBarStreamResponse(**outcome_fields(outcome))
 
     async def _stream_job(self, header: market_pb2.ImportBarStreamHeader) -> BarImport:
-        symbol = normalize_symbol(header.symbol, field="header.symbol")
-        timeframe = _timeframe(header.timeframe, "header.timeframe")
+        symbol = _symbol(header.symbol)
+        timeframe = Timeframe(header.timeframe)
         await self._service.instrument(symbol)
         return self._service.begin_import(
             symbol,
@@ -283,10 +273,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def BackfillBars(
         self, request: market_pb2.BackfillBarsRequest, context: Context
     ) -> AsyncIterator[market_pb2.BackfillBarsResponse]:
-        symbol = normalize_symbol(request.symbol)
-        timeframe = _timeframe(request.timeframe)
-        if not request.HasField("start_time"):
-            raise InvalidArgument.field("start_time", "is required")
+        symbol = _symbol(request.symbol)
+        timeframe = Timeframe(request.timeframe)
         async for event in self._service.backfill(
             symbol,
             timeframe,
@@ -316,11 +304,9 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def StreamTicks(  # type: ignore[override]
         self, request: market_pb2.StreamTicksRequest, context: Context
     ) -> AsyncIterator[market_pb2.StreamTicksResponse | bytes]:
-        symbols = _symbols(list(request.symbols), limit=MAX_STREAM_SYMBOLS)
+        symbols = _symbols(list(request.symbols))
         await self._service.instruments(symbols)
         batch_size = min(request.max_batch_size or 256, 4096)
-        if batch_size < 0:
-            raise InvalidArgument.field("max_batch_size", "must not be negative")
         heartbeat = float(min(max(request.heartbeat_interval_seconds or 15, 1), 60))
         identity = current_identity()
         account = identity.account_id if identity is not None else 0

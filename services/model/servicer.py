@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -46,34 +44,14 @@ from services.model.worker import ProcessWorker
 
 SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"]
 Context = grpc.aio.ServicerContext[Any, Any]
-SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+# Lengths, patterns, ranges and enum values of every request are the contract's declared rules
+# (protos/bullant/model/v1/model.proto), checked by the server before a handler runs; only defaults, normalisation
+# and the rules no declaration can say are here.
 DEFAULT_SEED = 20_261_122
 DEFAULT_HOLDOUT = 0.2
-MAX_HORIZON = 500
-MAX_REQUEST_ID = 128
-MAX_REQUEST_KEY = 256
-DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW = 100, 10, 10_000
+DEFAULT_WINDOW = 100
 DEFAULT_LEVEL = 0.8
 _MUTABLE = {"auto_retrain", "traffic_fraction", "description"}
-
-
-def _symbol(value: str, field: str = "symbol") -> str:
-    symbol = value.strip().upper()
-    if not SYMBOL.match(symbol):
-        raise InvalidArgument(FieldViolation(field, "is required: 1-32 of A-Z 0-9 . _ -"))
-    return symbol
-
-
-def _timeframe(value: int, field: str = "timeframe") -> Timeframe:
-    if value not in Timeframe._value2member_map_:
-        raise InvalidArgument(FieldViolation(field, "is required: one of TIMEFRAME_1M … TIMEFRAME_1D"))
-    return Timeframe(value)
-
-
-def _algorithm(value: int) -> AlgorithmDef:
-    if value not in Algorithm._value2member_map_:
-        raise InvalidArgument(FieldViolation("algorithm", "is required: one of ALGORITHM_NAIVE … ALGORITHM_ENSEMBLE"))
-    return ALGORITHMS[Algorithm(value)]
 
 
 def _identifier(value: str, field: str, not_found: NotFound) -> str:
@@ -165,13 +143,10 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     def _training_spec(self, request: model_pb2.TrainModelRequest) -> tuple[TrainingSpec, str]:
         """The validated request as a spec (range not yet resolved) and its digest for request-id deduplication."""
-        violations: list[FieldViolation] = []
-        if len(request.request_id) > MAX_REQUEST_ID:
-            violations.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
-        definition = _algorithm(request.algorithm)
+        definition = ALGORITHMS[Algorithm(request.algorithm)]
         parameters = definition.resolve(decode_parameters(request.parameters))
-        symbol = _symbol(request.symbol)
-        timeframe = _timeframe(request.timeframe)
+        symbol = request.symbol.upper()
+        timeframe = Timeframe(request.timeframe)
         start = naive_utc(request.training_range.start_time) if request.training_range.HasField("start_time") else None
         end = naive_utc(request.training_range.end_time) if request.training_range.HasField("end_time") else None
         if start is not None and end is not None and not start < end:
@@ -179,15 +154,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 FieldViolation("training_range", "start_time must be before end_time"), reason="INVALID_RANGE"
             )
         holdout = request.holdout_fraction if request.HasField("holdout_fraction") else DEFAULT_HOLDOUT
-        if not (math.isfinite(holdout) and 0.1 <= holdout <= 0.5):
-            raise InvalidArgument(FieldViolation("holdout_fraction", "must be in [0.1, 0.5]"), reason="INVALID_HOLDOUT")
         horizon = request.evaluation_horizon_bars or 1
-        if not 1 <= horizon <= MAX_HORIZON:
-            raise InvalidArgument(
-                FieldViolation("evaluation_horizon_bars", f"must be in [1, {MAX_HORIZON}]"), reason="INVALID_HORIZON"
-            )
-        if violations:
-            raise InvalidArgument(violations)
         spec = TrainingSpec(
             algorithm=definition.algorithm,
             parameters=parameters,
@@ -222,7 +189,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
             model_id = _identifier(request.model_id, "model_id", _model_not_found(request.model_id))
             version = await self._registry.get(model_id)
         elif request.symbol and request.timeframe:
-            symbol, timeframe = _symbol(request.symbol), _timeframe(request.timeframe)
+            symbol, timeframe = request.symbol.upper(), Timeframe(request.timeframe)
             production = await self._registry.find(
                 ModelFilter(symbol=symbol, timeframe=timeframe, status=ModelStatus.PRODUCTION), after=None, limit=1
             )
@@ -237,15 +204,7 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                 FieldViolation("model_id", "name a model_id, or a symbol and timeframe"),
                 reason="MISSING_MODEL_SELECTOR",
             )
-        if not 0 <= request.horizon_bars <= MAX_HORIZON:
-            raise InvalidArgument(
-                FieldViolation("horizon_bars", f"must be in [1, {MAX_HORIZON}] or 0"), reason="INVALID_HORIZON"
-            )
         window_size = request.window_size or DEFAULT_WINDOW
-        if not MIN_WINDOW <= window_size <= MAX_WINDOW:
-            raise InvalidArgument(
-                FieldViolation("window_size", f"must be in [{MIN_WINDOW}, {MAX_WINDOW}] or 0"), reason="INVALID_WINDOW"
-            )
         report, version = await self._tracker.report(
             version,
             horizon=request.horizon_bars or None,
@@ -301,12 +260,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.ListTrainingJobsRequest, context: Context
     ) -> model_pb2.ListTrainingJobsResponse:
         size = page_size(request.page_size)
-        if request.algorithm and request.algorithm not in Algorithm._value2member_map_:
-            raise InvalidArgument(FieldViolation("algorithm", "unknown algorithm"))
-        if request.state and request.state not in JobState._value2member_map_:
-            raise InvalidArgument(FieldViolation("state", "unknown job state"))
         filters = JobFilter(
-            symbol=request.symbol.strip().upper(),
+            symbol=request.symbol.upper(),
             algorithm=Algorithm(request.algorithm) if request.algorithm else None,
             state=JobState(request.state) if request.state else None,
         )
@@ -333,15 +288,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
 
     async def ListModels(self, request: model_pb2.ListModelsRequest, context: Context) -> model_pb2.ListModelsResponse:
         size = page_size(request.page_size)
-        for name, number, known in (
-            ("timeframe", request.timeframe, Timeframe._value2member_map_),
-            ("algorithm", request.algorithm, Algorithm._value2member_map_),
-            ("status", request.status, ModelStatus._value2member_map_),
-        ):
-            if number and number not in known:
-                raise InvalidArgument(FieldViolation(name, f"unknown {name}"))
         filters = ModelFilter(
-            symbol=request.symbol.strip().upper(),
+            symbol=request.symbol.upper(),
             timeframe=Timeframe(request.timeframe) if request.timeframe else None,
             algorithm=Algorithm(request.algorithm) if request.algorithm else None,
             status=ModelStatus(request.status) if request.status else None,
@@ -365,18 +313,8 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         self, request: model_pb2.UpdateModelRequest, context: Context
     ) -> model_pb2.UpdateModelResponse:
         model_id = _identifier(request.model.model_id, "model.model_id", _model_not_found(request.model.model_id))
-        paths = list(request.update_mask.paths)
-        wrong = [path for path in paths if path not in _MUTABLE]
-        if not paths or wrong:
-            raise InvalidArgument(
-                FieldViolation(
-                    "update_mask",
-                    f"name some of {', '.join(sorted(_MUTABLE))}" + (f"; not {', '.join(wrong)}" if wrong else ""),
-                ),
-                reason="INVALID_UPDATE_MASK",
-            )
-        if "description" in paths and len(request.model.description) > 1024:
-            raise InvalidArgument(FieldViolation("model.description", "at most 1024 characters"))
+        # The declared rules admitted only the settable paths (auto_retrain, traffic_fraction, description) or "*".
+        paths = sorted(_MUTABLE) if "*" in request.update_mask.paths else list(request.update_mask.paths)
         version = await self._registry.update(
             model_id,
             auto_retrain=request.model.auto_retrain if "auto_retrain" in paths else None,
@@ -408,24 +346,17 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     # -- serving ----------------------------------------------------------------------------------------------------
 
     async def Predict(self, request: model_pb2.PredictRequest, context: Context) -> model_pb2.PredictResponse:
-        symbol = _symbol(request.symbol)
-        timeframe = _timeframe(request.timeframe)
-        if not 1 <= request.horizon_bars <= MAX_HORIZON:
-            raise InvalidArgument(
-                FieldViolation("horizon_bars", f"must be in [1, {MAX_HORIZON}]"), reason="HORIZON_OUT_OF_RANGE"
-            )
+        symbol = request.symbol.upper()
+        timeframe = Timeframe(request.timeframe)
         level = request.interval_level if request.HasField("interval_level") else DEFAULT_LEVEL
-        if not (math.isfinite(level) and 0.0 < level < 1.0):
-            raise InvalidArgument(
-                FieldViolation("interval_level", "must be in (0, 1)"), reason="INVALID_INTERVAL_LEVEL"
-            )
-        if len(request.request_key) > MAX_REQUEST_KEY:
-            raise InvalidArgument(FieldViolation("request_key", f"at most {MAX_REQUEST_KEY} characters"))
         model_id = (
             _identifier(request.model_id, "model_id", _model_not_found(request.model_id)) if request.model_id else ""
         )
         if model_id and request.require_passed_gate:
-            raise InvalidArgument(FieldViolation("require_passed_gate", "cannot be combined with model_id"))
+            raise InvalidArgument(
+                FieldViolation("require_passed_gate", "cannot be combined with model_id"),
+                reason="MODEL_SELECTOR_CONFLICT",
+            )
         prediction = await self._predictor.predict(
             symbol=symbol,
             timeframe=timeframe,

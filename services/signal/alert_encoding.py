@@ -14,15 +14,10 @@ from services.core.errors import FieldViolation, InvalidArgument, NotFound
 from services.core.messages import decode_parameters, parameter_values, timestamp
 from services.core.timeframes import Timeframe
 from services.signal.alert_store import AlertRule
-from services.signal.backtest_encoding import SYMBOL
 from services.signal.backtest_store import Owner
 from services.signal.encoding import find_strategy, timeframe_of
 
 DEFAULT_COOLDOWN = 3600
-MIN_COOLDOWN, MAX_COOLDOWN = 60, 604_800
-MAX_DISPLAY_NAME = 200
-_GRADES = set(signal_pb2.SignalGrade.values())
-_CHANNELS = set(signal_pb2.AlertChannel.values()) - {signal_pb2.ALERT_CHANNEL_UNSPECIFIED}
 # UpdateAlert paths that may change, and the fields each one validates.
 MUTABLE_PATHS = frozenset(
     {"display_name", "symbol", "timeframe", "strategy_id", "parameters", "min_grade", "channels", "cooldown_seconds",
@@ -46,36 +41,17 @@ class AlertSettings:
 
 
 def alert_settings(alert: signal_pb2.Alert, *, field: str = "alert") -> AlertSettings:
-    """Validate an Alert's settable fields: STRATEGY_NOT_FOUND, UNKNOWN/INVALID_PARAMETER, UNSUPPORTED_TIMEFRAME,
-    INVALID_COOLDOWN, NO_CHANNELS, or INVALID_ARGUMENT."""
-    symbol = alert.symbol.strip().upper()
-    violations: list[FieldViolation] = []
-    if not SYMBOL.match(symbol):
-        violations.append(FieldViolation(f"{field}.symbol", "is required: 1-32 of A-Z 0-9 . _ -"))
-    if len(alert.display_name) > MAX_DISPLAY_NAME:
-        violations.append(FieldViolation(f"{field}.display_name", f"at most {MAX_DISPLAY_NAME} characters"))
-    if alert.min_grade not in _GRADES:
-        violations.append(FieldViolation(f"{field}.min_grade", "unknown grade"))
-    if any(channel not in _CHANNELS for channel in alert.channels):
-        violations.append(FieldViolation(f"{field}.channels", "unknown channel"))
-    if violations:
-        raise InvalidArgument(violations)
+    """An Alert's settable fields as settings: STRATEGY_NOT_FOUND, UNKNOWN/INVALID_PARAMETER or
+    UNSUPPORTED_TIMEFRAME. Its declared rules (symbol, display name, grade, channels NO_CHANNELS, cooldown
+    INVALID_COOLDOWN) were checked before the handler, on the fields an update names."""
+    symbol = alert.symbol.upper()
     timeframe = timeframe_of(alert.timeframe, f"{field}.timeframe")
     strategy = find_strategy(alert.strategy_id, f"{field}.strategy_id")
     parameters = strategy.resolve(
-        decode_parameters(alert.parameters, field=f"{field}.parameters"),
+        decode_parameters(alert.parameters),
         timeframe=timeframe,
         field=f"{field}.parameters",
     )
-    cooldown = alert.cooldown_seconds or DEFAULT_COOLDOWN
-    if not MIN_COOLDOWN <= cooldown <= MAX_COOLDOWN:
-        raise InvalidArgument(
-            FieldViolation(f"{field}.cooldown_seconds", f"must be in [{MIN_COOLDOWN}, {MAX_COOLDOWN}] or 0"),
-            reason="INVALID_COOLDOWN",
-        )
-    channels = tuple(dict.fromkeys(alert.channels))
-    if not channels:
-        raise InvalidArgument(FieldViolation(f"{field}.channels", "name at least one channel"), reason="NO_CHANNELS")
     return AlertSettings(
         display_name=alert.display_name.strip() or f"{strategy.display_name} on {symbol}",
         symbol=symbol,
@@ -83,8 +59,8 @@ def alert_settings(alert: signal_pb2.Alert, *, field: str = "alert") -> AlertSet
         strategy_id=strategy.strategy_id,
         parameters=parameters,
         min_grade=alert.min_grade,
-        channels=channels,
-        cooldown_seconds=cooldown,
+        channels=tuple(dict.fromkeys(alert.channels)),
+        cooldown_seconds=alert.cooldown_seconds or DEFAULT_COOLDOWN,
         enabled=alert.enabled if alert.HasField("enabled") else True,
     )
 

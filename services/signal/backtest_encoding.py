@@ -1,13 +1,13 @@
 """RunBacktest's config decoded and validated into the domain's terms, and stored backtests encoded as messages.
 
-Every rule of BacktestConfig is checked here, before any bar is read, so bad input fails the call before its first
-message; each violation carries the reason the contract names (INVALID_CASH, INVALID_COST, ...)."""
+The declared rules of BacktestConfig (lengths, counts, ranges, each with the reason the contract names: INVALID_CASH,
+INVALID_COST, ...) are checked by the server before the handler runs; the rules no declaration can say are checked
+here, before any bar is read, so bad input fails the call before its first message."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,15 +34,12 @@ from services.signal.backtest.engine import EquityCurve
 from services.signal.backtest.metrics import BacktestMetrics
 from services.signal.backtest.sweep import grid_combinations
 from services.signal.backtest_store import BacktestRecord, Progress
-from services.signal.backtests import MAX_SYMBOLS, BacktestOutcome, sweep_size
+from services.signal.backtests import BacktestOutcome, sweep_size
 from services.signal.encoding import find_strategy, timeframe_of
 from services.signal.strategies.base import StrategyDef
 
-SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 MAX_COMBINATIONS = 10_000
 DEFAULT_EQUITY_POINTS = 5_000
-MAX_EQUITY_POINTS = 100_000
-MAX_INITIAL_CASH = 1e15
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,78 +96,44 @@ class _Problems:
             raise InvalidArgument([violation for _, violation in self.items], reason=self.items[0][0])
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
-def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -> DecodedBacktest:  # noqa: PLR0912, PLR0915
-    """Validate every field of a BacktestConfig; STRATEGY_NOT_FOUND (NOT_FOUND) for an unknown strategy, else
-    INVALID_ARGUMENT with a violation per problem."""
+def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -> DecodedBacktest:
+    """The rules of BacktestConfig that its contract cannot declare: STRATEGY_NOT_FOUND (NOT_FOUND) for an unknown
+    strategy, else INVALID_ARGUMENT with a violation per problem (a symbol listed twice, in any case: DUPLICATE_SYMBOL;
+    the range's order: INVALID_RANGE; the strategy's parameters and sweep). Lengths, counts, ranges and the sizing's
+    method are the declared request rules, already checked by the server before the handler runs
+    (services/core/rules.py)."""
     problems = _Problems()
     normalized = signal_pb2.BacktestConfig()
     normalized.CopyFrom(config)
     strategy = find_strategy(config.strategy_id, f"{field}.strategy_id")
-    symbols = tuple(symbol.strip().upper() for symbol in config.symbols)
-    if not symbols:
-        problems.add("INVALID_ARGUMENT", f"{field}.symbols", "at least one symbol is required")
-    elif len(symbols) > MAX_SYMBOLS:
-        problems.add("TOO_MANY_SYMBOLS", f"{field}.symbols", f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}")
+    symbols = tuple(symbol.upper() for symbol in config.symbols)
+    seen: set[str] = set()
     for index, symbol in enumerate(symbols):
-        if not SYMBOL.match(symbol):
-            problems.add("INVALID_ARGUMENT", f"{field}.symbols[{index}]", "must be 1-32 of A-Z 0-9 . _ -")
-        elif symbol in symbols[:index]:
-            problems.add("INVALID_ARGUMENT", f"{field}.symbols[{index}]", f"{symbol} is listed twice")
+        if symbol in seen:
+            problems.add("DUPLICATE_SYMBOL", f"{field}.symbols[{index}]", f"{symbol} is listed twice")
+        seen.add(symbol)
     del normalized.symbols[:]
     normalized.symbols.extend(symbols)
-    timeframe: Timeframe | None = None
-    try:
-        timeframe = timeframe_of(config.timeframe, f"{field}.timeframe")
-    except InvalidArgument as error:
-        problems.absorb(error)
-    start = end = None
-    if not config.range.HasField("start_time"):
-        problems.add("INVALID_ARGUMENT", f"{field}.range.start_time", "is required")
-    else:
-        start = naive_utc(config.range.start_time)
-        end = naive_utc(config.range.end_time) if config.range.HasField("end_time") else None
-        if end is not None and not start < end:
-            problems.add("INVALID_RANGE", f"{field}.range", "start_time must be before end_time")
-    cash = config.initial_cash
-    if not (_finite(cash) and 0.0 < cash <= MAX_INITIAL_CASH):
-        problems.add("INVALID_CASH", f"{field}.initial_cash", f"must be a positive amount up to {MAX_INITIAL_CASH:g}")
-    commission = CommissionModel()
-    rate, fixed = config.commission.rate_bps, config.commission.fixed_per_fill
-    if not (_finite(rate) and 0.0 <= rate < 10_000.0):
-        problems.add("INVALID_COST", f"{field}.commission.rate_bps", "must be in [0, 10000) basis points")
-    if not (_finite(fixed) and fixed >= 0.0):
-        problems.add("INVALID_COST", f"{field}.commission.fixed_per_fill", "must be zero or positive")
-    if not (_finite(config.slippage_bps) and 0.0 <= config.slippage_bps < 10_000.0):
-        problems.add("INVALID_COST", f"{field}.slippage_bps", "must be in [0, 10000) basis points")
-    if not problems.items:
-        commission = CommissionModel(rate=rate / 10_000.0, fixed_per_fill=fixed)
-    sizing = _sizing(config, normalized, problems, field)
-    exits = _exits(config, problems, field)
-    fill_timing = FillTiming.NEXT_BAR_OPEN
-    if config.fill_timing not in (0, 1, 2):
-        problems.add("INVALID_ARGUMENT", f"{field}.fill_timing", "unknown fill timing")
-    elif config.fill_timing:
-        fill_timing = FillTiming(config.fill_timing)
+    timeframe = timeframe_of(config.timeframe, f"{field}.timeframe")
+    start = naive_utc(config.range.start_time)
+    end = naive_utc(config.range.end_time) if config.range.HasField("end_time") else None
+    if end is not None and not start < end:
+        problems.add("INVALID_RANGE", f"{field}.range", "start_time must be before end_time")
+    commission = CommissionModel(
+        rate=config.commission.rate_bps / 10_000.0, fixed_per_fill=config.commission.fixed_per_fill
+    )
+    sizing = _sizing(config, normalized)
+    fill_timing = FillTiming(config.fill_timing) if config.fill_timing else FillTiming.NEXT_BAR_OPEN
     normalized.fill_timing = int(fill_timing)  # type: ignore[assignment]
     end_of_data = config.end_of_data or signal_pb2.END_OF_DATA_CLOSE
-    if end_of_data not in (signal_pb2.END_OF_DATA_CLOSE, signal_pb2.END_OF_DATA_MARK_TO_MARKET):
-        problems.add("INVALID_ARGUMENT", f"{field}.end_of_data", "unknown end-of-data handling")
     normalized.end_of_data = end_of_data
-    if not (_finite(config.risk_free_rate) and -1.0 < config.risk_free_rate < 1.0):
-        problems.add("INVALID_ARGUMENT", f"{field}.risk_free_rate", "must be a fraction in (-1, 1)")
     points = config.max_equity_points or DEFAULT_EQUITY_POINTS
-    if not 2 <= points <= MAX_EQUITY_POINTS:
-        problems.add("INVALID_ARGUMENT", f"{field}.max_equity_points", f"must be in [2, {MAX_EQUITY_POINTS}] or 0")
     normalized.max_equity_points = points
     parameters: dict[str, ParamValue] = {}
     grid: dict[str, list[ParamValue]] = {}
     rank_by = BacktestMetric.SHARPE
     try:
-        given = decode_parameters(config.parameters, field=f"{field}.parameters")
+        given = decode_parameters(config.parameters)
         parameters = strategy.resolve(given, timeframe=timeframe, field=f"{field}.parameters")
         normalized.parameters.clear()
         for name, value in parameter_values(parameters).items():
@@ -183,8 +146,6 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     except InvalidArgument as error:
         problems.absorb(error)
     problems.raise_any()
-    if timeframe is None or start is None:  # both were checked above
-        raise AssertionError("unreachable")
     return DecodedBacktest(
         strategy=strategy,
         parameters=parameters,
@@ -193,13 +154,13 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
         timeframe=timeframe,
         start=start,
         end=end,
-        initial_cash=cash,
+        initial_cash=config.initial_cash,
         commission=commission,
         slippage_bps=config.slippage_bps,
         sizing=sizing,
-        stop_loss=exits[0],
-        take_profit=exits[1],
-        trailing_stop=exits[2],
+        stop_loss=_fraction(config, "stop_loss_percent"),
+        take_profit=_fraction(config, "take_profit_percent"),
+        trailing_stop=_fraction(config, "trailing_stop_percent"),
         allow_short=config.allow_short,
         allow_fractional=config.allow_fractional,
         fill_timing=fill_timing,
@@ -211,65 +172,30 @@ def decode_config(config: signal_pb2.BacktestConfig, *, field: str = "config") -
     )
 
 
-def _sizing(
-    config: signal_pb2.BacktestConfig, normalized: signal_pb2.BacktestConfig, problems: _Problems, field: str
-) -> Sizing:
+def _sizing(config: signal_pb2.BacktestConfig, normalized: signal_pb2.BacktestConfig) -> Sizing:
+    """The sizing given (the declared rules require a method when sizing is set), else all of equity."""
     method = config.sizing.WhichOneof("method") if config.HasField("sizing") else None
-    path = f"{field}.sizing"
-    if config.HasField("sizing") and method is None:
-        problems.add("INVALID_SIZING", path, "set one of fixed_fraction, fixed_quantity, volatility_target")
     if method == "fixed_quantity":
-        quantity = config.sizing.fixed_quantity.quantity
-        if _finite(quantity) and quantity > 0.0:
-            return FixedQuantity(quantity=quantity)
-        problems.add("INVALID_SIZING", f"{path}.fixed_quantity.quantity", "must be greater than 0")
-    elif method == "volatility_target":
+        return FixedQuantity(quantity=config.sizing.fixed_quantity.quantity)
+    if method == "volatility_target":
         target = config.sizing.volatility_target
         lookback = target.lookback_bars or 20
         cap = target.max_fraction or 1.0
-        bad = len(problems.items)
-        if not (_finite(target.annual_volatility) and 0.0 < target.annual_volatility <= 10.0):
-            problems.add("INVALID_SIZING", f"{path}.volatility_target.annual_volatility", "must be in (0, 10]")
-        if not 2 <= lookback <= 10_000:
-            problems.add("INVALID_SIZING", f"{path}.volatility_target.lookback_bars", "must be in [2, 10000] or 0")
-        if not (_finite(cap) and 0.0 < cap <= 1.0):
-            problems.add("INVALID_SIZING", f"{path}.volatility_target.max_fraction", "must be in (0, 1] or 0")
         normalized.sizing.volatility_target.lookback_bars = lookback
         normalized.sizing.volatility_target.max_fraction = cap
-        if len(problems.items) == bad:
-            return VolatilityTarget(
-                annual_volatility=target.annual_volatility, lookback_bars=lookback, max_fraction=cap
-            )
-    elif method == "fixed_fraction":
-        fraction = config.sizing.fixed_fraction.fraction
-        if _finite(fraction) and 0.0 < fraction <= 1.0:
-            return FixedFraction(fraction=fraction)
-        problems.add("INVALID_SIZING", f"{path}.fixed_fraction.fraction", "must be in (0, 1]")
-    else:
-        normalized.sizing.fixed_fraction.fraction = 1.0
+        return VolatilityTarget(annual_volatility=target.annual_volatility, lookback_bars=lookback, max_fraction=cap)
+    if method == "fixed_fraction":
+        return FixedFraction(fraction=config.sizing.fixed_fraction.fraction)
+    normalized.sizing.fixed_fraction.fraction = 1.0
     return FixedFraction(fraction=1.0)
 
 
-def _exits(
-    config: signal_pb2.BacktestConfig, problems: _Problems, field: str
-) -> tuple[float | None, float | None, float | None]:
-    values: list[float | None] = []
-    rules: tuple[tuple[Literal["stop_loss_percent", "take_profit_percent", "trailing_stop_percent"], float], ...] = (
-        ("stop_loss_percent", 100.0),
-        ("take_profit_percent", 1_000_000.0),
-        ("trailing_stop_percent", 100.0),
-    )
-    for name, upper in rules:
-        if not config.HasField(name):
-            values.append(None)
-            continue
-        percent = getattr(config, name)
-        if not (_finite(percent) and 0.0 < percent < upper):
-            problems.add("INVALID_EXIT_RULE", f"{field}.{name}", f"must be a percent in (0, {upper:g})")
-            values.append(None)
-        else:
-            values.append(percent / 100.0)
-    return values[0], values[1], values[2]
+def _fraction(
+    config: signal_pb2.BacktestConfig,
+    name: Literal["stop_loss_percent", "take_profit_percent", "trailing_stop_percent"],
+) -> float | None:
+    """An exit rule's percent as a fraction, None when absent."""
+    return getattr(config, name) / 100.0 if config.HasField(name) else None
 
 
 def _grid(
@@ -282,25 +208,15 @@ def _grid(
     field: str,
 ) -> tuple[dict[str, list[ParamValue]], BacktestMetric]:
     path = f"{field}.sweep"
-    if sweep.rank_by not in BacktestMetric._value2member_map_ and sweep.rank_by != 0:
-        problems.add("INVALID_ARGUMENT", f"{path}.rank_by", "unknown metric")
-    rank_by = (
-        BacktestMetric(sweep.rank_by) if sweep.rank_by in BacktestMetric._value2member_map_ else BacktestMetric.SHARPE
-    )
-    if not sweep.grid:
-        problems.add("INVALID_ARGUMENT", f"{path}.grid", "name at least one parameter and its values")
+    rank_by = BacktestMetric(sweep.rank_by) if sweep.rank_by else BacktestMetric.SHARPE
     known = {param.name for param in strategy.params}
     grid: dict[str, list[ParamValue]] = {}
     for name in sorted(sweep.grid):
-        values = sweep.grid[name].values
         if name not in known:
             problems.add("UNKNOWN_PARAMETER", f"{path}.grid.{name}", f"unknown parameter of {strategy.strategy_id}")
-        elif not values:
-            problems.add("INVALID_ARGUMENT", f"{path}.grid.{name}", "list at least one value")
         else:
-            decoded = decode_parameters(
-                {f"{index}": value for index, value in enumerate(values)}, field=f"{path}.grid.{name}.values"
-            )
+            values = sweep.grid[name].values
+            decoded = decode_parameters({f"{index}": value for index, value in enumerate(values)})
             grid[name] = list(decoded.values())
     size = sweep_size(grid)
     if size > MAX_COMBINATIONS:

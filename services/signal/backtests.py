@@ -22,7 +22,6 @@ from services.signal.strategies.base import StrategyBars, StrategyDef
 # Bars one backtest may simulate per symbol, and in total (all symbols, before a sweep multiplies them).
 MAX_BARS_PER_SYMBOL = 1_000_000
 MAX_BARS_TOTAL = 2_000_000
-MAX_SYMBOLS = 50
 # Combinations × bars a sweep may simulate (10,000 combinations of 10,000 bars, or 100 of a million).
 MAX_SWEEP_BAR_RUNS = 200_000_000
 

@@ -26,7 +26,6 @@ from services.core.paging import NAME, Cursor, Integer, PageTokens, Row, keyset_
 from services.core.timeframes import Timeframe
 from services.signal.alert_encoding import alert_id_of, alert_not_found, caller
 from services.signal.alert_store import AlertRule, AlertStore
-from services.signal.backtest_encoding import SYMBOL
 from services.signal.backtest_store import Owner
 from services.signal.encoding import find_strategy
 from services.signal.fusion import BUY, SELL
@@ -37,7 +36,6 @@ from services.signal.live.outcome_store import OutcomeStore
 from services.signal.live.performance import PerformanceRow, group_rows
 from services.signal.live.records import HORIZONS, SeriesKey
 from services.signal.live.requests import (
-    MAX_FILTER_VALUES,
     grades_of,
     performance_message,
     range_of,
@@ -48,13 +46,11 @@ from services.signal.live.requests import (
 from services.signal.live.signal_store import SignalFilter, SignalStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
-MAX_STREAM_SYMBOLS = 100
 REPLAY_WINDOW = timedelta(hours=24)
 # Stored events read per replay query; signals of one group GetSignalPerformance reads at most.
 _REPLAY_PAGE = 500
 _MAX_GROUP_SIGNALS = 1_000_000
 _SIGNAL_ID = re.compile(r"^sig_[0-9a-f]{28}$")
-_GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
 # What the live lists' page tokens hold: ListSignals' (bar time, signal or firing id), GetSignalPerformance's row key
 # (strategy id, symbol, timeframe, horizon).
 _SIGNALS_CURSOR = keyset_cursor("signal.ListSignals")
@@ -126,13 +122,10 @@ class LiveSignalMethods:
         self, request: signal_pb2.StreamSignalsRequest, context: Context
     ) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
         owner = caller()
-        violations: list[FieldViolation] = []
-        symbols = symbols_of(request.symbols, "symbols", violations, limit=MAX_STREAM_SYMBOLS)
-        strategy_ids = strings_of(request.strategy_ids, "strategy_ids", violations)
-        timeframes = timeframes_of(request.timeframes, "timeframes", violations)
-        grades = grades_of(request.grades, "grades", violations)
-        if violations:
-            raise InvalidArgument(violations)
+        symbols = symbols_of(request.symbols)
+        strategy_ids = strings_of(request.strategy_ids)
+        timeframes = timeframes_of(request.timeframes)
+        grades = grades_of(request.grades)
         for index, strategy_id in enumerate(strategy_ids):
             find_strategy(strategy_id, f"strategy_ids[{index}]")
         since = naive_utc(request.replay_since_time) if request.HasField("replay_since_time") else None
@@ -247,15 +240,10 @@ class LiveSignalMethods:
     ) -> signal_pb2.ListSignalsResponse:
         owner = caller()
         size = page_size(request.page_size)
-        violations: list[FieldViolation] = []
-        symbols = symbols_of(request.symbols, "symbols", violations, limit=MAX_FILTER_VALUES)
-        strategy_ids = strings_of(request.strategy_ids, "strategy_ids", violations)
-        timeframes = timeframes_of(request.timeframes, "timeframes", violations)
-        grades = grades_of(request.grades, "grades", violations)
-        if request.side and request.side not in _SIDES:
-            violations.append(FieldViolation("side", "SIDE_BUY, SIDE_SELL or unspecified"))
-        if violations:
-            raise InvalidArgument(violations)
+        symbols = symbols_of(request.symbols)
+        strategy_ids = strings_of(request.strategy_ids)
+        timeframes = timeframes_of(request.timeframes)
+        grades = grades_of(request.grades)
         start, end = range_of(request.range)
         technical_only = request.technical_only if request.HasField("technical_only") else None
         side = _SIDES.get(request.side, 0)
@@ -341,23 +329,10 @@ class LiveSignalMethods:
         self, request: signal_pb2.GetSignalPerformanceRequest, context: Context
     ) -> signal_pb2.GetSignalPerformanceResponse:
         size = page_size(request.page_size)
-        violations: list[FieldViolation] = []
-        symbol = request.symbol.strip().upper()
-        if symbol and not SYMBOL.match(symbol):
-            violations.append(FieldViolation("symbol", "1-32 of A-Z 0-9 . _ -"))
-        if request.timeframe and request.timeframe not in Timeframe._value2member_map_:
-            violations.append(FieldViolation("timeframe", "one of TIMEFRAME_1M … TIMEFRAME_1D, or unspecified"))
-        grades = grades_of(request.grades, "grades", violations)
-        if violations:
-            raise InvalidArgument(violations)
-        wrong = [index for index, horizon in enumerate(request.horizons) if horizon not in HORIZONS]
-        if wrong:
-            raise InvalidArgument(
-                [FieldViolation(f"horizons[{index}]", "each of 1, 5 or 20 bars") for index in wrong],
-                reason="INVALID_HORIZON",
-            )
+        symbol = request.symbol.upper()
+        grades = grades_of(request.grades)
         horizons = sorted(set(request.horizons)) or list(HORIZONS)
-        strategy_id = request.strategy_id.strip()
+        strategy_id = request.strategy_id
         if strategy_id:
             find_strategy(strategy_id)
         start, end = range_of(request.range)

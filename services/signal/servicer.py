@@ -48,7 +48,6 @@ from services.signal.alert_store import AlertLimitReached, AlertStore
 from services.signal.analytics import IndicatorRequest, PriceSource, compute, prepare, with_warmup
 from services.signal.backtest.config import BacktestConfig
 from services.signal.backtest_encoding import (
-    SYMBOL,
     DecodedBacktest,
     ProtoReportCodec,
     backtest_message,
@@ -89,7 +88,6 @@ SERVICE = signal_pb2.DESCRIPTOR.services_by_name["SignalService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 # Bars one ComputeIndicators or EvaluateStrategy call may cover (the response carries every value).
 MAX_RANGE_BARS = 200_000
-MAX_REQUEST_ID = 128
 
 
 def _parameter_spec(param: Param) -> common_pb2.ParameterSpec:
@@ -144,22 +142,13 @@ class _Targeted(Protocol):
 
 
 def _target(request: _Targeted) -> tuple[str, datetime, datetime | None]:
-    """The symbol (upper case) and range of a request over stored bars, validated with its timeframe."""
-    symbol = request.symbol.strip().upper()
-    violations: list[FieldViolation] = []
-    if not SYMBOL.match(symbol):
-        violations.append(FieldViolation("symbol", "is required: 1-32 of A-Z 0-9 . _ -"))
-    if request.timeframe not in Timeframe._value2member_map_:
-        violations.append(FieldViolation("timeframe", "is required: one of TIMEFRAME_1M … TIMEFRAME_1D"))
-    if not request.range.HasField("start_time"):
-        violations.append(FieldViolation("range.start_time", "is required"))
-    if violations:
-        raise InvalidArgument(violations)
+    """The symbol (upper case) and range of a request over stored bars; the declared rules (symbol, timeframe,
+    range.start_time) were checked before the handler, the range's order is checked here."""
     start = naive_utc(request.range.start_time)
     end = naive_utc(request.range.end_time) if request.range.HasField("end_time") else None
     if end is not None and not start < end:
         raise InvalidArgument(FieldViolation("range", "start_time must be before end_time"), reason="INVALID_RANGE")
-    return symbol, start, end
+    return request.symbol.upper(), start, end
 
 
 def strategy_bars(series: BarSeries, span: timedelta) -> StrategyBars:
@@ -342,10 +331,6 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         self, request: signal_pb2.RunBacktestRequest, context: Context
     ) -> AsyncIterator[signal_pb2.RunBacktestResponse]:
         owner = caller()
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise InvalidArgument(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
-        if not request.HasField("config"):
-            raise InvalidArgument(FieldViolation("config", "is required"))
         decoded = decode_config(request.config)
         request_id = request.request_id or None
         record = None
@@ -448,8 +433,6 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         owner = caller()
         size = page_size(request.page_size)
         full = _full_view(request.view, default=False)
-        if request.state not in BacktestState._value2member_map_ and request.state != 0:
-            raise InvalidArgument(FieldViolation("state", "unknown backtest state"))
         filters = BacktestFilter(
             strategy_id=request.strategy_id.strip(),
             symbol=request.symbol.strip().upper(),
@@ -474,10 +457,6 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         self, request: signal_pb2.CreateAlertRequest, context: Context
     ) -> signal_pb2.CreateAlertResponse:
         owner = caller()
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise InvalidArgument(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
-        if not request.HasField("alert"):
-            raise InvalidArgument(FieldViolation("alert", "is required"))
         settings = alert_settings(request.alert)
         await self._market.instrument(settings.symbol)
         rule = new_rule(
@@ -523,16 +502,8 @@ class SignalServicer(LiveSignalMethods, signal_pb2_grpc.SignalServiceServicer): 
         self, request: signal_pb2.UpdateAlertRequest, context: Context
     ) -> signal_pb2.UpdateAlertResponse:
         owner = caller()
-        paths = list(request.update_mask.paths)
-        wrong = [path for path in paths if path not in MUTABLE_PATHS]
-        if not paths or wrong:
-            raise InvalidArgument(
-                FieldViolation(
-                    "update_mask",
-                    f"name some of {', '.join(sorted(MUTABLE_PATHS))}" + (f"; not {', '.join(wrong)}" if wrong else ""),
-                ),
-                reason="INVALID_UPDATE_MASK",
-            )
+        # The declared rules admitted only the alert's settable fields, or "*" for all of them.
+        paths = sorted(MUTABLE_PATHS) if "*" in request.update_mask.paths else list(request.update_mask.paths)
         rule = await self._alert(owner, request.alert.alert_id, field="alert.alert_id")
         changed = updated(rule, request.alert, paths, utc_now())
         if changed.symbol != rule.symbol:
@@ -592,9 +563,7 @@ def _backtest_not_found(backtest_id: str) -> NotFound:
 
 
 def _full_view(view: int, *, default: bool) -> bool:
-    if view not in (0, 1, 2):
-        raise InvalidArgument(FieldViolation("view", "unknown view"))
-    return default if view == 0 else view == 2
+    return default if view == 0 else view == signal_pb2.BACKTEST_VIEW_FULL
 
 
 def registration(

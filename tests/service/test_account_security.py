@@ -278,7 +278,8 @@ async def test_unknown_email_and_wrong_password_look_and_cost_the_same(
 
 BAD_EMAILS = {
     "missing @": "alice.example.com",
-    "10 MB": "a" * (10 * 1024 * 1024) + "@example.com",
+    # One character past the declared 254.
+    "255 characters": "a" * 243 + "@example.com",
     "zero-width": "ali\u200bce@example.com",
     "SQL": "x@y.com' OR '1'='1",
 }
@@ -289,6 +290,11 @@ async def test_register_refuses_bad_emails(platform: AccountPlatform, case: str)
     error = await _failure(platform.register(BAD_EMAILS[case]))
     assert (error.code(), reason_of(error)) == (INVALID_ARGUMENT, "EMAIL_INVALID")
     assert set(violations_of(error)) == {"email"}
+
+
+async def test_a_10_mb_email_is_refused_by_its_size(platform: AccountPlatform) -> None:
+    error = await _failure(platform.register("a" * (10 * 1024 * 1024) + "@example.com"))
+    assert (error.code(), reason_of(error)) == (EXHAUSTED, "REQUEST_TOO_LARGE")
 
 
 @pytest.mark.parametrize(
@@ -302,12 +308,23 @@ async def test_register_refuses_weak_passwords(platform: AccountPlatform, passwo
 
 
 async def test_register_reports_every_bad_field_at_once(platform: AccountPlatform) -> None:
+    # Each value just past its field's declared limit.
     request = account_pb2.RegisterRequest(
-        email="not an email", password="", display_name="a\x00b", request_id="bad id!"
+        email="a" * 243 + "@example.com",
+        password="Quokka-78",
+        display_name="d" * 65,
+        timezone="T" * 65,
+        locale="en-" + "x" * 33,
+        request_id="r" * 65,
     )
     error = await _failure(platform.stub.Register(request))
     assert error.code() == INVALID_ARGUMENT
-    assert set(violations_of(error)) == {"email", "password", "display_name", "request_id"}
+    found = violations_of(error)
+    assert set(found) == {"email", "password", "display_name", "timezone", "locale", "request_id"}
+    limits = {"email": 254, "display_name": 64, "timezone": 64, "locale": 35, "request_id": 64}
+    for field, limit in limits.items():
+        assert f"at most {limit}" in found[field], (field, found[field])
+    assert "at least 10" in found["password"]
 
 
 async def test_register_reports_a_bad_email_and_a_weak_password_together(platform: AccountPlatform) -> None:
@@ -328,9 +345,13 @@ async def test_a_huge_password_is_refused_before_hashing(
 ) -> None:
     await platform.register("alice@example.com")
     calls = _count_argon2_work(monkeypatch)
-    error = await _failure(platform.login("alice@example.com", "x" * 100_000))
-    assert error.code() == INVALID_ARGUMENT
-    assert set(violations_of(error)) == {"password"}
+    # One character past the declared 1024: refused by the rules, before the account is looked up.
+    error = await _failure(platform.login("alice@example.com", "x" * 1025))
+    assert (error.code(), set(violations_of(error))) == (INVALID_ARGUMENT, {"password"})
+    assert "at most 1024" in violations_of(error)["password"]
+    # A megabyte: refused by its size, before it is even parsed.
+    error = await _failure(platform.login("alice@example.com", "x" * 1024 * 1024))
+    assert (error.code(), reason_of(error)) == (EXHAUSTED, "REQUEST_TOO_LARGE")
     assert calls == []
 
 

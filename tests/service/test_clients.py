@@ -21,6 +21,13 @@ from services.market.servicer import SERVICE as MARKET
 from services.market.servicer import MarketServicer
 from tests.support import make_settings, running_server
 
+# A request the contract's rules admit, so the call reaches the servicer.
+NEW_INSTRUMENT = market_pb2.CreateInstrumentRequest(
+    instrument=market_pb2.Instrument(
+        symbol="TEST-NEW", venue="NASDAQ", asset_class=market_pb2.ASSET_CLASS_STOCK, quote_currency="USD"
+    )
+)
+
 
 class FlakyMarket(MarketServicer):
     """Fails the first `failures` calls of each method with UNAVAILABLE and records what every call carried."""
@@ -113,7 +120,7 @@ async def test_non_idempotent_call_is_never_retried() -> None:
         try:
             stub = factory.stub(market_pb2_grpc.MarketServiceStub, MARKET)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.CreateInstrument(market_pb2.CreateInstrumentRequest())
+                await stub.CreateInstrument(NEW_INSTRUMENT)
         finally:
             await factory.stop()
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -236,7 +243,7 @@ async def test_the_edge_channel_retries_idempotent_calls_too() -> None:
             stub = market_pb2_grpc.MarketServiceStub(factory.channel(MARKET, propagate=False))
             await stub.ListInstruments(market_pb2.ListInstrumentsRequest(), timeout=10)
             with pytest.raises(grpc.aio.AioRpcError):
-                await stub.CreateInstrument(market_pb2.CreateInstrumentRequest(), timeout=10)
+                await stub.CreateInstrument(NEW_INSTRUMENT, timeout=10)
         finally:
             await factory.stop()
     assert servicer.attempts == {"ListInstruments": 3, "CreateInstrument": 1}

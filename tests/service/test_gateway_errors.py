@@ -162,6 +162,25 @@ async def test_a_request_without_credentials_is_401_before_its_body_is_read(plat
     assert _violations(_error(login)) == {"email": "expected a string, got a number"}
 
 
+async def test_a_credential_header_no_credential_can_hold_is_401(platform: GatewayPlatform) -> None:
+    """Credentials are printable ASCII (all gRPC metadata carries): a header with other characters is an invalid
+    credential – 401 with the reason the services give – not a malformed request, whatever else is sent."""
+    http = platform.http
+    bearer = {name.encode(): value.encode() for name, value in platform.bearer(3).items()}
+    cases: list[tuple[dict[bytes, bytes], str]] = [
+        ({**bearer, b"x-api-key": "cl\xe9".encode("latin-1")}, "API_KEY_INVALID"),
+        ({b"authorization": "Bearer \xe9t\xe9".encode("latin-1")}, "TOKEN_INVALID"),
+    ]
+    for headers, reason in cases:
+        for refused in (
+            await http.get("/v1/alerts", headers=headers),
+            await http.post("/v1/auth:login", headers=headers, json={"email": "a@example.com", "password": "x"}),
+        ):
+            assert refused.status_code == 401, refused.text
+            error = _error(refused)
+            assert (error["status"], _reason(error)) == ("UNAUTHENTICATED", reason)
+
+
 async def test_cors_preflight_grants_the_configured_origins_only(platform: GatewayPlatform) -> None:
     http = platform.http
     allowed = {"origin": "https://app.example.com", "access-control-request-method": "POST"}

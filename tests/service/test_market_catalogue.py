@@ -177,7 +177,7 @@ async def test_pages_walk_every_instrument_once_in_symbol_order(platform: Market
 
 async def test_get_instrument(platform: MarketPlatform) -> None:
     reply = await platform.stub.GetInstrument(
-        market_pb2.GetInstrumentRequest(symbol=" test-aapl "), metadata=platform.reader
+        market_pb2.GetInstrumentRequest(symbol="test-aapl"), metadata=platform.reader
     )
     assert (reply.instrument.symbol, reply.instrument.display_name) == ("TEST-AAPL", "Apple test stock")
     assert (reply.instrument.tick_size, reply.instrument.lot_size) == (0.01, 1.0)

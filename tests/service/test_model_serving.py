@@ -146,6 +146,10 @@ async def test_pinned_versions_must_fit_the_request(platform: SignalPlatform) ->
     )
     for request, expected in (
         (_predict(model_id=other.model_id), (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_MISMATCH")),
+        (
+            _predict(model_id=other.model_id, require_passed_gate=True),
+            (grpc.StatusCode.INVALID_ARGUMENT, "MODEL_SELECTOR_CONFLICT"),
+        ),
         (_predict(model_id=archived.model_id), (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_ARCHIVED")),
         (_predict(model_id="mdl_000000000000000000000000"), (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")),
         (_predict(model_id="not an id!"), (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")),

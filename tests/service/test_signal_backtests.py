@@ -475,6 +475,8 @@ def _sweep(size: int) -> signal_pb2.ParameterSweep:
         ({"initial_cash": -5.0}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CASH"),
         ({"initial_cash": math.nan}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CASH"),
         ({"commission": signal_pb2.CommissionModel(rate_bps=-1)}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_COST"),
+        # The engine charges at most 10 % a fill: above that the contract refuses it (it once failed with INTERNAL).
+        ({"commission": signal_pb2.CommissionModel(rate_bps=1000)}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_COST"),
         ({"slippage_bps": -0.5}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_COST"),
         ({"sizing": signal_pb2.PositionSizing()}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SIZING"),
         (
@@ -491,7 +493,7 @@ def _sweep(size: int) -> signal_pb2.ParameterSweep:
         ({"trailing_stop_percent": 100.0}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_EXIT_RULE"),
         ({"timeframe": common_pb2.TIMEFRAME_UNSPECIFIED}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
         ({"symbols": []}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
-        ({"symbols": ["DEMO", "demo"]}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        ({"symbols": ["DEMO", "demo"]}, grpc.StatusCode.INVALID_ARGUMENT, "DUPLICATE_SYMBOL"),
         ({"symbols": [f"S{i}" for i in range(51)]}, grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_SYMBOLS"),
         ({"symbols": ["NOPE"]}, grpc.StatusCode.NOT_FOUND, "SYMBOL_NOT_FOUND"),
         ({"symbols": ["DEMO", "EUROX"]}, grpc.StatusCode.INVALID_ARGUMENT, "MIXED_QUOTE_CURRENCIES"),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 
+from bullant.account.v1 import account_pb2
 from services.account.client import client_address, parse_networks, peer_address
 from services.account.credentials import (
     hash_recovery_code,
@@ -21,6 +22,7 @@ from services.core.auth.api_keys import allowed_scopes, looks_like_api_key
 from services.core.coordination import KeySpace, MemoryBackend
 from services.core.errors import InvalidArgument, ResourceExhausted
 from services.core.paging import page_size
+from services.core.rules import RuleBook
 
 LOOPBACK = parse_networks(["127.0.0.1/32", "::1/128", "10.0.0.0/8"])
 
@@ -44,11 +46,11 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert client_address("ipv4:127.0.0.1:4000", "", LOOPBACK) == "127.0.0.1"
 
 
-def test_page_sizes_default_clamp_and_refuse_negatives() -> None:
+def test_page_sizes_default_and_clamp_and_the_contract_refuses_negatives() -> None:
     assert page_size(0) == 50
     assert page_size(5000) == 1000
     with pytest.raises(InvalidArgument):
-        page_size(-1)
+        RuleBook().check(account_pb2.ListApiKeysRequest(page_size=-1))
 
 
 def test_recovery_codes_are_distinct_and_match_however_they_are_typed() -> None:

@@ -15,7 +15,6 @@ from services.core.auth.keys import load_page_token_key
 from services.core.errors import InvalidArgument
 from services.core.paging import (
     COUNT,
-    MAX_TOKEN_LENGTH,
     NAME,
     Cursor,
     Integer,
@@ -86,8 +85,8 @@ def test_tokens_the_server_did_not_sign_are_refused() -> None:
         "....",
         "é.é",
         "\x00",
-        "A" * (MAX_TOKEN_LENGTH + 1),
-        token + "A" * MAX_TOKEN_LENGTH,
+        "A" * 1025,
+        token + "A" * 1024,
     ):
         _refused(ALGORITHMS, bad)
 

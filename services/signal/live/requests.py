@@ -3,7 +3,7 @@ signal-performance rows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -12,69 +12,27 @@ from bullant.signal.v1 import signal_pb2
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import naive_utc, timestamp
 from services.core.timeframes import Timeframe
-from services.signal.backtest_encoding import SYMBOL
 from services.signal.live.performance import PerformanceRow
 
-MAX_FILTER_VALUES = 100
 T = TypeVar("T")
-V = TypeVar("V")
-_GRADES = frozenset(value for value in signal_pb2.SignalGrade.values() if value)
 
 
-def symbols_of(raw: Sequence[str], field: str, violations: list[FieldViolation], *, limit: int) -> list[str]:
-    if len(raw) > limit:
-        raise InvalidArgument(FieldViolation(field, f"at most {limit} symbols"), reason="TOO_MANY_SYMBOLS")
-    return _distinct(
-        (value.strip().upper() for value in raw),
-        SYMBOL.match,
-        str,
-        field,
-        violations,
-        description="1-32 of A-Z 0-9 . _ -",
-    )
+def symbols_of(raw: Sequence[str]) -> list[str]:
+    """The symbols of a filter, upper case, without repeats, in first-seen order (their count and spelling are
+    declared request rules, checked before the handler)."""
+    return list(dict.fromkeys(value.upper() for value in raw))
 
 
-def timeframes_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[Timeframe]:
-    return _distinct(
-        raw,
-        Timeframe._value2member_map_.__contains__,
-        Timeframe,
-        field,
-        violations,
-        description="one of TIMEFRAME_1M … TIMEFRAME_1D",
-    )
+def timeframes_of(raw: Sequence[int]) -> list[Timeframe]:
+    return list(dict.fromkeys(Timeframe(value) for value in raw))
 
 
-def grades_of(raw: Sequence[int], field: str, violations: list[FieldViolation]) -> list[int]:
-    return _distinct(
-        raw, _GRADES.__contains__, int, field, violations, description="one of SIGNAL_GRADE_STRONG_BUY … STRONG_SELL"
-    )
+def grades_of(raw: Sequence[int]) -> list[int]:
+    return list(dict.fromkeys(int(value) for value in raw))
 
 
-def _distinct(
-    raw: Iterable[V],
-    valid: Callable[[V], object],
-    convert: Callable[[V], T],
-    field: str,
-    violations: list[FieldViolation],
-    *,
-    description: str,
-) -> list[T]:
-    """The valid values, converted, without repeats, in first-seen order; a violation (`field[index]`) for each
-    invalid one."""
-    found: dict[T, None] = {}
-    for index, value in enumerate(raw):
-        if valid(value):
-            found[convert(value)] = None
-        else:
-            violations.append(FieldViolation(f"{field}[{index}]", description))
-    return list(found)
-
-
-def strings_of(raw: Sequence[str], field: str, violations: list[FieldViolation]) -> list[str]:
-    if len(raw) > MAX_FILTER_VALUES:
-        violations.append(FieldViolation(field, f"at most {MAX_FILTER_VALUES} values"))
-    return list(dict.fromkeys(value.strip() for value in raw if value.strip()))
+def strings_of(raw: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(raw))
 
 
 def range_of(window: common_pb2.TimeRange, field: str = "range") -> tuple[datetime | None, datetime | None]:

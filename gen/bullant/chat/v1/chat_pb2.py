@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 from bullant.common.v1 import access_pb2 as bullant_dot_common_dot_v1_dot_access__pb2
 from bullant.common.v1 import common_pb2 as bullant_dot_common_dot_v1_dot_common__pb2
+from bullant.common.v1 import rules_pb2 as bullant_dot_common_dot_v1_dot_rules__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ullant/chat/v1/chat.proto\x12\x0f\x62ullant.chat.v1\x1a\x1e\x62ullant/common/v1/access.proto\x1a\x1e\x62ullant/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n\x08ToolCall\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttool_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61rguments_json\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x06status\x18\x04 \x01(\x0e\x32\x1f.bullant.chat.v1.ToolCallStatusB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresult_json\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rerror_message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\"c\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"\xa6\x02\n\x07Message\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x1c.bullant.chat.v1.MessageRoleB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ntool_calls\x18\x04 \x03(\x0b\x32\x19.bullant.chat.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctool_call_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x05usage\x18\x06 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenUsageB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xff\x01\n\x0c\x43onversation\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rmessage_count\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x08messages\x18\x04 \x03(\x0b\x32\x18.bullant.chat.v1.MessageB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"J\n\x19\x43reateConversationRequest\x12\x18\n\nrequest_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"Q\n\x1a\x43reateConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.bullant.chat.v1.Conversation\"M\n\x18ListConversationsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"j\n\x19ListConversationsResponse\x12\x34\n\rconversations\x18\x01 \x03(\x0b\x32\x1d.bullant.chat.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x16GetConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x17GetConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.bullant.chat.v1.Conversation\"W\n\x19\x44\x65leteConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rallow_missing\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x1c\n\x1a\x44\x65leteConversationResponse\"^\n\x0f\x43onverseRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04text\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"R\n\x0fToolCallStarted\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\xbf\x01\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.bullant.chat.v1.ToolCallStatus\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"e\n\x0c\x46inalMessage\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.bullant.chat.v1.Message\x12*\n\x05usage\x18\x02 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenUsage\"C\n\rConverseError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x8a\x03\n\x10\x43onverseResponse\x12\x30\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x18.bullant.chat.v1.MessageH\x00\x12,\n\x05token\x18\x02 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenDeltaH\x00\x12=\n\x11tool_call_started\x18\x03 \x01(\x0b\x32 .bullant.chat.v1.ToolCallStartedH\x00\x12\x32\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1b.bullant.chat.v1.ToolResultH\x00\x12\x36\n\rfinal_message\x18\x05 \x01(\x0b\x32\x1d.bullant.chat.v1.FinalMessageH\x00\x12/\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.bullant.chat.v1.ConverseErrorH\x00\x12\x31\n\theartbeat\x18\x07 \x01(\x0b\x32\x1c.bullant.common.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"k\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1d\n\x15\x61rguments_schema_json\x18\x03 \x01(\t\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x0e\n\x06method\x18\x05 \x01(\t\"E\n\x10ListToolsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"R\n\x11ListToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.bullant.chat.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8e\x01\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x04*\x8d\x01\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18TOOL_CALL_STATUS_RUNNING\x10\x01\x12\x1e\n\x1aTOOL_CALL_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17TOOL_CALL_STATUS_FAILED\x10\x03\x32\x93\x07\n\x0b\x43hatService\x12\x96\x01\n\x12\x43reateConversation\x12*.bullant.chat.v1.CreateConversationRequest\x1a+.bullant.chat.v1.CreateConversationResponse\"\'\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02\x16\"\x11/v1/conversations:\x01*\x12\x92\x01\n\x11ListConversations\x12).bullant.chat.v1.ListConversationsRequest\x1a*.bullant.chat.v1.ListConversationsResponse\"&\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/conversations\x12\x9e\x01\n\x0fGetConversation\x12\'.bullant.chat.v1.GetConversationRequest\x1a(.bullant.chat.v1.GetConversationResponse\"8\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02%\x12#/v1/conversations/{conversation_id}\x12\xa8\x01\n\x12\x44\x65leteConversation\x12*.bullant.chat.v1.DeleteConversationRequest\x1a+.bullant.chat.v1.DeleteConversationResponse\"9\x90\x02\x02\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02%*#/v1/conversations/{conversation_id}\x12\x95\x01\n\x08\x43onverse\x12 .bullant.chat.v1.ConverseRequest\x1a!.bullant.chat.v1.ConverseResponse\"B\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02\x31\",/v1/conversations/{conversation_id}:converse:\x01*0\x01\x12r\n\tListTools\x12!.bullant.chat.v1.ListToolsRequest\x1a\".bullant.chat.v1.ListToolsResponse\"\x1e\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/toolsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62ullant/chat/v1/chat.proto\x12\x0f\x62ullant.chat.v1\x1a\x1e\x62ullant/common/v1/access.proto\x1a\x1e\x62ullant/common/v1/common.proto\x1a\x1d\x62ullant/common/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n\x08ToolCall\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttool_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61rguments_json\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x06status\x18\x04 \x01(\x0e\x32\x1f.bullant.chat.v1.ToolCallStatusB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresult_json\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rerror_message\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\"c\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\"\xa6\x02\n\x07Message\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x04role\x18\x02 \x01(\x0e\x32\x1c.bullant.chat.v1.MessageRoleB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ntool_calls\x18\x04 \x03(\x0b\x32\x19.bullant.chat.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctool_call_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x05usage\x18\x06 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenUsageB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xff\x01\n\x0c\x43onversation\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rmessage_count\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x08messages\x18\x04 \x03(\x0b\x32\x18.bullant.chat.v1.MessageB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x01\n\x19\x43reateConversationRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x01\xb2\xbb\x18\x03\x10\x80\x01\x12U\n\x05title\x18\x02 \x01(\tBF\xe2\x41\x01\x01\xb2\xbb\x18>\x10\xc8\x01\x1a\x18^[^\\x00-\\x1F\\x7F-\\x9F]*$\"\x1ftext without control characters\"Q\n\x1a\x43reateConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.bullant.chat.v1.Conversation\"\x81\x01\n\x18ListConversationsRequest\x12$\n\tpage_size\x18\x01 \x01(\x05\x42\x11\xe2\x41\x01\x01\xb2\xbb\x18\t)\x00\x00\x00\x00\x00\x00\x00\x00\x12?\n\npage_token\x18\x02 \x01(\tB+\xe2\x41\x01\x01\xb2\xbb\x18#\x10\x80\x08j\npage-tokenr\x12PAGE_TOKEN_INVALID\"j\n\x19ListConversationsResponse\x12\x34\n\rconversations\x18\x01 \x03(\x0b\x32\x1d.bullant.chat.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x16GetConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x17GetConversationResponse\x12\x33\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1d.bullant.chat.v1.Conversation\"W\n\x19\x44\x65leteConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rallow_missing\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x1c\n\x1a\x44\x65leteConversationResponse\"l\n\x0f\x43onverseRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x04text\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xb2\xbb\x18\x03\x10\xc0>\x12\x1f\n\nrequest_id\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\xb2\xbb\x18\x03\x10\x80\x01\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"R\n\x0fToolCallStarted\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\xbf\x01\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.bullant.chat.v1.ToolCallStatus\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"e\n\x0c\x46inalMessage\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.bullant.chat.v1.Message\x12*\n\x05usage\x18\x02 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenUsage\"C\n\rConverseError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\x8a\x03\n\x10\x43onverseResponse\x12\x30\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x18.bullant.chat.v1.MessageH\x00\x12,\n\x05token\x18\x02 \x01(\x0b\x32\x1b.bullant.chat.v1.TokenDeltaH\x00\x12=\n\x11tool_call_started\x18\x03 \x01(\x0b\x32 .bullant.chat.v1.ToolCallStartedH\x00\x12\x32\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1b.bullant.chat.v1.ToolResultH\x00\x12\x36\n\rfinal_message\x18\x05 \x01(\x0b\x32\x1d.bullant.chat.v1.FinalMessageH\x00\x12/\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.bullant.chat.v1.ConverseErrorH\x00\x12\x31\n\theartbeat\x18\x07 \x01(\x0b\x32\x1c.bullant.common.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"k\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1d\n\x15\x61rguments_schema_json\x18\x03 \x01(\t\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x0e\n\x06method\x18\x05 \x01(\t\"y\n\x10ListToolsRequest\x12$\n\tpage_size\x18\x01 \x01(\x05\x42\x11\xe2\x41\x01\x01\xb2\xbb\x18\t)\x00\x00\x00\x00\x00\x00\x00\x00\x12?\n\npage_token\x18\x02 \x01(\tB+\xe2\x41\x01\x01\xb2\xbb\x18#\x10\x80\x08j\npage-tokenr\x12PAGE_TOKEN_INVALID\"R\n\x11ListToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.bullant.chat.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8e\x01\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x04*\x8d\x01\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18TOOL_CALL_STATUS_RUNNING\x10\x01\x12\x1e\n\x1aTOOL_CALL_STATUS_SUCCEEDED\x10\x02\x12\x1b\n\x17TOOL_CALL_STATUS_FAILED\x10\x03\x32\x93\x07\n\x0b\x43hatService\x12\x96\x01\n\x12\x43reateConversation\x12*.bullant.chat.v1.CreateConversationRequest\x1a+.bullant.chat.v1.CreateConversationResponse\"\'\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02\x16\"\x11/v1/conversations:\x01*\x12\x92\x01\n\x11ListConversations\x12).bullant.chat.v1.ListConversationsRequest\x1a*.bullant.chat.v1.ListConversationsResponse\"&\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/conversations\x12\x9e\x01\n\x0fGetConversation\x12\'.bullant.chat.v1.GetConversationRequest\x1a(.bullant.chat.v1.GetConversationResponse\"8\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02%\x12#/v1/conversations/{conversation_id}\x12\xa8\x01\n\x12\x44\x65leteConversation\x12*.bullant.chat.v1.DeleteConversationRequest\x1a+.bullant.chat.v1.DeleteConversationResponse\"9\x90\x02\x02\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02%*#/v1/conversations/{conversation_id}\x12\x95\x01\n\x08\x43onverse\x12 .bullant.chat.v1.ConverseRequest\x1a!.bullant.chat.v1.ConverseResponse\"B\xa2\xbb\x18\x07\x12\x05trade\x82\xd3\xe4\x93\x02\x31\",/v1/conversations/{conversation_id}:converse:\x01*0\x01\x12r\n\tListTools\x12!.bullant.chat.v1.ListToolsRequest\x1a\".bullant.chat.v1.ListToolsResponse\"\x1e\x90\x02\x01\xa2\xbb\x18\x06\x12\x04read\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/toolsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,13 +79,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATION'].fields_by_name['update_time']._loaded_options = None
   _globals['_CONVERSATION'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\262\273\030\003\020\200\001'
   _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['title']._loaded_options = None
-  _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['title']._serialized_options = b'\342A\001\001'
+  _globals['_CREATECONVERSATIONREQUEST'].fields_by_name['title']._serialized_options = b'\342A\001\001\262\273\030>\020\310\001\032\030^[^\\x00-\\x1F\\x7F-\\x9F]*$\"\037text without control characters'
   _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\262\273\030\t)\000\000\000\000\000\000\000\000'
   _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
-  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTCONVERSATIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\262\273\030#\020\200\010j\npage-tokenr\022PAGE_TOKEN_INVALID'
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
   _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\002'
   _globals['_DELETECONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
@@ -94,13 +95,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSEREQUEST'].fields_by_name['conversation_id']._loaded_options = None
   _globals['_CONVERSEREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\002'
   _globals['_CONVERSEREQUEST'].fields_by_name['text']._loaded_options = None
-  _globals['_CONVERSEREQUEST'].fields_by_name['text']._serialized_options = b'\342A\001\002'
+  _globals['_CONVERSEREQUEST'].fields_by_name['text']._serialized_options = b'\342A\001\002\262\273\030\003\020\300>'
   _globals['_CONVERSEREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_CONVERSEREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_CONVERSEREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\262\273\030\003\020\200\001'
   _globals['_LISTTOOLSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTTOOLSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTTOOLSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\262\273\030\t)\000\000\000\000\000\000\000\000'
   _globals['_LISTTOOLSREQUEST'].fields_by_name['page_token']._loaded_options = None
-  _globals['_LISTTOOLSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTTOOLSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001\262\273\030#\020\200\010j\npage-tokenr\022PAGE_TOKEN_INVALID'
   _globals['_CHATSERVICE'].methods_by_name['CreateConversation']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['CreateConversation']._serialized_options = b'\242\273\030\007\022\005trade\202\323\344\223\002\026\"\021/v1/conversations:\001*'
   _globals['_CHATSERVICE'].methods_by_name['ListConversations']._loaded_options = None
@@ -113,54 +114,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSERVICE'].methods_by_name['Converse']._serialized_options = b'\242\273\030\007\022\005trade\202\323\344\223\0021\",/v1/conversations/{conversation_id}:converse:\001*'
   _globals['_CHATSERVICE'].methods_by_name['ListTools']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['ListTools']._serialized_options = b'\220\002\001\242\273\030\006\022\004read\202\323\344\223\002\013\022\t/v1/tools'
-  _globals['_MESSAGEROLE']._serialized_start=2991
-  _globals['_MESSAGEROLE']._serialized_end=3133
-  _globals['_TOOLCALLSTATUS']._serialized_start=3136
-  _globals['_TOOLCALLSTATUS']._serialized_end=3277
-  _globals['_TOOLCALL']._serialized_start=240
-  _globals['_TOOLCALL']._serialized_end=495
-  _globals['_TOKENUSAGE']._serialized_start=497
-  _globals['_TOKENUSAGE']._serialized_end=596
-  _globals['_MESSAGE']._serialized_start=599
-  _globals['_MESSAGE']._serialized_end=893
-  _globals['_CONVERSATION']._serialized_start=896
-  _globals['_CONVERSATION']._serialized_end=1151
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=1153
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1227
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=1229
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=1310
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1312
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1389
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1391
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1497
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1499
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1554
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1556
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1634
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1636
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1723
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1725
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1753
-  _globals['_CONVERSEREQUEST']._serialized_start=1755
-  _globals['_CONVERSEREQUEST']._serialized_end=1849
-  _globals['_TOKENDELTA']._serialized_start=1851
-  _globals['_TOKENDELTA']._serialized_end=1877
-  _globals['_TOOLCALLSTARTED']._serialized_start=1879
-  _globals['_TOOLCALLSTARTED']._serialized_end=1961
-  _globals['_TOOLRESULT']._serialized_start=1964
-  _globals['_TOOLRESULT']._serialized_end=2155
-  _globals['_FINALMESSAGE']._serialized_start=2157
-  _globals['_FINALMESSAGE']._serialized_end=2258
-  _globals['_CONVERSEERROR']._serialized_start=2260
-  _globals['_CONVERSEERROR']._serialized_end=2327
-  _globals['_CONVERSERESPONSE']._serialized_start=2330
-  _globals['_CONVERSERESPONSE']._serialized_end=2724
-  _globals['_TOOL']._serialized_start=2726
-  _globals['_TOOL']._serialized_end=2833
-  _globals['_LISTTOOLSREQUEST']._serialized_start=2835
-  _globals['_LISTTOOLSREQUEST']._serialized_end=2904
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=2906
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=2988
-  _globals['_CHATSERVICE']._serialized_start=3280
-  _globals['_CHATSERVICE']._serialized_end=4195
+  _globals['_MESSAGEROLE']._serialized_start=3215
+  _globals['_MESSAGEROLE']._serialized_end=3357
+  _globals['_TOOLCALLSTATUS']._serialized_start=3360
+  _globals['_TOOLCALLSTATUS']._serialized_end=3501
+  _globals['_TOOLCALL']._serialized_start=271
+  _globals['_TOOLCALL']._serialized_end=526
+  _globals['_TOKENUSAGE']._serialized_start=528
+  _globals['_TOKENUSAGE']._serialized_end=627
+  _globals['_MESSAGE']._serialized_start=630
+  _globals['_MESSAGE']._serialized_end=924
+  _globals['_CONVERSATION']._serialized_start=927
+  _globals['_CONVERSATION']._serialized_end=1182
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=1185
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1332
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=1334
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=1415
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1418
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1547
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1549
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1655
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1657
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1712
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1714
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1792
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1794
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1881
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1883
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1911
+  _globals['_CONVERSEREQUEST']._serialized_start=1913
+  _globals['_CONVERSEREQUEST']._serialized_end=2021
+  _globals['_TOKENDELTA']._serialized_start=2023
+  _globals['_TOKENDELTA']._serialized_end=2049
+  _globals['_TOOLCALLSTARTED']._serialized_start=2051
+  _globals['_TOOLCALLSTARTED']._serialized_end=2133
+  _globals['_TOOLRESULT']._serialized_start=2136
+  _globals['_TOOLRESULT']._serialized_end=2327
+  _globals['_FINALMESSAGE']._serialized_start=2329
+  _globals['_FINALMESSAGE']._serialized_end=2430
+  _globals['_CONVERSEERROR']._serialized_start=2432
+  _globals['_CONVERSEERROR']._serialized_end=2499
+  _globals['_CONVERSERESPONSE']._serialized_start=2502
+  _globals['_CONVERSERESPONSE']._serialized_end=2896
+  _globals['_TOOL']._serialized_start=2898
+  _globals['_TOOL']._serialized_end=3005
+  _globals['_LISTTOOLSREQUEST']._serialized_start=3007
+  _globals['_LISTTOOLSREQUEST']._serialized_end=3128
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=3130
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=3212
+  _globals['_CHATSERVICE']._serialized_start=3504
+  _globals['_CHATSERVICE']._serialized_end=4419
 # @@protoc_insertion_point(module_scope)

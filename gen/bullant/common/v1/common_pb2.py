@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bullant.common.v1 import rules_pb2 as bullant_dot_common_dot_v1_dot_rules__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62ullant/common/v1/common.proto\x12\x11\x62ullant.common.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x07\x44\x65\x63imal\x12\r\n\x05value\x18\x01 \x01(\t\"u\n\tTimeRange\x12\x34\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"s\n\x0eParameterValue\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"M\n\x12ParameterValueList\x12\x37\n\x06values\x18\x01 \x03(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x02\"\xf9\x02\n\rParameterSpec\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x04type\x18\x03 \x01(\x0e\x32 .bullant.common.v1.ParameterTypeB\x04\xe2\x41\x01\x03\x12>\n\rdefault_value\x18\x04 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12:\n\tmin_value\x18\x05 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12:\n\tmax_value\x18\x06 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63hoices\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04unit\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x04step\x18\t \x01(\x01\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x42\x07\n\x05_step\"B\n\tHeartbeat\x12\x35\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x81\x01\n\tTimeframe\x12\x19\n\x15TIMEFRAME_UNSPECIFIED\x10\x00\x12\x10\n\x0cTIMEFRAME_1M\x10\x01\x12\x10\n\x0cTIMEFRAME_5M\x10\x02\x12\x11\n\rTIMEFRAME_15M\x10\x03\x12\x10\n\x0cTIMEFRAME_1H\x10\x04\x12\x10\n\x0cTIMEFRAME_1D\x10\x05*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x9d\x01\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x19\n\x15PARAMETER_TYPE_NUMBER\x10\x02\x12\x1a\n\x16PARAMETER_TYPE_BOOLEAN\x10\x03\x12\x19\n\x15PARAMETER_TYPE_CHOICE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62ullant/common/v1/common.proto\x12\x11\x62ullant.common.v1\x1a\x1d\x62ullant/common/v1/rules.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x07\x44\x65\x63imal\x12\r\n\x05value\x18\x01 \x01(\t\"u\n\tTimeRange\x12\x34\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"\x97\x01\n\x0eParameterValue\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x02 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x1f\n\x0cstring_value\x18\x04 \x01(\tB\x07\xb2\xbb\x18\x03\x10\x80\x02H\x00\x42!\n\x04kind\x12\x19\xba\xbb\x18\x15\x08\x01\x12\x11INVALID_PARAMETER\"e\n\x12ParameterValueList\x12O\n\x06values\x18\x01 \x03(\x0b\x32!.bullant.common.v1.ParameterValueB\x1c\xe2\x41\x01\x02\xb2\xbb\x18\x14X\x90Nz\x0fSWEEP_TOO_LARGE\"\xf9\x02\n\rParameterSpec\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x04type\x18\x03 \x01(\x0e\x32 .bullant.common.v1.ParameterTypeB\x04\xe2\x41\x01\x03\x12>\n\rdefault_value\x18\x04 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12:\n\tmin_value\x18\x05 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12:\n\tmax_value\x18\x06 \x01(\x0b\x32!.bullant.common.v1.ParameterValueB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63hoices\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04unit\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x04step\x18\t \x01(\x01\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x42\x07\n\x05_step\"B\n\tHeartbeat\x12\x35\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x81\x01\n\tTimeframe\x12\x19\n\x15TIMEFRAME_UNSPECIFIED\x10\x00\x12\x10\n\x0cTIMEFRAME_1M\x10\x01\x12\x10\n\x0cTIMEFRAME_5M\x10\x02\x12\x11\n\rTIMEFRAME_15M\x10\x03\x12\x10\n\x0cTIMEFRAME_1H\x10\x04\x12\x10\n\x0cTIMEFRAME_1D\x10\x05*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x9d\x01\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x19\n\x15PARAMETER_TYPE_NUMBER\x10\x02\x12\x1a\n\x16PARAMETER_TYPE_BOOLEAN\x10\x03\x12\x19\n\x15PARAMETER_TYPE_CHOICE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMERANGE'].fields_by_name['start_time']._serialized_options = b'\342A\001\001'
   _globals['_TIMERANGE'].fields_by_name['end_time']._loaded_options = None
   _globals['_TIMERANGE'].fields_by_name['end_time']._serialized_options = b'\342A\001\001'
+  _globals['_PARAMETERVALUE'].oneofs_by_name['kind']._loaded_options = None
+  _globals['_PARAMETERVALUE'].oneofs_by_name['kind']._serialized_options = b'\272\273\030\025\010\001\022\021INVALID_PARAMETER'
+  _globals['_PARAMETERVALUE'].fields_by_name['string_value']._loaded_options = None
+  _globals['_PARAMETERVALUE'].fields_by_name['string_value']._serialized_options = b'\262\273\030\003\020\200\002'
   _globals['_PARAMETERVALUELIST'].fields_by_name['values']._loaded_options = None
-  _globals['_PARAMETERVALUELIST'].fields_by_name['values']._serialized_options = b'\342A\001\002'
+  _globals['_PARAMETERVALUELIST'].fields_by_name['values']._serialized_options = b'\342A\001\002\262\273\030\024X\220Nz\017SWEEP_TOO_LARGE'
   _globals['_PARAMETERSPEC'].fields_by_name['name']._loaded_options = None
   _globals['_PARAMETERSPEC'].fields_by_name['name']._serialized_options = b'\342A\001\003'
   _globals['_PARAMETERSPEC'].fields_by_name['description']._loaded_options = None
@@ -59,22 +64,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMETERSPEC'].fields_by_name['step']._serialized_options = b'\342A\001\003'
   _globals['_HEARTBEAT'].fields_by_name['server_time']._loaded_options = None
   _globals['_HEARTBEAT'].fields_by_name['server_time']._serialized_options = b'\342A\001\003'
-  _globals['_TIMEFRAME']._serialized_start=909
-  _globals['_TIMEFRAME']._serialized_end=1038
-  _globals['_SIDE']._serialized_start=1040
-  _globals['_SIDE']._serialized_end=1097
-  _globals['_PARAMETERTYPE']._serialized_start=1100
-  _globals['_PARAMETERTYPE']._serialized_end=1257
-  _globals['_DECIMAL']._serialized_start=119
-  _globals['_DECIMAL']._serialized_end=143
-  _globals['_TIMERANGE']._serialized_start=145
-  _globals['_TIMERANGE']._serialized_end=262
-  _globals['_PARAMETERVALUE']._serialized_start=264
-  _globals['_PARAMETERVALUE']._serialized_end=379
-  _globals['_PARAMETERVALUELIST']._serialized_start=381
-  _globals['_PARAMETERVALUELIST']._serialized_end=458
-  _globals['_PARAMETERSPEC']._serialized_start=461
-  _globals['_PARAMETERSPEC']._serialized_end=838
-  _globals['_HEARTBEAT']._serialized_start=840
-  _globals['_HEARTBEAT']._serialized_end=906
+  _globals['_TIMEFRAME']._serialized_start=1001
+  _globals['_TIMEFRAME']._serialized_end=1130
+  _globals['_SIDE']._serialized_start=1132
+  _globals['_SIDE']._serialized_end=1189
+  _globals['_PARAMETERTYPE']._serialized_start=1192
+  _globals['_PARAMETERTYPE']._serialized_end=1349
+  _globals['_DECIMAL']._serialized_start=150
+  _globals['_DECIMAL']._serialized_end=174
+  _globals['_TIMERANGE']._serialized_start=176
+  _globals['_TIMERANGE']._serialized_end=293
+  _globals['_PARAMETERVALUE']._serialized_start=296
+  _globals['_PARAMETERVALUE']._serialized_end=447
+  _globals['_PARAMETERVALUELIST']._serialized_start=449
+  _globals['_PARAMETERVALUELIST']._serialized_end=550
+  _globals['_PARAMETERSPEC']._serialized_start=553
+  _globals['_PARAMETERSPEC']._serialized_end=930
+  _globals['_HEARTBEAT']._serialized_start=932
+  _globals['_HEARTBEAT']._serialized_end=998
 # @@protoc_insertion_point(module_scope)

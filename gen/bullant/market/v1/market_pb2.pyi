@@ -292,7 +292,8 @@ class TradingSession(_message.Message):
     """The trading calendar: an exchange's calendar by its ISO 10383 MIC or another name of the exchange_calendars
     library ("XNYS", "XNAS", "XKRX", "XTKS", "XLON", ...), "24/7" (every minute of every day) or "FX" (the FX
     week: Sunday 17:00 to Friday 17:00 America/New_York, no holidays). Always set in responses; on input, empty
-    means the default described above (always_open means "24/7").
+    means the default described above (always_open means "24/7"). A name no calendar has is refused
+    (INVALID_ARGUMENT, TRADING_CALENDAR_UNKNOWN).
     """
     def __init__(
         self,

@@ -1786,7 +1786,7 @@ class PredictRequest(_message.Message):
     require_passed_gate: _builtins.bool
     """Serve only a model that beats naive: the production version, and only when it passed its promotion gate (not
     when an admin promoted it over a failed gate); no A/B split. The live signal engine asks this way for fusion.
-    Cannot be combined with model_id.
+    Cannot be combined with model_id (INVALID_ARGUMENT, MODEL_SELECTOR_CONFLICT).
     """
     def __init__(
         self,

@@ -2149,7 +2149,7 @@ class CommissionModel(_message.Message):
     RATE_BPS_FIELD_NUMBER: _builtins.int
     FIXED_PER_FILL_FIELD_NUMBER: _builtins.int
     rate_bps: _builtins.float
-    """Proportional fee in basis points of the fill's notional (10 = 0.1 %); 0 for none."""
+    """Proportional fee in basis points of the fill's notional (10 = 0.1 %); 0 for none; below 1000 (10 %)."""
     fixed_per_fill: _builtins.float
     """Fixed fee per fill in the quote currency; 0 for none."""
     def __init__(
@@ -2414,7 +2414,7 @@ class BacktestConfig(_message.Message):
     @_builtins.property
     def symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Symbols traded from one shared cash balance, each on its own signals; at least one, at most 50, all with the
-        same quote currency.
+        same quote currency, each once (in any case: "aapl" is AAPL; INVALID_ARGUMENT DUPLICATE_SYMBOL).
         """
 
     @_builtins.property
