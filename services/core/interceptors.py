@@ -69,11 +69,12 @@ async def _iterate(behavior: Behavior, request: Any, context: Context) -> AsyncG
             yield item
 
 
-class _WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
-    """Wraps each method's behaviour; subclasses say what happens around unary and stream calls."""
+class _HandlerReplacingInterceptor(grpc.aio.ServerInterceptor, ABC):
+    """Replaces each method's handler with one of its own making. Handlers are the same object for every call of a
+    method, so each is replaced once, not once per call."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._replaced: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -81,18 +82,28 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        # Handlers are the same object for every call of a method, so each is wrapped once, not once per call.
-        cached = self._wrapped.get(method)
+        if handler is None or not self._applies(handler, method):
+            return handler
+        cached = self._replaced.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap_handler(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        replacement = self._replace(handler, method)
+        self._replaced[method] = (handler, replacement)
+        return replacement
 
-    def _wrap_handler(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    def _applies(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> bool:
+        return True
+
+    @abstractmethod
+    def _replace(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler to use for `method` instead of `handler`."""
+
+
+class _WrappingInterceptor(_HandlerReplacingInterceptor):
+    """Wraps each method's behaviour; subclasses say what happens around unary and stream calls."""
+
+    def _replace(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -347,31 +358,22 @@ class _RequestPolicy:
         return message
 
 
-class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
+class RequestRulesInterceptor(_HandlerReplacingInterceptor):
     """Innermost: admits each request of a Bullant method by its contract before the handler sees it. The handler
     receives raw bytes (no deserializer), so an oversize message is refused by its length, never parsed; a parsed
     one is checked against every declared field rule (services/core/rules.py), all violations at once. Methods of
     other services (health, reflection) pass through unchanged."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._rules = RuleBook()
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith("/bullant.") or handler.request_deserializer is None:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, self._policy(method, handler.request_deserializer))
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def _applies(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> bool:
+        return method.startswith("/bullant.") and handler.request_deserializer is not None
+
+    def _replace(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        assert handler.request_deserializer is not None
+        return self._wrap(handler, self._policy(method, handler.request_deserializer))
 
     def _policy(self, method: str, parse: Callable[[bytes], Any]) -> _RequestPolicy:
         descriptor = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
