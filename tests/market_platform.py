@@ -22,8 +22,10 @@ from services.core.settings import Settings
 from services.market import servicer as market_servicer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import AdapterFactory
+from services.market.feeds.runner import FeedRunner, FeedState
 from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe
-from tests.support import make_settings
+from services.market.streaming import TickHub
+from tests.support import eventually, make_settings
 
 STOCK = Instrument(
     symbol="TEST-AAPL",
@@ -118,6 +120,24 @@ class MarketPlatform:
     @property
     def reader(self) -> tuple[tuple[str, str], ...]:
         return self.token("read")
+
+    def runner(self, feed_id: str = "script") -> FeedRunner:
+        """The runner of one feed (the scripted feed by default)."""
+        components = self.server.registrations[0].components
+        return next(c for c in components if isinstance(c, FeedRunner) and c.adapter.feed_id == feed_id)
+
+    @property
+    def hub(self) -> TickHub:
+        return next(c for c in self.server.registrations[0].components if isinstance(c, TickHub))
+
+    async def feed_running(self, feed_id: str = "script", timeout: float = 15) -> None:
+        """Until the feed is HEALTHY: its leader stored its instruments and consumes ticks."""
+        await eventually(lambda: self.runner(feed_id).status.state == FeedState.HEALTHY, timeout=timeout)
+
+    async def subscribed(self, count: int = 1) -> None:
+        """Until `count` StreamTicks callers are subscribed to this server's tick hub (a tick pushed before that
+        reaches nobody)."""
+        await eventually(lambda: self.hub.subscriber_count == count, timeout=10)
 
     @property
     def admin(self) -> tuple[tuple[str, str], ...]:

@@ -22,6 +22,7 @@ async def test_an_announced_revocation_ends_a_stream_on_another_process(redis_ur
     settings = market_settings(redis_url=redis_url, app_name=f"t{uuid.uuid4().hex[:12]}")
     feed = ScriptedFeed()
     async with running_market(settings, feed=feed) as market:
+        await market.feed_running()
         # Another process's view of the account service's namespace, on its own connections.
         account = build_coordination(redis_url, keyspace_for(settings, "account"))
         await account.start()
@@ -30,6 +31,7 @@ async def test_an_announced_revocation_ends_a_stream_on_another_process(redis_ur
             stream = market.stub.StreamTicks(
                 market_pb2.StreamTicksRequest(symbols=["TEST-AAPL"], skip_snapshot=True), metadata=metadata
             )
+            await market.subscribed()
             await feed.push(tick("TEST-AAPL", 100.0))
             assert (await read(stream)).WhichOneof("event") == "ticks"
             revocations = RevocationList(account.cache, account.pubsub)

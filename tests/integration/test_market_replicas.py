@@ -10,7 +10,6 @@ import pytest
 
 from bullant.market.v1 import market_pb2
 from services.core.settings import Settings
-from services.market.feeds.runner import FeedRunner, FeedState
 from tests.db_support import DatabaseSet, new_prefix
 from tests.market_platform import MarketPlatform, ScriptedFeed, market_settings, read, running_market, tick
 from tests.support import eventually
@@ -34,25 +33,20 @@ async def settings(mysql_url: str, redis_url: str) -> AsyncIterator[Settings]:
         await databases.drop()
 
 
-def _runner(platform: MarketPlatform) -> FeedRunner:
-    return next(c for c in platform.server.registrations[0].components if isinstance(c, FeedRunner))
-
-
 async def test_a_tick_from_the_leader_reaches_a_subscriber_of_the_other_replica(settings: Settings) -> None:
     async with (
         running_market(settings, feed=ScriptedFeed()) as first,
         running_market(settings, feed=ScriptedFeed()) as second,
     ):
-        await eventually(lambda: _runner(first).is_leader or _runner(second).is_leader, timeout=15)
-        leader, follower = (first, second) if _runner(first).is_leader else (second, first)
-        assert not _runner(follower).is_leader
-        await eventually(lambda: _runner(leader).status.state == FeedState.HEALTHY, timeout=15)
+        await eventually(lambda: first.runner().is_leader or second.runner().is_leader, timeout=15)
+        leader, follower = (first, second) if first.runner().is_leader else (second, first)
+        assert not follower.runner().is_leader
+        await leader.feed_running()
 
         stream = follower.stub.StreamTicks(
             market_pb2.StreamTicksRequest(symbols=["TEST-AAPL"], skip_snapshot=True), metadata=follower.reader
         )
-        hub = follower.server.registrations[0].components[0]
-        await eventually(lambda: hub.subscriber_count == 1)  # type: ignore[attr-defined]
+        await follower.subscribed()
         await leader.feed.push(tick("TEST-AAPL", 123.45), tick("TEST-BTC", 1.0))
         message = await read(stream)
         assert message.WhichOneof("event") == "ticks"
@@ -64,12 +58,12 @@ async def test_a_tick_from_the_leader_reaches_a_subscriber_of_the_other_replica(
 
         # The leader steps down: the follower takes the feed over and sequences continue.
         await leader.server.stop(grace=0.5)
-        await eventually(lambda: _runner(follower).is_leader, timeout=20)
-        await eventually(lambda: _runner(follower).status.state == FeedState.HEALTHY, timeout=15)
+        await eventually(lambda: follower.runner().is_leader, timeout=20)
+        await follower.feed_running()
         again = follower.stub.StreamTicks(
             market_pb2.StreamTicksRequest(symbols=["TEST-AAPL"], skip_snapshot=True), metadata=follower.reader
         )
-        await eventually(lambda: hub.subscriber_count == 1)  # type: ignore[attr-defined]
+        await follower.subscribed()
         await follower.feed.push(tick("TEST-AAPL", 124.0))
         message = await read(again)
         [after] = message.ticks.ticks

@@ -19,7 +19,7 @@ from bullant.market.v1 import market_pb2
 from services.bootstrap import build_server
 from services.core.server import GrpcServer
 from services.core.settings import Settings
-from services.market.feeds.runner import FeedRunner, FeedState
+from services.market.feeds.runner import FeedRunner
 from services.signal.live.engine import LiveEngine
 from tests.conftest import RecordingHandler
 from tests.market_platform import ScriptedFeed, market_settings, running_market
@@ -78,8 +78,7 @@ async def test_a_redis_outage_answers_its_reason_without_the_servers_words(redis
     settings = market_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/0", app_name=f"t{uuid.uuid4().hex[:12]}")
     try:
         async with running_market(settings, feed=ScriptedFeed()) as platform:
-            runner = _component(platform.server, FeedRunner)
-            await eventually(lambda: runner.status.state == FeedState.HEALTHY, timeout=15)
+            await platform.feed_running()
             await platform.stub.ListFeeds(market_pb2.ListFeedsRequest(), metadata=platform.reader)
             await proxy.cut()
             with pytest.raises(grpc.aio.AioRpcError) as caught:

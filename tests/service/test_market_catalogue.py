@@ -16,7 +16,7 @@ from bullant.market.v1 import market_pb2
 from services.core.db.databases import utc_now
 from services.market.encoding import timestamp
 from services.market.feeds.base import FeedError
-from services.market.feeds.runner import FeedRunner, FeedState
+from services.market.feeds.runner import FeedState
 from services.market.models import Timeframe
 from tests.account_platform import refusal, violations_of
 from tests.market_platform import MarketPlatform, running_market, tick
@@ -29,13 +29,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 @pytest.fixture
 async def platform() -> AsyncIterator[MarketPlatform]:
     async with running_market() as running:
-        await eventually(lambda: _runner(running).status.state == FeedState.HEALTHY, timeout=10)
+        await running.feed_running()
         yield running
-
-
-def _runner(platform: MarketPlatform) -> FeedRunner:
-    registration = platform.server.registrations[0]
-    return next(c for c in registration.components if isinstance(c, FeedRunner))
 
 
 def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
@@ -81,7 +76,7 @@ async def _quoted(platform: MarketPlatform, symbol: str, sequence: int = 1) -> b
     """Whether the symbol's quote reflects the leadership's tick number `sequence` yet (quotes are shared every
     250 ms; a leadership numbers its ticks from its sequence floor)."""
     try:
-        return (await _quote(platform, symbol)).sequence >= _runner(platform)._sequence_floor + sequence
+        return (await _quote(platform, symbol)).sequence >= platform.runner()._sequence_floor + sequence
     except grpc.aio.AioRpcError:
         return False
 
@@ -330,7 +325,7 @@ async def test_quote_folds_the_days_ticks(platform: MarketPlatform) -> None:
     await eventually(lambda: _quoted(platform, "test-aapl", 4), timeout=5)
     quote = await _quote(platform, "test-aapl")
     assert (quote.symbol, quote.simulated, quote.stale) == ("TEST-AAPL", True, False)
-    assert quote.sequence == _runner(platform)._sequence_floor + 4
+    assert quote.sequence == platform.runner()._sequence_floor + 4
     assert quote.last_price == 101.0
     assert (quote.day_open, quote.day_high, quote.day_low, quote.day_volume) == (100.0, 102.0, 99.5, 7.0)
     assert (quote.bid, quote.ask, quote.bid_size, quote.ask_size) == (100.9, 101.2, 4.0, 6.0)
@@ -365,7 +360,7 @@ async def test_previous_close_comes_from_the_stored_daily_bar(platform: MarketPl
     )
     # The leader reads the stored closes when it (re)starts the feed.
     await platform.feed.fail()
-    await eventually(lambda: platform.feed.starts >= 2 and _runner(platform).status.state == FeedState.HEALTHY)
+    await eventually(lambda: platform.feed.starts >= 2 and platform.runner().status.state == FeedState.HEALTHY)
     await platform.feed.push(tick("TEST-AAPL", 115.5, 10.0))
     await eventually(lambda: _quoted(platform, "TEST-AAPL"), timeout=5)
     quote = await _quote(platform, "TEST-AAPL")

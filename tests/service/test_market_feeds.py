@@ -21,7 +21,7 @@ from services.market.encoding import timestamp
 from services.market.feeds.base import FeedError
 from services.market.feeds.registry import AdapterFactory
 from services.market.feeds.replay import ReplayFeed
-from services.market.feeds.runner import FeedRunner, FeedState
+from services.market.feeds.runner import FeedState
 from services.market.models import AssetClass, Bar, Instrument, Timeframe
 from services.market.store import MarketStore
 from tests.account_platform import refusal
@@ -38,17 +38,8 @@ DAY = datetime(2024, 1, 2)
 @pytest.fixture
 async def platform() -> AsyncIterator[MarketPlatform]:
     async with running_market() as running:
-        await _feed_running(running)
+        await running.feed_running()
         yield running
-
-
-async def _feed_running(platform: MarketPlatform) -> None:
-    await eventually(lambda: _runner(platform).status.state == FeedState.HEALTHY, timeout=10)
-
-
-def _runner(platform: MarketPlatform, feed_id: str = "script") -> FeedRunner:
-    registration = platform.server.registrations[0]
-    return next(c for c in registration.components if isinstance(c, FeedRunner) and c.adapter.feed_id == feed_id)
 
 
 async def _feeds(platform: MarketPlatform, **fields: Any) -> market_pb2.ListFeedsResponse:
@@ -108,7 +99,7 @@ async def test_feeds_are_paged_by_id() -> None:
     euro = Instrument(symbol="TEST-EUR", venue="TEST", asset_class=AssetClass.FX, quote_currency="USD")
     alpha, script = ScriptedFeed("alpha", (euro,)), ScriptedFeed()
     async with running_market(feed=script, factories={"script": lambda: script, "alpha": lambda: alpha}) as platform:
-        await eventually(lambda: _runner(platform, "alpha").status.state == FeedState.HEALTHY, timeout=10)
+        await platform.feed_running("alpha")
         first = await _feeds(platform, page_size=1)
         assert [feed.feed_id for feed in first.feeds] == ["alpha"]
         assert first.feeds[0].symbol_count == 1
@@ -130,7 +121,7 @@ async def test_a_lost_connection_is_reconnected(platform: MarketPlatform) -> Non
     await eventually(recovered, timeout=10)
     assert platform.feed.starts == 2
     await platform.feed.push(tick("TEST-AAPL", 190.0))
-    await eventually(lambda: _runner(platform).published_ticks == 1)
+    await eventually(lambda: platform.runner().published_ticks == 1)
 
 
 async def test_a_feed_that_cannot_connect_is_down_until_it_can(platform: MarketPlatform) -> None:
@@ -185,10 +176,10 @@ async def _sequence_after(platform: MarketPlatform, interrupt: Callable[[], Awai
     """Two ticks, an interruption of the feed, one more tick: the sequence of the second tick, and the
     (sequence, day_volume) of the quote after the third."""
     await platform.feed.push(tick("TEST-AAPL", 190.0), tick("TEST-AAPL", 190.5))
-    await eventually(lambda: _runner(platform).published_ticks >= 2)
-    before = _runner(platform)._book.last_sequence("TEST-AAPL")
+    await eventually(lambda: platform.runner().published_ticks >= 2)
+    before = platform.runner()._book.last_sequence("TEST-AAPL")
     await interrupt()
-    await _feed_running(platform)
+    await platform.feed_running()
     await platform.feed.push(tick("TEST-AAPL", 191.0))
 
     async def quoted() -> bool:
@@ -216,7 +207,7 @@ async def test_a_reconnect_continues_the_sequence(platform: MarketPlatform) -> N
 
 async def test_a_clean_handover_continues_the_sequence(platform: MarketPlatform) -> None:
     """... also across fail-over: a leader that stops leaves its last quotes (and sequences) to the next one."""
-    runner = _runner(platform)
+    runner = platform.runner()
 
     async def hand_over() -> None:
         await runner.stop()
@@ -236,7 +227,7 @@ async def test_a_feed_without_a_leader_is_down(platform: MarketPlatform) -> None
         return await _quote(platform, "TEST-AAPL") is not None
 
     await eventually(quoted, timeout=5)
-    await _runner(platform).stop()
+    await platform.runner().stop()
 
     async def leaderless() -> bool:
         return (await _feed(platform)).leader == ""
@@ -252,7 +243,7 @@ async def test_a_feed_without_a_leader_is_down(platform: MarketPlatform) -> None
 
 async def test_quiet_symbols_degrade_the_feed_and_silence_reconnects() -> None:
     async with running_market(market_settings(feed_staleness_seconds=1)) as platform:
-        await _feed_running(platform)
+        await platform.feed_running()
 
         async def degraded() -> bool:
             await platform.feed.push(tick("TEST-AAPL", 190.0))
@@ -316,7 +307,7 @@ async def test_a_replay_with_no_bars_waits_while_the_server_serves_and_starts_on
         reply = await health.Check(health_pb2.HealthCheckRequest(service="bullant.market.v1.MarketService"))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         # Waiting is not being quiet: however long it lasts, the feed is not taken for dead and reconnected.
-        runner = _runner(platform, "replay")
+        runner = platform.runner("replay")
         reconnects = runner.status.reconnect_count
         runner._supervise(asyncio.get_running_loop().time() + 3600)
         assert (runner.status.state, runner.status.reconnect_count) == (FeedState.WAITING, reconnects)

@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from bullant.market.v1 import market_pb2
-from services.market.feeds.runner import FeedRunner, FeedState
 from tests.account_platform import reason_of
 from tests.market_platform import MarketPlatform, market_settings, read, running_market, tick
 from tests.support import eventually
@@ -19,29 +18,13 @@ from tests.support import eventually
 @pytest.fixture
 async def platform() -> AsyncIterator[MarketPlatform]:
     async with running_market() as running:
-        await _feed_running(running)
+        await running.feed_running()
         yield running
-
-
-async def _feed_running(platform: MarketPlatform) -> None:
-    """Until the scripted feed's leader stored its instruments and consumes ticks."""
-    await eventually(lambda: _runner(platform).status.state == FeedState.HEALTHY, timeout=10)
-
-
-def _runner(platform: MarketPlatform) -> FeedRunner:
-    registration = platform.server.registrations[0]
-    return next(c for c in registration.components if isinstance(c, FeedRunner))
-
-
-def _subscribers(platform: MarketPlatform) -> bool:
-    registration = platform.server.registrations[0]
-    hub = registration.components[0]
-    return bool(hub.subscriber_count)  # type: ignore[attr-defined]
 
 
 async def test_snapshot_first_then_ticks_in_sequence(platform: MarketPlatform) -> None:
     await platform.feed.push(tick("TEST-AAPL", 190.0), tick("TEST-BTC", 65000.0))
-    await eventually(lambda: _runner(platform).published_ticks == 2)
+    await eventually(lambda: platform.runner().published_ticks == 2)
     # The quote reaches the cache within the flush period.
     await eventually(lambda: _quote_ready(platform), timeout=5)
 
@@ -50,7 +33,7 @@ async def test_snapshot_first_then_ticks_in_sequence(platform: MarketPlatform) -
     assert first.WhichOneof("event") == "snapshot"
     [quote] = first.snapshot.quotes
     assert (quote.symbol, quote.last_price, quote.simulated) == ("TEST-AAPL", 190.0, True)
-    await eventually(lambda: _subscribers(platform))
+    await platform.subscribed()
     await platform.feed.push(tick("TEST-AAPL", 190.5), tick("TEST-BTC", 65010.0), tick("TEST-AAPL", 191.0))
     received: list[market_pb2.Tick] = []
     while len(received) < 2:
@@ -84,21 +67,20 @@ async def test_quiet_streams_get_heartbeats(platform: MarketPlatform) -> None:
 
 async def test_a_slow_subscriber_is_conflated_with_bounded_memory_and_told_what_it_missed() -> None:
     async with running_market(market_settings(stream_queue_capacity=16)) as platform:
-        await _feed_running(platform)
-        hub = platform.server.registrations[0].components[0]
+        await platform.feed_running()
         stream = platform.stub.StreamTicks(
             market_pb2.StreamTicksRequest(symbols=["TEST-AAPL", "TEST-BTC"], skip_snapshot=True, max_batch_size=1),
             metadata=platform.reader,
         )
-        await eventually(lambda: hub.subscriber_count == 1)  # type: ignore[attr-defined]
-        subscriber = next(iter(hub._subscribers))  # type: ignore[attr-defined]
+        await platform.subscribed()
+        subscriber = next(iter(platform.hub._subscribers))
         # The client reads nothing while 20,000 ticks are published: HTTP/2 flow control stops the server's writes,
         # and the subscriber's queue must not grow past its capacity (plus one tick per symbol).
         for round_ in range(200):
             await platform.feed.push(
                 *(tick("TEST-AAPL" if i % 2 else "TEST-BTC", 100.0 + round_ + i / 1000) for i in range(100))
             )
-        await eventually(lambda: _runner(platform).published_ticks == 20_000, timeout=30)
+        await eventually(lambda: platform.runner().published_ticks == 20_000, timeout=30)
         await eventually(lambda: subscriber.total_dropped > 0, timeout=10)
         assert subscriber.pending <= 16 + 2
         dropped_total = 0
@@ -125,15 +107,14 @@ async def test_a_slow_subscriber_is_conflated_with_bounded_memory_and_told_what_
 
 async def test_without_conflation_a_slow_subscriber_is_cut_off() -> None:
     async with running_market(market_settings(stream_queue_capacity=16)) as platform:
-        await _feed_running(platform)
-        hub = platform.server.registrations[0].components[0]
+        await platform.feed_running()
         stream = platform.stub.StreamTicks(
             market_pb2.StreamTicksRequest(
                 symbols=["TEST-AAPL"], skip_snapshot=True, conflation=market_pb2.CONFLATION_MODE_NONE
             ),
             metadata=platform.reader,
         )
-        await eventually(lambda: hub.subscriber_count == 1)  # type: ignore[attr-defined]
+        await platform.subscribed()
         for round_ in range(100):
             await platform.feed.push(*(tick("TEST-AAPL", 100.0 + round_) for _ in range(100)))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -147,7 +128,7 @@ async def test_draining_ends_streams_with_unavailable(platform: MarketPlatform) 
     stream = platform.stub.StreamTicks(
         market_pb2.StreamTicksRequest(symbols=["TEST-AAPL"], skip_snapshot=True), metadata=platform.reader
     )
-    await eventually(lambda: _subscribers(platform))
+    await platform.subscribed()
     stopping = asyncio.create_task(platform.server.stop(grace=5))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in stream:
