@@ -19,13 +19,13 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
-from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
 from services.model.forecasting.evaluation import Gate
-from services.model.records import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
+from services.model.records import JobProgress, JobState, TrainingSpec, Trigger
 from services.model.store import ModelStore
 from services.model.training import Trained, TrainingData, TrainingRunner
 from tests.account_platform import refusal
+from tests.model_records import running_job, training_spec
 from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp, store_trend
 from tests.support import eventually
 
@@ -247,28 +247,7 @@ async def test_a_request_id_returns_the_first_job(platform: SignalPlatform) -> N
 async def test_a_job_nobody_runs_any_more_is_failed_interrupted(platform: SignalPlatform) -> None:
     store = ModelStore(platform.deps.databases)
     old = datetime(2026, 1, 1)
-    job = TrainingJob(
-        job_id="job_stale0000000000000000",
-        spec=TrainingSpec(
-            algorithm=Algorithm.KALMAN,
-            parameters={},
-            symbol="DEMO",
-            timeframe=Timeframe.D1,
-            start=None,
-            end=None,
-            holdout_fraction=0.2,
-            horizon=1,
-            seed=1,
-            auto_retrain=False,
-        ),
-        state=JobState.RUNNING,
-        trigger=Trigger.MANUAL,
-        progress=JobProgress(stage=Stage.FITTING, fraction=0.5, message="fitting"),
-        account_id=1,
-        create_time=old,
-        heartbeat_time=old,
-        start_time=old,
-    )
+    job = running_job("job_stale0000000000000000", started=old, heartbeat=old)
     assert await store.insert_job(job) is None
     reply = await platform.model.GetTrainingJob(
         model_pb2.GetTrainingJobRequest(job_id=job.job_id), metadata=platform.reader
@@ -368,18 +347,7 @@ async def test_a_watcher_that_falls_behind_still_sees_the_job_finish(platform: S
         return Trained(artifact=b"model", metrics={}, gate=Gate(False, None, 0.99, "not evaluated"))
 
     runner = TrainingRunner(ModelStore(platform.deps.databases), worker, model_dir=tmp_path)
-    spec = TrainingSpec(
-        algorithm=Algorithm.NAIVE,
-        parameters={},
-        symbol="DEMO",
-        timeframe=Timeframe.D1,
-        start=None,
-        end=None,
-        holdout_fraction=0.2,
-        horizon=1,
-        seed=1,
-        auto_retrain=False,
-    )
+    spec = training_spec(algorithm=Algorithm.NAIVE, seed=1)
     data = TrainingData(times=[datetime(2026, 1, day) for day in range(1, 4)], closes=np.array([1.0, 2.0, 3.0]))
     job = await runner.submit(spec, data, trigger=Trigger.MANUAL, account_id=1)
     updates = runner.watch(job.job_id)

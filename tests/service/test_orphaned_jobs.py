@@ -16,11 +16,10 @@ from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.db.databases import utc_now
-from services.core.timeframes import Timeframe
-from services.model.forecasting.base import Algorithm
-from services.model.records import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
+from services.model.records import TrainingJob
 from services.model.store import ModelStore
 from services.signal.backtest_store import BacktestState, BacktestStore, Owner
+from tests.model_records import running_job, training_spec
 from tests.signal_platform import START, running_signal_platform, stamp
 from tests.support import fresh_data_dir
 
@@ -30,30 +29,8 @@ SERVICES = ("market", "signal", "model")
 
 def _job(job_id: str, runner_id: str, beat_ahead: timedelta = timedelta(0)) -> TrainingJob:
     now = utc_now()
-    spec = TrainingSpec(
-        algorithm=Algorithm.KALMAN,
-        parameters={},
-        symbol="DEMO",
-        timeframe=Timeframe.D1,
-        start=START,
-        end=START + timedelta(days=300),
-        holdout_fraction=0.2,
-        horizon=1,
-        seed=0,
-        auto_retrain=False,
-    )
-    return TrainingJob(
-        job_id=job_id,
-        spec=spec,
-        state=JobState.RUNNING,
-        trigger=Trigger.MANUAL,
-        progress=JobProgress(stage=Stage.FITTING, fraction=0.4, message="fitting"),
-        account_id=1,
-        create_time=now,
-        start_time=now,
-        runner_id=runner_id,
-        heartbeat_time=now + beat_ahead,
-    )
+    spec = training_spec(start=START, end=START + timedelta(days=300))
+    return running_job(job_id, started=now, heartbeat=now + beat_ahead, spec=spec, runner_id=runner_id)
 
 
 async def test_a_restarted_replica_fails_its_orphans_at_once(tmp_path: Path) -> None:
