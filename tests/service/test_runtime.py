@@ -401,8 +401,14 @@ async def test_access_log_line_per_call(market: Any, captured_logs: RecordingHan
         await stub.GetInstrument(
             market_pb2.GetInstrumentRequest(symbol="MISSING"), metadata=(("x-request-id", "log-2"),)
         )
-    entries = [json.loads(line) for line in captured_logs.lines]
-    access = {e["request_id"]: e for e in entries if e["logger"] == "bullant.access"}
+
+    def access_lines() -> dict[str, Any]:
+        entries = [json.loads(line) for line in captured_logs.lines]
+        return {e["request_id"]: e for e in entries if e["logger"] == "bullant.access"}
+
+    # A call is logged as its handler finishes, which may be just after the client has its answer.
+    await eventually(lambda: {"log-1", "log-2"} <= access_lines().keys())
+    access = access_lines()
     assert access["log-1"]["method"] == "/bullant.market.v1.MarketService/GetInstrument"
     assert access["log-1"]["code"] == "OK"
     assert access["log-2"]["code"] == "NOT_FOUND"
