@@ -62,6 +62,26 @@ class CancelledRpcFilter(logging.Filter):
         return True
 
 
+class AlembicChatterFilter(logging.Filter):
+    """Alembic logs "Context impl SQLiteImpl." and "Will assume non-transactional DDL." at INFO for every database
+    it opens, on every start and every `bullant migrate`; they say nothing an operator acts on, so they are lowered
+    to DEBUG. Its "Running upgrade a -> b" lines stay."""
+
+    CHATTER = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(self.CHATTER):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _add_filter(name: str, kind: type[logging.Filter]) -> None:
+    logger = logging.getLogger(name)
+    if not any(isinstance(existing, kind) for existing in logger.filters):
+        logger.addFilter(kind())
+
+
 def configure_logging(level: str, fmt: LogFormat, stream: Any = None) -> None:
     """Route the root logger to stderr (or `stream`) in the chosen format; replaces earlier handlers."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -74,6 +94,5 @@ def configure_logging(level: str, fmt: LogFormat, stream: Any = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    grpc_logger = logging.getLogger("grpc._cython.cygrpc")
-    if not any(isinstance(f, CancelledRpcFilter) for f in grpc_logger.filters):
-        grpc_logger.addFilter(CancelledRpcFilter())
+    _add_filter("grpc._cython.cygrpc", CancelledRpcFilter)
+    _add_filter("alembic.runtime.migration", AlembicChatterFilter)

@@ -1,4 +1,5 @@
-"""Log formatting: JSON lines with extra fields and the current request id; cancelled RPCs are not errors."""
+"""Log formatting: JSON lines with extra fields and the current request id; cancelled RPCs are not errors, and
+alembic's per-connection chatter is DEBUG."""
 
 from __future__ import annotations
 
@@ -74,6 +75,34 @@ def test_configure_logging_writes_json_or_text() -> None:
         first, second = stream.getvalue().splitlines()
         assert first.endswith("DEBUG   bullant.x: plain words")
         assert second.endswith("INFO    bullant.x: in a call [request_id=r-1]")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+
+def test_alembic_per_connection_chatter_is_debug_and_its_upgrades_stay() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    alembic = logging.getLogger("alembic.runtime.migration")
+
+    def logged(level: str) -> list[tuple[str, str]]:
+        stream = io.StringIO()
+        configure_logging(level, LogFormat.JSON, stream)
+        alembic.info("Context impl SQLiteImpl.")
+        alembic.info("Will assume non-transactional DDL.")
+        alembic.info("Running upgrade 0005 -> 0006, alerts")
+        return [(entry["level"], entry["message"]) for entry in map(json.loads, stream.getvalue().splitlines())]
+
+    try:
+        assert logged("INFO") == [("INFO", "Running upgrade 0005 -> 0006, alerts")]
+        assert logged("DEBUG") == [
+            ("DEBUG", "Context impl SQLiteImpl."),
+            ("DEBUG", "Will assume non-transactional DDL."),
+            ("INFO", "Running upgrade 0005 -> 0006, alerts"),
+        ]
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
