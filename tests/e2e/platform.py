@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,7 +12,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 BULLANT = str(BIN / "bullant")
@@ -95,6 +98,57 @@ def dev_token(data_dir: str, *extra: str) -> str:
 def grpcurl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run the real grpcurl binary."""
     return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects grpcurl printed, one per message; an object cut off at the end is left out."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            break
+        found.append(value)
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return found
+
+
+def grpcurl_stream(
+    *args: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0
+) -> tuple[list[dict[str, Any]], str]:
+    """Run grpcurl on a server stream and read its messages until `until(messages)` holds, the stream ends or
+    `timeout` passes (a hang guard: a loaded machine may be slow, so no shorter bound decides the outcome); then stop
+    it. Returns the messages and grpcurl's stderr."""
+    process = subprocess.Popen([GRPCURL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    received: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            received.append(line)
+            if line.startswith("}") and until(json_objects("".join(received))):
+                done.set()
+                return
+        done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    collector = threading.Thread(target=lambda: errors.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    collector.start()
+    try:
+        done.wait(timeout)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        collector.join(timeout=10)
+    return json_objects("".join(received)), "".join(errors)
 
 
 def wait_until(condition: object, timeout: float = 10.0) -> bool:
