@@ -25,7 +25,11 @@ from services.market.servicer import SERVICE as MARKET
 
 
 class EchoMarket(market_pb2_grpc.MarketServiceServicer):
-    """Answers GetInstrument at once and streams `max_batch` empty tick batches."""
+    """Answers GetInstrument at once and streams `messages` empty tick batches to any StreamTicks call (a valid
+    request of one symbol: the request rules cap symbols at 1,000, so the count cannot ride on the request)."""
+
+    def __init__(self, messages: int) -> None:
+        self.messages = messages
 
     async def GetInstrument(
         self, request: market_pb2.GetInstrumentRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -36,7 +40,7 @@ class EchoMarket(market_pb2_grpc.MarketServiceServicer):
         self, request: market_pb2.StreamTicksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[market_pb2.StreamTicksResponse]:
         message = market_pb2.StreamTicksResponse()
-        for _ in range(len(request.symbols)):
+        for _ in range(self.messages):
             yield message
 
 
@@ -97,10 +101,10 @@ async def _unary_latencies(port: int, calls: int, metadata: tuple[tuple[str, str
         return latencies
 
 
-async def _stream_rate(port: int, messages: int, metadata: tuple[tuple[str, str], ...]) -> float:
+async def _stream_rate(port: int, metadata: tuple[tuple[str, str], ...]) -> float:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = market_pb2_grpc.MarketServiceStub(channel)
-        request = market_pb2.StreamTicksRequest(symbols=["X"] * messages)
+        request = market_pb2.StreamTicksRequest(symbols=["X"])
         started = time.perf_counter()
         count = 0
         async for _ in stub.StreamTicks(request, metadata=metadata):
@@ -118,10 +122,10 @@ Starter = Callable[[market_pb2_grpc.MarketServiceServicer], Awaitable[tuple[Any,
 async def _measure(
     start: Starter, calls: int, messages: int, metadata: tuple[tuple[str, str], ...]
 ) -> tuple[list[float], float]:
-    server, port = await start(EchoMarket())
+    server, port = await start(EchoMarket(messages))
     try:
         latencies = await _unary_latencies(port, calls, metadata)
-        rate = await _stream_rate(port, messages, metadata)
+        rate = await _stream_rate(port, metadata)
     finally:
         await server.stop(0)
     return latencies, rate
