@@ -144,7 +144,8 @@ class Readiness:
 
 class DependencyMonitor:
     """Probes one dependency every `interval_seconds` and reports it to Readiness: failure at once, recovery as soon
-    as it answers again. `probe(timeout)` returns None when healthy, else why not.
+    as it answers again. `probe(timeout)` returns None when healthy, else why not. A probe may take
+    `timeout_seconds` whatever the interval: checking often does not make a slow answer (a busy machine) an outage.
 
     With `startup_wait_seconds`, start() first waits that long at most for the dependency to answer (a log line per
     attempt), then raises DependencyUnreachable (its message ending with `startup_hint`): a process does not start
@@ -165,7 +166,7 @@ class DependencyMonitor:
         self._probe = probe
         self._readiness = readiness
         self._interval = interval_seconds
-        self._timeout = min(timeout_seconds, interval_seconds)
+        self._timeout = timeout_seconds
         self._startup_wait = startup_wait_seconds
         self._startup_hint = startup_hint
         self._task: asyncio.Task[None] | None = None

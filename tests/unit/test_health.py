@@ -100,6 +100,20 @@ async def test_dependency_monitor_reports_failure_and_recovery() -> None:
     assert monitor.checks == 4
 
 
+async def test_a_probe_gets_its_own_timeout_however_often_it_runs() -> None:
+    # Checking every 0.2 s (as tests and impatient operators configure) must not turn a 0.3 s answer on a busy
+    # machine into an outage: the probe's bound is the timeout, not the interval.
+    timeouts: list[float] = []
+
+    async def probe(timeout: float) -> str | None:
+        timeouts.append(timeout)
+        return None
+
+    monitor = DependencyMonitor("database", probe, Readiness(), interval_seconds=0.2, timeout_seconds=5)
+    assert await monitor.check()
+    assert timeouts == [5]
+
+
 async def test_a_monitor_stops_even_when_a_probe_swallows_the_cancellation() -> None:
     started = asyncio.Event()
 
