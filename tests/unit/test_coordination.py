@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 
 import pytest
@@ -400,7 +401,7 @@ async def test_stop_returns_only_once_the_job_has_ended_even_when_the_job_loses_
     assert await memory.locks(KEYSPACE).holder("feed:sim") is None, "the lease was released"
 
 
-async def test_cancel_and_wait_repeats_a_lost_cancellation() -> None:
+async def test_cancel_and_wait_repeats_a_lost_cancellation(caplog: pytest.LogCaptureFixture) -> None:
     cancellations = 0
 
     async def stubborn() -> None:
@@ -410,11 +411,18 @@ async def test_cancel_and_wait_repeats_a_lost_cancellation() -> None:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 cancellations += 1
-                if cancellations > 1:
+                if cancellations > 3:
                     raise
 
-    task = asyncio.create_task(stubborn())
+    task = asyncio.create_task(stubborn(), name="stubborn")
     await asyncio.sleep(0)
-    await cancel_and_wait(task, patience_seconds=0.05)
+    with caplog.at_level(logging.INFO, logger="bullant.coordination"):
+        await cancel_and_wait(task, patience_seconds=0.05, warn_after_seconds=0.1)
     assert task.cancelled()
-    assert cancellations == 2
+    assert cancellations == 4
+    # Slow to stop is INFO; a task that outlives warn_after_seconds is a WARNING.
+    assert [(r.levelname, "0s after" in r.getMessage()) for r in caplog.records] == [
+        ("INFO", True),
+        ("WARNING", True),
+        ("WARNING", True),
+    ]
