@@ -7,10 +7,26 @@ import asyncio
 import io
 import json
 import logging
+from collections.abc import Iterator
+
+import pytest
 
 from services.core.context import CallContext, bind_call, unbind_call
 from services.core.logging import CancelledRpcFilter, JsonFormatter, configure_logging
 from services.core.settings import LogFormat
+
+
+@pytest.fixture
+def restored_root_logger() -> Iterator[None]:
+    """configure_logging replaces the root logger's handlers and level: put the test runner's back afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
 
 
 def _record(message: str, exc: BaseException | None = None, **extra: object) -> logging.LogRecord:
@@ -59,33 +75,22 @@ def test_cancelled_rpc_records_are_lowered_to_debug() -> None:
     assert real.levelno == logging.ERROR
 
 
-def test_configure_logging_writes_json_or_text() -> None:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    try:
-        stream = io.StringIO()
-        configure_logging("INFO", LogFormat.JSON, stream)
-        logging.getLogger("bullant.x").info("one", extra={"k": 1})
-        logging.getLogger("bullant.x").debug("hidden")
-        assert [json.loads(line)["k"] for line in stream.getvalue().splitlines()] == [1]
-        stream = io.StringIO()
-        configure_logging("DEBUG", LogFormat.TEXT, stream)
-        logging.getLogger("bullant.x").debug("plain words")
-        logging.getLogger("bullant.x").info("in a call", extra={"request_id": "r-1"})
-        first, second = stream.getvalue().splitlines()
-        assert first.endswith("DEBUG   bullant.x: plain words")
-        assert second.endswith("INFO    bullant.x: in a call [request_id=r-1]")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+def test_configure_logging_writes_json_or_text(restored_root_logger: None) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", LogFormat.JSON, stream)
+    logging.getLogger("bullant.x").info("one", extra={"k": 1})
+    logging.getLogger("bullant.x").debug("hidden")
+    assert [json.loads(line)["k"] for line in stream.getvalue().splitlines()] == [1]
+    stream = io.StringIO()
+    configure_logging("DEBUG", LogFormat.TEXT, stream)
+    logging.getLogger("bullant.x").debug("plain words")
+    logging.getLogger("bullant.x").info("in a call", extra={"request_id": "r-1"})
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("DEBUG   bullant.x: plain words")
+    assert second.endswith("INFO    bullant.x: in a call [request_id=r-1]")
 
 
-def test_alembic_per_connection_chatter_is_debug_and_its_upgrades_stay() -> None:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
+def test_alembic_per_connection_chatter_is_debug_and_its_upgrades_stay(restored_root_logger: None) -> None:
     alembic = logging.getLogger("alembic.runtime.migration")
 
     def logged(level: str) -> list[tuple[str, str]]:
@@ -96,16 +101,9 @@ def test_alembic_per_connection_chatter_is_debug_and_its_upgrades_stay() -> None
         alembic.info("Running upgrade 0005 -> 0006, alerts")
         return [(entry["level"], entry["message"]) for entry in map(json.loads, stream.getvalue().splitlines())]
 
-    try:
-        assert logged("INFO") == [("INFO", "Running upgrade 0005 -> 0006, alerts")]
-        assert logged("DEBUG") == [
-            ("DEBUG", "Context impl SQLiteImpl."),
-            ("DEBUG", "Will assume non-transactional DDL."),
-            ("INFO", "Running upgrade 0005 -> 0006, alerts"),
-        ]
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+    assert logged("INFO") == [("INFO", "Running upgrade 0005 -> 0006, alerts")]
+    assert logged("DEBUG") == [
+        ("DEBUG", "Context impl SQLiteImpl."),
+        ("DEBUG", "Will assume non-transactional DDL."),
+        ("INFO", "Running upgrade 0005 -> 0006, alerts"),
+    ]
