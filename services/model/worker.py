@@ -97,9 +97,12 @@ class ProcessWorker:
         )
         process = self._context.Process(target=_child, args=(sender, request), daemon=True, name="bullant-trainer")
         progress(JobProgress(stage=Stage.PREPARING, fraction=0.01, message="starting a worker process"))
-        process.start()
-        sender.close()
+        # A spawned child is handed its pickled arguments through a pipe that only drains once the new interpreter has
+        # started: on a busy machine that took over 3 s, so start() runs in a thread, never on the event loop.
+        starting = asyncio.ensure_future(asyncio.to_thread(process.start))
         try:
+            await asyncio.shield(starting)
+            sender.close()
             while True:
                 if await asyncio.to_thread(receiver.poll, _POLL_SECONDS):
                     try:
@@ -117,7 +120,11 @@ class ProcessWorker:
                 elif not process.is_alive():
                     raise WorkerFailed("INTERNAL", f"the worker exited with code {process.exitcode}")
         finally:
+            # Cancelled while the thread was still starting the child: let it finish, so the child is killed too.
+            await asyncio.wait({starting})
+            sender.close()
             receiver.close()
-            if process.is_alive():
-                process.kill()
-            await asyncio.to_thread(process.join, 5.0)
+            if starting.exception() is None:
+                if process.is_alive():
+                    process.kill()
+                await asyncio.to_thread(process.join, 5.0)
