@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import pytest
@@ -56,7 +57,10 @@ def test_an_unreachable_database_becomes_an_outage_whose_driver_words_are_only_d
     assert as_unavailable(ValueError("no")) is None
 
 
-async def test_retry_reruns_transient_failures_then_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_retry_reruns_transient_failures_then_returns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bullant.db")
     monkeypatch.setattr(retry, "backoff_delay", lambda *args: 0.0)
     calls = 0
 
@@ -69,6 +73,8 @@ async def test_retry_reruns_transient_failures_then_returns(monkeypatch: pytest.
 
     assert await retry_transient(operation, attempts=4) == "done"
     assert calls == 3
+    # One transient failure is routine (the retry cures it); failing again is worth a warning.
+    assert [record.levelname for record in caplog.records] == ["INFO", "WARNING"]
 
 
 async def test_retry_gives_up_after_its_attempts_and_never_retries_other_errors(

@@ -80,7 +80,9 @@ async def retry_transient(
 ) -> T:
     """Run `operation` (a whole transaction), again after a transient error, up to `attempts` times in all.
 
-    Anything not transient, and the last transient error, propagates unchanged.
+    Anything not transient, and the last transient error, propagates unchanged. One transient failure is INFO (SQLite
+    refuses a read transaction's upgrade to a write when another writer got there first, and a busy MariaDB picks
+    deadlock victims: the retry is the cure); a transaction that fails again is a WARNING.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -89,7 +91,8 @@ async def retry_transient(
             if attempt == attempts or not is_transient(error):
                 raise
             delay = backoff_delay(attempt - 1, base_seconds, max_seconds)
-            log.warning(
+            log.log(
+                logging.INFO if attempt == 1 else logging.WARNING,
                 "%s failed transiently (attempt %d of %d), retrying in %.3fs: %s",
                 description,
                 attempt,
