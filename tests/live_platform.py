@@ -88,6 +88,19 @@ class LivePlatform:
                     return component
         raise AssertionError("no signal engine in this server")
 
+    async def instrument_stored(self, symbol: str = SYMBOL, timeout: float = 15) -> None:
+        """Until the feed's leader has stored `symbol` (it is leader before it stores its instruments, so bars
+        imported in between would be refused with "no instrument")."""
+
+        async def stored() -> bool:
+            try:
+                await self.market.GetInstrument(market_pb2.GetInstrumentRequest(symbol=symbol), metadata=self.admin)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        await eventually(stored, timeout=timeout)
+
 
 def live_settings(**overrides: Any) -> Settings:
     port = overrides.pop("port", None) or free_port()

@@ -27,7 +27,6 @@ from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.auth.keys import DEV_KEY_NAME
 from services.core.db.databases import utc_now
 from services.core.timeframes import Timeframe
-from services.market.feeds.runner import FeedRunner
 from services.signal.live.signal_store import signal_series
 from tests.db_support import DatabaseSet, new_prefix
 from tests.e2e.platform import Platform
@@ -120,8 +119,7 @@ async def test_killing_the_leader_hands_over_without_losing_or_doubling_a_signal
     feed = ScriptedFeed()
     settings = live_settings(**shared)
     async with running_live_platform(settings, feed=feed, services=("market",)) as market:
-        runner = next(c for r in market.server.registrations for c in r.components if isinstance(c, FeedRunner))
-        await eventually(lambda: runner.is_leader, timeout=15)
+        await market.instrument_stored()
         await store_history(market.market, market.admin, Timeframe.M1.floor(utc_now()))
         servers = [_signal_server(shared, market.server.address) for _ in range(2)]
         client = aioredis.Redis.from_url(shared["redis_url"])

@@ -51,17 +51,9 @@ TF = common_pb2.TIMEFRAME_1M
 @pytest.fixture
 async def platform() -> AsyncIterator[LivePlatform]:
     async with running_live_platform(live_settings(), feed=ScriptedFeed()) as running:
-        await eventually(lambda: _instrument_exists(running), timeout=15)
+        await running.instrument_stored()
         await store_history(running.market, running.admin, Timeframe.M1.floor(utc_now()))
         yield running
-
-
-async def _instrument_exists(platform: LivePlatform) -> bool:
-    try:
-        await platform.market.GetInstrument(market_pb2.GetInstrumentRequest(symbol=SYMBOL), metadata=platform.admin)
-    except grpc.aio.AioRpcError:
-        return False
-    return True
 
 
 def _expected_grade(side: int, confidence: float) -> int:
@@ -461,7 +453,7 @@ async def test_a_series_watched_before_its_history_was_stored_starts_once_it_is(
     close and evaluates from there; the history itself is not news."""
     feed = ScriptedFeed()
     async with running_live_platform(live_settings(signal_symbols=[SYMBOL]), feed=feed) as platform:
-        await eventually(lambda: _instrument_exists(platform), timeout=15)
+        await platform.instrument_stored()
         await wait_streaming_without_history(platform)
         await store_history(platform.market, platform.admin, Timeframe.M1.floor(utc_now()))
         stream = platform.signal.StreamSignals(
