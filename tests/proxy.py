@@ -15,12 +15,19 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Counts cuts: a connection the listener accepted before a cut must not survive it, even when its handler
+        # runs or its upstream connects only after the cut.
+        self._cuts = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        cuts = self._cuts
+        self._server = await asyncio.start_server(
+            lambda reader, writer: self._accept(reader, writer, cuts), "127.0.0.1", self.port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
+        self._cuts += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -38,11 +45,17 @@ class TcpProxy:
     async def stop(self) -> None:
         await self.cut()
 
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter, cuts: int
+    ) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:
             client_writer.close()
+            return
+        if cuts != self._cuts:  # accepted before a cut: it goes with the rest
+            client_writer.close()
+            upstream_writer.close()
             return
         self._writers.update((client_writer, upstream_writer))
         for reader, writer in ((client_reader, upstream_writer), (upstream_reader, client_writer)):
