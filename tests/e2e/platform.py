@@ -56,7 +56,7 @@ class Platform:
                 self._ready.set()
         self._ready.set()
 
-    def wait_ready(self, timeout: float = 30.0) -> Platform:
+    def wait_ready(self, timeout: float = 90.0) -> Platform:
         if not self._ready.wait(timeout) or not self.address:
             self.stop()
             raise AssertionError("bullant did not start:\n" + self.output())

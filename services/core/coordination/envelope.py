@@ -51,6 +51,10 @@ class Sequencer:
         self._next[channel] = number
         return number
 
+    def seal(self, channel: str, data: bytes) -> bytes:
+        """`data` in its envelope as this publisher's next message on `channel` (what both backends publish)."""
+        return seal(self.publisher, self.next(channel), bytes(data))
+
 
 StreamKey = tuple[str | None, str, bytes]
 

@@ -29,7 +29,7 @@ from services.core.coordination.base import (
     check_rate,
     check_ttl,
 )
-from services.core.coordination.envelope import Sequencer, seal
+from services.core.coordination.envelope import Sequencer
 from services.core.coordination.keys import KeySpace
 from services.core.coordination.subscription import Subscription
 
@@ -255,7 +255,7 @@ class MemoryPubSub(PubSub):
 
     async def publish(self, channel: str, data: bytes) -> None:
         full = self._keyspace.channel(channel)
-        raw = seal(self._sequencer.publisher, self._sequencer.next(channel), bytes(data))
+        raw = self._sequencer.seal(channel, data)
         for subscription in list(self._backend.subscriptions):
             subscription.offer(full, raw)
 

@@ -13,7 +13,7 @@ from redis.asyncio.client import PubSub as RedisPubSubConnection
 
 from services.core.backoff import backoff_delay
 from services.core.coordination.base import DEFAULT_MAX_PENDING, PubSub
-from services.core.coordination.envelope import Sequencer, seal
+from services.core.coordination.envelope import Sequencer
 from services.core.coordination.keys import KeySpace
 from services.core.coordination.redis_connection import OUTAGES, RedisConnection, outage, unavailable_on_outage
 from services.core.coordination.subscription import Subscription
@@ -164,7 +164,7 @@ class RedisPubSub(PubSub):
 
     async def publish(self, channel: str, data: bytes) -> None:
         full = self._keyspace.channel(channel)
-        raw = seal(self._sequencer.publisher, self._sequencer.next(channel), bytes(data))
+        raw = self._sequencer.seal(channel, data)
         with unavailable_on_outage("PUBLISH"):
             await self._connection.client.publish(full, raw)
 
