@@ -5,6 +5,7 @@ types; the domain errors it raises are mapped to status codes by the error inter
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -101,13 +102,14 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         submission = Submission(
             spec=spec, config=stored.text, digest=stored.digest, request_id=request.request_id or None
         )
-        async for backtest_id, update in self._backtests.run(owner, submission):
-            if isinstance(update, BacktestRecord):
-                yield signal_pb2.RunBacktestResponse(
-                    backtest_id=backtest_id, backtest=backtest_message(update, full=True)
-                )
-            else:
-                yield signal_pb2.RunBacktestResponse(backtest_id=backtest_id, progress=progress_message(update))
+        # Closed with the call, so the run's watch ends with it.
+        async with aclosing(self._backtests.run(owner, submission)) as updates:
+            async for backtest_id, update in updates:
+                if isinstance(update, BacktestRecord):
+                    message = backtest_message(update, full=True)
+                    yield signal_pb2.RunBacktestResponse(backtest_id=backtest_id, backtest=message)
+                else:
+                    yield signal_pb2.RunBacktestResponse(backtest_id=backtest_id, progress=progress_message(update))
 
     async def CancelBacktest(
         self, request: signal_pb2.CancelBacktestRequest, context: Context
@@ -186,8 +188,10 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def StreamSignals(  # type: ignore[override]
         self, request: signal_pb2.StreamSignalsRequest, context: Context
     ) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
-        async for item in self._live.stream(caller(), stream_request(request)):
-            yield _heartbeat() if isinstance(item, Heartbeat) else item
+        # Closed with the call, so the stream leaves the hub and the watch at once.
+        async with aclosing(self._live.stream(caller(), stream_request(request))) as items:
+            async for item in items:
+                yield _heartbeat() if isinstance(item, Heartbeat) else item
 
     async def ListSignals(
         self, request: signal_pb2.ListSignalsRequest, context: Context

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,7 +53,7 @@ class Backtests:
         self._runner = runner
         self._pages = pages
 
-    async def run(self, owner: Owner, submission: Submission) -> AsyncIterator[tuple[str, Update]]:
+    async def run(self, owner: Owner, submission: Submission) -> AsyncGenerator[tuple[str, Update], None]:
         """Run the backtest (or follow the one already submitted with the request id): its id with each progress
         update, then with the finished record."""
         record = None

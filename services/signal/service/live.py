@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -151,7 +151,7 @@ class LiveSignals:
 
     # -- StreamSignals ----------------------------------------------------------------------------------------------
 
-    async def stream(self, owner: Owner, request: StreamRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, owner: Owner, request: StreamRequest) -> AsyncGenerator[StreamItem, None]:
         """A heartbeat, the replay (when asked), then what the hub publishes, with a heartbeat whenever nothing
         comes for a while: STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED, SYMBOL_NOT_FOUND, TOO_MANY_STREAMS first;
         SUBSCRIBER_TOO_SLOW or SERVER_DRAINING end it."""
