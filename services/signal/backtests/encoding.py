@@ -20,12 +20,14 @@ from services.signal.backtests.engine.config import (
     VolatilityTarget,
 )
 from services.signal.backtests.report_codec import read_report
-from services.signal.backtests.spec import BacktestRequest, BacktestSpec, SweepRequest
+from services.signal.backtests.spec import (
+    DEFAULT_MAX_FRACTION,
+    DEFAULT_VOLATILITY_LOOKBACK,
+    BacktestRequest,
+    BacktestSpec,
+    SweepRequest,
+)
 from services.signal.backtests.store import BacktestRecord, Progress
-
-# A volatility target's defaults when the request leaves them unset.
-DEFAULT_VOLATILITY_LOOKBACK = 20
-DEFAULT_MAX_FRACTION = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +74,8 @@ def backtest_request(config: signal_pb2.BacktestConfig) -> BacktestRequest:
 
 
 def _sizing(config: signal_pb2.BacktestConfig) -> Sizing:
-    """The sizing given (the declared rules require a method when sizing is set), else all of equity."""
+    """The sizing given (the declared rules require a method when sizing is set), else all of equity; a volatility
+    target's unset lookback and cap are the spec's defaults."""
     method = config.sizing.WhichOneof("method") if config.HasField("sizing") else None
     if method == "fixed_quantity":
         return FixedQuantity(quantity=config.sizing.fixed_quantity.quantity)

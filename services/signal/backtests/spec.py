@@ -26,6 +26,9 @@ MAX_COMBINATIONS = 10_000
 DEFAULT_EQUITY_POINTS = 5_000
 DEFAULT_FILL_TIMING = FillTiming.NEXT_BAR_OPEN
 DEFAULT_RANK_BY = BacktestMetric.SHARPE
+# A volatility target's lookback and largest fraction of equity when the request leaves them unset.
+DEFAULT_VOLATILITY_LOOKBACK = 20
+DEFAULT_MAX_FRACTION = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
