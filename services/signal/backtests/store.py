@@ -51,7 +51,7 @@ backtests = Table(
     Column("symbols", String(1700), nullable=False),
     # services.signal.backtests.store.BacktestState.
     Column("state", SmallInteger, nullable=False),
-    # The normalised config as the adapter encoded it (proto3 JSON).
+    # The normalised config as backtests/encoding.py writes it (proto3 JSON).
     Column("config", Text, nullable=False),
     # Progress as JSON (fraction, bars, combinations, message).
     Column("progress", Text, nullable=False),
@@ -124,8 +124,8 @@ class Progress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BacktestRecord:
-    """One stored backtest. `summary` and `detail` are the adapter's encodings of the report (None until it
-    succeeds; `detail` is only read for the full view)."""
+    """One stored backtest. `summary` and `detail` are the report as backtests/report_codec.py encodes it (None
+    until it succeeds; `detail` is only read for the full view)."""
 
     backtest_id: str
     owner: Owner
