@@ -23,9 +23,9 @@ from backtesting import Backtest, Strategy  # type: ignore[import-untyped]
 from backtesting.lib import crossover  # type: ignore[import-untyped]
 from backtesting.test import SMA  # type: ignore[import-untyped]
 
-from services.signal.backtest.config import BacktestConfig, CommissionModel, FillTiming, FixedFraction
-from services.signal.backtest.engine import BacktestBars, BacktestResult, run_backtest
-from services.signal.backtest.kernel import Array
+from services.signal.backtests.engine.config import BacktestConfig, CommissionModel, FillTiming, FixedFraction
+from services.signal.backtests.engine.engine import BacktestBars, BacktestResult, run_backtest
+from services.signal.backtests.engine.kernel import Array
 from services.signal.indicators.base import Bars
 from services.signal.indicators.catalogue import load_indicators
 

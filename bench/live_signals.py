@@ -58,7 +58,7 @@ from services.market.feeds.base import FeedAdapter
 from services.market.feeds.runner import FeedRunner, FeedState
 from services.market.models import AssetClass, Instrument, Tick
 from services.model import servicer as model_servicer
-from services.signal import servicer as signal_servicer
+from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
 from services.signal.live.records import SeriesKey
 
@@ -172,7 +172,7 @@ async def measure(count: int, rounds: int) -> Figures:
     feed = BenchFeed(symbols)
     deps = build_dependencies(settings)
     market = market_servicer.registration(deps, factories={FEED_ID: lambda: feed})
-    signal = signal_servicer.registration(deps)
+    signal = signal_wiring.build(deps)
     server = GrpcServer(
         settings,
         [market, signal, model_servicer.registration(deps)],

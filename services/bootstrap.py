@@ -24,13 +24,13 @@ from services.core.startup import ConfigurationError
 from services.core.urls import redact_url
 from services.market import servicer as market
 from services.model import servicer as model
-from services.signal import servicer as signal
+from services.signal import wiring as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "account": account.registration,
     "market": market.registration,
-    "signal": signal.registration,
+    "signal": signal.build,
     "model": model.registration,
     "chat": chat.registration,
 }

@@ -43,7 +43,7 @@ from services.market import importer
 from services.market.importer import ImportProgressBar, import_file
 from services.market.models import Timeframe
 from services.market.service import normalize_symbol
-from services.signal import backtest_cli
+from services.signal.backtests import cli as backtest_cli
 
 log = logging.getLogger("bullant.cli")
 

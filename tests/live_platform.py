@@ -28,7 +28,7 @@ from services.market import servicer as market_servicer
 from services.market.feeds.base import FeedAdapter
 from services.market.models import Tick
 from services.model import servicer as model_servicer
-from services.signal import servicer as signal_servicer
+from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
 from services.signal.live.records import LiveSignal, SeriesKey
 from tests.market_platform import COIN, ScriptedFeed
@@ -134,7 +134,7 @@ async def running_live_platform(
         assert feed is not None
         registrations.append(market_servicer.registration(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
     if "signal" in services:
-        registrations.append(signal_servicer.registration(deps, on_processed=processed, clock=clock))
+        registrations.append(signal_wiring.build(deps, on_processed=processed, clock=clock))
     if "model" in services:
         registrations.append(model_servicer.registration(deps))
     server = GrpcServer(

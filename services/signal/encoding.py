@@ -1,20 +1,128 @@
-"""Conversions between the signal domain (strategies, parameters, events) and bullant.signal.v1 messages."""
+"""Conversions between the catalogue (indicators, strategies, their parameters and events) and bullant.signal.v1
+messages."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import numpy as np
 
+from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.messages import parameter_spec, timestamp
-from services.core.timeframes import Timeframe
-from services.signal.strategies.base import (
-    REGISTRY,
-    SignalEvent,
-    StrategyDef,
-)
+from services.core.messages import naive_utc, parameter_spec, parameter_values, timestamp
+from services.signal.analytics import IndicatorRequest, PriceSource
+from services.signal.indicators.base import IndicatorDef, Param
+from services.signal.service.catalogue import BarsRequest, Evaluation, IndicatorValues
+from services.signal.strategies.base import SignalEvent, StrategyDef
+
+
+class _Targeted(Protocol):
+    """Requests over one symbol's stored bars."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def timeframe(self) -> Any: ...
+    @property
+    def range(self) -> common_pb2.TimeRange: ...
+    @property
+    def extend_for_warmup(self) -> bool: ...
+
+
+def bars_request(request: _Targeted) -> BarsRequest:
+    """The symbol (upper case), timeframe and range of a request over stored bars (the declared rules – symbol,
+    timeframe, range.start_time – were checked before the handler; the service checks the range's order)."""
+    return BarsRequest(
+        symbol=request.symbol.upper(),
+        timeframe=request.timeframe,
+        start=naive_utc(request.range.start_time),
+        end=naive_utc(request.range.end_time) if request.range.HasField("end_time") else None,
+        extend_for_warmup=request.extend_for_warmup,
+    )
+
+
+def indicator_requests(specs: Any) -> list[IndicatorRequest]:
+    """ComputeIndicators' IndicatorSpecs, as asked (an unknown source is unspecified)."""
+    return [
+        IndicatorRequest(
+            name=spec.name,
+            parameters=dict(spec.parameters),
+            alias=spec.alias,
+            outputs=list(spec.outputs),
+            source=PriceSource(spec.source)
+            if spec.source in PriceSource._value2member_map_
+            else PriceSource.UNSPECIFIED,
+        )
+        for spec in specs
+    ]
+
+
+def indicator_values_message(values: IndicatorValues) -> signal_pb2.ComputeIndicatorsResponse:
+    results = []
+    for indicator, found in values.results:
+        spec = signal_pb2.IndicatorSpec(
+            name=indicator.definition.name,
+            parameters={name: float(value) for name, value in indicator.parameters.items()},
+            alias=indicator.alias,
+            outputs=list(indicator.outputs),
+            source=int(indicator.source),  # type: ignore[arg-type]
+        )
+        results.append(
+            signal_pb2.IndicatorResult(
+                spec=spec,
+                series=[
+                    signal_pb2.IndicatorSeries(
+                        name=item.name, output=item.output, values=item.values.tolist(), warmup_bars=item.warmup
+                    )
+                    for item in found
+                ],
+            )
+        )
+    return signal_pb2.ComputeIndicatorsResponse(
+        bar_times=[timestamp(moment) for moment in values.bar_times], results=results
+    )
+
+
+def _indicator_parameter_spec(param: Param) -> common_pb2.ParameterSpec:
+    def value(number: float) -> common_pb2.ParameterValue:
+        if param.integer:
+            return common_pb2.ParameterValue(int_value=int(number))
+        return common_pb2.ParameterValue(double_value=number)
+
+    spec = common_pb2.ParameterSpec(
+        name=param.name,
+        description=param.description,
+        type=common_pb2.PARAMETER_TYPE_INTEGER if param.integer else common_pb2.PARAMETER_TYPE_NUMBER,
+        default_value=value(param.default),
+        unit=param.unit,
+    )
+    if param.minimum is not None:
+        spec.min_value.CopyFrom(value(param.minimum))
+    if param.maximum is not None:
+        spec.max_value.CopyFrom(value(param.maximum))
+    if param.step is not None:
+        spec.step = param.step
+    return spec
+
+
+def indicator_message(definition: IndicatorDef) -> signal_pb2.Indicator:
+    """ListIndicators' description of an indicator."""
+    return signal_pb2.Indicator(
+        name=definition.name,
+        display_name=definition.display_name,
+        description=definition.description,
+        parameters=[_indicator_parameter_spec(param) for param in definition.params],
+        outputs=[
+            signal_pb2.IndicatorOutput(
+                name=output.name, description=output.description, display_offset_bars=output.display_offset_bars
+            )
+            for output in definition.outputs
+        ],
+        inputs=list(definition.inputs),
+        accepts_source=definition.accepts_source,
+        overlay=definition.overlay,
+    )
 
 
 def strategy_message(strategy: StrategyDef) -> signal_pb2.Strategy:
@@ -46,22 +154,10 @@ def event_message(event: SignalEvent, bar_time: np.datetime64) -> signal_pb2.Sig
     )
 
 
-def timeframe_of(number: int, field: str = "timeframe") -> Timeframe:
-    """A Timeframe from its proto number; INVALID_ARGUMENT when unset or unknown."""
-    if number not in Timeframe._value2member_map_:
-        raise InvalidArgument(FieldViolation(field, "is required: one of TIMEFRAME_1M … TIMEFRAME_1D"))
-    return Timeframe(number)
-
-
-def find_strategy(strategy_id: str, field: str = "strategy_id") -> StrategyDef:
-    """The strategy with this id: INVALID_ARGUMENT when empty, NOT_FOUND STRATEGY_NOT_FOUND when unknown."""
-    if not strategy_id:
-        raise InvalidArgument(FieldViolation(field, "is required"))
-    strategy = REGISTRY.get(strategy_id)
-    if strategy is None:
-        raise NotFound(
-            f"no strategy {strategy_id!r}; ListStrategies names them",
-            reason="STRATEGY_NOT_FOUND",
-            metadata={"strategy_id": strategy_id},
-        )
-    return strategy
+def evaluation_message(evaluation: Evaluation) -> signal_pb2.EvaluateStrategyResponse:
+    return signal_pb2.EvaluateStrategyResponse(
+        events=[event_message(event, bar_time) for event, bar_time in evaluation.events],
+        parameters=parameter_values(evaluation.parameters),
+        bar_count=evaluation.bar_count,
+        warmup_bars=evaluation.warmup_bars,
+    )

@@ -3,7 +3,9 @@ production model of the signal's own symbol and timeframe that passed its promot
 fused = (0.6 × technical + 0.4 × model) × 1.2 when the model's direction agrees with the signal's side and × 0.8
 when it disagrees (× 1 when the model predicts FLAT), clamped to [0, 1]; the grade is STRONG_<side> at 0.8 and
 <side> at 0.6, HOLD below. When the model cannot answer within the deadline the signal is technical-only, says why,
-and its fused confidence is the technical one: no number is invented."""
+and its fused confidence is the technical one: no number is invented.
+
+The rule is pure (no I/O): the model service's client that feeds it is services/signal/live/model_fusion.py."""
 
 from __future__ import annotations
 
@@ -11,19 +13,12 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
-import grpc
-
-from bullant.model.v1 import model_pb2, model_pb2_grpc
-from services.core.clients import ClientFactory
-from services.core.grpc_errors import error_reason
-from services.core.timeframes import Timeframe
-
-MODEL = model_pb2.DESCRIPTOR.services_by_name["ModelService"]
 TECHNICAL_WEIGHT, MODEL_WEIGHT = 0.6, 0.4
 AGREE, DISAGREE = 1.2, 0.8
 STRONG_AT, GRADE_AT = 0.8, 0.6
 BUY, SELL = 1, -1
-_UP, _DOWN = model_pb2.DIRECTION_UP, model_pb2.DIRECTION_DOWN
+# Numbers of bullant.model.v1.Direction the rule reads (tests/unit/test_signal_fusion.py holds them to the proto).
+DIRECTION_UP, DIRECTION_DOWN = 1, 2
 
 
 class Grade(IntEnum):
@@ -85,61 +80,9 @@ def fuse(side: int, technical: float, model: ModelView | None, reason: Technical
         return Fused(confidence=technical, grade=grade(side, technical), model=None, agrees=None, reason=reason)
     agrees: bool | None = None
     factor = 1.0
-    if model.direction in (_UP, _DOWN):
-        agrees = (model.direction == _UP) == (side == BUY)
+    if model.direction in (DIRECTION_UP, DIRECTION_DOWN):
+        agrees = (model.direction == DIRECTION_UP) == (side == BUY)
         factor = AGREE if agrees else DISAGREE
     value = (TECHNICAL_WEIGHT * technical + MODEL_WEIGHT * model.confidence) * factor
     value = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
     return Fused(confidence=value, grade=grade(side, value), model=model, agrees=agrees, reason=TechnicalOnly.NONE)
-
-
-class ModelFusion:
-    """Asks the model service for the prediction behind a signal, within a deadline."""
-
-    def __init__(self, clients: ClientFactory, *, deadline_seconds: float = 0.5, enabled: bool = True) -> None:
-        self._clients = clients
-        self._deadline = deadline_seconds
-        self._enabled = enabled
-
-    async def fuse(
-        self, *, symbol: str, timeframe: Timeframe, side: int, technical: float, horizon: int, request_key: str
-    ) -> Fused:
-        """The fused signal, or the technical-only one with the reason the model could not contribute."""
-        if not self._enabled:
-            return fuse(side, technical, None, TechnicalOnly.FUSION_DISABLED)
-        stub = model_pb2_grpc.ModelServiceStub(self._clients.channel(MODEL))
-        request = model_pb2.PredictRequest(
-            symbol=symbol,
-            timeframe=int(timeframe),  # type: ignore[arg-type]
-            horizon_bars=horizon,
-            request_key=request_key,
-            # Only the symbol and timeframe's production model, and only when it beats naive (its gate passed).
-            require_passed_gate=True,
-        )
-        try:
-            reply = await stub.Predict(request, timeout=self._deadline, wait_for_ready=False)
-        except grpc.aio.AioRpcError as error:
-            # An unreachable model service answers UNAVAILABLE at once (the client factory fails fast), so a
-            # timeout here means a slow one.
-            return fuse(side, technical, None, _technical_only(error))
-        prediction = reply.prediction
-        view = ModelView(
-            prediction_id=prediction.prediction_id,
-            model_id=prediction.model_id,
-            confidence=prediction.confidence,
-            direction=prediction.direction,
-            expected_return=prediction.expected_return,
-        )
-        return fuse(side, technical, view)
-
-
-def _technical_only(error: grpc.aio.AioRpcError) -> TechnicalOnly:
-    if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TechnicalOnly.MODEL_TIMEOUT
-    if error.code() is grpc.StatusCode.FAILED_PRECONDITION:
-        reason = error_reason(error)
-        if reason == "MODEL_NOT_TRAINED":
-            return TechnicalOnly.MODEL_NOT_TRAINED
-        if reason == "MODEL_GATE_NOT_PASSED":
-            return TechnicalOnly.MODEL_GATE_NOT_PASSED
-    return TechnicalOnly.MODEL_UNAVAILABLE

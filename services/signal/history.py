@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from services.core.market_data import BarSeries, MarketData
 from services.core.parameters import Params
-from services.signal.strategies.base import StrategyDef
+from services.signal.strategies.base import StrategyBars, StrategyDef
 
 # Most bars read before a bar for a strategy's time history (a month of minute bars).
 MAX_HISTORY_BARS = 50_000
@@ -38,6 +38,12 @@ class History:
         """Where the time history before `start` is read from: calendars have gaps (nights, weekends), so the span
         with room for a long weekend."""
         return start - self.span * 1.5 - timedelta(days=4)
+
+
+def strategy_bars(series: BarSeries, span: timedelta) -> StrategyBars:
+    """Bars read from the market service in the strategies' input form."""
+    times = np.array(series.times, dtype="datetime64[us]").astype("datetime64[ns]")
+    return StrategyBars(times, series.open, series.high, series.low, series.close, series.volume, span)
 
 
 async def read_history(

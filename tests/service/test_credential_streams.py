@@ -36,7 +36,7 @@ from services.core.db.schema import outbox_messages
 from services.core.grpc_errors import error_reason
 from services.core.server import GrpcServer
 from services.market import servicer as market_servicer
-from services.signal import servicer as signal_servicer
+from services.signal import wiring as signal_wiring
 from services.signal.live.market_ticks import MarketTicks
 from tests.gateway_platform import GatewayPlatform, running_gateway
 from tests.live_platform import SYMBOL as LIVE_SYMBOL
@@ -375,7 +375,7 @@ async def test_the_relay_renews_its_credential_before_it_expires(platform: Gatew
 async def test_the_signal_engine_renews_its_tick_streams_credential(monkeypatch: pytest.MonkeyPatch) -> None:
     # The engine's service tokens live six seconds: its tick stream must be renewed over and over.
     short = TokenPolicy(ttl_seconds=6)
-    monkeypatch.setattr(signal_servicer, "token_policy", lambda settings: short)
+    monkeypatch.setattr(signal_wiring, "token_policy", lambda settings: short)
     # How each of the engine's tick streams ended: cancelled by the engine once replaced, or broken.
     broken: list[Exception] = []
     stream = MarketTicks.stream

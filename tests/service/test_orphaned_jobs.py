@@ -18,7 +18,8 @@ from bullant.signal.v1 import signal_pb2
 from services.core.db.databases import utc_now
 from services.model.records import TrainingJob
 from services.model.store import ModelStore
-from services.signal.backtest_store import BacktestState, BacktestStore, Owner
+from services.signal.backtests.store import BacktestState, BacktestStore
+from services.signal.owners import Owner
 from tests.model_records import running_job, training_spec
 from tests.signal_platform import START, running_signal_platform, stamp
 from tests.support import fresh_data_dir

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.db.migrate import alembic_config, upgrade_to_head
-from services.signal.alert_store import alerts
-from services.signal.backtest_store import backtests
+from services.signal.alerts.store import alerts
+from services.signal.backtests.store import backtests
 from services.signal.live.signal_store import signals
 from services.signal.strategies.base import REGISTRY as STRATEGIES
 from tests.account_platform import refusal

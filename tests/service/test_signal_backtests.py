@@ -22,10 +22,11 @@ from google.protobuf import json_format
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
-from services.signal import backtest_cli
-from services.signal.backtest.config import BacktestConfig, CommissionModel
-from services.signal.backtest.engine import BacktestBars, run_backtest
-from services.signal.backtest_store import BacktestRecord, BacktestState, BacktestStore, Owner, Progress
+from services.signal.backtests import cli as backtest_cli
+from services.signal.backtests.engine.config import BacktestConfig, CommissionModel
+from services.signal.backtests.engine.engine import BacktestBars, run_backtest
+from services.signal.backtests.store import BacktestRecord, BacktestState, BacktestStore, Progress
+from services.signal.owners import Owner
 from services.signal.strategies.base import REGISTRY
 from tests.account_platform import refusal
 from tests.signal_platform import START, Metadata, SignalPlatform, StoredSymbol, running_signal_platform, stamp

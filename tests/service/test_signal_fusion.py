@@ -18,7 +18,8 @@ from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
 from services.core.clients import ClientFactory
 from services.core.timeframes import Timeframe
-from services.signal.fusion import BUY, ModelFusion, ModelView, TechnicalOnly, fuse
+from services.signal.fusion import BUY, ModelView, TechnicalOnly, fuse
+from services.signal.live.model_fusion import ModelFusion
 from tests.signal_platform import SignalPlatform, StoredSymbol, free_port, running_signal_platform, store_trend
 from tests.support import make_settings
 

@@ -18,8 +18,8 @@ from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
-from services.signal.backtest.config import BacktestConfig
-from services.signal.backtest.engine import BacktestBars, run_backtest
+from services.signal.backtests.engine.config import BacktestConfig
+from services.signal.backtests.engine.engine import BacktestBars, run_backtest
 from services.signal.strategies.base import REGISTRY, StrategyBars
 from tests.signal_platform import SignalPlatform, running_signal_platform, stamp
 

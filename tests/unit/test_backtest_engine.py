@@ -16,7 +16,7 @@ from backtesting import Backtest, Strategy  # type: ignore[import-untyped]
 from backtesting.lib import crossover  # type: ignore[import-untyped]
 from backtesting.test import GOOG, SMA  # type: ignore[import-untyped]
 
-from services.signal.backtest.config import (
+from services.signal.backtests.engine.config import (
     BacktestConfig,
     BacktestMetric,
     CommissionModel,
@@ -26,9 +26,9 @@ from services.signal.backtest.config import (
     FixedQuantity,
     VolatilityTarget,
 )
-from services.signal.backtest.engine import BacktestBars, BacktestResult, run_backtest
-from services.signal.backtest.kernel import Array
-from services.signal.backtest.metrics import (
+from services.signal.backtests.engine.engine import BacktestBars, BacktestResult, run_backtest
+from services.signal.backtests.engine.kernel import Array
+from services.signal.backtests.engine.metrics import (
     annual_volatility,
     bars_per_year,
     cagr,
@@ -38,8 +38,8 @@ from services.signal.backtest.metrics import (
     sortino_ratio,
     trade_statistics,
 )
-from services.signal.backtest.sizing import rolling_volatility
-from services.signal.backtest.sweep import rank_key, sweep
+from services.signal.backtests.engine.sizing import rolling_volatility
+from services.signal.backtests.engine.sweep import rank_key, sweep
 
 T0 = np.datetime64("2024-01-01T00:00", "ns")
 DAY = timedelta(days=1)

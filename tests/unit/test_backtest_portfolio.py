@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from services.signal.backtest.config import (
+from services.signal.backtests.engine.config import (
     BacktestConfig,
     CommissionModel,
     FillTiming,
@@ -19,9 +19,9 @@ from services.signal.backtest.config import (
     FixedQuantity,
     VolatilityTarget,
 )
-from services.signal.backtest.engine import BacktestBars, BacktestResult, run_backtest
-from services.signal.backtest.kernel import Array
-from services.signal.backtest.portfolio import PortfolioResult, run_portfolio
+from services.signal.backtests.engine.engine import BacktestBars, BacktestResult, run_backtest
+from services.signal.backtests.engine.kernel import Array
+from services.signal.backtests.engine.portfolio import PortfolioResult, run_portfolio
 from tests.unit.test_backtest_engine import (
     DAY,
     NAN,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench import backtest
-from services.signal.backtest.engine import run_backtest
+from services.signal.backtests.engine.engine import run_backtest
 
 
 def test_generated_bars_are_valid_seeded_and_stay_in_range() -> None:

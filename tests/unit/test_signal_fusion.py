@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from bullant.model.v1 import model_pb2
+from bullant.signal.v1 import signal_pb2
+from services.signal import fusion
 from services.signal.fusion import BUY, SELL, Grade, ModelView, TechnicalOnly, fuse, grade
 
 UP, DOWN, FLAT = 1, 2, 3
@@ -45,3 +51,24 @@ def test_grades() -> None:
         Grade.STRONG_BUY, Grade.BUY, Grade.BUY, Grade.HOLD, Grade.HOLD,
     ]  # fmt: skip
     assert [grade(SELL, value) for value in (0.95, 0.65, 0.1)] == [Grade.STRONG_SELL, Grade.SELL, Grade.HOLD]
+
+
+def test_the_rules_numbers_are_the_protos() -> None:
+    assert (fusion.DIRECTION_UP, fusion.DIRECTION_DOWN) == (model_pb2.DIRECTION_UP, model_pb2.DIRECTION_DOWN)
+    assert {grade.name: int(grade) for grade in Grade} == {
+        name.removeprefix("SIGNAL_GRADE_"): number
+        for name, number in signal_pb2.SignalGrade.items()
+        if number != signal_pb2.SIGNAL_GRADE_UNSPECIFIED
+    }
+    assert {reason.name: int(reason) for reason in TechnicalOnly if reason is not TechnicalOnly.NONE} == {
+        name.removeprefix("TECHNICAL_ONLY_REASON_"): number
+        for name, number in signal_pb2.TechnicalOnlyReason.items()
+        if number != signal_pb2.TECHNICAL_ONLY_REASON_UNSPECIFIED
+    }
+
+
+def test_the_rule_loads_no_grpc() -> None:
+    # The stores import Grade from the rule; the model service's client is services/signal/live/model_fusion.py.
+    code = "import sys, services.signal.fusion, services.signal.live.signal_store; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

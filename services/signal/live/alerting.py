@@ -10,13 +10,13 @@ from datetime import datetime
 
 from services.core.db.databases import Databases, utc_now
 from services.core.db.outbox import OutboxMessage, add_outbox
-from services.signal.alert_store import AlertRule, AlertStore
-from services.signal.backtest_store import Owner
+from services.signal.alerts.store import AlertRule, AlertStore
 from services.signal.live.encoding import firing_envelope, side_number
 from services.signal.live.firing_store import FiringStore
 from services.signal.live.hub import SignalHub
 from services.signal.live.records import Firing, LiveSignal
 from services.signal.live.signal_store import SignalStore
+from services.signal.owners import Owner
 
 log = logging.getLogger("bullant.signal.alerts")
 CHANNEL_NAMES = {1: "in_app", 2: "email", 3: "webhook", 4: "push"}

@@ -23,7 +23,7 @@ from services.core.coordination.leader import LeaderElection
 from services.core.db.databases import utc_now
 from services.core.errors import DomainError, NotFound, Unavailable
 from services.core.timeframes import Timeframe
-from services.signal.alert_store import AlertRule, AlertStore
+from services.signal.alerts.store import AlertRule, AlertStore
 from services.signal.live.alerting import AlertDispatcher
 from services.signal.live.evaluator import UnitState
 from services.signal.live.hub import WATCH_CHANNEL, parse_series
@@ -31,7 +31,7 @@ from services.signal.live.market_ticks import MarketTicks, TickEvent
 from services.signal.live.performance import PerformanceJob
 from services.signal.live.records import SeriesKey, Unit
 from services.signal.live.series import ClosedBar, SymbolBars
-from services.signal.live.series_runner import RunnerParts, SeriesRunner, Units
+from services.signal.live.series_runner import SeriesRunner, SignalPipeline, Units
 from services.signal.strategies.base import REGISTRY, StrategyDef
 
 log = logging.getLogger("bullant.signal.engine")
@@ -97,7 +97,7 @@ class LiveEngine:
     def __init__(
         self,
         *,
-        parts: RunnerParts,
+        pipeline: SignalPipeline,
         ticks: MarketTicks,
         rules: AlertStore,
         dispatcher: AlertDispatcher,
@@ -109,7 +109,7 @@ class LiveEngine:
         clock: Callable[[], datetime] = utc_now,
         draining: asyncio.Event | None = None,
     ) -> None:
-        self._parts = parts
+        self._pipeline = pipeline
         # Set when this process shuts down: the market goes away with it, and a broken stream is expected then.
         self._draining = draining or asyncio.Event()
         self._ticks = ticks
@@ -227,7 +227,7 @@ class LiveEngine:
             if runner is not None:
                 runner.configure(units)
                 continue
-            runner = SeriesRunner(series, self._parts, units)
+            runner = SeriesRunner(series, self._pipeline, units)
             self.runners[series] = runner
             self._tasks[series] = asyncio.create_task(runner.run(), name=f"signal-series-{series.symbol}")
             if series.symbol not in self._symbols:

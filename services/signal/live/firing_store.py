@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
 from services.core.db.schema import shard_metadata
-from services.signal.alert_store import alerts
-from services.signal.backtest_store import Owner
+from services.signal.alerts.store import alerts
 from services.signal.live.records import Firing, LiveSignal, firing_id
+from services.signal.owners import Owner
 
 alert_firings = Table(
     "alert_firings",

@@ -1,5 +1,5 @@
-"""Decoding of the live methods' requests (each field checked, every violation reported) and encoding of the
-signal-performance rows."""
+"""Decoding of the live methods' requests into the queries of services/signal/service/live.py (which checks them)
+and encoding of the signal-performance rows."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import TypeVar
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import naive_utc, timestamp
 from services.core.timeframes import Timeframe
+from services.signal.fusion import BUY, SELL
 from services.signal.live.performance import PerformanceRow
+from services.signal.service.live import PerformanceQuery, SignalQuery, StreamRequest
 
 T = TypeVar("T")
 
@@ -35,12 +36,53 @@ def strings_of(raw: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-def range_of(window: common_pb2.TimeRange, field: str = "range") -> tuple[datetime | None, datetime | None]:
+def range_of(window: common_pb2.TimeRange) -> tuple[datetime | None, datetime | None]:
+    """A range's ends (each None when absent); the service checks their order."""
     start = naive_utc(window.start_time) if window.HasField("start_time") else None
     end = naive_utc(window.end_time) if window.HasField("end_time") else None
-    if start is not None and end is not None and not start < end:
-        raise InvalidArgument(FieldViolation(field, "start_time must be before end_time"), reason="INVALID_RANGE")
     return start, end
+
+
+_SIDES = {common_pb2.SIDE_BUY: BUY, common_pb2.SIDE_SELL: SELL}
+
+
+def stream_request(request: signal_pb2.StreamSignalsRequest) -> StreamRequest:
+    return StreamRequest(
+        symbols=symbols_of(request.symbols),
+        strategy_ids=strings_of(request.strategy_ids),
+        timeframes=timeframes_of(request.timeframes),
+        grades=grades_of(request.grades),
+        alerts_only=request.alerts_only,
+        replay_since=naive_utc(request.replay_since_time) if request.HasField("replay_since_time") else None,
+    )
+
+
+def signal_query(request: signal_pb2.ListSignalsRequest) -> SignalQuery:
+    start, end = range_of(request.range)
+    return SignalQuery(
+        symbols=symbols_of(request.symbols),
+        strategy_ids=strings_of(request.strategy_ids),
+        timeframes=timeframes_of(request.timeframes),
+        grades=grades_of(request.grades),
+        side=_SIDES.get(request.side, 0),
+        start=start,
+        end=end,
+        technical_only=request.technical_only if request.HasField("technical_only") else None,
+        alert_id=request.alert_id,
+    )
+
+
+def performance_query(request: signal_pb2.GetSignalPerformanceRequest) -> PerformanceQuery:
+    start, end = range_of(request.range)
+    return PerformanceQuery(
+        strategy_id=request.strategy_id,
+        symbol=request.symbol,
+        timeframe=request.timeframe,
+        horizons=list(request.horizons),
+        grades=grades_of(request.grades),
+        start=start,
+        end=end,
+    )
 
 
 def performance_message(row: PerformanceRow) -> signal_pb2.SignalPerformance:

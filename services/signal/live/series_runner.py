@@ -16,13 +16,14 @@ from services.core.bars import Bar
 from services.core.db.databases import utc_now
 from services.core.errors import DomainError
 from services.core.market_data import MarketData
-from services.signal.alert_store import AlertRule
-from services.signal.fusion import Fused, ModelFusion, TechnicalOnly
+from services.signal.alerts.store import AlertRule
+from services.signal.fusion import Fused, TechnicalOnly
 from services.signal.history import History, read_history
 from services.signal.live.alerting import AlertDispatcher
 from services.signal.live.encoding import signal_envelope
 from services.signal.live.evaluator import UnitState, evaluate_at, keep_for
 from services.signal.live.hub import SignalHub
+from services.signal.live.model_fusion import ModelFusion
 from services.signal.live.records import LiveSignal, SeriesKey, Unit, grade_fires
 from services.signal.live.series import BarBuffer, ClosedBar
 from services.signal.live.signal_store import SignalStore
@@ -66,8 +67,10 @@ class Units:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunnerParts:
-    """What every series runner uses."""
+class SignalPipeline:
+    """What every series runner puts a closed bar through: the market's stored bars (history, catch-up), the model
+    fusion, the signal store, the replica hub it publishes on and the alert dispatcher, under the engine's service
+    identity, with the runner policy, the engine's clock and the benchmark's probe."""
 
     market: MarketData
     signals: SignalStore
@@ -81,9 +84,9 @@ class RunnerParts:
 
 
 class SeriesRunner:
-    def __init__(self, key: SeriesKey, parts: RunnerParts, units: Units) -> None:
+    def __init__(self, key: SeriesKey, pipeline: SignalPipeline, units: Units) -> None:
         self.key = key
-        self._parts = parts
+        self._pipeline = pipeline
         self._queue: asyncio.Queue[ClosedBar | Units] = asyncio.Queue()
         self._states: dict[Unit, UnitState] = {}
         self._rules: dict[Unit, list[AlertRule]] = {}
@@ -103,7 +106,7 @@ class SeriesRunner:
         attempt = 0
         while True:
             try:
-                with self._parts.identity.acting():
+                with self._pipeline.identity.acting():
                     await self._prepare()
                 break
             except (DomainError, OSError) as error:
@@ -114,7 +117,7 @@ class SeriesRunner:
         while True:
             item = await self._queue.get()
             try:
-                with self._parts.identity.acting():
+                with self._pipeline.identity.acting():
                     if isinstance(item, Units):
                         await self._configure(item)
                     else:
@@ -134,9 +137,9 @@ class SeriesRunner:
     async def _prepare(self) -> None:
         """Read the checkpoint and the history, then evaluate the bars a previous leader did not finish."""
         units = self._pending_units or Units([])
-        self.checkpoint = await self._parts.signals.checkpoint(self.key)
+        self.checkpoint = await self._pipeline.signals.checkpoint(self.key)
         need = _need(units.states)
-        history = await read_history(self._parts.market, self.key.symbol, int(self.key.timeframe), None, need)
+        history = await read_history(self._pipeline.market, self.key.symbol, int(self.key.timeframe), None, need)
         self._buffer = BarBuffer(self.key.timeframe, keep_for(units.states))
         self._buffer.extend(history)
         await self._configure(units)
@@ -159,7 +162,7 @@ class SeriesRunner:
                 continue
             if self._buffer is not None:
                 before = self.checkpoint + _MICROSECOND if self.checkpoint is not None else None
-                latest = await self._parts.signals.latest(state.unit, before=before)
+                latest = await self._pipeline.signals.latest(state.unit, before=before)
                 if latest is not None:
                     state.remember(latest.side, latest.bar_time)
             states[state.unit] = state
@@ -188,12 +191,12 @@ class SeriesRunner:
             return
         if last is not None and bar.open_time - last > self.key.timeframe.delta:
             # Bars this leader did not see built (quiet periods have none; a broken stream's may be stored).
-            missing = await self._parts.market.bars(
+            missing = await self._pipeline.market.bars(
                 self.key.symbol,
                 int(self.key.timeframe),
                 start=last + _MICROSECOND,
                 end=bar.open_time,
-                limit=self._parts.policy.max_catch_up_bars,
+                limit=self._pipeline.policy.max_catch_up_bars,
             )
             buffer.extend(missing)
         buffer.append(bar)
@@ -204,7 +207,9 @@ class SeriesRunner:
         after the series started, e.g. by a backfill); a series that had none starts after it, as a new one does."""
         buffer = self._buffer
         assert buffer is not None
-        history = await read_history(self._parts.market, self.key.symbol, int(self.key.timeframe), before, self._need)
+        history = await read_history(
+            self._pipeline.market, self.key.symbol, int(self.key.timeframe), before, self._need
+        )
         if len(history) <= len(buffer):
             return buffer
         fresh = BarBuffer(self.key.timeframe, buffer.keep)
@@ -216,9 +221,9 @@ class SeriesRunner:
 
     async def _stored(self, bar: Bar) -> Bar | None:
         """The market's stored copy of a bar (it writes closed bars within about a second)."""
-        policy = self._parts.policy
+        policy = self._pipeline.policy
         for _ in range(policy.stored_bar_attempts):
-            found = await self._parts.market.bars(
+            found = await self._pipeline.market.bars(
                 self.key.symbol,
                 int(self.key.timeframe),
                 start=bar.open_time,
@@ -241,7 +246,7 @@ class SeriesRunner:
     async def _evaluate_pending(self) -> None:
         buffer = self._buffer
         assert buffer is not None
-        for index in buffer.after(self.checkpoint)[-self._parts.policy.max_catch_up_bars :]:
+        for index in buffer.after(self.checkpoint)[-self._pipeline.policy.max_catch_up_bars :]:
             await self._process(index)
 
     async def _process(self, index: int) -> None:
@@ -250,18 +255,18 @@ class SeriesRunner:
         bar_time: datetime = buffer.times[index].astype(datetime)
         states = list(self._states.values())
         found = await asyncio.to_thread(evaluate_at, buffer, index, states) if states else []
-        within = self.key.timeframe.delta * self._parts.policy.repeat_bars
+        within = self.key.timeframe.delta * self._pipeline.policy.repeat_bars
         kept = [(state, event) for state, event in found if not state.repeats(event.side, bar_time, within)]
         made = await asyncio.gather(*(self._signal(state, event, bar_time) for state, event in kept))
-        new, existing = await self._parts.signals.add_split(made)
+        new, existing = await self._pipeline.signals.add_split(made)
         for state, event in kept:
             state.remember(event.side, bar_time)
         stored = new + existing
         for signal in stored:
             if signal.platform:
-                await self._parts.hub.publish(signal_envelope(signal))
+                await self._pipeline.hub.publish(signal_envelope(signal))
         firings = [
-            self._parts.dispatcher.fire(rule, signal)
+            self._pipeline.dispatcher.fire(rule, signal)
             for signal in stored
             for rule in self._rules.get(
                 Unit(self.key, signal.strategy_id, signal.parameters, signal.parameters_key), ()
@@ -274,22 +279,22 @@ class SeriesRunner:
                 raise outcome
         await self._advance(bar_time)
         self.processed_bars += 1
-        if self._parts.on_processed is not None:
-            self._parts.on_processed(self.key, bar_time, stored)
+        if self._pipeline.on_processed is not None:
+            self._pipeline.on_processed(self.key, bar_time, stored)
 
     async def _advance(self, bar_time: datetime) -> None:
-        await self._parts.signals.advance(self.key, bar_time, self._parts.clock())
+        await self._pipeline.signals.advance(self.key, bar_time, self._pipeline.clock())
         self.checkpoint = bar_time
 
     async def _signal(self, state: UnitState, event: SignalEvent, bar_time: datetime) -> LiveSignal:
         unit = state.unit
         signal_id = unit.signal_id(bar_time)
-        fused = await self._parts.fusion.fuse(
+        fused = await self._pipeline.fusion.fuse(
             symbol=self.key.symbol,
             timeframe=self.key.timeframe,
             side=event.side,
             technical=event.confidence,
-            horizon=self._parts.policy.fusion_horizon,
+            horizon=self._pipeline.policy.fusion_horizon,
             request_key=signal_id,
         )
         model = fused.model
@@ -312,7 +317,7 @@ class SeriesRunner:
             reason=event.reason + _model_part(fused, self.key),
             price=event.price,
             bar_time=bar_time,
-            create_time=self._parts.clock(),
+            create_time=self._pipeline.clock(),
             model_prediction_id=model.prediction_id if model is not None else "",
             model_id=model.model_id if model is not None else "",
             indicator_values=dict(event.values),

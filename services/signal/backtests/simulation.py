@@ -12,11 +12,11 @@ from datetime import datetime
 
 from services.core.parameters import Params, ParamValue
 from services.core.timeframes import Timeframe
-from services.signal.backtest.config import BacktestConfig, BacktestMetric
-from services.signal.backtest.engine import BacktestBars
-from services.signal.backtest.metrics import BacktestMetrics
-from services.signal.backtest.portfolio import PortfolioResult, run_portfolio
-from services.signal.backtest.sweep import grid_combinations, rank_key
+from services.signal.backtests.engine.config import BacktestConfig, BacktestMetric
+from services.signal.backtests.engine.engine import BacktestBars
+from services.signal.backtests.engine.metrics import BacktestMetrics
+from services.signal.backtests.engine.portfolio import PortfolioResult, run_portfolio
+from services.signal.backtests.engine.sweep import grid_combinations, rank_key
 from services.signal.strategies.base import StrategyBars, StrategyDef
 
 # Bars one backtest may simulate per symbol, and in total (all symbols, before a sweep multiplies them).

@@ -21,15 +21,15 @@ from typing import Protocol
 
 from services.core.db.databases import utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
-from services.signal.backtest_store import (
+from services.signal.backtests.simulation import BacktestOutcome, BacktestPlan, SymbolBars, simulate
+from services.signal.backtests.store import (
     BacktestFilter,
     BacktestRecord,
     BacktestState,
     BacktestStore,
-    Owner,
     Progress,
 )
-from services.signal.backtests import BacktestOutcome, BacktestPlan, SymbolBars, simulate
+from services.signal.owners import Owner
 
 log = logging.getLogger("bullant.signal.backtests")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy.typing as npt
 
-from services.signal.backtest.config import BacktestConfig, BacktestMetric
-from services.signal.backtest.engine import BacktestBars, BacktestResult, Progress, run_backtest
-from services.signal.backtest.metrics import BacktestMetrics
+from services.signal.backtests.engine.config import BacktestConfig, BacktestMetric
+from services.signal.backtests.engine.engine import BacktestBars, BacktestResult, Progress, run_backtest
+from services.signal.backtests.engine.metrics import BacktestMetrics
 
 MAX_COMBINATIONS = 10_000
 # Lower is better only for drawdown; every other rankable metric is "higher is better".

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.signal.backtest import kernel as k
-from services.signal.backtest import portfolio_kernel as pk
-from services.signal.backtest.config import BacktestConfig
-from services.signal.backtest.engine import (
+from services.signal.backtests.engine import kernel as k
+from services.signal.backtests.engine import portfolio_kernel as pk
+from services.signal.backtests.engine.config import BacktestConfig
+from services.signal.backtests.engine.engine import (
     INITIAL_TRADE_CAPACITY,
     BacktestBars,
     EquityCurve,
@@ -51,9 +51,9 @@ from services.signal.backtest.engine import (
     trade_log,
     validated_signal,
 )
-from services.signal.backtest.kernel import Array
-from services.signal.backtest.metrics import BacktestMetrics, compute_metrics, drawdowns, trade_statistics
-from services.signal.backtest.sizing import entry_sizes
+from services.signal.backtests.engine.kernel import Array
+from services.signal.backtests.engine.metrics import BacktestMetrics, compute_metrics, drawdowns, trade_statistics
+from services.signal.backtests.engine.sizing import entry_sizes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from services.signal.backtest.kernel import (
+from services.signal.backtests.engine.kernel import (
     _END_OF_DATA,
     _SIGNAL,
     MAX_CLOSES_PER_BAR,

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from services.signal.backtest import kernel as k
-from services.signal.backtest.config import BacktestConfig, ExitReason, FillTiming, FixedQuantity
-from services.signal.backtest.kernel import Array
-from services.signal.backtest.metrics import BacktestMetrics, compute_metrics, drawdowns
-from services.signal.backtest.sizing import entry_sizes
+from services.signal.backtests.engine import kernel as k
+from services.signal.backtests.engine.config import BacktestConfig, ExitReason, FillTiming, FixedQuantity
+from services.signal.backtests.engine.kernel import Array
+from services.signal.backtests.engine.metrics import BacktestMetrics, compute_metrics, drawdowns
+from services.signal.backtests.engine.sizing import entry_sizes
 
 Times = npt.NDArray[np.datetime64]
 Progress = Callable[[int, int], None]

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from services.signal.backtest.config import FixedFraction, FixedQuantity, Sizing, VolatilityTarget
-from services.signal.backtest.kernel import Array, jit
+from services.signal.backtests.engine.config import FixedFraction, FixedQuantity, Sizing, VolatilityTarget
+from services.signal.backtests.engine.kernel import Array, jit
 
 
 @jit

@@ -34,7 +34,7 @@ from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
-from services.signal.backtest_store import Owner
+from services.signal.owners import Owner
 
 alerts = Table(
     "alerts",

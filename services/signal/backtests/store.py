@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.db.databases import Databases
 from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
+from services.signal.owners import Owner
 
 # Reports with long equity curves and many trades exceed MySQL's 64 KiB BLOB.
 _Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -48,9 +49,9 @@ backtests = Table(
     Column("strategy_id", String(64), nullable=False),
     # "|AAPL|MSFT|": the symbols between bars, so a LIKE finds a whole symbol.
     Column("symbols", String(1700), nullable=False),
-    # services.signal.backtest_store.BacktestState.
+    # services.signal.backtests.store.BacktestState.
     Column("state", SmallInteger, nullable=False),
-    # The normalised config as the adapter encoded it (proto3 JSON).
+    # The normalised config as backtests/encoding.py writes it (proto3 JSON).
     Column("config", Text, nullable=False),
     # Progress as JSON (fraction, bars, combinations, message).
     Column("progress", Text, nullable=False),
@@ -121,18 +122,10 @@ class Progress:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The account a backtest belongs to and its shard (from the caller's credentials)."""
-
-    account_id: int
-    shard: int
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BacktestRecord:
-    """One stored backtest. `summary` and `detail` are the adapter's encodings of the report (None until it
-    succeeds; `detail` is only read for the full view)."""
+    """One stored backtest. `summary` and `detail` are the report as backtests/report_codec.py encodes it (None
+    until it succeeds; `detail` is only read for the full view)."""
 
     backtest_id: str
     owner: Owner

@@ -9,8 +9,8 @@ from datetime import timedelta
 import numpy as np
 import numpy.typing as npt
 
-from services.signal.backtest.config import BacktestMetric
-from services.signal.backtest.kernel import Array
+from services.signal.backtests.engine.config import BacktestMetric
+from services.signal.backtests.engine.kernel import Array
 
 SECONDS_PER_YEAR = 365.25 * 86_400.0
 _DAY = 86_400.0
