@@ -57,7 +57,7 @@ from services.market import servicer as market_servicer
 from services.market.feeds.base import FeedAdapter
 from services.market.feeds.runner import FeedRunner, FeedState
 from services.market.models import AssetClass, Instrument, Tick
-from services.model import servicer as model_servicer
+from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
 from services.signal.live.records import SeriesKey
@@ -175,7 +175,7 @@ async def measure(count: int, rounds: int) -> Figures:
     signal = signal_wiring.build(deps)
     server = GrpcServer(
         settings,
-        [market, signal, model_servicer.registration(deps)],
+        [market, signal, model_wiring.build(deps)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination, deps.clients),
         authenticator=build_authenticator(deps),

@@ -23,7 +23,7 @@ from services.core.settings import BUILT_SERVICES, Settings
 from services.core.startup import ConfigurationError
 from services.core.urls import redact_url
 from services.market import servicer as market
-from services.model import servicer as model
+from services.model import wiring as model
 from services.signal import wiring as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
@@ -31,7 +31,7 @@ REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "account": account.registration,
     "market": market.registration,
     "signal": signal.build,
-    "model": model.registration,
+    "model": model.build,
     "chat": chat.registration,
 }
 

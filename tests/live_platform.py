@@ -27,7 +27,7 @@ from services.core.timeframes import Timeframe
 from services.market import servicer as market_servicer
 from services.market.feeds.base import FeedAdapter
 from services.market.models import Tick
-from services.model import servicer as model_servicer
+from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
 from services.signal.live.records import LiveSignal, SeriesKey
@@ -136,7 +136,7 @@ async def running_live_platform(
     if "signal" in services:
         registrations.append(signal_wiring.build(deps, on_processed=processed, clock=clock))
     if "model" in services:
-        registrations.append(model_servicer.registration(deps))
+        registrations.append(model_wiring.build(deps))
     server = GrpcServer(
         settings,
         registrations,

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
-from services.model.records import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
+from services.model.training.jobs import JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
 
 
 def training_spec(**overrides: Any) -> TrainingSpec:

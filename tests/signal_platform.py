@@ -26,7 +26,7 @@ from services.core.server import GrpcServer, ServiceRegistration
 from services.market import servicer as market_servicer
 from services.market.feeds.sim import SimulatedFeed
 from services.market.models import Timeframe
-from services.model import servicer as model_servicer
+from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.strategies.base import StrategyBars
 from tests.support import make_settings
@@ -81,7 +81,7 @@ DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "market": market_servicer.registration,
     "signal": signal_wiring.build,
-    "model": model_servicer.registration,
+    "model": model_wiring.build,
 }
 
 

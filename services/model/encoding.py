@@ -1,4 +1,4 @@
-"""Conversions between the model domain's records and bullant.model.v1 messages."""
+"""The model domain's values as bullant.model.v1 messages (requests are decoded in decoding.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,26 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
-from services.core.messages import parameter_values, timestamp
-from services.model.records import JobProgress, ModelVersion, Prediction, TrainingJob
-from services.model.tracking import Performance
+from services.core.messages import parameter_spec, parameter_values, timestamp
+from services.model.registry.versions import ModelVersion
+from services.model.serving.predictions import Prediction
+from services.model.tracking.performance import Performance
+from services.model.training.jobs import JobProgress, JobState, TrainingJob
+from services.model.training.service import AlgorithmSummary, Quiet, TrainingOutcome, WatchEvent
+
+
+def algorithm_message(summary: AlgorithmSummary) -> model_pb2.AlgorithmInfo:
+    definition = summary.definition
+    return model_pb2.AlgorithmInfo(
+        algorithm=int(definition.algorithm),  # type: ignore[arg-type]
+        display_name=definition.display_name,
+        description=definition.description,
+        parameters=[parameter_spec(param) for param in definition.params],
+        baseline=definition.baseline,
+        min_training_bars=summary.min_training_bars,
+    )
 
 
 def progress_message(progress: JobProgress) -> model_pb2.TrainingProgress:
@@ -62,6 +78,36 @@ def job_message(job: TrainingJob) -> model_pb2.TrainingJob:
         if moment is not None:
             getattr(message, name).CopyFrom(timestamp(moment))
     return message
+
+
+def watch_message(job_id: str, event: WatchEvent) -> model_pb2.WatchTrainingResponse:
+    """One WatchTraining message: a heartbeat, the job's progress, or how it ended."""
+    if isinstance(event, Quiet):
+        return model_pb2.WatchTrainingResponse(
+            job_id=job_id, heartbeat=common_pb2.Heartbeat(server_time=timestamp(event.server_time))
+        )
+    if isinstance(event, TrainingOutcome):
+        return _outcome_message(event)
+    return model_pb2.WatchTrainingResponse(job_id=job_id, progress=progress_message(event.progress))
+
+
+def _outcome_message(outcome: TrainingOutcome) -> model_pb2.WatchTrainingResponse:
+    job = outcome.job
+    if job.state is JobState.SUCCEEDED and outcome.model is not None:
+        return model_pb2.WatchTrainingResponse(
+            job_id=job.job_id, completed=model_pb2.TrainingCompleted(model=model_message(outcome.model))
+        )
+    if job.state is JobState.CANCELLED:
+        cancelled = model_pb2.TrainingCancelled()
+        if job.end_time is not None:
+            cancelled.cancel_time.CopyFrom(timestamp(job.end_time))
+        return model_pb2.WatchTrainingResponse(job_id=job.job_id, cancelled=cancelled)
+    return model_pb2.WatchTrainingResponse(
+        job_id=job.job_id,
+        failed=model_pb2.TrainingFailed(
+            failure=model_pb2.TrainingFailure(reason=job.failure_reason, message=job.failure_message)
+        ),
+    )
 
 
 def _metrics_message(metrics: Mapping[str, Any]) -> model_pb2.ModelMetrics:

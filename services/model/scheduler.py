@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from services.core.auth.service_identity import SERVICE_ACCOUNT_ID, ServiceIdentity
@@ -25,11 +24,11 @@ from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
 from services.model.forecasting.catalogue import ALGORITHMS
-from services.model.records import JobState, ModelStatus, ModelVersion, TrainingSpec, Trigger
-from services.model.retraining import Tracker, training_data
-from services.model.service import ModelRegistry
-from services.model.store import ModelFilter, ModelStore
-from services.model.training import TrainingRunner
+from services.model.registry.service import ModelRegistry
+from services.model.registry.versions import ModelFilter, ModelStatus, ModelVersion
+from services.model.tracking.service import DEFAULT_WINDOW, Tracker
+from services.model.training.jobs import JobState, TrainingSpec, Trigger
+from services.model.training.service import TrainingOutcome, TrainingService
 
 log = logging.getLogger("bullant.model.scheduler")
 # The Kalman local-linear-trend filter: fast, and it finds the structure a random walk with noise has.
@@ -44,10 +43,9 @@ class ModelScheduler:
     def __init__(
         self,
         *,
-        store: ModelStore,
         registry: ModelRegistry,
         tracker: Tracker,
-        runner: TrainingRunner,
+        training: TrainingService,
         market: MarketData,
         identity: ServiceIdentity,
         locks: Locks,
@@ -58,10 +56,9 @@ class ModelScheduler:
         demo_horizon: int = 1,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._store = store
         self._registry = registry
         self._tracker = tracker
-        self._runner = runner
+        self._training = training
         self._market = market
         self._identity = identity
         self._interval = interval
@@ -93,15 +90,15 @@ class ModelScheduler:
     async def tick(self) -> None:
         """One round: demo models, then drift checks and scheduled retraining of production versions."""
         await self._seed_demo()
-        production = await self._store.versions(ModelFilter(status=ModelStatus.PRODUCTION), after=None, limit=1000)
+        production = await self._registry.find(ModelFilter(status=ModelStatus.PRODUCTION), after=None, limit=1000)
         for version in production:
-            await self._tracker.report(version, horizon=None, window_size=100, include_history=False)
+            await self._tracker.report(version, horizon=None, window_size=DEFAULT_WINDOW, include_history=False)
             if version.auto_retrain and await self._retrain_due(version):
-                job = await self._tracker.retrain(version, Trigger.SCHEDULED)
+                job = await self._training.retrain(version, Trigger.SCHEDULED)
                 log.info("scheduled retraining of %s: job %s", version.model_id, job.job_id)
 
     async def _retrain_due(self, version: ModelVersion) -> bool:
-        children = await self._store.versions(
+        children = await self._registry.find(
             ModelFilter(symbol=version.symbol, timeframe=version.timeframe), after=None, limit=1000
         )
         latest = max(
@@ -110,7 +107,7 @@ class ModelScheduler:
         )
         busy = any(
             job.spec.parent_model_id == version.model_id and not job.state.finished
-            for job in await self._store.active_jobs()
+            for job in await self._training.active()
         )
         return not busy and self._clock() - latest >= self._retrain_every
 
@@ -119,7 +116,7 @@ class ModelScheduler:
         the gate."""
         for series in list(self._demo_pending):
             symbol, timeframe = series
-            existing = await self._store.versions(ModelFilter(symbol=symbol, timeframe=timeframe), after=None, limit=1)
+            existing = await self._registry.find(ModelFilter(symbol=symbol, timeframe=timeframe), after=None, limit=1)
             if existing:
                 self._demo_pending.remove(series)
                 continue
@@ -138,7 +135,7 @@ class ModelScheduler:
                 auto_retrain=False,
             )
             try:
-                data = await training_data(self._market, spec)
+                job = await self._training.submit(spec, trigger=Trigger.SCHEDULED, account_id=SERVICE_ACCOUNT_ID)
             except FailedPrecondition as error:
                 if error.reason != "INSUFFICIENT_DATA":
                     raise
@@ -146,13 +143,12 @@ class ModelScheduler:
                     self._demo_waiting.add(series)
                     log.info("demo model of %s %s waits for more bars: %s", symbol, timeframe.label, error.message)
                 continue
-            spec = replace(spec, start=data.times[0], end=data.times[-1] + timeframe.delta)
-            job = await self._runner.submit(spec, data, trigger=Trigger.SCHEDULED, account_id=SERVICE_ACCOUNT_ID)
-            async for update in self._runner.watch(job.job_id):
-                if update is not None and update.state.finished:
-                    job = update
+            model = None
+            async for event in self._training.watch(job.job_id):
+                if isinstance(event, TrainingOutcome):
+                    job, model = event.job, event.model
             self._demo_pending.remove(series)
-            if job.state is not JobState.SUCCEEDED:
+            if job.state is not JobState.SUCCEEDED or model is None:
                 log.warning(
                     "demo model of %s %s: training job %s ended %s (%s)",
                     symbol,
@@ -162,7 +158,7 @@ class ModelScheduler:
                     job.failure_message,
                 )
                 continue
-            await self._promote_if_earned(await self._registry.get(job.model_id))
+            await self._promote_if_earned(model)
 
     async def _promote_if_earned(self, version: ModelVersion) -> None:
         """Promote a demo version that passed the gate (never over it); say which way it went."""

@@ -21,9 +21,9 @@ from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from services.model.forecasting.base import Algorithm
 from services.model.forecasting.evaluation import Gate
-from services.model.records import JobProgress, JobState, TrainingSpec, Trigger
-from services.model.store import ModelStore
-from services.model.training import Trained, TrainingData, TrainingRunner
+from services.model.training.jobs import JobProgress, JobState, TrainingSpec, Trigger
+from services.model.training.runner import Trained, TrainingData, TrainingRunner
+from services.model.training.store import JobStore
 from tests.account_platform import refusal
 from tests.model_records import running_job, training_spec
 from tests.signal_platform import START, SignalPlatform, running_signal_platform, stamp, store_trend
@@ -245,7 +245,7 @@ async def test_a_request_id_returns_the_first_job(platform: SignalPlatform) -> N
 
 
 async def test_a_job_nobody_runs_any_more_is_failed_interrupted(platform: SignalPlatform) -> None:
-    store = ModelStore(platform.deps.databases)
+    store = JobStore(platform.deps.databases)
     old = datetime(2026, 1, 1)
     job = running_job("job_stale0000000000000000", started=old, heartbeat=old)
     assert await store.insert_job(job) is None
@@ -346,7 +346,7 @@ async def test_a_watcher_that_falls_behind_still_sees_the_job_finish(platform: S
         await release.wait()
         return Trained(artifact=b"model", metrics={}, gate=Gate(False, None, 0.99, "not evaluated"))
 
-    runner = TrainingRunner(ModelStore(platform.deps.databases), worker, model_dir=tmp_path)
+    runner = TrainingRunner(JobStore(platform.deps.databases), worker, model_dir=tmp_path)
     spec = training_spec(algorithm=Algorithm.NAIVE, seed=1)
     data = TrainingData(times=[datetime(2026, 1, day) for day in range(1, 4)], closes=np.array([1.0, 2.0, 3.0]))
     job = await runner.submit(spec, data, trigger=Trigger.MANUAL, account_id=1)

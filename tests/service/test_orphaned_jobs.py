@@ -16,8 +16,8 @@ from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.db.databases import utc_now
-from services.model.records import TrainingJob
-from services.model.store import ModelStore
+from services.model.training.jobs import TrainingJob
+from services.model.training.store import JobStore
 from services.signal.backtests.store import BacktestState, BacktestStore
 from services.signal.owners import Owner
 from tests.model_records import running_job, training_spec
@@ -54,7 +54,7 @@ async def test_a_restarted_replica_fails_its_orphans_at_once(tmp_path: Path) -> 
         assert stored is not None
         running = replace(stored, state=BacktestState.RUNNING, heartbeat_time=utc_now(), end_time=None, summary=None)
         assert await backtests.save(running)
-        models = ModelStore(before.deps.databases)
+        models = JobStore(before.deps.databases)
         await models.insert_job(_job("job_orphan_a", "replica-a"))
         # Another replica's job, alive as far as anyone can tell (its heartbeat cannot lapse during this test).
         await models.insert_job(_job("job_alive_b", "replica-b", beat_ahead=timedelta(minutes=10)))

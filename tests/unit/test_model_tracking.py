@@ -8,8 +8,8 @@ import pytest
 
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
-from services.model.records import Prediction, ServingArm
-from services.model.tracking import performance, resolve
+from services.model.serving.predictions import Prediction, ServingArm
+from services.model.tracking.performance import performance, resolve
 
 DAY = timedelta(days=1)
 T0 = datetime(2026, 1, 1)

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from services.model.forecasting.evaluation import Gate
-from services.model.records import JobProgress
-from services.model.training import TrainingData
-from services.model.worker import ProcessWorker
+from services.model.training.jobs import JobProgress
+from services.model.training.runner import TrainingData
+from services.model.training.worker import ProcessWorker
 from tests.model_records import training_spec
 
 DATA = TrainingData(times=[datetime(2026, 1, day) for day in range(1, 4)], closes=np.array([1.0, 2.0, 3.0]))

@@ -6,8 +6,8 @@ import multiprocessing
 
 import pytest
 
-from services.model import evaluation_job
-from services.model.worker import _child, _Request
+from services.model.training import fitting
+from services.model.training.worker import _child, _Request
 
 
 def _request() -> _Request:
@@ -29,7 +29,7 @@ def test_an_unexpected_error_reaches_the_log_not_the_job(monkeypatch: pytest.Mon
     def explode(**_: object) -> None:
         raise RuntimeError("cannot open /srv/secret/path: permission denied")
 
-    monkeypatch.setattr(evaluation_job, "train_and_evaluate", explode)
+    monkeypatch.setattr(fitting, "train_and_evaluate", explode)
     receiver, sender = multiprocessing.Pipe(duplex=False)
     _child(sender, _request())
     kind, reason, message, detail = receiver.recv()

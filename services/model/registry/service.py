@@ -1,57 +1,33 @@
-"""The model registry as the service uses it: reads, promotion with the artifact's checksum verified, archiving and
-settings, each applied to a symbol and timeframe's versions in one locked transaction."""
+"""The registry's use cases (ListModels, GetModel, UpdateModel, PromoteModel, ArchiveModel): reads, promotion with
+the artifact's checksum verified, archiving and settings, each applied to a symbol and timeframe's versions in one
+locked transaction (the rules themselves are in rules.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from services.core.db.databases import utc_now
-from services.core.errors import FailedPrecondition
-from services.model import registry
-from services.model.records import ModelVersion, Override
-from services.model.store import ModelFilter, ModelStore
-
-
-class ArtifactCorrupt(FailedPrecondition):
-    """A version's artifact is missing or fails its checksum."""
-
-    default_reason = "ARTIFACT_CORRUPT"
-
-
-def read_artifact(model_dir: Path, version: ModelVersion) -> bytes:
-    """The version's artifact bytes, checked against its SHA-256 (ArtifactCorrupt otherwise)."""
-    path = model_dir / version.artifact_path
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise ArtifactCorrupt(
-            f"the artifact of {version.model_id} is missing ({version.artifact_path}); train a new version",
-            metadata={"model_id": version.model_id},
-        ) from None
-    if hashlib.sha256(data).hexdigest() != version.artifact_sha256:
-        raise ArtifactCorrupt(
-            f"the artifact of {version.model_id} fails its checksum; train a new version",
-            metadata={"model_id": version.model_id},
-        )
-    return data
+from services.model.registry import rules
+from services.model.registry.artifacts import read_artifact
+from services.model.registry.store import VersionStore
+from services.model.registry.versions import ModelFilter, ModelVersion, Override
 
 
 class ModelRegistry:
     """Model versions: reads and the admin operations."""
 
-    def __init__(self, store: ModelStore, model_dir: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
-        self._store = store
+    def __init__(self, versions: VersionStore, model_dir: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._store = versions
         self.model_dir = model_dir
         self._clock = clock
 
     async def get(self, model_id: str) -> ModelVersion:
         version = await self._store.version(model_id)
         if version is None:
-            raise registry.model_not_found(model_id)
+            raise rules.model_not_found(model_id)
         return version
 
     async def find(self, filters: ModelFilter, *, after: tuple[datetime, str] | None, limit: int) -> list[ModelVersion]:
@@ -60,9 +36,9 @@ class ModelRegistry:
     async def promote(
         self, model_id: str, *, account_id: int, override_gate: bool, override_reason: str
     ) -> tuple[ModelVersion, str]:
-        """Promote a version (see registry.promote); returns it and the id of the version it replaced ("" when
+        """Promote a version (see rules.promote); returns it and the id of the version it replaced ("" when
         none, or when nothing changed)."""
-        reason = registry.check_override(override_gate, override_reason)
+        reason = rules.check_override(override_gate, override_reason)
         version = await self.get(model_id)
         await asyncio.to_thread(read_artifact, self.model_dir, version)
         now = self._clock()
@@ -70,7 +46,7 @@ class ModelRegistry:
         changed = await self._store.update_series(
             version.symbol,
             version.timeframe,
-            lambda series: registry.promote(series, model_id, now, override=override),
+            lambda series: rules.promote(series, model_id, now, override=override),
         )
         promoted = next((item for item in changed if item.model_id == model_id), version)
         previous = next(
@@ -82,7 +58,7 @@ class ModelRegistry:
         version = await self.get(model_id)
         now = self._clock()
         changed = await self._store.update_series(
-            version.symbol, version.timeframe, lambda series: registry.archive(series, model_id, now, force=force)
+            version.symbol, version.timeframe, lambda series: rules.archive(series, model_id, now, force=force)
         )
         return changed[0] if changed else version
 
@@ -99,7 +75,7 @@ class ModelRegistry:
         changed = await self._store.update_series(
             version.symbol,
             version.timeframe,
-            lambda series: registry.update_settings(
+            lambda series: rules.update_settings(
                 series,
                 model_id,
                 now,

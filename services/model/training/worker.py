@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from services.model.records import JobProgress, Stage, TrainingSpec
-from services.model.training import Trained, TrainingData, WorkerFailed
+from services.model.training.jobs import JobProgress, Stage, TrainingSpec
+from services.model.training.runner import Trained, TrainingData, WorkerFailed
 
 # Nominal level of the prediction intervals scored at evaluation.
 EVALUATION_LEVEL = 0.8
@@ -40,7 +40,7 @@ class _Request:
 def _child(connection: Connection, request: _Request) -> None:
     """The worker process: fit, evaluate walk-forward on the held-out tail, and send the artifact and metrics."""
     # Imported here: the parent never pays for the numeric stack (or torch) it does not run.
-    from services.model.evaluation_job import train_and_evaluate  # noqa: PLC0415
+    from services.model.training.fitting import train_and_evaluate  # noqa: PLC0415
 
     def progress(update: JobProgress) -> None:
         connection.send(("progress", update))

@@ -8,14 +8,16 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from services.model.records import ModelStatus, ModelVersion, Override
+from services.model.registry.versions import ModelStatus, ModelVersion, Override
 
 MIN_OVERRIDE_REASON = 10
 _SPLIT_TOLERANCE = 1e-9
 
 
 def model_not_found(model_id: str) -> NotFound:
-    return NotFound(f"no model version {model_id!r}", reason="MODEL_NOT_FOUND", metadata={"model_id": model_id[:64]})
+    return NotFound(
+        f"no model version {model_id[:64]!r}", reason="MODEL_NOT_FOUND", metadata={"model_id": model_id[:64]}
+    )
 
 
 def _find(series: list[ModelVersion], model_id: str) -> ModelVersion:

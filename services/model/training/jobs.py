@@ -1,4 +1,5 @@
-"""The model domain's records: model versions of the registry and training jobs (plain dataclasses)."""
+"""Training's domain types: what a job trains (TrainingSpec), the job itself, its state, stage, trigger and
+progress, and the filters of ListTrainingJobs (plain dataclasses)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
-from services.core.parameters import ParamValue
+from services.core.errors import FieldViolation, InvalidArgument
+from services.core.parameters import Params, ParamValue
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
-from services.model.forecasting.evaluation import Gate
+from services.model.forecasting.catalogue import ALGORITHMS
 
-
-class ModelStatus(IntEnum):
-    """Numbers of bullant.model.v1.ModelStatus."""
-
-    CANDIDATE = 1
-    PRODUCTION = 2
-    ARCHIVED = 3
+# What TrainModel trains with when the request leaves it out.
+DEFAULT_SEED = 20_261_122
+DEFAULT_HOLDOUT = 0.2
+DEFAULT_HORIZON = 1
 
 
 class JobState(IntEnum):
@@ -85,15 +84,6 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Override:
-    """An admin's promotion despite a failed gate."""
-
-    account_id: int
-    reason: str
-    time: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class TrainingSpec:
     """What a training job trains: validated, defaults filled in, range resolved."""
 
@@ -108,6 +98,43 @@ class TrainingSpec:
     seed: int
     auto_retrain: bool
     parent_model_id: str = ""
+
+    @classmethod
+    def requested(
+        cls,
+        *,
+        algorithm: Algorithm,
+        parameters: Params,
+        symbol: str,
+        timeframe: Timeframe,
+        start: datetime | None,
+        end: datetime | None,
+        holdout_fraction: float | None,
+        horizon: int | None,
+        seed: int | None,
+        auto_retrain: bool,
+    ) -> TrainingSpec:
+        """A spec as a caller asks for one: the algorithm's parameters resolved with their defaults (InvalidArgument:
+        UNKNOWN_PARAMETER, INVALID_PARAMETER), the defaults above for what is left out (None), and the range checked
+        (INVALID_RANGE unless start is before end); the range is resolved to the stored bars when the job is
+        submitted."""
+        resolved = ALGORITHMS[algorithm].resolve(parameters)
+        if start is not None and end is not None and not start < end:
+            raise InvalidArgument(
+                FieldViolation("training_range", "start_time must be before end_time"), reason="INVALID_RANGE"
+            )
+        return cls(
+            algorithm=algorithm,
+            parameters=resolved,
+            symbol=symbol,
+            timeframe=timeframe,
+            start=start,
+            end=end,
+            holdout_fraction=DEFAULT_HOLDOUT if holdout_fraction is None else holdout_fraction,
+            horizon=horizon or DEFAULT_HORIZON,
+            seed=DEFAULT_SEED if seed is None else seed,
+            auto_retrain=auto_retrain,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,65 +160,9 @@ class TrainingJob:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelVersion:
-    """One trained model version; `metrics` is the walk-forward evaluation as the proto's field names."""
+class JobFilter:
+    """ListTrainingJobs filters; empty values match everything."""
 
-    model_id: str
-    algorithm: Algorithm
-    parameters: dict[str, ParamValue]
-    symbol: str
-    timeframe: Timeframe
-    training_start: datetime
-    training_end: datetime
-    training_bar_count: int
-    metrics: dict[str, Any]
-    artifact_path: str
-    artifact_sha256: str
-    status: ModelStatus
-    gate: Gate
-    job_id: str
-    seed: int
-    create_time: datetime
-    update_time: datetime
-    auto_retrain: bool = False
-    traffic_fraction: float = 0.0
-    description: str = ""
-    override: Override | None = None
-    parent_model_id: str = ""
-    promoted_time: datetime | None = None
-    archived_time: datetime | None = None
-    drift_detect_time: datetime | None = None
-    retrain_job_id: str = ""
-
-
-class ServingArm(IntEnum):
-    """Numbers of bullant.model.v1.ServingArm."""
-
-    PRODUCTION = 1
-    CANDIDATE = 2
-    PINNED = 3
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Prediction:
-    """One served forecast, recorded to be scored when its horizon passes (direction: bullant.model.v1.Direction
-    numbers)."""
-
-    prediction_id: str
-    model_id: str
-    algorithm: Algorithm
-    serving_arm: ServingArm
-    symbol: str
-    timeframe: Timeframe
-    horizon: int
-    base_time: datetime
-    base_price: float
-    interval_level: float
-    direction: int
-    confidence: float
-    mean: tuple[float, ...]
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-    create_time: datetime
-    # The open time of each forecast bar on the instrument's calendar (not stored: served predictions carry them).
-    point_times: tuple[datetime, ...] = ()
+    symbol: str = ""
+    algorithm: Algorithm | None = None
+    state: JobState | None = None

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
-from services.model.records import Prediction
+from services.model.serving.predictions import Prediction
 
 HISTORY_POINTS = 500
 _DOWN, _UP = 2, 1

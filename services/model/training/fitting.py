@@ -12,8 +12,8 @@ import numpy.typing as npt
 
 from services.model.forecasting.base import Algorithm, FitProgress
 from services.model.forecasting.evaluation import Evaluation, fit_and_evaluate
-from services.model.records import JobProgress, Stage
-from services.model.training import Trained
+from services.model.training.jobs import JobProgress, Stage
+from services.model.training.runner import Trained
 
 # Fraction of the job's progress bar the fit and evaluation take (loading before, saving after).
 _FIT_START, _FIT_SPAN = 0.02, 0.95

@@ -1,6 +1,6 @@
-"""Predict: the production version of a symbol and timeframe serves, or a candidate when the A/B split routes the
-request there (deterministic per request key), or a pinned version; models, the series' versions and the latest
-bars are cached in-process so a warm prediction costs a forecast and one insert.
+"""Predict's use case: the production version of a symbol and timeframe serves, or a candidate when the A/B split
+(split.py) routes the request there (deterministic per request key), or a pinned version; models, the series'
+versions and the latest bars are cached in-process so a warm prediction costs a forecast and one insert.
 
 Each point is dated by the open time of its future bar on the instrument's trading calendar
 (services.core.calendars): the next sessions for daily bars, the next open minutes for intraday ones.
@@ -14,7 +14,6 @@ recording too)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import secrets
 import time
@@ -28,39 +27,25 @@ import numpy as np
 
 from services.core.calendars import CalendarRangeError, TradingCalendar
 from services.core.db.databases import utc_now
-from services.core.errors import FailedPrecondition
+from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Forecaster
 from services.model.forecasting.catalogue import load
 from services.model.forecasting.confidence import confidence, direction
-from services.model.records import ModelStatus, ModelVersion, Prediction, ServingArm
-from services.model.registry import model_not_found
-from services.model.service import read_artifact
-from services.model.store import ModelFilter, ModelStore, PredictionStore
+from services.model.registry.artifacts import read_artifact
+from services.model.registry.rules import model_not_found
+from services.model.registry.store import VersionStore
+from services.model.registry.versions import ModelFilter, ModelStatus, ModelVersion
+from services.model.serving.predictions import Prediction, ServingArm
+from services.model.serving.split import choose_arm, split_point
+from services.model.serving.store import PredictionStore
 
 Array = np.ndarray
 # Predictions remembered per replica, by version, base bar, horizon and level.
 RECORDED_CACHE_SIZE = 10_000
-
-
-def split_point(request_key: str, symbol: str, timeframe: Timeframe) -> float:
-    """Where a request key falls in [0, 1) for the A/B split: a hash, so the same key keeps its arm while the
-    split is unchanged, and different series split independently."""
-    digest = hashlib.sha256(f"{request_key}\x00{symbol}\x00{int(timeframe)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def choose_arm(
-    production: ModelVersion, candidates: list[ModelVersion], point: float
-) -> tuple[ModelVersion, ServingArm]:
-    """The candidate whose share of [0, 1) holds `point` (candidates in id order), else production."""
-    edge = 0.0
-    for candidate in sorted(candidates, key=lambda version: version.model_id):
-        edge += candidate.traffic_fraction
-        if point < edge:
-            return candidate, ServingArm.CANDIDATE
-    return production, ServingArm.PRODUCTION
+# The prediction interval's level when the request names none.
+DEFAULT_LEVEL = 0.8
 
 
 class Predictor:
@@ -68,7 +53,7 @@ class Predictor:
 
     def __init__(
         self,
-        store: ModelStore,
+        versions: VersionStore,
         predictions: PredictionStore,
         market: MarketData,
         model_dir: Path,
@@ -80,7 +65,7 @@ class Predictor:
         bar_ttl: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
-        self._store = store
+        self._store = versions
         self._predictions = predictions
         self._market = market
         self._model_dir = model_dir
@@ -103,14 +88,21 @@ class Predictor:
         symbol: str,
         timeframe: Timeframe,
         horizon: int,
-        level: float,
+        level: float | None,
         request_key: str,
         model_id: str,
         require_passed_gate: bool = False,
     ) -> Prediction:
-        """Forecast the next `horizon` closes and record the prediction (once per version, base bar, horizon and
-        level: a repeat returns the recorded one). `require_passed_gate`: only the production version, and only
-        when it passed its promotion gate (MODEL_GATE_NOT_PASSED otherwise)."""
+        """Forecast the next `horizon` closes at interval `level` (DEFAULT_LEVEL when None) and record the
+        prediction (once per version, base bar, horizon and level: a repeat returns the recorded one).
+        `require_passed_gate`: only the production version, and only when it passed its promotion gate
+        (MODEL_GATE_NOT_PASSED otherwise); it cannot be combined with a pinned `model_id`."""
+        if model_id and require_passed_gate:
+            raise InvalidArgument(
+                FieldViolation("require_passed_gate", "cannot be combined with model_id"),
+                reason="MODEL_SELECTOR_CONFLICT",
+            )
+        level = DEFAULT_LEVEL if level is None else level
         version, arm = await self._serving_version(symbol, timeframe, request_key, model_id)
         if require_passed_gate:
             version, arm = self._gated(version, arm, await self._series_versions(symbol, timeframe))

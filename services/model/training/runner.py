@@ -26,17 +26,9 @@ import numpy.typing as npt
 from services.core.db.databases import utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
 from services.model.forecasting.evaluation import Gate
-from services.model.records import (
-    JobProgress,
-    JobState,
-    ModelStatus,
-    ModelVersion,
-    Stage,
-    TrainingJob,
-    TrainingSpec,
-    Trigger,
-)
-from services.model.store import JobFilter, ModelStore
+from services.model.registry.versions import ModelStatus, ModelVersion
+from services.model.training.jobs import JobFilter, JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
+from services.model.training.store import JobStore
 
 log = logging.getLogger("bullant.model.training")
 
@@ -101,7 +93,7 @@ class TrainingRunner:
 
     def __init__(
         self,
-        store: ModelStore,
+        store: JobStore,
         worker: Worker,
         *,
         model_dir: Path,
@@ -207,7 +199,7 @@ class TrainingRunner:
         return await self._settled(job) if job is not None else None
 
     async def jobs(self, filters: JobFilter, *, after: tuple[datetime, str] | None, limit: int) -> list[TrainingJob]:
-        """Jobs newest first (see ModelStore.jobs), the abandoned ones marked interrupted."""
+        """Jobs newest first (see JobStore.jobs), the abandoned ones marked interrupted."""
         return [await self._settled(job) for job in await self._store.jobs(filters, after=after, limit=limit)]
 
     async def watch(self, job_id: str, *, quiet_seconds: float = 15.0) -> AsyncIterator[TrainingJob | None]:
