@@ -12,7 +12,7 @@ from services.market.feeds.registry import AdapterFactory, HistorySources, build
 from services.market.feeds.runner import FeedRunner, RunnerPolicy
 from services.market.service import MarketService
 from services.market.store import MarketStore
-from services.market.streaming import TickHub
+from services.market.streaming import TickHub, TickStreams
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +60,9 @@ def build_market(
         cache=coordination.cache,
         locks=coordination.locks,
         history=history,
+        streams=TickStreams(
+            hub, capacity=settings.stream_queue_capacity, max_per_account=settings.max_streams_per_account
+        ),
         staleness=timedelta(seconds=settings.feed_staleness_seconds),
         clock=clock,
     )

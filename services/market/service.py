@@ -3,14 +3,17 @@ feed health."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
+from services.core.auth.identity import Identity
 from services.core.bars import roll_up
 from services.core.coordination import Cache, Locks
 from services.core.errors import (
@@ -22,19 +25,23 @@ from services.core.errors import (
     Unavailable,
 )
 from services.market.bars import (
+    MAX_ROWS_PER_CALL,
     BarValidator,
+    CsvRowReader,
     RawRow,
     RowError,
     classify,
+    rows_from_bars,
 )
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
-from services.market.imports import BarImport, ImportOutcome
-from services.market.models import Bar, Instrument, Quote, Timeframe, TradingSession
+from services.market.imports import BarImport, ImportOutcome, StreamImport, csv_rows
+from services.market.models import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.sessions import resolve_session
 from services.market.store import MarketStore
+from services.market.streaming import Subscriber, TickStreams
 
 log = logging.getLogger("bullant.market")
 
@@ -81,6 +88,7 @@ class MarketService:
         cache: Cache,
         locks: Locks,
         history: HistorySources,
+        streams: TickStreams,
         staleness: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
@@ -89,6 +97,7 @@ class MarketService:
         self._quotes = QuoteCache(cache)
         self._locks = locks
         self.history = history
+        self._streams = streams
         self._staleness = staleness
         self._clock = clock
 
@@ -110,6 +119,15 @@ class MarketService:
             if symbol not in found:
                 raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
         return found
+
+    async def list_instruments(
+        self, *, query: str, asset_class: AssetClass | None, venue: str, after: str, limit: int
+    ) -> tuple[list[Instrument], bool]:
+        """Instruments matching the filters after the symbol `after`, in symbol order, and whether more follow."""
+        found = await self.store.search_instruments(
+            query=query.strip(), asset_class=asset_class, venue=venue.strip().upper(), after=after, limit=limit + 1
+        )
+        return found[:limit], len(found) > limit
 
     async def create_instrument(self, instrument: Instrument, *, session: TradingSession | None = None) -> Instrument:
         """Stores a new instrument with `session`, or its calendar's default one when None (see sessions.py)."""
@@ -155,7 +173,71 @@ class MarketService:
         quotes = await self.quotes(symbols)
         return [quotes[symbol] for symbol in symbols if symbol in quotes]
 
+    def tick_stream(
+        self, symbols: Iterable[str], *, identity: Identity | None, conflate: bool
+    ) -> contextlib.AbstractAsyncContextManager[Subscriber]:
+        """A subscription to the live ticks of `symbols` (see TickStreams.open for the per-account limit)."""
+        return self._streams.open(symbols, identity=identity, conflate=conflate)
+
     # -- bars -------------------------------------------------------------------------------------------------------
+
+    async def list_bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        window: BarWindow,
+        *,
+        after: datetime | None,
+        descending: bool,
+        limit: int,
+    ) -> tuple[list[Bar], bool]:
+        """Stored bars of a known symbol within `window`, continuing after the open time `after` (a page's last bar)
+        in the chosen order, and whether more follow."""
+        await self.instrument(symbol)
+        start, end = window.start, window.end
+        if after is not None:
+            if descending:
+                end = after
+            else:
+                start = after + timedelta(microseconds=1)
+        found = await self.store.bars(symbol, timeframe, start=start, end=end, limit=limit + 1, descending=descending)
+        return found[:limit], len(found) > limit
+
+    async def import_bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        *,
+        csv: bytes,
+        bars: Sequence[Bar],
+        skip_invalid: bool,
+        validate_only: bool,
+    ) -> ImportOutcome:
+        """One call's import (ImportBars) from exactly one of a CSV file and bars, at most MAX_ROWS_PER_CALL rows."""
+        if bool(csv) == bool(bars):
+            raise InvalidArgument(FieldViolation("csv", "set exactly one of csv and bars"), reason="SOURCE_INVALID")
+        await self.instrument(symbol)
+        job = self.begin_import(
+            symbol, timeframe, skip_invalid=skip_invalid, validate_only=validate_only, source="csv" if csv else "bars"
+        )
+        # Parsing and validating 100k rows takes seconds of CPU: off the event loop, which keeps serving.
+        rows = await asyncio.to_thread(csv_rows, CsvRowReader(), csv) if csv else list(rows_from_bars(bars))
+        if len(rows) > MAX_ROWS_PER_CALL:
+            raise InvalidArgument(
+                FieldViolation("bars" if bars else "csv", f"at most {MAX_ROWS_PER_CALL} rows per call"),
+                reason="IMPORT_TOO_LARGE",
+            )
+        await asyncio.to_thread(job.add, rows)
+        return await job.finish()
+
+    async def begin_stream_import(
+        self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool
+    ) -> StreamImport:
+        """An import of a known symbol fed piece by piece (ImportBarStream)."""
+        await self.instrument(symbol)
+        return StreamImport(
+            self.begin_import(symbol, timeframe, skip_invalid=skip_invalid, validate_only=validate_only)
+        )
 
     def begin_import(
         self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool, source: str = "bars"
@@ -265,10 +347,15 @@ class MarketService:
 
     # -- feeds ------------------------------------------------------------------------------------------------------
 
-    async def feeds(self) -> list[FeedView]:
+    async def feeds(self, *, after: str = "", limit: int | None = None) -> tuple[list[FeedView], bool]:
+        """The configured feeds after the id `after`, in id order, with their leaders' status, and whether more
+        follow."""
         ids = self.history.feed_ids
         statuses = await feed_statuses(self._cache, ids)
-        return [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids]
+        views = [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids if feed_id > after]
+        if limit is None:
+            return views, False
+        return views[:limit], len(views) > limit
 
 
 def _healthy(status: FeedStatus | None) -> bool:
