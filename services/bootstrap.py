@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from services.account import servicer as account
+from services.account import wiring as account
 from services.chat import servicer as chat
 from services.core.auth.api_keys import ApiKeyResolver
 from services.core.auth.authenticator import Authenticator
@@ -28,7 +28,7 @@ from services.signal import servicer as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "account": account.registration,
+    "account": lambda deps: account.build(deps, deps.settings),
     "market": market.registration,
     "signal": signal.registration,
     "model": model.registration,
