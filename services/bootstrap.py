@@ -22,14 +22,14 @@ from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
 from services.core.settings import BUILT_SERVICES, Settings
 from services.core.startup import ConfigurationError
 from services.core.urls import redact_url
-from services.market import servicer as market
+from services.market import wiring as market
 from services.model import servicer as model
 from services.signal import servicer as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "account": lambda deps: account.build(deps, deps.settings),
-    "market": market.registration,
+    "market": lambda deps: market.build(deps, deps.settings),
     "signal": signal.registration,
     "model": model.registration,
     "chat": chat.registration,

@@ -36,10 +36,11 @@ from services.core.settings import (
     load_settings,
 )
 from services.core.startup import StartupError
-from services.market import importer
-from services.market.importer import ImportProgressBar, import_file
+from services.market.imports import command as importer
+from services.market.imports.command import ImportProgressBar
 from services.market.models import Timeframe
 from services.market.service import normalize_symbol
+from services.market.wiring import build_bar_imports
 from services.signal import backtest_cli
 
 log = logging.getLogger("bullant.cli")
@@ -235,8 +236,7 @@ async def _import_bars(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await databases.start()
         symbol = normalize_symbol(args.symbol)
-        outcome = await import_file(
-            databases,
+        outcome = await build_bar_imports(databases).import_file(
             args.file,
             symbol=symbol,
             timeframe=timeframe,

@@ -24,7 +24,7 @@ from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import Settings
 from services.core.timeframes import Timeframe
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
 from services.market.models import Tick
 from services.model import servicer as model_servicer
@@ -132,7 +132,9 @@ async def running_live_platform(
     registrations: list[ServiceRegistration] = []
     if "market" in services:
         assert feed is not None
-        registrations.append(market_servicer.registration(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
+        registrations.append(
+            market_wiring.build(deps, deps.settings, clock=clock, factories={feed.feed_id: lambda: feed})
+        )
     if "signal" in services:
         registrations.append(signal_servicer.registration(deps, on_processed=processed, clock=clock))
     if "model" in services:

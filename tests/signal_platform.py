@@ -23,7 +23,7 @@ from services.bootstrap import build_authenticator, build_dependencies
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.sim import SimulatedFeed
 from services.market.models import Timeframe
 from services.model import servicer as model_servicer
@@ -79,7 +79,7 @@ class SignalPlatform:
 
 DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "market": market_servicer.registration,
+    "market": lambda deps: market_wiring.build(deps, deps.settings),
     "signal": signal_servicer.registration,
     "model": model_servicer.registration,
 }

@@ -13,7 +13,7 @@ from bullant.market.v1 import market_pb2
 
 if TYPE_CHECKING:
     from services.market.feeds.runner import FeedStatus
-    from services.market.imports import ImportOutcome
+    from services.market.imports.bar_import import ImportOutcome
     from services.market.service import BackfillProgress, FeedView
 from services.market.models import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
 from services.market.sessions import with_calendar

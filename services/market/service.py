@@ -3,7 +3,6 @@ feed health."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -24,19 +23,13 @@ from services.core.errors import (
     NotFound,
     Unavailable,
 )
-from services.market.bars import (
-    MAX_ROWS_PER_CALL,
-    BarValidator,
-    CsvRowReader,
-    RawRow,
-    RowError,
-    classify,
-    rows_from_bars,
-)
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
-from services.market.imports import BarImport, ImportOutcome, StreamImport, csv_rows
+from services.market.imports.bar_import import ImportOutcome
+from services.market.imports.rows import RawRow, RowError
+from services.market.imports.rules import BarValidator, classify
+from services.market.imports.service import BarImports, known_instrument
 from services.market.models import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.sessions import resolve_session
@@ -89,15 +82,18 @@ class MarketService:
         locks: Locks,
         history: HistorySources,
         streams: TickStreams,
+        imports: BarImports,
         staleness: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
-        self.store = store
+        self._store = store
         self._cache = cache
         self._quotes = QuoteCache(cache)
         self._locks = locks
-        self.history = history
+        self._history = history
         self._streams = streams
+        # ImportBars, ImportBarStream and `bullant import-bars`, called through this facade.
+        self.imports = imports
         self._staleness = staleness
         self._clock = clock
 
@@ -107,14 +103,12 @@ class MarketService:
     # -- instruments ------------------------------------------------------------------------------------------------
 
     async def instrument(self, symbol: str) -> Instrument:
-        found = await self.store.instrument(symbol)
-        if found is None:
-            raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
-        return found
+        """The instrument, NOT_FOUND SYMBOL_NOT_FOUND when the catalogue has no `symbol`."""
+        return await known_instrument(self._store, symbol)
 
     async def instruments(self, symbols: Sequence[str]) -> dict[str, Instrument]:
         """Every one of `symbols`; NOT_FOUND SYMBOL_NOT_FOUND naming the first unknown one."""
-        found = await self.store.instruments(symbols)
+        found = await self._store.instruments(symbols)
         for symbol in symbols:
             if symbol not in found:
                 raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
@@ -124,7 +118,7 @@ class MarketService:
         self, *, query: str, asset_class: AssetClass | None, venue: str, after: str, limit: int
     ) -> tuple[list[Instrument], bool]:
         """Instruments matching the filters after the symbol `after`, in symbol order, and whether more follow."""
-        found = await self.store.search_instruments(
+        found = await self._store.search_instruments(
             query=query.strip(), asset_class=asset_class, venue=venue.strip().upper(), after=after, limit=limit + 1
         )
         return found[:limit], len(found) > limit
@@ -138,10 +132,10 @@ class MarketService:
                 FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"),
                 reason="TIMEZONE_INVALID",
             )
-        if instrument.feed_id and instrument.feed_id not in self.history.feed_ids:
+        if instrument.feed_id and instrument.feed_id not in self._history.feed_ids:
             raise NotFound(f"no feed {instrument.feed_id}", reason="FEED_NOT_FOUND")
         instrument = await resolve_session(instrument, session)
-        return await self.store.create_instrument(
+        return await self._store.create_instrument(
             replace(
                 instrument,
                 venue=instrument.venue.strip().upper(),
@@ -200,58 +194,8 @@ class MarketService:
                 end = after
             else:
                 start = after + timedelta(microseconds=1)
-        found = await self.store.bars(symbol, timeframe, start=start, end=end, limit=limit + 1, descending=descending)
+        found = await self._store.bars(symbol, timeframe, start=start, end=end, limit=limit + 1, descending=descending)
         return found[:limit], len(found) > limit
-
-    async def import_bars(
-        self,
-        symbol: str,
-        timeframe: Timeframe,
-        *,
-        csv: bytes,
-        bars: Sequence[Bar],
-        skip_invalid: bool,
-        validate_only: bool,
-    ) -> ImportOutcome:
-        """One call's import (ImportBars) from exactly one of a CSV file and bars, at most MAX_ROWS_PER_CALL rows."""
-        if bool(csv) == bool(bars):
-            raise InvalidArgument(FieldViolation("csv", "set exactly one of csv and bars"), reason="SOURCE_INVALID")
-        await self.instrument(symbol)
-        job = self.begin_import(
-            symbol, timeframe, skip_invalid=skip_invalid, validate_only=validate_only, source="csv" if csv else "bars"
-        )
-        # Parsing and validating 100k rows takes seconds of CPU: off the event loop, which keeps serving.
-        rows = await asyncio.to_thread(csv_rows, CsvRowReader(), csv) if csv else list(rows_from_bars(bars))
-        if len(rows) > MAX_ROWS_PER_CALL:
-            raise InvalidArgument(
-                FieldViolation("bars" if bars else "csv", f"at most {MAX_ROWS_PER_CALL} rows per call"),
-                reason="IMPORT_TOO_LARGE",
-            )
-        await asyncio.to_thread(job.add, rows)
-        return await job.finish()
-
-    async def begin_stream_import(
-        self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool
-    ) -> StreamImport:
-        """An import of a known symbol fed piece by piece (ImportBarStream)."""
-        await self.instrument(symbol)
-        return StreamImport(
-            self.begin_import(symbol, timeframe, skip_invalid=skip_invalid, validate_only=validate_only)
-        )
-
-    def begin_import(
-        self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool, source: str = "bars"
-    ) -> BarImport:
-        """An import of rows from `source` ("csv" or "bars")."""
-        return BarImport(
-            self.store,
-            symbol,
-            timeframe,
-            skip_invalid=skip_invalid,
-            validate_only=validate_only,
-            now=self._clock(),
-            source=source,
-        )
 
     async def backfill(
         self,
@@ -325,10 +269,10 @@ class MarketService:
     ) -> int:
         if not accepted:
             return 0
-        stored = await self.store.bars_at(symbol, timeframe, [bar.open_time for bar in accepted])
+        stored = await self._store.bars_at(symbol, timeframe, [bar.open_time for bar in accepted])
         plan = classify(accepted, stored)
         updates = plan.updates if overwrite else []
-        await self.store.write_bars(symbol, timeframe, plan.inserts, updates)
+        await self._store.write_bars(symbol, timeframe, plan.inserts, updates)
         outcome.inserted += len(plan.inserts)
         outcome.updated += len(updates)
         outcome.unchanged += plan.unchanged + (len(plan.updates) - len(updates))
@@ -337,7 +281,7 @@ class MarketService:
 
     async def _history_adapter(self, feed_id: str) -> FeedAdapter:
         try:
-            adapter = await self.history.adapter(feed_id)
+            adapter = await self._history.adapter(feed_id)
         except FeedError as error:
             log.warning("feed %s could not serve history: %s %s", feed_id, error, error.detail)
             raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
@@ -350,7 +294,7 @@ class MarketService:
     async def feeds(self, *, after: str = "", limit: int | None = None) -> tuple[list[FeedView], bool]:
         """The configured feeds after the id `after`, in id order, with their leaders' status, and whether more
         follow."""
-        ids = self.history.feed_ids
+        ids = self._history.feed_ids
         statuses = await feed_statuses(self._cache, ids)
         views = [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids if feed_id > after]
         if limit is None:

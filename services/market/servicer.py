@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import grpc
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.auth.identity import current_identity
-from services.core.db.databases import utc_now
-from services.core.dependencies import Dependencies
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.paging import MOMENT, NAME, Cursor, PageTokens, page_size
-from services.core.server import Lifecycle, PreEncodedResponses, ServiceRegistration
+from services.core.server import Lifecycle
 from services.market.encoding import (
     backfill_progress_message,
     backfill_result_message,
@@ -33,9 +30,7 @@ from services.market.encoding import (
     quote_message,
     session_from_message,
 )
-from services.market.feeds.registry import AdapterFactory
 from services.market.models import AssetClass, BarWindow, Timeframe
-from services.market.runtime import build_market
 from services.market.service import BackfillProgress, MarketService
 from services.market.streaming import Subscriber
 from services.market.wire import tick_batch_response
@@ -155,7 +150,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def ImportBars(
         self, request: market_pb2.ImportBarsRequest, context: Context
     ) -> market_pb2.ImportBarsResponse:
-        outcome = await self._service.import_bars(
+        outcome = await self._service.imports.import_bars(
             _symbol(request.symbol),
             Timeframe(request.timeframe),
             csv=request.csv,
@@ -177,7 +172,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
                         FieldViolation("header", "the first message must be the header"), reason="HEADER_REQUIRED"
                     )
                 header = message.header
-                upload = await self._service.begin_stream_import(
+                upload = await self._service.imports.begin_stream(
                     _symbol(header.symbol),
                     Timeframe(header.timeframe),
                     skip_invalid=header.mode == market_pb2.IMPORT_MODE_SKIP_INVALID,
@@ -212,7 +207,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
 
     # -- streaming --------------------------------------------------------------------------------------------------
 
-    # Yields pre-encoded bytes as well as messages; the registration installs a serializer that passes bytes through.
+    # Yields pre-encoded bytes as well as messages; the wiring installs a serializer that passes bytes through.
     async def StreamTicks(  # type: ignore[override]
         self, request: market_pb2.StreamTicksRequest, context: Context
     ) -> AsyncIterator[market_pb2.StreamTicksResponse | bytes]:
@@ -265,24 +260,3 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
         page, more = await self._service.feeds(after=position["after"] if position else "", limit=size)
         token = self._pages.encode(_FEEDS_CURSOR, {"after": page[-1].feed_id}) if more else ""
         return market_pb2.ListFeedsResponse(feeds=[feed_message(view) for view in page], next_page_token=token)
-
-
-def registration(
-    deps: Dependencies,
-    *,
-    clock: Callable[[], datetime] = utc_now,
-    factories: Mapping[str, AdapterFactory] | None = None,
-) -> ServiceRegistration:
-    """The market service and its components (tick hub, feed runners, history sources); `factories` replaces the
-    configured feeds."""
-    market = build_market(deps, clock=clock, factories=factories)
-    servicer = MarketServicer(market.service, deps.lifecycle, pages=deps.page_tokens)
-    return ServiceRegistration(
-        name="market",
-        full_name=SERVICE.full_name,
-        add_to_server=lambda server: market_pb2_grpc.add_MarketServiceServicer_to_server(
-            servicer,
-            PreEncodedResponses(server, {"StreamTicks"}),  # type: ignore[arg-type]
-        ),
-        components=market.components,
-    )

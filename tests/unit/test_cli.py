@@ -11,8 +11,8 @@ import pytest
 
 from services import cli
 from services.core.progress import ProgressBar
-from services.market.importer import summary
-from services.market.imports import ImportOutcome
+from services.market.imports.bar_import import ImportOutcome
+from services.market.imports.command import summary
 from services.market.models import Timeframe
 
 

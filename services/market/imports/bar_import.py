@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.core.errors import FieldViolation, InvalidArgument
-from services.market.bars import (
+from services.market.imports.rows import (
     MAX_REPORTED_ERRORS,
     MAX_ROWS_PER_STREAM,
-    BarValidator,
     CsvHeaderError,
     CsvRowReader,
     RawRow,
     RowError,
-    classify,
     rows_from_bars,
 )
+from services.market.imports.rules import BarValidator, classify
 from services.market.models import Bar, Timeframe
 from services.market.store import MarketStore
 
