@@ -171,7 +171,7 @@ async def measure(count: int, rounds: int) -> Figures:
     )
     feed = BenchFeed(symbols)
     deps = build_dependencies(settings)
-    market = market_wiring.build(deps, deps.settings, factories={FEED_ID: lambda: feed})
+    market = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
     signal = signal_servicer.registration(deps)
     server = GrpcServer(
         settings,

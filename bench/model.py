@@ -223,7 +223,7 @@ async def running_platform() -> AsyncIterator[Platform]:
         deps = build_dependencies(settings)
         server = GrpcServer(
             settings,
-            [market_wiring.build(deps, deps.settings), model_servicer.registration(deps)],
+            [market_wiring.build(deps), model_servicer.registration(deps)],
             lifecycle=deps.lifecycle,
             components=(deps.databases, deps.coordination, deps.clients),
             authenticator=build_authenticator(deps),

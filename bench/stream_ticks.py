@@ -177,7 +177,7 @@ class BullantTarget(Target):
         )
         feed = BenchFeed()
         deps = build_dependencies(settings)
-        registration = market_wiring.build(deps, deps.settings, factories={FEED_ID: lambda: feed})
+        registration = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
         server = GrpcServer(
             settings,
             [registration],

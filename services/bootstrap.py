@@ -28,8 +28,8 @@ from services.signal import servicer as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "account": lambda deps: account.build(deps, deps.settings),
-    "market": lambda deps: market.build(deps, deps.settings),
+    "account": account.build,
+    "market": market.build,
     "signal": signal.registration,
     "model": model.registration,
     "chat": chat.registration,

@@ -160,7 +160,7 @@ async def running_account_service(
     clock = Clock()
     server = GrpcServer(
         settings,
-        [account_wiring.build(deps, deps.settings, clock=clock), *extra],
+        [account_wiring.build(deps, clock=clock), *extra],
         components=(deps.databases, deps.coordination),
         authenticator=build_authenticator(deps),
     )

@@ -132,9 +132,7 @@ async def running_live_platform(
     registrations: list[ServiceRegistration] = []
     if "market" in services:
         assert feed is not None
-        registrations.append(
-            market_wiring.build(deps, deps.settings, clock=clock, factories={feed.feed_id: lambda: feed})
-        )
+        registrations.append(market_wiring.build(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
     if "signal" in services:
         registrations.append(signal_servicer.registration(deps, on_processed=processed, clock=clock))
     if "model" in services:

@@ -166,7 +166,7 @@ async def running_market(
     chosen = feeds(deps) if feeds is not None else factories if factories is not None else {feed.feed_id: lambda: feed}
     server = GrpcServer(
         settings,
-        [market_wiring.build(deps, deps.settings, factories=chosen)],
+        [market_wiring.build(deps, factories=chosen)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),
         authenticator=build_authenticator(deps),

@@ -79,7 +79,7 @@ class SignalPlatform:
 
 DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "market": lambda deps: market_wiring.build(deps, deps.settings),
+    "market": market_wiring.build,
     "signal": signal_servicer.registration,
     "model": model_servicer.registration,
 }

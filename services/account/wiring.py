@@ -38,10 +38,14 @@ from services.core.settings import Environment, Settings
 from services.core.startup import StartupError
 
 
-def build(deps: Dependencies, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> ServiceRegistration:
-    """The account service, ready to be hosted by a GrpcServer. `clock` (naive UTC) is replaceable so tests can move
-    time past token expiries. The account service signs tokens, so it needs the private key (StartupError without
-    one)."""
+def build(
+    deps: Dependencies, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> ServiceRegistration:
+    """The account service, ready to be hosted by a GrpcServer: `deps` are the shared platform dependencies,
+    `settings` the process's settings (those of `deps` when not given), `clock` (naive UTC) replaceable so tests can
+    move time past token expiries. The account service signs tokens, so it needs the private key (StartupError
+    without one)."""
+    settings = settings or deps.settings
     service = build_service(deps, settings, clock=clock)
     servicer = AccountServicer(
         service, settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining

@@ -22,13 +22,15 @@ from services.market.streaming import TickHub, TickStreams
 
 def build(
     deps: Dependencies,
-    settings: Settings,
+    settings: Settings | None = None,
     *,
     clock: Callable[[], datetime] = utc_now,
     factories: Mapping[str, AdapterFactory] | None = None,
 ) -> ServiceRegistration:
     """The market service and the components its registration starts (tick hub first, then the history sources,
-    then a runner per feed); `factories` replaces the configured feeds (tests drive their own)."""
+    then a runner per feed): `deps` are the shared platform dependencies, `settings` the process's settings (those of
+    `deps` when not given), `factories` replaces the configured feeds (tests drive their own)."""
+    settings = settings or deps.settings
     coordination = deps.coordination.for_service("market")
     store = MarketStore(deps.databases)
     hub = TickHub(coordination.pubsub, deps.lifecycle.draining)

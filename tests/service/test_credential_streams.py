@@ -300,7 +300,7 @@ async def test_expiry_follows_the_servers_clock_not_wall_time() -> None:
     revocations = RevocationList(deps.coordination.for_service("account").cache)
     server = GrpcServer(
         settings,
-        [market_wiring.build(deps, deps.settings)],
+        [market_wiring.build(deps)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),
         authenticator=Authenticator(
