@@ -60,7 +60,7 @@ from services.market import servicer as market_servicer
 from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
 from services.market.feeds.runner import FeedRunner, FeedState
-from services.market.models import AssetClass, Instrument, Tick
+from services.market.records import AssetClass, Instrument, Tick
 from services.market.streaming import TickHub
 
 SUBSCRIBERS = (1, 10, 100)

@@ -38,7 +38,7 @@ from services.core.settings import (
 from services.core.startup import StartupError
 from services.market.imports import command as importer
 from services.market.imports.command import ImportProgressBar
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.market.service import normalize_symbol
 from services.market.wiring import build_bar_imports
 from services.signal import backtest_cli

@@ -26,7 +26,7 @@ from services.core.settings import Settings
 from services.core.timeframes import Timeframe
 from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
-from services.market.models import Tick
+from services.market.records import Tick
 from services.model import servicer as model_servicer
 from services.signal import servicer as signal_servicer
 from services.signal.live.engine import LiveEngine

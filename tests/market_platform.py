@@ -23,7 +23,7 @@ from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import AdapterFactory
 from services.market.feeds.runner import FeedRunner, FeedState
-from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe
+from services.market.records import AssetClass, Bar, Instrument, Tick, Timeframe
 from services.market.streaming import TickHub
 from tests.support import eventually, make_settings
 

@@ -25,7 +25,7 @@ from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.market import wiring as market_wiring
 from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.model import servicer as model_servicer
 from services.signal import servicer as signal_servicer
 from services.signal.strategies.base import StrategyBars

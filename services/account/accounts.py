@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.account.models import Account
 from services.account.passwords import Passwords
+from services.account.records import Account
 from services.account.store import AccountStore
 from services.account.throttle import Throttle
 from services.core.errors import NotFound, PermissionDenied

@@ -9,7 +9,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.account.v1 import account_pb2
 from services.account.factors import SecondFactor
-from services.account.models import Account, ApiKey, ApiKeyState, Role, Session, TokenPair
 from services.account.profile import (
     EmailChannel,
     InAppChannel,
@@ -20,6 +19,7 @@ from services.account.profile import (
     TelegramChannel,
     WebhookChannel,
 )
+from services.account.records import Account, ApiKey, ApiKeyState, Role, Session, TokenPair
 from services.core.auth.identity import Credential, Identity
 
 _ROLES = {Role.USER.value: account_pb2.ROLE_USER, Role.ADMIN.value: account_pb2.ROLE_ADMIN}

@@ -13,7 +13,7 @@ import pyotp
 from services.account.accounts import Accounts
 from services.account.credential_store import CredentialStore
 from services.account.credentials import hash_recovery_code, new_recovery_codes, new_salt
-from services.account.models import Account, TotpCredential
+from services.account.records import Account, TotpCredential
 from services.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
 from services.core.sealing import Sealer, SealError
 

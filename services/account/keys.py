@@ -11,8 +11,8 @@ from datetime import datetime
 from services.account.accounts import Accounts
 from services.account.credential_store import CredentialStore
 from services.account.credentials import hash_secret, new_api_key_id, new_api_key_secret
-from services.account.models import ApiKey, Scope
 from services.account.policy import AccountPolicy
+from services.account.records import ApiKey, Scope
 from services.core.auth.api_keys import evict_api_keys
 from services.core.auth.revocation import RevocationList
 from services.core.coordination import Cache

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from services.account.models import Session
+from services.account.records import Session
 from services.account.session_store import SessionStore
 from services.core.auth.revocation import ACCOUNT_DISABLED, SIGNED_OUT, RevocationList
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.account.models import Account
+from services.account.records import Account
 from services.account.revocations import SessionRevocations
 from services.account.store import AccountStore
 from services.account.validation import normalize_email

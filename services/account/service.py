@@ -11,7 +11,6 @@ from services.account.accounts import Accounts
 from services.account.credentials import hash_secret, new_email_token
 from services.account.factors import TwoFactor
 from services.account.keys import ApiKeys
-from services.account.models import Account, AccountState, Role
 from services.account.passwords import Passwords
 from services.account.policy import AccountPolicy, Throttles
 from services.account.profile import (
@@ -23,6 +22,7 @@ from services.account.profile import (
     profile_to_json,
     validate_profile,
 )
+from services.account.records import Account, AccountState, Role
 from services.account.revocations import SessionRevocations
 from services.account.sessions import Sessions
 from services.account.store import AccountStore, Purpose

@@ -25,7 +25,7 @@ from services.account.encoding import (
     timestamp,
     token_fields,
 )
-from services.account.models import AccountState
+from services.account.records import AccountState
 from services.account.service import AccountService, Registration
 from services.core.auth.identity import require_identity
 from services.core.errors import Unavailable

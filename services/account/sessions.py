@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from services.account.accounts import Accounts
 from services.account.credentials import hash_secret, new_refresh_token, new_session_id
 from services.account.factors import SecondFactor, TwoFactor
-from services.account.models import Account, Session, TokenPair, session_scopes
 from services.account.passwords import Passwords
+from services.account.records import Account, Session, TokenPair, session_scopes
 from services.account.revocations import SessionRevocations
 from services.account.session_store import SessionStore
 from services.account.store import AccountStore

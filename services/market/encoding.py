@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from services.market.feeds.runner import FeedStatus
     from services.market.imports.bar_import import ImportOutcome
     from services.market.service import BackfillProgress, FeedView
-from services.market.models import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
+from services.market.records import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
 from services.market.sessions import with_calendar
 
 

@@ -30,8 +30,8 @@ from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.rows import RawRow, RowError
 from services.market.imports.rules import BarValidator, classify
 from services.market.imports.service import BarImports, known_instrument
-from services.market.models import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.quotes import QuoteCache, mark_stale
+from services.market.records import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.sessions import resolve_session
 from services.market.store import MarketStore
 from services.market.streaming import Subscriber, TickStreams

@@ -30,7 +30,7 @@ from services.market.encoding import (
     quote_message,
     session_from_message,
 )
-from services.market.models import AssetClass, BarWindow, Timeframe
+from services.market.records import AssetClass, BarWindow, Timeframe
 from services.market.service import BackfillProgress, MarketService
 from services.market.streaming import Subscriber
 from services.market.wire import tick_batch_response

@@ -26,7 +26,7 @@ from services.market.feeds.ccxt_feed import (
     precision_to_step,
     redirect_api_urls,
 )
-from services.market.models import AssetClass, Bar, Tick, Timeframe
+from services.market.records import AssetClass, Bar, Tick, Timeframe
 from tests.fake_exchange import FakeBinance, fake_binance, millis
 from tests.manual_time import ManualTime
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from services.account.models import Account, AccountState, Session
+from services.account.records import Account, AccountState, Session
 from services.account.revocations import SessionRevocations
 from services.account.roles import AdminRoles
 from services.account.session_store import SessionStore

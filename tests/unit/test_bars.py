@@ -21,7 +21,7 @@ from services.market.imports.rows import (
     rows_from_bars,
 )
 from services.market.imports.rules import BarValidator, classify
-from services.market.models import Bar, Timeframe
+from services.market.records import Bar, Timeframe
 
 NOW = datetime(2024, 6, 1)
 T0 = datetime(2024, 1, 2)

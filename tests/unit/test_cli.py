@@ -13,7 +13,7 @@ from services import cli
 from services.core.progress import ProgressBar
 from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.command import summary
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

@@ -15,7 +15,7 @@ from services.core.coordination import PubSub
 from services.core.errors import InvalidArgument, ResourceExhausted
 from services.market.imports.bar_import import BarImport, StreamImport
 from services.market.imports.service import BarImports
-from services.market.models import Bar, BarWindow, Timeframe
+from services.market.records import Bar, BarWindow, Timeframe
 from services.market.store import MarketStore
 from services.market.streaming import TickHub, TickStreams
 

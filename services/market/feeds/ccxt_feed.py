@@ -19,7 +19,7 @@ import aiohttp
 
 from services.core.timing import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported, Transport
-from services.market.models import (
+from services.market.records import (
     EPOCH,
     AssetClass,
     Bar,

@@ -21,7 +21,7 @@ from services.market.feeds.sim_model import (
     naive_utc,
     utc_now,
 )
-from services.market.models import Bar, Instrument, Tick, Timeframe
+from services.market.records import Bar, Instrument, Tick, Timeframe
 
 
 class SimulatedFeed(FeedAdapter):

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.calendars import ALWAYS_OPEN
-from services.market.models import AssetClass, Bar, TradingSession
+from services.market.records import AssetClass, Bar, TradingSession
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]

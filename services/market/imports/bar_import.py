@@ -19,7 +19,7 @@ from services.market.imports.rows import (
     rows_from_bars,
 )
 from services.market.imports.rules import BarValidator, classify
-from services.market.models import Bar, Timeframe
+from services.market.records import Bar, Timeframe
 from services.market.store import MarketStore
 
 _MAX_VIOLATIONS = 100

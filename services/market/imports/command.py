@@ -6,7 +6,7 @@ from __future__ import annotations
 from services.core.progress import ProgressBar
 from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.service import Progress
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 
 # Exit codes of `bullant import-bars` (HELP_EXIT_CODES and the README say what they mean).
 EXIT_STORED = 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
-from services.market.models import EPOCH
+from services.market.records import EPOCH
 
 MAX_ROWS_PER_CALL = 100_000
 MAX_ROWS_PER_STREAM = 1_000_000
@@ -227,7 +227,7 @@ def _parse_int(text: str) -> int | None:
 
 
 class BarLike(Protocol):
-    """What rows_from_bars reads: models.Bar, or the servicer's decoding of a Bar message (open_time None if unset)."""
+    """What rows_from_bars reads: records.Bar, or the servicer's decoding of a Bar message (open_time None if unset)."""
 
     @property
     def open_time(self) -> datetime | None: ...

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.market.imports.rows import RawRow, RowError
-from services.market.models import Bar, Timeframe
+from services.market.records import Bar, Timeframe
 
 _ALIGNMENT_RULES = {
     Timeframe.M1: "on whole minutes",

@@ -12,7 +12,7 @@ from pathlib import Path
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
 from services.market.imports.bar_import import BarImport, ImportOutcome, StreamImport, csv_rows
 from services.market.imports.rows import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvRowReader, rows_from_bars
-from services.market.models import Bar, Instrument, Timeframe
+from services.market.records import Bar, Instrument, Timeframe
 from services.market.store import MarketStore
 
 FILE_CHUNK_BYTES = 1 << 20
