@@ -17,7 +17,7 @@ import pytest
 
 from services.market.feeds.base import HistoryNotSupported, Transport
 from services.market.feeds.sim import SimulatedFeed
-from services.market.feeds.sim_model import DEMO_SYMBOLS, SimSymbol
+from services.market.feeds.sim.symbols import DEMO_SYMBOLS, SimSymbol
 from services.market.records import AssetClass, Bar, Tick, Timeframe
 from tests.support import eventually
 
