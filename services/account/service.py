@@ -298,7 +298,7 @@ class AccountService:
         found = await self._store.list_accounts(
             after_id=after_id,
             limit=limit + 1,
-            email_query=email_query,
+            email_query=email_query.strip(),
             role=role.value if role else None,
             state=state,
         )
@@ -308,6 +308,7 @@ class AccountService:
         """Disable an account and revoke its sessions and keys; (account, sessions revoked, keys revoked)."""
         if admin_id == account_id:
             raise FailedPrecondition("an admin cannot disable their own account", reason="CANNOT_DISABLE_SELF")
+        reason = reason.strip()
         account = await self._accounts.account(account_id)
         if account.active:
             updated = await self._store.update_account(

@@ -272,7 +272,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         users, more = await self._service.list_users(
             after_id=after,
             limit=size,
-            email_query=request.email_query.strip(),
+            email_query=request.email_query,
             role=role_from_message(request.role),
             state=AccountState(request.state) if request.state else None,
         )
@@ -285,9 +285,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.DisableUserRequest, context: Context
     ) -> account_pb2.DisableUserResponse:
         admin = admin_caller()
-        account, sessions, keys = await self._service.disable_user(
-            admin.account_id, request.account_id, request.reason.strip()
-        )
+        account, sessions, keys = await self._service.disable_user(admin.account_id, request.account_id, request.reason)
         return account_pb2.DisableUserResponse(
             account=account_message(account), revoked_session_count=sessions, revoked_api_key_count=keys
         )

@@ -163,6 +163,13 @@ class MarketService:
             for symbol, quote in found.items()
         }
 
+    async def quote(self, symbol: str) -> Quote:
+        """The latest quote of a known symbol; NOT_FOUND QUOTE_NOT_AVAILABLE before its first market data."""
+        quotes = await self.quotes([symbol])
+        if symbol not in quotes:
+            raise NotFound(f"{symbol} has no market data yet", reason="QUOTE_NOT_AVAILABLE")
+        return quotes[symbol]
+
     async def snapshot(self, symbols: Sequence[str]) -> list[Quote]:
         quotes = await self.quotes(symbols)
         return [quotes[symbol] for symbol in symbols if symbol in quotes]
@@ -209,7 +216,7 @@ class MarketService:
     ) -> AsyncIterator[BackfillProgress | ImportOutcome]:
         """Fetch missing history from a feed in windows, yielding progress after each and the outcome last."""
         instrument = await self.instrument(symbol)
-        feed_id = feed_id or instrument.feed_id
+        feed_id = feed_id.strip() or instrument.feed_id
         now = self._clock()
         end = min(end or now, timeframe.floor(now))
         if not start < end:

@@ -12,7 +12,7 @@ import grpc
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.auth.identity import current_identity
-from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.core.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from services.core.paging import MOMENT, NAME, Cursor, PageTokens, page_size
 from services.core.server import Lifecycle
 from services.market.encoding import (
@@ -108,11 +108,8 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     # -- quotes -----------------------------------------------------------------------------------------------------
 
     async def GetQuote(self, request: market_pb2.GetQuoteRequest, context: Context) -> market_pb2.GetQuoteResponse:
-        symbol = _symbol(request.symbol)
-        quotes = await self._service.quotes([symbol])
-        if symbol not in quotes:
-            raise NotFound(f"{symbol} has no market data yet", reason="QUOTE_NOT_AVAILABLE")
-        return market_pb2.GetQuoteResponse(quote=quote_message(quotes[symbol]))
+        quote = await self._service.quote(_symbol(request.symbol))
+        return market_pb2.GetQuoteResponse(quote=quote_message(quote))
 
     async def BatchGetQuotes(
         self, request: market_pb2.BatchGetQuotesRequest, context: Context
@@ -197,7 +194,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             Timeframe(request.timeframe),
             start=naive_utc(request.start_time),
             end=naive_utc(request.end_time) if request.HasField("end_time") else None,
-            feed_id=request.feed_id.strip(),
+            feed_id=request.feed_id,
             overwrite=request.overwrite,
         ):
             if isinstance(event, BackfillProgress):
