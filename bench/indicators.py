@@ -13,7 +13,7 @@ import numpy as np
 import talib
 
 from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.signal.indicators.base import Bars, IndicatorDef
 from services.signal.indicators.catalogue import load_indicators
 

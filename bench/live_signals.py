@@ -53,10 +53,10 @@ from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import load_settings
 from services.core.timeframes import Timeframe
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
 from services.market.feeds.runner import FeedRunner, FeedState
-from services.market.models import AssetClass, Instrument, Tick
+from services.market.records import AssetClass, Instrument, Tick
 from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
@@ -171,7 +171,7 @@ async def measure(count: int, rounds: int) -> Figures:
     )
     feed = BenchFeed(symbols)
     deps = build_dependencies(settings)
-    market = market_servicer.registration(deps, factories={FEED_ID: lambda: feed})
+    market = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
     signal = signal_wiring.build(deps)
     server = GrpcServer(
         settings,

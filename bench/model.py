@@ -204,7 +204,7 @@ async def running_platform() -> AsyncIterator[Platform]:
     from services.core.auth.tokens import TokenIssuer, token_policy  # noqa: PLC0415
     from services.core.server import GrpcServer  # noqa: PLC0415
     from services.core.settings import load_settings  # noqa: PLC0415
-    from services.market import servicer as market_servicer  # noqa: PLC0415
+    from services.market import wiring as market_wiring  # noqa: PLC0415
     from services.model import wiring as model_wiring  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="bullant-bench-model-") as directory:
@@ -223,7 +223,7 @@ async def running_platform() -> AsyncIterator[Platform]:
         deps = build_dependencies(settings)
         server = GrpcServer(
             settings,
-            [market_servicer.registration(deps), model_wiring.build(deps)],
+            [market_wiring.build(deps), model_wiring.build(deps)],
             lifecycle=deps.lifecycle,
             components=(deps.databases, deps.coordination, deps.clients),
             authenticator=build_authenticator(deps),

@@ -57,9 +57,10 @@ from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.server import GrpcServer
 from services.core.settings import load_settings
 from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
 from services.market.feeds.runner import FeedRunner, FeedState
-from services.market.models import AssetClass, Instrument, Tick
+from services.market.records import AssetClass, Instrument, Tick
 from services.market.streaming import TickHub
 
 SUBSCRIBERS = (1, 10, 100)
@@ -176,7 +177,7 @@ class BullantTarget(Target):
         )
         feed = BenchFeed()
         deps = build_dependencies(settings)
-        registration = market_servicer.registration(deps, factories={FEED_ID: lambda: feed})
+        registration = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
         server = GrpcServer(
             settings,
             [registration],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from services.account import servicer as account
+from services.account import wiring as account
 from services.chat import servicer as chat
 from services.core.auth.api_keys import ApiKeyResolver
 from services.core.auth.authenticator import Authenticator
@@ -22,14 +22,14 @@ from services.core.server import GrpcServer, Lifecycle, ServiceRegistration
 from services.core.settings import BUILT_SERVICES, Settings
 from services.core.startup import ConfigurationError
 from services.core.urls import redact_url
-from services.market import servicer as market
+from services.market import wiring as market
 from services.model import wiring as model
 from services.signal import wiring as signal
 
 # Every service with a contract; only those in BUILT_SERVICES are served.
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "account": account.registration,
-    "market": market.registration,
+    "account": account.build,
+    "market": market.build,
     "signal": signal.build,
     "model": model.build,
     "chat": chat.registration,

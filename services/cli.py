@@ -17,16 +17,13 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from gateway.server import GatewayServer
-from services.account.session_store import SessionStore
-from services.account.store import AccountStore
-from services.account.validation import normalize_email
+from services.account.wiring import build_admin_roles
 from services.bootstrap import build_server
 from services.core.access import SCOPES
 from services.core.auth.keys import load_signing_keys
-from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.coordination import Coordination, build_backend, keyspace_for
-from services.core.db.databases import DatabaseConfig, Databases, describe_error, utc_now
+from services.core.db.databases import DatabaseConfig, Databases, describe_error
 from services.core.errors import DomainError, InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
@@ -39,10 +36,11 @@ from services.core.settings import (
     load_settings,
 )
 from services.core.startup import StartupError
-from services.market import importer
-from services.market.importer import ImportProgressBar, import_file
-from services.market.models import Timeframe
+from services.market.imports import command as importer
+from services.market.imports.command import ImportProgressBar
+from services.market.records import Timeframe
 from services.market.service import normalize_symbol
+from services.market.wiring import build_bar_imports
 from services.signal.backtests import cli as backtest_cli
 
 log = logging.getLogger("bullant.cli")
@@ -220,26 +218,14 @@ async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
     await databases.start()
     await coordination.start()
     try:
-        account = await AccountStore(databases).set_role(normalize_email(email), "admin", present=grant)
-        revoked = []
-        if account is not None and not grant:
-            # An admin's live tokens carry the admin scope: end the sessions instead of waiting for them to expire.
-            revoked = await SessionStore(databases).revoke_sessions(
-                account.account_id, now=utc_now(), reason="role_changed"
-            )
-            account_coordination = coordination.for_service("account")
-            revocations = RevocationList(account_coordination.cache, account_coordination.pubsub)
-            for session in revoked:
-                await revocations.revoke_session(session.session_id, settings.access_token_ttl_seconds + 5)
-            if revoked:
-                await revocations.announce(account.account_id)
+        account, revoked = await build_admin_roles(databases, coordination, settings).set_admin(email, grant=grant)
     finally:
         await coordination.stop()
         await databases.stop()
     if account is None:
         print(f"bullant: no account with email {email}", file=sys.stderr)
         return 1
-    ended = f"; {len(revoked)} session(s) signed out" if revoked else ""
+    ended = f"; {revoked} session(s) signed out" if revoked else ""
     print(f"account {account.account_id} ({account.email}): roles {', '.join(account.roles)}{ended}")
     return 0
 
@@ -250,8 +236,7 @@ async def _import_bars(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await databases.start()
         symbol = normalize_symbol(args.symbol)
-        outcome = await import_file(
-            databases,
+        outcome = await build_bar_imports(databases).import_file(
             args.file,
             symbol=symbol,
             timeframe=timeframe,

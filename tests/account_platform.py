@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from sqlalchemy import select, update
 
 from bullant.account.v1 import account_pb2, account_pb2_grpc
-from services.account import servicer as account_servicer
+from services.account import wiring as account_wiring
 from services.bootstrap import build_authenticator, build_dependencies
 from services.core.db.databases import utc_now
 from services.core.db.schema import accounts, outbox_messages
@@ -160,7 +160,7 @@ async def running_account_service(
     clock = Clock()
     server = GrpcServer(
         settings,
-        [account_servicer.registration(deps, clock=clock), *extra],
+        [account_wiring.build(deps, clock=clock), *extra],
         components=(deps.databases, deps.coordination),
         authenticator=build_authenticator(deps),
     )

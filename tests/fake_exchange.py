@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.market.models import EPOCH
+from services.market.records import EPOCH
 
 # Kline intervals Binance accepts, with their lengths; "1M" (calendar months) is accepted but not served here.
 INTERVAL_MS: dict[str, int] = {

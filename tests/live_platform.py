@@ -24,9 +24,9 @@ from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import Settings
 from services.core.timeframes import Timeframe
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter
-from services.market.models import Tick
+from services.market.records import Tick
 from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.live.engine import LiveEngine
@@ -132,7 +132,7 @@ async def running_live_platform(
     registrations: list[ServiceRegistration] = []
     if "market" in services:
         assert feed is not None
-        registrations.append(market_servicer.registration(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
+        registrations.append(market_wiring.build(deps, clock=clock, factories={feed.feed_id: lambda: feed}))
     if "signal" in services:
         registrations.append(signal_wiring.build(deps, on_processed=processed, clock=clock))
     if "model" in services:

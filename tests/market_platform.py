@@ -19,11 +19,11 @@ from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer
 from services.core.settings import Settings
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import AdapterFactory
 from services.market.feeds.runner import FeedRunner, FeedState
-from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe
+from services.market.records import AssetClass, Bar, Instrument, Tick, Timeframe
 from services.market.streaming import TickHub
 from tests.support import eventually, make_settings
 
@@ -166,7 +166,7 @@ async def running_market(
     chosen = feeds(deps) if feeds is not None else factories if factories is not None else {feed.feed_id: lambda: feed}
     server = GrpcServer(
         settings,
-        [market_servicer.registration(deps, factories=chosen)],
+        [market_wiring.build(deps, factories=chosen)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),
         authenticator=build_authenticator(deps),

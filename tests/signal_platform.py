@@ -23,9 +23,9 @@ from services.bootstrap import build_authenticator, build_dependencies
 from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.model import wiring as model_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.strategies.base import StrategyBars
@@ -79,7 +79,7 @@ class SignalPlatform:
 
 DEFAULT_SYMBOLS = (StoredSymbol("DEMO", "SIM-AAPL"),)
 REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
-    "market": market_servicer.registration,
+    "market": market_wiring.build,
     "signal": signal_wiring.build,
     "model": model_wiring.build,
 }

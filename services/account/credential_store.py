@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.account.models import ApiKey, TotpCredential
+from services.account.records import ApiKey, TotpCredential
 from services.core.db.databases import Databases
 from services.core.db.schema import accounts, api_keys, global_metadata
 from services.core.errors import Aborted

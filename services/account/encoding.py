@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.account.v1 import account_pb2
-from services.account.models import Account, ApiKey, ApiKeyState, Role, Session
+from services.account.factors import SecondFactor
 from services.account.profile import (
     EmailChannel,
     InAppChannel,
@@ -18,6 +19,8 @@ from services.account.profile import (
     TelegramChannel,
     WebhookChannel,
 )
+from services.account.records import Account, ApiKey, ApiKeyState, Role, Session, TokenPair
+from services.core.auth.identity import Credential, Identity
 
 _ROLES = {Role.USER.value: account_pb2.ROLE_USER, Role.ADMIN.value: account_pb2.ROLE_ADMIN}
 
@@ -120,3 +123,41 @@ def profile_from_message(message: account_pb2.Profile) -> Profile:
         # An unknown enum number from a newer client is kept as-is for validate_profile to refuse.
         risk_profile=RiskProfile(risk) if risk in RiskProfile._value2member_map_ else risk,  # type: ignore[arg-type]
     )
+
+
+def second_factor_from_message(message: Any) -> SecondFactor | None:
+    which = message.WhichOneof("second_factor")
+    if which is None:
+        return None
+    value = getattr(message, which)
+    return SecondFactor(totp_code=value) if which == "totp_code" else SecondFactor(recovery_code=value)
+
+
+def token_fields(pair: TokenPair) -> dict[str, Any]:
+    """The fields LoginResponse and RefreshResponse share."""
+    return {
+        "access_token": pair.access_token,
+        "access_token_expire_time": timestamp(pair.access_expire_time),
+        "refresh_token": pair.refresh_token,
+        "refresh_token_expire_time": timestamp(pair.refresh_expire_time),
+        "token_type": "Bearer",
+        "session_id": pair.session_id,
+        "account": account_message(pair.account),
+        "scopes": list(pair.scopes),
+    }
+
+
+def role_from_message(role: int) -> Role | None:
+    """A role filter's domain value; None for ROLE_UNSPECIFIED (no filter)."""
+    roles: dict[int, Role] = {account_pb2.ROLE_USER: Role.USER, account_pb2.ROLE_ADMIN: Role.ADMIN}
+    return roles.get(role)
+
+
+def credential_fields(identity: Identity) -> dict[str, Any]:
+    """What GetAccountResponse and WatchCredentialResponse say about the caller's credential."""
+    api_key = identity.credential is Credential.API_KEY
+    return {
+        "scopes": list(identity.scopes),
+        "session_id": "" if api_key else identity.session_id or "",
+        "api_key_id": identity.credential_id if api_key else "",
+    }

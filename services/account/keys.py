@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from services.account.accounts import Accounts
+from services.account.credential_store import CredentialStore
 from services.account.credentials import hash_secret, new_api_key_id, new_api_key_secret
-from services.account.models import ApiKey, Scope
-from services.account.runtime import AccountRuntime, log
+from services.account.policy import AccountPolicy
+from services.account.records import ApiKey, Scope
 from services.core.auth.api_keys import evict_api_keys
+from services.core.auth.revocation import RevocationList
+from services.core.coordination import Cache
 from services.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -23,6 +28,8 @@ from services.core.errors import (
 
 MAX_NAME_LENGTH = 64
 KNOWN_SCOPES = tuple(scope.value for scope in Scope)
+
+log = logging.getLogger("bullant.account")
 
 
 def _fingerprint(name: str, scopes: Sequence[str], expire_time: datetime | None) -> str:
@@ -54,8 +61,26 @@ def check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
 class ApiKeys:
     """CreateApiKey, ListApiKeys and RevokeApiKey."""
 
-    def __init__(self, runtime: AccountRuntime) -> None:
-        self._rt = runtime
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        credentials: CredentialStore,
+        derivation_key: bytes,
+        cache: Cache,
+        revocations: RevocationList,
+        policy: AccountPolicy,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._accounts = accounts
+        self._credentials = credentials
+        # Secret for deriving the secrets of API keys created with a request id (idempotent retries).
+        self._derivation_key = derivation_key
+        # The account service's cache namespace (shared with every service's authenticator), evicted on revoke.
+        self._cache = cache
+        self._revocations = revocations
+        self._policy = policy
+        self._clock = clock
 
     async def create(
         self,
@@ -69,8 +94,8 @@ class ApiKeys:
         """A new key and its secret (the only time the secret is known). With a request id a retry returns the first
         key and the same secret; the same request id with a different request is REQUEST_ID_REUSED."""
         name, chosen = check_name(name), check_scopes(scopes)
-        now = self._rt.now()
-        policy = self._rt.policy
+        now = self._clock()
+        policy = self._policy
         if expire_time is not None and not now < expire_time <= now + policy.api_key_max_ttl:
             raise InvalidArgument(
                 FieldViolation(
@@ -78,7 +103,7 @@ class ApiKeys:
                 ),
                 reason="EXPIRE_TIME_INVALID",
             )
-        account = await self._rt.active_account(account_id)
+        account = await self._accounts.active_account(account_id)
         if not account.email_verified:
             raise FailedPrecondition(
                 "verify your email address before creating API keys: follow the link in the verification email, or "
@@ -92,12 +117,12 @@ class ApiKeys:
             earlier = await self._earlier(account_id, request_id, fingerprint)
             if earlier is not None:
                 return earlier
-        if await self._rt.credentials.count_active_api_keys(account_id, now) >= policy.max_active_api_keys:
+        if await self._credentials.count_active_api_keys(account_id, now) >= policy.max_active_api_keys:
             raise ResourceExhausted(
                 f"an account may have at most {policy.max_active_api_keys} active API keys: revoke one first",
                 reason="API_KEY_LIMIT_REACHED",
             )
-        secret = new_api_key_secret(self._rt.api_key_derivation_key, account_id=account_id, request_id=request_id or "")
+        secret = new_api_key_secret(self._derivation_key, account_id=account_id, request_id=request_id or "")
         key = ApiKey(
             api_key_id=new_api_key_id(),
             account_id=account_id,
@@ -107,7 +132,7 @@ class ApiKeys:
             create_time=now,
             expire_time=expire_time or now + policy.api_key_default_ttl,
         )
-        stored = await self._rt.credentials.create_api_key(
+        stored = await self._credentials.create_api_key(
             key, secret_hash=hash_secret(secret), request_id=request_id, fingerprint=fingerprint
         )
         if not stored:
@@ -120,11 +145,11 @@ class ApiKeys:
         return key, secret
 
     async def _earlier(self, account_id: int, request_id: str, fingerprint: str | None) -> tuple[ApiKey, str] | None:
-        found = await self._rt.credentials.api_key_by_request(account_id, request_id)
+        found = await self._credentials.api_key_by_request(account_id, request_id)
         if found is None:
             return None
         key, stored_hash, stored_fingerprint = found
-        secret = new_api_key_secret(self._rt.api_key_derivation_key, account_id=account_id, request_id=request_id)
+        secret = new_api_key_secret(self._derivation_key, account_id=account_id, request_id=request_id)
         if stored_fingerprint != fingerprint or hash_secret(secret) != stored_hash:
             raise AlreadyExists("this request id was used for a different request", reason="REQUEST_ID_REUSED")
         return key, secret
@@ -133,30 +158,30 @@ class ApiKeys:
         self, account_id: int, *, show_revoked: bool, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[ApiKey], bool]:
         """Keys newest first, and whether more follow."""
-        found = await self._rt.credentials.list_api_keys(
+        found = await self._credentials.list_api_keys(
             account_id, show_revoked=show_revoked, after=after, limit=limit + 1
         )
         return found[:limit], len(found) > limit
 
     async def revoke(self, account_id: int, api_key_id: str) -> ApiKey:
         """Revoke one of the caller's keys; another account's key is NotFound, like an unknown one."""
-        key = await self._rt.credentials.api_key(account_id, api_key_id)
+        key = await self._credentials.api_key(account_id, api_key_id)
         if key is None:
             raise NotFound("no such API key", reason="API_KEY_NOT_FOUND")
         if key.revoke_time is None:
             await self.revoke_all(account_id, reason="revoked", api_key_id=api_key_id)
-        revoked = await self._rt.credentials.api_key(account_id, api_key_id)
+        revoked = await self._credentials.api_key(account_id, api_key_id)
         assert revoked is not None
         return revoked
 
     async def revoke_all(self, account_id: int, *, reason: str, api_key_id: str | None = None) -> int:
         """Revoke the account's keys (or one) in the database and evict them from every replica's cache."""
-        revoked, hashes = await self._rt.credentials.revoke_api_keys(
-            account_id, now=self._rt.now(), reason=reason, api_key_id=api_key_id
+        revoked, hashes = await self._credentials.revoke_api_keys(
+            account_id, now=self._clock(), reason=reason, api_key_id=api_key_id
         )
-        await evict_api_keys(self._rt.cache, hashes)
+        await evict_api_keys(self._cache, hashes)
         if revoked:
             # Streams open with these keys end now (their watches check again and find the keys revoked).
-            await self._rt.revocations.announce(account_id)
+            await self._revocations.announce(account_id)
             log.info("api keys revoked", extra={"account_id": account_id, "count": len(revoked), "reason": reason})
         return len(revoked)

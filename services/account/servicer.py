@@ -1,109 +1,38 @@
-"""gRPC adapter of the account domain: validates and decodes requests, calls the domain, encodes responses."""
+"""gRPC adapter of the account domain: decodes requests, calls the account service, encodes responses."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import grpc
 
 from bullant.account.v1 import account_pb2, account_pb2_grpc
+from services.account.callers import admin_caller, session_caller
 from services.account.client import client_info, parse_networks
 from services.account.encoding import (
     account_message,
     api_key_message,
+    credential_fields,
     naive_utc,
     profile_from_message,
     profile_message,
+    role_from_message,
+    second_factor_from_message,
     session_message,
     timestamp,
+    token_fields,
 )
-from services.account.factors import SecondFactor
-from services.account.models import AccountState, Role, TokenPair
-from services.account.runtime import build_runtime
+from services.account.records import AccountState
 from services.account.service import AccountService, Registration
-from services.account.validation import check_password, normalize_email
-from services.core.auth.identity import Credential, Identity, require_identity
-from services.core.db.databases import utc_now
-from services.core.dependencies import Dependencies
-from services.core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unavailable
+from services.core.auth.identity import require_identity
+from services.core.errors import Unavailable
 from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
-from services.core.server import ServiceRegistration
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-class Checks:
-    """Collects every violation of the rules a request's contract cannot declare (an email's normal form, a
-    password's strength), so the client learns about all of them at once. Lengths, patterns, ranges and required
-    fields are the contract's declared rules (protos/bullant/account/v1/account.proto), checked by the server before
-    a handler runs."""
-
-    def __init__(self) -> None:
-        self.violations: list[FieldViolation] = []
-        # The reason of the first check that named one (EMAIL_INVALID, PASSWORD_TOO_WEAK), for ErrorInfo.
-        self.reason: str | None = None
-
-    def email(self, field: str, value: str) -> str:
-        try:
-            return normalize_email(value, field=field)
-        except InvalidArgument as error:
-            self._add(error)
-            return ""
-
-    def new_password(self, field: str, value: str, email: str) -> None:
-        """The password policy, checked with the other fields so every problem is reported at once."""
-        try:
-            check_password(value, email=email, field=field)
-        except InvalidArgument as error:
-            self._add(error)
-
-    def _add(self, error: InvalidArgument) -> None:
-        self.violations.extend(error.violations)
-        self.reason = self.reason or error.reason
-
-    def done(self) -> None:
-        if self.violations:
-            raise InvalidArgument(self.violations, reason=self.reason)
-
-
-def _second_factor(message: Any) -> SecondFactor | None:
-    which = message.WhichOneof("second_factor")
-    if which is None:
-        return None
-    value = getattr(message, which)
-    return SecondFactor(totp_code=value) if which == "totp_code" else SecondFactor(recovery_code=value)
-
-
-def _token_fields(pair: TokenPair) -> dict[str, Any]:
-    """The fields LoginResponse and RefreshResponse share."""
-    return {
-        "access_token": pair.access_token,
-        "access_token_expire_time": timestamp(pair.access_expire_time),
-        "refresh_token": pair.refresh_token,
-        "refresh_token_expire_time": timestamp(pair.refresh_expire_time),
-        "token_type": "Bearer",
-        "session_id": pair.session_id,
-        "account": account_message(pair.account),
-        "scopes": list(pair.scopes),
-    }
-
-
-def _session_identity() -> Identity:
-    identity = require_identity()
-    if identity.credential is not Credential.SESSION or identity.session_id is None:
-        raise PermissionDenied("this method needs a signed-in session, not an API key", reason="SESSION_REQUIRED")
-    return identity
-
-
-def _admin() -> Identity:
-    identity = require_identity()
-    if not identity.is_admin:
-        raise PermissionDenied("this method is for admins", reason="ROLE_MISSING")
-    return identity
 
 
 # What each list's page tokens hold.
@@ -133,19 +62,13 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         position = self._pages.decode(cursor, token, query=query)
         return (position["t"], position["id"]) if position else None
 
-    def _next_token(self, cursor: Cursor, more: bool, moment: datetime, item_id: str, query: str = "") -> str:
-        return self._pages.encode(cursor, {"t": moment, "id": item_id}, query=query) if more else ""
-
-    def _now(self) -> datetime:
-        return self._service.runtime.now()
+    def _next_token(self, cursor: Cursor, more: bool, last: tuple[datetime, str] | None, query: str = "") -> str:
+        """The token of the page after the one whose last item has (time, id) `last`."""
+        return self._pages.encode(cursor, {"t": last[0], "id": last[1]}, query=query) if more and last else ""
 
     # -- registration, verification, passwords ---------------------------------------------------------------------
 
     async def Register(self, request: account_pb2.RegisterRequest, context: Context) -> account_pb2.RegisterResponse:
-        checks = Checks()
-        email = checks.email("email", request.email)
-        checks.new_password("password", request.password, email)
-        checks.done()
         details = Registration(
             display_name=request.display_name,
             timezone=request.timezone,
@@ -153,12 +76,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             request_id=request.request_id,
             ip_address=client_info(context, self._trusted).ip_address,
         )
-        try:
-            account = await self._service.register(email, request.password, details)
-        except InvalidArgument as error:
-            # The initial profile is validated as a profile; name the request's own fields.
-            renamed = [FieldViolation(v.field.removeprefix("profile."), v.description) for v in error.violations]
-            raise InvalidArgument(renamed, reason=error.reason) from None
+        account = await self._service.register(request.email, request.password, details)
         return account_pb2.RegisterResponse(account=account_message(account))
 
     async def VerifyEmail(
@@ -170,18 +88,14 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ResendVerificationEmail(
         self, request: account_pb2.ResendVerificationEmailRequest, context: Context
     ) -> account_pb2.ResendVerificationEmailResponse:
-        identity = _session_identity()
-        await self._service.resend_verification(identity.account_id)
-        expire = self._now() + self._service.runtime.policy.verification_token_ttl
+        identity = session_caller()
+        expire = await self._service.resend_verification(identity.account_id)
         return account_pb2.ResendVerificationEmailResponse(expire_time=timestamp(expire))
 
     async def RequestPasswordReset(
         self, request: account_pb2.RequestPasswordResetRequest, context: Context
     ) -> account_pb2.RequestPasswordResetResponse:
-        checks = Checks()
-        email = checks.email("email", request.email)
-        checks.done()
-        await self._service.request_password_reset(email, client_info(context, self._trusted).ip_address)
+        await self._service.request_password_reset(request.email, client_info(context, self._trusted).ip_address)
         return account_pb2.RequestPasswordResetResponse()
 
     async def ResetPassword(
@@ -193,7 +107,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ChangePassword(
         self, request: account_pb2.ChangePasswordRequest, context: Context
     ) -> account_pb2.ChangePasswordResponse:
-        identity = _session_identity()
+        identity = session_caller()
         revoked = await self._service.change_password(
             identity.account_id, identity.session_id or "", request.current_password, request.new_password
         )
@@ -202,19 +116,18 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     # -- sessions ---------------------------------------------------------------------------------------------------
 
     async def Login(self, request: account_pb2.LoginRequest, context: Context) -> account_pb2.LoginResponse:
-        checks = Checks()
-        email = checks.email("email", request.email)
-        checks.done()
         client = client_info(context, self._trusted, device_name=request.device_name, user_agent=request.user_agent)
-        pair = await self._service.sessions.login(email, request.password, _second_factor(request), client)
-        return account_pb2.LoginResponse(**_token_fields(pair))
+        pair = await self._service.sessions.login(
+            request.email, request.password, second_factor_from_message(request), client
+        )
+        return account_pb2.LoginResponse(**token_fields(pair))
 
     async def Refresh(self, request: account_pb2.RefreshRequest, context: Context) -> account_pb2.RefreshResponse:
         pair = await self._service.sessions.refresh(request.refresh_token, client_info(context, self._trusted))
-        return account_pb2.RefreshResponse(**_token_fields(pair))
+        return account_pb2.RefreshResponse(**token_fields(pair))
 
     async def Logout(self, request: account_pb2.LogoutRequest, context: Context) -> account_pb2.LogoutResponse:
-        identity = _session_identity()
+        identity = session_caller()
         revoked = await self._service.sessions.logout(
             identity.account_id, identity.session_id or "", all_sessions=request.all_sessions
         )
@@ -223,23 +136,21 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ListSessions(
         self, request: account_pb2.ListSessionsRequest, context: Context
     ) -> account_pb2.ListSessionsResponse:
-        identity = _session_identity()
+        identity = session_caller()
         size = page_size(request.page_size)
         sessions, more = await self._service.sessions.list(
             identity.account_id, after=self._keyset(_SESSIONS_CURSOR, request.page_token), limit=size
         )
-        last = sessions[-1] if sessions else None
+        last = (sessions[-1].last_use_time, sessions[-1].session_id) if sessions else None
         return account_pb2.ListSessionsResponse(
             sessions=[session_message(s, identity.session_id) for s in sessions],
-            next_page_token=(
-                self._next_token(_SESSIONS_CURSOR, more, last.last_use_time, last.session_id) if last else ""
-            ),
+            next_page_token=self._next_token(_SESSIONS_CURSOR, more, last),
         )
 
     async def RevokeSession(
         self, request: account_pb2.RevokeSessionRequest, context: Context
     ) -> account_pb2.RevokeSessionResponse:
-        identity = _session_identity()
+        identity = session_caller()
         await self._service.sessions.revoke(identity.account_id, request.session_id)
         return account_pb2.RevokeSessionResponse()
 
@@ -249,26 +160,14 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.GetAccountRequest, context: Context
     ) -> account_pb2.GetAccountResponse:
         identity = require_identity()
-        account = await self._service.runtime.account(identity.account_id)
-        api_key = identity.credential is Credential.API_KEY
-        return account_pb2.GetAccountResponse(
-            account=account_message(account),
-            scopes=list(identity.scopes),
-            session_id="" if api_key else identity.session_id or "",
-            api_key_id=identity.credential_id if api_key else "",
-        )
+        account = await self._service.account(identity.account_id)
+        return account_pb2.GetAccountResponse(account=account_message(account), **credential_fields(identity))
 
     async def WatchCredential(
         self, request: account_pb2.WatchCredentialRequest, context: Context
     ) -> AsyncIterator[account_pb2.WatchCredentialResponse]:
         identity = require_identity()
-        api_key = identity.credential is Credential.API_KEY
-        reply = account_pb2.WatchCredentialResponse(
-            account_id=identity.account_id,
-            scopes=list(identity.scopes),
-            session_id="" if api_key else identity.session_id or "",
-            api_key_id=identity.credential_id if api_key else "",
-        )
+        reply = account_pb2.WatchCredentialResponse(account_id=identity.account_id, **credential_fields(identity))
         if identity.expires_at is not None:
             reply.expire_time.FromSeconds(int(identity.expires_at))
         yield reply
@@ -296,7 +195,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def EnrollTotp(
         self, request: account_pb2.EnrollTotpRequest, context: Context
     ) -> account_pb2.EnrollTotpResponse:
-        identity = _session_identity()
+        identity = session_caller()
         enrollment = await self._service.two_factor.enroll(identity.account_id, request.password)
         return account_pb2.EnrollTotpResponse(
             secret=enrollment.secret,
@@ -307,15 +206,15 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def ConfirmTotp(
         self, request: account_pb2.ConfirmTotpRequest, context: Context
     ) -> account_pb2.ConfirmTotpResponse:
-        identity = _session_identity()
+        identity = session_caller()
         codes, account = await self._service.two_factor.confirm(identity.account_id, request.totp_code)
         return account_pb2.ConfirmTotpResponse(recovery_codes=codes, account=account_message(account))
 
     async def DisableTotp(
         self, request: account_pb2.DisableTotpRequest, context: Context
     ) -> account_pb2.DisableTotpResponse:
-        identity = _session_identity()
-        second_factor = _second_factor(request)
+        identity = session_caller()
+        second_factor = second_factor_from_message(request)
         assert second_factor is not None  # the declared rule of second_factor: one is required
         account = await self._service.two_factor.disable(identity.account_id, request.password, second_factor)
         return account_pb2.DisableTotpResponse(account=account_message(account))
@@ -325,7 +224,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def CreateApiKey(
         self, request: account_pb2.CreateApiKeyRequest, context: Context
     ) -> account_pb2.CreateApiKeyResponse:
-        identity = _session_identity()
+        identity = session_caller()
         key = request.api_key
         expire = naive_utc(key.expire_time) if key.HasField("expire_time") else None
         created, secret = await self._service.api_keys.create(
@@ -335,12 +234,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             expire_time=expire,
             request_id=request.request_id or None,
         )
-        return account_pb2.CreateApiKeyResponse(api_key=api_key_message(created, self._now()), secret=secret)
+        return account_pb2.CreateApiKeyResponse(api_key=api_key_message(created, self._service.now()), secret=secret)
 
     async def ListApiKeys(
         self, request: account_pb2.ListApiKeysRequest, context: Context
     ) -> account_pb2.ListApiKeysResponse:
-        identity = _session_identity()
+        identity = session_caller()
         size = page_size(request.page_size)
         query = f"revoked={request.show_revoked}"
         keys, more = await self._service.api_keys.list(
@@ -349,35 +248,32 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             after=self._keyset(_API_KEYS_CURSOR, request.page_token, query),
             limit=size,
         )
-        now, last = self._now(), keys[-1] if keys else None
+        now, last = self._service.now(), (keys[-1].create_time, keys[-1].api_key_id) if keys else None
         return account_pb2.ListApiKeysResponse(
             api_keys=[api_key_message(key, now) for key in keys],
-            next_page_token=(
-                self._next_token(_API_KEYS_CURSOR, more, last.create_time, last.api_key_id, query) if last else ""
-            ),
+            next_page_token=self._next_token(_API_KEYS_CURSOR, more, last, query),
         )
 
     async def RevokeApiKey(
         self, request: account_pb2.RevokeApiKeyRequest, context: Context
     ) -> account_pb2.RevokeApiKeyResponse:
-        identity = _session_identity()
+        identity = session_caller()
         key = await self._service.api_keys.revoke(identity.account_id, request.api_key_id)
-        return account_pb2.RevokeApiKeyResponse(api_key=api_key_message(key, self._now()))
+        return account_pb2.RevokeApiKeyResponse(api_key=api_key_message(key, self._service.now()))
 
     # -- admin ------------------------------------------------------------------------------------------------------
 
     async def ListUsers(self, request: account_pb2.ListUsersRequest, context: Context) -> account_pb2.ListUsersResponse:
-        _admin()
+        admin_caller()
         size = page_size(request.page_size)
         query = f"{request.email_query}|{request.role}|{request.state}"
         position = self._pages.decode(_USERS_CURSOR, request.page_token, query=query)
         after = position["after"] if position else 0
-        role = {account_pb2.ROLE_USER: Role.USER, account_pb2.ROLE_ADMIN: Role.ADMIN}.get(request.role)
         users, more = await self._service.list_users(
             after_id=after,
             limit=size,
-            email_query=request.email_query.strip(),
-            role=role,
+            email_query=request.email_query,
+            role=role_from_message(request.role),
             state=AccountState(request.state) if request.state else None,
         )
         token = (
@@ -388,10 +284,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def DisableUser(
         self, request: account_pb2.DisableUserRequest, context: Context
     ) -> account_pb2.DisableUserResponse:
-        admin = _admin()
-        account, sessions, keys = await self._service.disable_user(
-            admin.account_id, request.account_id, request.reason.strip()
-        )
+        admin = admin_caller()
+        account, sessions, keys = await self._service.disable_user(admin.account_id, request.account_id, request.reason)
         return account_pb2.DisableUserResponse(
             account=account_message(account), revoked_session_count=sessions, revoked_api_key_count=keys
         )
@@ -399,21 +293,6 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def EnableUser(
         self, request: account_pb2.EnableUserRequest, context: Context
     ) -> account_pb2.EnableUserResponse:
-        admin = _admin()
+        admin = admin_caller()
         account = await self._service.enable_user(admin.account_id, request.account_id)
         return account_pb2.EnableUserResponse(account=account_message(account))
-
-
-def registration(deps: Dependencies, *, clock: Callable[[], datetime] = utc_now) -> ServiceRegistration:
-    """The account service, ready to be hosted by a GrpcServer; `deps` are the shared platform dependencies.
-
-    `clock` (naive UTC) is replaceable so tests can move time past token expiries."""
-    service = AccountService(build_runtime(deps, clock=clock))
-    servicer = AccountServicer(
-        service, deps.settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
-    )
-    return ServiceRegistration(
-        name="account",
-        full_name=SERVICE.full_name,
-        add_to_server=lambda server: account_pb2_grpc.add_AccountServiceServicer_to_server(servicer, server),
-    )

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.account.models import Session
+from services.account.records import Session
 from services.core.db.databases import Databases
 from services.core.db.schema import accounts, global_metadata
 

@@ -3,14 +3,25 @@ logout, and the session list."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from services.account.accounts import Accounts
 from services.account.credentials import hash_secret, new_refresh_token, new_session_id
 from services.account.factors import SecondFactor, TwoFactor
-from services.account.models import Account, Session, TokenPair, session_scopes
-from services.account.runtime import AccountRuntime, log
+from services.account.passwords import Passwords
+from services.account.records import Account, Session, TokenPair, session_scopes
+from services.account.revocations import SessionRevocations
+from services.account.session_store import SessionStore
+from services.account.store import AccountStore
+from services.account.throttle import Throttle
+from services.account.validation import Checks
+from services.core.auth.tokens import TokenIssuer
 from services.core.errors import NotFound, PermissionDenied, Unauthenticated
+
+log = logging.getLogger("bullant.account")
 
 INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
 
@@ -27,19 +38,46 @@ class ClientInfo:
 class Sessions:
     """Login, Refresh, Logout, ListSessions and RevokeSession."""
 
-    def __init__(self, runtime: AccountRuntime, two_factor: TwoFactor) -> None:
-        self._rt = runtime
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        store: AccountStore,
+        sessions: SessionStore,
+        passwords: Passwords,
+        login_throttle: Throttle,
+        two_factor: TwoFactor,
+        issuer: TokenIssuer,
+        shard_of: Callable[[int], Awaitable[int]],
+        revocations: SessionRevocations,
+        refresh_ttl: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._accounts = accounts
+        self._store = store
+        self._sessions = sessions
+        self._passwords = passwords
+        self._login_throttle = login_throttle
         self._two_factor = two_factor
+        self._issuer = issuer
+        # The shard an account's data lives in, for the access token's shard claim.
+        self._shard_of = shard_of
+        self._revocations = revocations
+        self._refresh_ttl = refresh_ttl
+        self._clock = clock
 
     async def login(
         self, email: str, password: str, second_factor: SecondFactor | None, client: ClientInfo
     ) -> TokenPair:
         """Check the credentials and start a session. Unknown emails cost the same work and give the same answer as
         wrong passwords; failures count towards the lockout of the email, known or not."""
-        throttle = self._rt.throttles.login
+        checks = Checks()
+        email = checks.email("email", email)
+        checks.done()
+        throttle = self._login_throttle
         await throttle.check(email=email, ip_address=client.ip_address)
-        found = await self._rt.accounts.credentials_by_email(email)
-        verification = await self._rt.passwords.verify(found[1] if found else None, password)
+        found = await self._store.credentials_by_email(email)
+        verification = await self._passwords.verify(found[1] if found else None, password)
         if found is None or not verification.matched:
             await throttle.failed(email)
             raise Unauthenticated("wrong email or password", reason=INVALID_CREDENTIALS)
@@ -54,7 +92,7 @@ class Sessions:
                     await throttle.failed(email)
                 raise
         await throttle.succeeded(email)
-        now = self._rt.now()
+        now = self._clock()
         login_values: dict[str, object] = {"last_login_time": now}
         if verification.new_hash is not None:
             # The hashing parameters were raised since this password was stored.
@@ -67,22 +105,22 @@ class Sessions:
             ip_address=client.ip_address,
             create_time=now,
             last_use_time=now,
-            expire_time=now + self._rt.policy.refresh_token_ttl,
+            expire_time=now + self._refresh_ttl,
         )
         refresh_token = new_refresh_token()
-        await self._rt.sessions.start_session(session, hash_secret(refresh_token), login_values=login_values)
+        await self._sessions.start_session(session, hash_secret(refresh_token), login_values=login_values)
         log.info(
             "login",
             extra={"account_id": account.account_id, "session_id": session.session_id, "ip": client.ip_address},
         )
-        account = await self._rt.account(account.account_id)
+        account = await self._accounts.account(account.account_id)
         return await self._pair(account, session.session_id, refresh_token, session.expire_time, now)
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token. A token presented a second time means two parties hold it: the whole session is
         revoked, so the thief's copy and the victim's both stop working."""
         old_hash = hash_secret(refresh_token)
-        record = await self._rt.sessions.refresh_record(old_hash)
+        record = await self._sessions.refresh_record(old_hash)
         if record is None:
             raise Unauthenticated("unknown refresh token", reason="REFRESH_TOKEN_INVALID")
         session = record.session
@@ -90,13 +128,13 @@ class Sessions:
             raise Unauthenticated("this session was signed out", reason="SESSION_REVOKED")
         if record.rotate_time is not None:
             await self._reused(session)
-        now = self._rt.now()
+        now = self._clock()
         if record.expire_time <= now:
             raise Unauthenticated("refresh token expired: sign in again", reason="REFRESH_TOKEN_EXPIRED")
-        account = await self._rt.active_account(session.account_id)
+        account = await self._accounts.active_account(session.account_id)
         new_token = new_refresh_token()
-        expire_time = now + self._rt.policy.refresh_token_ttl
-        rotated = await self._rt.sessions.rotate(
+        expire_time = now + self._refresh_ttl
+        rotated = await self._sessions.rotate(
             old_hash=old_hash,
             new_hash=hash_secret(new_token),
             session_id=session.session_id,
@@ -110,7 +148,7 @@ class Sessions:
         return await self._pair(account, session.session_id, new_token, expire_time, now)
 
     async def _reused(self, session: Session) -> None:
-        await self._rt.revoke_sessions(session.account_id, reason="refresh_token_reused", session_id=session.session_id)
+        await self._revocations.revoke(session.account_id, reason="refresh_token_reused", session_id=session.session_id)
         log.warning(
             "refresh token reused: session revoked",
             extra={"account_id": session.account_id, "session_id": session.session_id},
@@ -121,7 +159,7 @@ class Sessions:
 
     async def logout(self, account_id: int, session_id: str, *, all_sessions: bool) -> int:
         """Revoke the current session, or every session of the account; how many this call revoked."""
-        revoked = await self._rt.revoke_sessions(
+        revoked = await self._revocations.revoke(
             account_id, reason="logout", session_id=None if all_sessions else session_id
         )
         return len(revoked)
@@ -130,22 +168,22 @@ class Sessions:
         self, account_id: int, *, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[Session], bool]:
         """Active sessions, most recently used first, and whether more follow."""
-        found = await self._rt.sessions.list_sessions(account_id, now=self._rt.now(), after=after, limit=limit + 1)
+        found = await self._sessions.list_sessions(account_id, now=self._clock(), after=after, limit=limit + 1)
         return found[:limit], len(found) > limit
 
     async def revoke(self, account_id: int, session_id: str) -> None:
         """Revoke one of the caller's sessions; another account's session is NotFound, like an unknown one."""
-        session = await self._rt.sessions.session(session_id)
+        session = await self._sessions.session(session_id)
         if session is None or session.account_id != account_id:
             raise NotFound("no such session", reason="SESSION_NOT_FOUND")
-        await self._rt.revoke_sessions(account_id, reason="revoked", session_id=session_id)
+        await self._revocations.revoke(account_id, reason="revoked", session_id=session_id)
 
     async def _pair(
         self, account: Account, session_id: str, refresh_token: str, refresh_expire: datetime, now: datetime
     ) -> TokenPair:
         scopes = session_scopes(account)
-        shard = await self._rt.databases.shard_of(account.account_id)
-        access_token, claims = self._rt.issuer.issue(
+        shard = await self._shard_of(account.account_id)
+        access_token, claims = self._issuer.issue(
             account_id=account.account_id,
             shard=shard,
             roles=account.roles,

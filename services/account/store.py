@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.account.models import Account, AccountState
+from services.account.records import Account, AccountState
 from services.core.db.databases import Databases
 from services.core.db.outbox import OutboxMessage, add_outbox
 from services.core.db.schema import accounts, global_metadata, outbox_messages, shard_directory, shard_metadata

@@ -286,3 +286,37 @@ def check_webhook_url(value: str, *, field: str) -> str:
     except _Rejected as rejected:
         raise _invalid(field, rejected.description, CHANNEL_ADDRESS_INVALID) from None
     return url
+
+
+class Checks:
+    """Collects every violation of the rules a request's contract cannot declare (an email's normal form, a
+    password's strength), so the client learns about all of them at once. Lengths, patterns, ranges and required
+    fields are the contract's declared rules (protos/bullant/account/v1/account.proto), checked by the server before
+    a handler runs."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+        # The reason of the first check that named one (EMAIL_INVALID, PASSWORD_TOO_WEAK), for ErrorInfo.
+        self.reason: str | None = None
+
+    def email(self, field: str, value: str) -> str:
+        try:
+            return normalize_email(value, field=field)
+        except InvalidArgument as error:
+            self._add(error)
+            return ""
+
+    def new_password(self, field: str, value: str, email: str) -> None:
+        """The password policy, checked with the other fields so every problem is reported at once."""
+        try:
+            check_password(value, email=email, field=field)
+        except InvalidArgument as error:
+            self._add(error)
+
+    def _add(self, error: InvalidArgument) -> None:
+        self.violations.extend(error.violations)
+        self.reason = self.reason or error.reason
+
+    def done(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations, reason=self.reason)

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 
 if TYPE_CHECKING:
-    from services.market.imports import ImportOutcome
-from services.market.models import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
+    from services.market.feeds.runner import FeedStatus
+    from services.market.imports.bar_import import ImportOutcome
+    from services.market.service import BackfillProgress, FeedView
+from services.market.records import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
 from services.market.sessions import with_calendar
 
 
@@ -214,3 +217,79 @@ def bars_from_messages(bars: Any) -> list[Bar]:
         )
         for bar in bars
     ]
+
+
+def backfill_progress_message(event: BackfillProgress) -> market_pb2.BackfillBarsResponse:
+    return market_pb2.BackfillBarsResponse(
+        progress=market_pb2.BackfillProgress(
+            fetched_count=event.fetched,
+            written_count=event.written,
+            through_time=timestamp(event.through_time),
+            percent_complete=event.percent,
+        )
+    )
+
+
+def backfill_result_message(outcome: ImportOutcome) -> market_pb2.BackfillBarsResponse:
+    fields = outcome_fields(outcome)
+    for name in ("errors", "errors_truncated"):
+        fields.pop(name)
+    return market_pb2.BackfillBarsResponse(result=market_pb2.BackfillResult(**fields))
+
+
+def heartbeat_message() -> market_pb2.StreamTicksResponse:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return market_pb2.StreamTicksResponse(heartbeat=common_pb2.Heartbeat(server_time=stamp))
+
+
+def drop_report_message(drops: dict[str, int], total_dropped: int) -> market_pb2.StreamTicksResponse:
+    return market_pb2.StreamTicksResponse(
+        drops=market_pb2.DropReport(
+            symbols=[market_pb2.SymbolDropCount(symbol=s, dropped_count=c) for s, c in sorted(drops.items())],
+            total_dropped_count=total_dropped,
+        )
+    )
+
+
+_TRANSPORTS = {
+    "internal": market_pb2.FEED_TRANSPORT_INTERNAL,
+    "streaming": market_pb2.FEED_TRANSPORT_STREAMING,
+    "polling": market_pb2.FEED_TRANSPORT_POLLING,
+}
+
+
+def feed_message(view: FeedView) -> market_pb2.Feed:
+    """A configured feed as its leader reports it, or DOWN when no replica runs it."""
+    status: FeedStatus | None = view.status
+    if status is None:
+        return market_pb2.Feed(
+            feed_id=view.feed_id,
+            state=market_pb2.FEED_STATE_DOWN,
+            state_reason="no replica holds this feed's leader lock",
+        )
+    return market_pb2.Feed(
+        feed_id=status.feed_id,
+        adapter=status.adapter,
+        display_name=status.display_name,
+        simulated=status.simulated,
+        state=int(status.state),  # type: ignore[arg-type]
+        state_reason=status.state_reason,
+        state_change_time=_iso(status.state_change_time),
+        transport=_TRANSPORTS.get(status.transport, market_pb2.FEED_TRANSPORT_UNSPECIFIED),
+        symbol_count=status.symbol_count,
+        stale_symbols=status.stale_symbols,
+        last_tick_time=_iso(status.last_tick_time),
+        ticks_per_second=status.ticks_per_second,
+        reconnect_count=status.reconnect_count,
+        leader=status.leader,
+    )
+
+
+def _iso(text: str) -> Timestamp | None:
+    if not text:
+        return None
+    try:
+        return timestamp(datetime.fromisoformat(text))
+    except ValueError:
+        return None

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.core.coordination import Cache
-from services.market.models import EPOCH, Instrument, Quote, Tick
+from services.market.records import EPOCH, Instrument, Quote, Tick
 
 QUOTE_PREFIX = "quote:"
 # Quotes outlive a feed outage so GetQuote can still answer (marked stale).

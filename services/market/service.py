@@ -3,14 +3,16 @@ feed health."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
+from services.core.auth.identity import Identity
 from services.core.bars import roll_up
 from services.core.coordination import Cache, Locks
 from services.core.errors import (
@@ -21,20 +23,18 @@ from services.core.errors import (
     NotFound,
     Unavailable,
 )
-from services.market.bars import (
-    BarValidator,
-    RawRow,
-    RowError,
-    classify,
-)
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
-from services.market.imports import BarImport, ImportOutcome
-from services.market.models import Bar, Instrument, Quote, Timeframe, TradingSession
+from services.market.imports.bar_import import ImportOutcome
+from services.market.imports.rows import RawRow, RowError
+from services.market.imports.rules import BarValidator, classify
+from services.market.imports.service import BarImports, known_instrument
 from services.market.quotes import QuoteCache, mark_stale
+from services.market.records import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.sessions import resolve_session
 from services.market.store import MarketStore
+from services.market.streaming import Subscriber, TickStreams
 
 log = logging.getLogger("bullant.market")
 
@@ -81,14 +81,19 @@ class MarketService:
         cache: Cache,
         locks: Locks,
         history: HistorySources,
+        streams: TickStreams,
+        imports: BarImports,
         staleness: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
-        self.store = store
+        self._store = store
         self._cache = cache
         self._quotes = QuoteCache(cache)
         self._locks = locks
-        self.history = history
+        self._history = history
+        self._streams = streams
+        # ImportBars, ImportBarStream and `bullant import-bars`, called through this facade.
+        self.imports = imports
         self._staleness = staleness
         self._clock = clock
 
@@ -98,18 +103,25 @@ class MarketService:
     # -- instruments ------------------------------------------------------------------------------------------------
 
     async def instrument(self, symbol: str) -> Instrument:
-        found = await self.store.instrument(symbol)
-        if found is None:
-            raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
-        return found
+        """The instrument, NOT_FOUND SYMBOL_NOT_FOUND when the catalogue has no `symbol`."""
+        return await known_instrument(self._store, symbol)
 
     async def instruments(self, symbols: Sequence[str]) -> dict[str, Instrument]:
         """Every one of `symbols`; NOT_FOUND SYMBOL_NOT_FOUND naming the first unknown one."""
-        found = await self.store.instruments(symbols)
+        found = await self._store.instruments(symbols)
         for symbol in symbols:
             if symbol not in found:
                 raise NotFound(f"no instrument {symbol}", reason="SYMBOL_NOT_FOUND", metadata={"symbol": symbol})
         return found
+
+    async def list_instruments(
+        self, *, query: str, asset_class: AssetClass | None, venue: str, after: str, limit: int
+    ) -> tuple[list[Instrument], bool]:
+        """Instruments matching the filters after the symbol `after`, in symbol order, and whether more follow."""
+        found = await self._store.search_instruments(
+            query=query.strip(), asset_class=asset_class, venue=venue.strip().upper(), after=after, limit=limit + 1
+        )
+        return found[:limit], len(found) > limit
 
     async def create_instrument(self, instrument: Instrument, *, session: TradingSession | None = None) -> Instrument:
         """Stores a new instrument with `session`, or its calendar's default one when None (see sessions.py)."""
@@ -120,10 +132,10 @@ class MarketService:
                 FieldViolation("instrument.timezone", "must be an IANA time zone like Asia/Seoul"),
                 reason="TIMEZONE_INVALID",
             )
-        if instrument.feed_id and instrument.feed_id not in self.history.feed_ids:
+        if instrument.feed_id and instrument.feed_id not in self._history.feed_ids:
             raise NotFound(f"no feed {instrument.feed_id}", reason="FEED_NOT_FOUND")
         instrument = await resolve_session(instrument, session)
-        return await self.store.create_instrument(
+        return await self._store.create_instrument(
             replace(
                 instrument,
                 venue=instrument.venue.strip().upper(),
@@ -151,25 +163,46 @@ class MarketService:
             for symbol, quote in found.items()
         }
 
+    async def quote(self, symbol: str) -> Quote:
+        """The latest quote of a known symbol; NOT_FOUND QUOTE_NOT_AVAILABLE before its first market data."""
+        quotes = await self.quotes([symbol])
+        if symbol not in quotes:
+            raise NotFound(f"{symbol} has no market data yet", reason="QUOTE_NOT_AVAILABLE")
+        return quotes[symbol]
+
     async def snapshot(self, symbols: Sequence[str]) -> list[Quote]:
         quotes = await self.quotes(symbols)
         return [quotes[symbol] for symbol in symbols if symbol in quotes]
 
+    def tick_stream(
+        self, symbols: Iterable[str], *, identity: Identity | None, conflate: bool
+    ) -> contextlib.AbstractAsyncContextManager[Subscriber]:
+        """A subscription to the live ticks of `symbols` (see TickStreams.open for the per-account limit)."""
+        return self._streams.open(symbols, identity=identity, conflate=conflate)
+
     # -- bars -------------------------------------------------------------------------------------------------------
 
-    def begin_import(
-        self, symbol: str, timeframe: Timeframe, *, skip_invalid: bool, validate_only: bool, source: str = "bars"
-    ) -> BarImport:
-        """An import of rows from `source` ("csv" or "bars")."""
-        return BarImport(
-            self.store,
-            symbol,
-            timeframe,
-            skip_invalid=skip_invalid,
-            validate_only=validate_only,
-            now=self._clock(),
-            source=source,
-        )
+    async def list_bars(
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        window: BarWindow,
+        *,
+        after: datetime | None,
+        descending: bool,
+        limit: int,
+    ) -> tuple[list[Bar], bool]:
+        """Stored bars of a known symbol within `window`, continuing after the open time `after` (a page's last bar)
+        in the chosen order, and whether more follow."""
+        await self.instrument(symbol)
+        start, end = window.start, window.end
+        if after is not None:
+            if descending:
+                end = after
+            else:
+                start = after + timedelta(microseconds=1)
+        found = await self._store.bars(symbol, timeframe, start=start, end=end, limit=limit + 1, descending=descending)
+        return found[:limit], len(found) > limit
 
     async def backfill(
         self,
@@ -183,7 +216,7 @@ class MarketService:
     ) -> AsyncIterator[BackfillProgress | ImportOutcome]:
         """Fetch missing history from a feed in windows, yielding progress after each and the outcome last."""
         instrument = await self.instrument(symbol)
-        feed_id = feed_id or instrument.feed_id
+        feed_id = feed_id.strip() or instrument.feed_id
         now = self._clock()
         end = min(end or now, timeframe.floor(now))
         if not start < end:
@@ -243,10 +276,10 @@ class MarketService:
     ) -> int:
         if not accepted:
             return 0
-        stored = await self.store.bars_at(symbol, timeframe, [bar.open_time for bar in accepted])
+        stored = await self._store.bars_at(symbol, timeframe, [bar.open_time for bar in accepted])
         plan = classify(accepted, stored)
         updates = plan.updates if overwrite else []
-        await self.store.write_bars(symbol, timeframe, plan.inserts, updates)
+        await self._store.write_bars(symbol, timeframe, plan.inserts, updates)
         outcome.inserted += len(plan.inserts)
         outcome.updated += len(updates)
         outcome.unchanged += plan.unchanged + (len(plan.updates) - len(updates))
@@ -255,7 +288,7 @@ class MarketService:
 
     async def _history_adapter(self, feed_id: str) -> FeedAdapter:
         try:
-            adapter = await self.history.adapter(feed_id)
+            adapter = await self._history.adapter(feed_id)
         except FeedError as error:
             log.warning("feed %s could not serve history: %s %s", feed_id, error, error.detail)
             raise Unavailable(f"feed {feed_id}: {error}", reason="FEED_UNAVAILABLE") from None
@@ -265,10 +298,15 @@ class MarketService:
 
     # -- feeds ------------------------------------------------------------------------------------------------------
 
-    async def feeds(self) -> list[FeedView]:
-        ids = self.history.feed_ids
+    async def feeds(self, *, after: str = "", limit: int | None = None) -> tuple[list[FeedView], bool]:
+        """The configured feeds after the id `after`, in id order, with their leaders' status, and whether more
+        follow."""
+        ids = self._history.feed_ids
         statuses = await feed_statuses(self._cache, ids)
-        return [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids]
+        views = [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids if feed_id > after]
+        if limit is None:
+            return views, False
+        return views[:limit], len(views) > limit
 
 
 def _healthy(status: FeedStatus | None) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from services.core.calendars import ALWAYS_OPEN, FX_WEEK, calendar_name, default_calendar, load_calendar
 from services.core.errors import FieldViolation, InvalidArgument
-from services.market.models import Instrument, TradingSession
+from services.market.records import Instrument, TradingSession
 
 _FIELD = "instrument.trading_session.calendar"
 FX_DESCRIPTION = "FX week: Sunday 17:00 to Friday 17:00 America/New_York"

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.db.databases import Databases, utc_now
 from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.errors import AlreadyExists
-from services.market.models import AssetClass, Bar, Instrument, Timeframe, TradingSession
+from services.market.records import AssetClass, Bar, Instrument, Timeframe, TradingSession
 
 # Prices must round-trip exactly so re-imports compare equal.
 PRICE = DOUBLE_PRECISION

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 
+from services.core.auth.identity import Identity
+from services.core.auth.service_identity import SERVICE_ROLE
 from services.core.coordination import PubSub
 from services.core.coordination.follow import follow_channel, until_live
+from services.core.errors import ResourceExhausted
 from services.market.wire import DATA, SYMBOL, Piece, split_tick_batch
 
 log = logging.getLogger("bullant.market.streaming")
@@ -164,3 +168,39 @@ class TickHub:
         await follow_channel(
             self._pubsub, TICKS_CHANNEL, self.dispatch, self._live, max_pending=_HUB_MAX_PENDING, what="tick"
         )
+
+
+class TickStreams:
+    """Opens tick subscriptions on the replica's hub with each stream's queue capacity, at most `max_per_account`
+    open at a time per account on this server. The limit guards against one user's many streams; the platform's own
+    services (the gateway's shared tick streams, the signal engine's) are not limited."""
+
+    def __init__(self, hub: TickHub, *, capacity: int, max_per_account: int) -> None:
+        self._hub = hub
+        self._capacity = capacity
+        self._max_per_account = max_per_account
+        self._open: Counter[int] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, symbols: Iterable[str], *, identity: Identity | None, conflate: bool
+    ) -> AsyncIterator[Subscriber]:
+        """A subscriber to `symbols` for as long as the context lasts; RESOURCE_EXHAUSTED TOO_MANY_STREAMS over the
+        limit."""
+        account = identity.account_id if identity is not None else 0
+        limited = identity is None or SERVICE_ROLE not in identity.roles
+        if limited and self._open[account] >= self._max_per_account:
+            raise ResourceExhausted(
+                f"at most {self._max_per_account} tick streams per account on this server",
+                reason="TOO_MANY_STREAMS",
+                retry_after_seconds=5.0,
+            )
+        subscriber = self._hub.subscribe(symbols, capacity=self._capacity, conflate=conflate)
+        self._open[account] += 1
+        try:
+            yield subscriber
+        finally:
+            self._hub.unsubscribe(subscriber)
+            self._open[account] -= 1
+            if self._open[account] <= 0:
+                del self._open[account]

@@ -19,14 +19,9 @@ from typing import Any
 import pytest
 
 from services.market.feeds.base import FeedError, HistoryNotSupported, Transport
-from services.market.feeds.ccxt_feed import (
-    CcxtFeed,
-    from_millis,
-    platform_symbol,
-    precision_to_step,
-    redirect_api_urls,
-)
-from services.market.models import AssetClass, Bar, Tick, Timeframe
+from services.market.feeds.ccxt.conversions import from_millis, platform_symbol, precision_to_step, redirect_api_urls
+from services.market.feeds.ccxt.feed import CcxtFeed
+from services.market.records import AssetClass, Bar, Tick, Timeframe
 from tests.fake_exchange import FakeBinance, fake_binance, millis
 from tests.manual_time import ManualTime
 

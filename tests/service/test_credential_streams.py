@@ -35,7 +35,7 @@ from services.core.db.databases import Databases
 from services.core.db.schema import outbox_messages
 from services.core.grpc_errors import error_reason
 from services.core.server import GrpcServer
-from services.market import servicer as market_servicer
+from services.market import wiring as market_wiring
 from services.signal import wiring as signal_wiring
 from services.signal.live.market_ticks import MarketTicks
 from tests.gateway_platform import GatewayPlatform, running_gateway
@@ -300,7 +300,7 @@ async def test_expiry_follows_the_servers_clock_not_wall_time() -> None:
     revocations = RevocationList(deps.coordination.for_service("account").cache)
     server = GrpcServer(
         settings,
-        [market_servicer.registration(deps)],
+        [market_wiring.build(deps)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),
         authenticator=Authenticator(

@@ -17,7 +17,7 @@ from services.core.db.databases import utc_now
 from services.market.encoding import timestamp
 from services.market.feeds.base import FeedError
 from services.market.feeds.runner import FeedState
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from tests.account_platform import refusal, violations_of
 from tests.market_platform import MarketPlatform, running_market, tick
 from tests.support import eventually

@@ -22,7 +22,7 @@ from services.market.feeds.base import FeedError
 from services.market.feeds.registry import AdapterFactory
 from services.market.feeds.replay import ReplayFeed
 from services.market.feeds.runner import FeedState
-from services.market.models import AssetClass, Bar, Instrument, Timeframe
+from services.market.records import AssetClass, Bar, Instrument, Timeframe
 from services.market.store import MarketStore
 from tests.account_platform import refusal
 from tests.manual_time import ManualTime

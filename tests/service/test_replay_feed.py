@@ -13,7 +13,7 @@ from services.core.bars import BarBuilder
 from services.core.db.databases import DatabaseConfig, Databases
 from services.market.feeds.base import FeedError, HistoryNotSupported
 from services.market.feeds.replay import ReplayFeed
-from services.market.models import AssetClass, Bar, Instrument, Tick, Timeframe, TradingSession
+from services.market.records import AssetClass, Bar, Instrument, Tick, Timeframe, TradingSession
 from services.market.store import MarketStore
 from tests.manual_time import ManualTime
 from tests.support import make_settings

@@ -14,7 +14,7 @@ import talib
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.signal.indicators.base import Bars
 from services.signal.indicators.catalogue import load_indicators
 from tests.account_platform import refusal

@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 
 from services.core.bars import BarBuilder, bars_from_ticks, roll_up
-from services.market.bars import (
+from services.market.imports.rows import (
     MAX_LINE_CHARS,
-    BarValidator,
     CsvHeaderError,
     CsvRowReader,
     RawRow,
     RowError,
-    classify,
     rows_from_bars,
 )
-from services.market.models import Bar, Timeframe
+from services.market.imports.rules import BarValidator, classify
+from services.market.records import Bar, Timeframe
 
 NOW = datetime(2024, 6, 1)
 T0 = datetime(2024, 1, 2)

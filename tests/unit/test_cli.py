@@ -11,9 +11,9 @@ import pytest
 
 from services import cli
 from services.core.progress import ProgressBar
-from services.market.importer import summary
-from services.market.imports import ImportOutcome
-from services.market.models import Timeframe
+from services.market.imports.bar_import import ImportOutcome
+from services.market.imports.command import summary
+from services.market.records import Timeframe
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

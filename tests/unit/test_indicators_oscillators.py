@@ -14,7 +14,7 @@ from talib._ta_lib import MA_Type  # the SMA smoothing (matype 0) the stubs type
 
 from services.core.errors import InvalidArgument
 from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.signal.indicators import channels, oscillators, volume
 from services.signal.indicators.base import REGISTRY, Array, Bars
 

@@ -16,7 +16,7 @@ import talib
 
 from services.core.errors import InvalidArgument
 from services.market.feeds.sim import SimulatedFeed
-from services.market.models import Timeframe
+from services.market.records import Timeframe
 from services.signal.indicators import averages, bands, trend
 from services.signal.indicators.base import REGISTRY, Array, Bars, IndicatorDef
 from services.signal.indicators.kernels_trend import fused_multiply_add

@@ -9,8 +9,8 @@ import pytest
 
 from bullant.market.v1 import market_pb2
 from services.market.encoding import encode_ticks
-from services.market.models import AssetClass, Instrument, Quote, Tick
 from services.market.quotes import QuoteBook, day_bounds
+from services.market.records import AssetClass, Instrument, Quote, Tick
 from services.market.streaming import Subscriber
 from services.market.wire import encode_varint, split_tick_batch, tick_batch_response
 

@@ -17,8 +17,8 @@ import pytest
 
 from services.market.feeds.base import HistoryNotSupported, Transport
 from services.market.feeds.sim import SimulatedFeed
-from services.market.feeds.sim_model import DEMO_SYMBOLS, SimSymbol
-from services.market.models import AssetClass, Bar, Tick, Timeframe
+from services.market.feeds.sim.symbols import DEMO_SYMBOLS, SimSymbol
+from services.market.records import AssetClass, Bar, Tick, Timeframe
 from tests.support import eventually
 
 NOW = datetime(2026, 3, 10, 12, 0, 30)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from services.market.models import Bar, Instrument, Tick, Timeframe
+from services.market.records import Bar, Instrument, Tick, Timeframe
 
 
 class Transport(StrEnum):

@@ -40,7 +40,7 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
 
             factories["replay"] = replay
         elif name == "ccxt":
-            from services.market.feeds.ccxt_feed import CcxtFeed  # noqa: PLC0415 - load only configured feeds
+            from services.market.feeds.ccxt.feed import CcxtFeed  # noqa: PLC0415 - load only configured feeds
 
             def ccxt() -> FeedAdapter:
                 return CcxtFeed(

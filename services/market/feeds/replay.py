@@ -11,7 +11,7 @@ from itertools import groupby
 from services.core.calendars import ALWAYS_OPEN
 from services.core.timing import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
-from services.market.models import Bar, Instrument, Tick, Timeframe, TradingSession
+from services.market.records import Bar, Instrument, Tick, Timeframe, TradingSession
 from services.market.store import MarketStore
 
 SUFFIX = ".REPLAY"

@@ -23,8 +23,8 @@ from services.core.db.databases import utc_now
 from services.core.errors import Unavailable
 from services.market.encoding import encode_ticks
 from services.market.feeds.base import FeedAdapter, FeedError
-from services.market.models import Bar, Instrument, Tick, Timeframe
 from services.market.quotes import QuoteBook, QuoteCache
+from services.market.records import Bar, Instrument, Tick, Timeframe
 from services.market.store import MarketStore
 from services.market.streaming import TickHub
 

@@ -7,10 +7,11 @@ from datetime import datetime
 from enum import IntEnum
 
 from services.core.bars import Bar
+from services.core.errors import FieldViolation, InvalidArgument
 from services.core.timeframes import EPOCH, Timeframe
 
 # Bar, EPOCH and Timeframe live in core (the signal service uses them too); re-exported for the market's modules.
-__all__ = ["EPOCH", "AssetClass", "Bar", "Instrument", "Quote", "Tick", "Timeframe", "TradingSession"]
+__all__ = ["EPOCH", "AssetClass", "Bar", "BarWindow", "Instrument", "Quote", "Tick", "Timeframe", "TradingSession"]
 
 
 class AssetClass(IntEnum):
@@ -21,6 +22,19 @@ class AssetClass(IntEnum):
     CRYPTO = 2
     FX = 3
     INDEX = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BarWindow:
+    """The open times a bar listing covers: from `start` (inclusive) to `end` (exclusive), either open-ended.
+    INVALID_ARGUMENT TIME_RANGE_INVALID unless start is before end."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and not self.start < self.end:
+            raise InvalidArgument(FieldViolation("start_time", "must be before end_time"), reason="TIME_RANGE_INVALID")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

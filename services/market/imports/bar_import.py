@@ -3,24 +3,28 @@ commit, the outcome counted as ImportBarsResponse reports it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.core.errors import FieldViolation, InvalidArgument
-from services.market.bars import (
+from services.market.imports.rows import (
     MAX_REPORTED_ERRORS,
-    BarValidator,
+    MAX_ROWS_PER_STREAM,
     CsvHeaderError,
     CsvRowReader,
     RawRow,
     RowError,
-    classify,
+    rows_from_bars,
 )
-from services.market.models import Bar, Timeframe
+from services.market.imports.rules import BarValidator, classify
+from services.market.records import Bar, Timeframe
 from services.market.store import MarketStore
 
 _MAX_VIOLATIONS = 100
+# Rows committed at a time by a SKIP_INVALID stream import.
+STREAM_COMMIT_ROWS = 20_000
 
 
 @dataclass(slots=True)
@@ -154,3 +158,54 @@ def csv_finish(reader: CsvRowReader) -> list[RawRow | RowError]:
         return list(reader.finish())
     except CsvHeaderError as error:
         raise InvalidArgument(FieldViolation("csv", str(error)), reason="CSV_HEADER_INVALID") from None
+
+
+class StreamImport:
+    """An import fed piece by piece (ImportBarStream): CSV chunks or bar batches, never both; at most
+    MAX_ROWS_PER_STREAM rows; SKIP_INVALID commits as it goes, so a broken stream keeps what arrived, while
+    ALL_OR_NOTHING waits for the end."""
+
+    def __init__(self, job: BarImport) -> None:
+        self._job = job
+        self._kind = ""
+        self._reader: CsvRowReader | None = None
+        self._position = 0
+
+    def _payload(self, kind: str) -> None:
+        if self._kind and kind != self._kind:
+            raise InvalidArgument(
+                FieldViolation(kind or "payload", "csv_chunk and bars cannot be mixed"), reason="SOURCE_INVALID"
+            )
+        self._kind = kind
+        self._job.source = "csv" if kind == "csv_chunk" else "bars"
+
+    async def add_csv(self, chunk: bytes) -> None:
+        """The next chunk of a CSV file (payload `csv_chunk`)."""
+        self._payload("csv_chunk")
+        self._reader = self._reader or CsvRowReader()
+        # Parsing and validating many rows takes CPU: off the event loop, which keeps serving.
+        await self._add(await asyncio.to_thread(csv_feed, self._reader, chunk))
+
+    async def add_bars(self, bars: Sequence[Bar], *, payload: str = "bars") -> None:
+        """The next batch of bars; `payload` names the message's payload ("" for a message without one, which
+        counts as an empty batch)."""
+        self._payload(payload)
+        rows: list[RawRow | RowError] = list(rows_from_bars(bars, first_line=self._position + 1))
+        self._position += len(bars)
+        await self._add(rows)
+
+    async def _add(self, rows: list[RawRow | RowError]) -> None:
+        job = self._job
+        await asyncio.to_thread(job.add, rows)
+        if job.rows > MAX_ROWS_PER_STREAM:
+            raise InvalidArgument(
+                FieldViolation("payload", f"at most {MAX_ROWS_PER_STREAM} rows per stream"), reason="IMPORT_TOO_LARGE"
+            )
+        if job.skip_invalid and job.pending >= STREAM_COMMIT_ROWS:
+            await job.commit()
+
+    async def finish(self) -> ImportOutcome:
+        """The rows a CSV stream left pending, then the import's end (see BarImport.finish)."""
+        if self._reader is not None:
+            await self._add(csv_finish(self._reader))
+        return await self._job.finish()

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
 import logging
-import math
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from services.core.timing import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported, Transport
-from services.market.models import (
-    EPOCH,
+from services.market.feeds.ccxt.conversions import (
+    float_or_none,
+    from_millis,
+    ohlcv_bars,
+    platform_symbol,
+    precision_to_step,
+    redirect_api_urls,
+    to_millis,
+)
+from services.market.feeds.ccxt.pacing import RequestPacer, TradeCursor
+from services.market.records import (
     AssetClass,
     Bar,
     Instrument,
@@ -32,12 +37,6 @@ from services.market.models import (
 T = TypeVar("T")
 
 log = logging.getLogger("bullant.market.ccxt")
-
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
-
-# ccxt's precisionMode values (ccxt.base.decimal_to_precision): how a market's `precision` numbers read.
-_DECIMAL_PLACES = 2
-_TICK_SIZE = 4
 
 # Exchange options that make load_markets fetch spot markets only: the platform's crypto instruments are spot
 # pairs, and binance would otherwise also call its futures hosts (fapi/dapi) on every load. Keyed by ccxt id;
@@ -66,107 +65,8 @@ def _ccxt() -> Any:
     return importlib.import_module("ccxt.async_support")
 
 
-def platform_symbol(ccxt_symbol: str) -> str:
-    """The platform symbol of a ccxt unified symbol: "BTC/USDT" → "BTC-USDT", "BTC/USDT:USDT" → "BTC-USDT-USDT"."""
-    symbol = ccxt_symbol.replace("/", "-").replace(":", "-").upper()
-    if not _SYMBOL.match(symbol):
-        raise ValueError(f"ccxt symbol {ccxt_symbol!r} gives no valid platform symbol ({symbol!r})")
-    return symbol
-
-
-def precision_to_step(value: object, precision_mode: int) -> float:
-    """A ccxt market precision as the smallest increment: a tick size stays as it is, a number of decimal places
-    n becomes 10**-n; significant digits (or a missing value) have no fixed increment, 0.0 means unknown."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
-        return 0.0
-    try:
-        number = float(value)
-    except ValueError:
-        return 0.0
-    if not math.isfinite(number) or number < 0:
-        return 0.0
-    if precision_mode == _TICK_SIZE:
-        return number
-    if precision_mode == _DECIMAL_PLACES:
-        return float(f"1e-{int(number)}")
-    return 0.0
-
-
-def to_millis(moment: datetime) -> int:
-    """Milliseconds since the epoch of a naive-UTC (or aware) datetime."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def from_millis(millis: int) -> datetime:
-    """The naive-UTC datetime of epoch milliseconds."""
-    return EPOCH + timedelta(milliseconds=millis)
-
-
-def redirect_api_urls(api: Any, base_url: str) -> Any:
-    """A copy of a ccxt `urls['api']` value (a URL, or a dict of them, possibly nested) with every URL's scheme and
-    host replaced by `base_url`'s, keeping each URL's own path: "https://api.binance.com/api/v3" with base
-    "http://127.0.0.1:8080" becomes "http://127.0.0.1:8080/api/v3"."""
-    if isinstance(api, dict):
-        return {key: redirect_api_urls(value, base_url) for key, value in api.items()}
-    if isinstance(api, str):
-        return base_url.rstrip("/") + urlsplit(api).path
-    return api
-
-
-def _float_or_none(value: object) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
 _ORDERED_TIMEFRAMES = (Timeframe.M1, Timeframe.M5, Timeframe.M15, Timeframe.H1, Timeframe.D1)
 _SIDES = {"buy": 1, "sell": 2}
-
-
-@dataclasses.dataclass(slots=True)
-class _TradeCursor:
-    """Where a symbol's trade polling stands: the newest trade time emitted and the trades emitted at that time
-    (several trades can share a millisecond, and `since` is inclusive, so they come back on the next poll)."""
-
-    since_ms: int
-    keys_at_since: set[str] = dataclasses.field(default_factory=set)
-
-    def admit(self, timestamp: int, key: str) -> bool:
-        """Whether a trade is new; advances the cursor when it is. Older trades are never new: ticks only go
-        forward."""
-        if timestamp < self.since_ms or (timestamp == self.since_ms and key in self.keys_at_since):
-            return False
-        if timestamp > self.since_ms:
-            self.since_ms = timestamp
-            self.keys_at_since = set()
-        self.keys_at_since.add(key)
-        return True
-
-
-class RequestPacer:
-    """Spaces an exchange's requests as ccxt's rate limiter would, on a Timer: each request waits until the one
-    before it is `cost × rateLimit` milliseconds behind (ccxt weighs every endpoint in units of the exchange's
-    `rateLimit`). Unlike ccxt's own limiter (wall time, no burst credit either way here) it runs on the feed's
-    Timer, and one pacer serves every exchange instance of a feed, so live polls and history pages share the
-    exchange's budget. Requests go in the order they asked."""
-
-    def __init__(self, timer: Timer) -> None:
-        self._timer = timer
-        self._ready_at = -math.inf
-        self._turn = asyncio.Lock()
-
-    async def wait(self, cost: float, unit_seconds: float) -> None:
-        """Return when a request of `cost` units (of `unit_seconds` each) may go."""
-        async with self._turn:
-            wait = self._ready_at - self._timer.now()
-            if wait > 0:
-                await self._timer.sleep(wait)
-            self._ready_at = max(self._timer.now(), self._ready_at) + max(cost, 0.0) * unit_seconds
 
 
 class CcxtFeed(FeedAdapter):
@@ -337,7 +237,7 @@ class CcxtFeed(FeedAdapter):
             raise FeedError(f"feed {self.feed_id} is not started")
         exchange = self._exchange
         start_ms = to_millis(self._clock())
-        cursors = {symbol: _TradeCursor(since_ms=start_ms) for symbol in symbols}
+        cursors = {symbol: TradeCursor(since_ms=start_ms) for symbol in symbols}
         timer = self._timer
         next_poll = timer.now()
         while True:
@@ -352,7 +252,7 @@ class CcxtFeed(FeedAdapter):
             next_poll = max(next_poll + self._poll_interval, timer.now())
             await timer.sleep(next_poll - timer.now())
 
-    async def _poll_trades(self, exchange: Any, symbol: str, cursor: _TradeCursor) -> list[Tick]:
+    async def _poll_trades(self, exchange: Any, symbol: str, cursor: TradeCursor) -> list[Tick]:
         ccxt_symbol = self._ccxt_symbols[symbol]
         since = max(cursor.since_ms, to_millis(self._clock() - _MAX_TRADE_LOOKBACK))
         trades = await self._call(exchange, f"fetch trades of {ccxt_symbol}", exchange.fetch_trades(ccxt_symbol, since))
@@ -366,21 +266,21 @@ class CcxtFeed(FeedAdapter):
             if isinstance(ticker, dict):
                 ticks[-1] = dataclasses.replace(
                     ticks[-1],
-                    bid=_float_or_none(ticker.get("bid")),
-                    ask=_float_or_none(ticker.get("ask")),
-                    bid_size=_float_or_none(ticker.get("bidVolume")),
-                    ask_size=_float_or_none(ticker.get("askVolume")),
+                    bid=float_or_none(ticker.get("bid")),
+                    ask=float_or_none(ticker.get("ask")),
+                    bid_size=float_or_none(ticker.get("bidVolume")),
+                    ask_size=float_or_none(ticker.get("askVolume")),
                 )
         return ticks
 
     @staticmethod
-    def _tick(symbol: str, trade: object, cursor: _TradeCursor) -> Tick | None:
+    def _tick(symbol: str, trade: object, cursor: TradeCursor) -> Tick | None:
         """The tick of a ccxt trade structure if it is new and complete, else None."""
         if not isinstance(trade, dict):
             return None
         timestamp = trade.get("timestamp")
-        price = _float_or_none(trade.get("price"))
-        size = _float_or_none(trade.get("amount"))
+        price = float_or_none(trade.get("price"))
+        size = float_or_none(trade.get("amount"))
         if not isinstance(timestamp, int) or price is None or size is None:
             return None
         side = trade.get("side")
@@ -432,7 +332,7 @@ class CcxtFeed(FeedAdapter):
                     exchange.fetch_ohlcv(ccxt_symbol, timeframe.label, since, limit),
                 )
                 newest = since - 1
-                for bar_time, bar in _bars(rows if isinstance(rows, list) else []):
+                for bar_time, bar in ohlcv_bars(rows if isinstance(rows, list) else []):
                     # Pages may overlap or run past the range; keep each bar once, in order.
                     if bar_time >= since and bar_time < end_ms and bar_time > newest:
                         bars.append(bar)
@@ -493,18 +393,6 @@ class CcxtFeed(FeedAdapter):
         except (KeyError, TypeError, ValueError) as error:
             # ccxt parsing an answer of an unexpected shape.
             raise FeedError(f"{failed}: the exchange's answer was not understood", detail=repr(error)) from error
-
-
-def _bars(rows: list[Any]) -> Iterator[tuple[int, Bar]]:
-    """ccxt OHLCV rows ([ms, open, high, low, close, volume]) as (open ms, Bar), skipping malformed rows."""
-    for row in rows:
-        if not isinstance(row, list) or len(row) < 6 or not isinstance(row[0], int):
-            continue
-        values = [_float_or_none(value) for value in row[1:6]]
-        open_, high, low, close = values[:4]
-        if open_ is None or high is None or low is None or close is None:
-            continue
-        yield row[0], Bar(from_millis(row[0]), open_, high, low, close, values[4] or 0.0)
 
 
 def _retry_after(exchange: Any) -> str | None:

@@ -9,19 +9,18 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from services.market.feeds.base import FeedAdapter, HistoryNotSupported
-from services.market.feeds.sim_model import (
+from services.market.feeds.sim.paths import (
     ANCHOR,
-    DEMO_SYMBOLS,
     MAX_CATCH_UP,
     MICROS_PER_MINUTE,
     MINUTES_PER_DAY,
     MinuteTicks,
-    SimSymbol,
     SymbolPath,
     naive_utc,
     utc_now,
 )
-from services.market.models import Bar, Instrument, Tick, Timeframe
+from services.market.feeds.sim.symbols import DEMO_SYMBOLS, SimSymbol
+from services.market.records import Bar, Instrument, Tick, Timeframe
 
 
 class SimulatedFeed(FeedAdapter):

@@ -1,33 +1,12 @@
-"""Imports a CSV file of bars from the command line (`bullant import-bars`), with the same rules as ImportBars."""
+"""What `bullant import-bars` says: its help, its exit codes, the summary line and the progress bar (the import
+itself is BarImports.import_file)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-from services.core.db.databases import Databases, utc_now
-from services.core.errors import NotFound
 from services.core.progress import ProgressBar
-from services.market.bars import MAX_ROWS_PER_STREAM, CsvRowReader
-from services.market.imports import BarImport, ImportOutcome
-from services.market.models import Timeframe
-from services.market.store import MarketStore
-
-CHUNK_BYTES = 1 << 20
-# SKIP_INVALID commits every this many good rows, so an interrupted import keeps what it wrote (re-running is safe:
-# imports are idempotent).
-COMMIT_ROWS = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    read_bytes: int
-    total_bytes: int
-    rows: int
-    rejected: int
-
+from services.market.imports.bar_import import ImportOutcome
+from services.market.imports.service import Progress
+from services.market.records import Timeframe
 
 # Exit codes of `bullant import-bars` (HELP_EXIT_CODES and the README say what they mean).
 EXIT_STORED = 0
@@ -74,41 +53,3 @@ class ImportProgressBar(ProgressBar):
     def __call__(self, progress: Progress, *, final: bool = False) -> None:
         fraction = progress.read_bytes / progress.total_bytes if progress.total_bytes else 1.0
         self.show(fraction, f"{progress.rows:,} rows, {progress.rejected:,} rejected", final=final)
-
-
-async def import_file(
-    databases: Databases,
-    path: Path,
-    *,
-    symbol: str,
-    timeframe: Timeframe,
-    skip_invalid: bool,
-    validate_only: bool,
-    progress: Callable[..., None] | None = None,
-) -> ImportOutcome:
-    """Import `path` into `symbol`'s `timeframe` bars. ALL_OR_NOTHING (the default) writes nothing unless every row
-    is good; SKIP_INVALID writes good rows in chunks as it goes."""
-    store = MarketStore(databases)
-    if await store.instrument(symbol) is None:
-        raise NotFound(f"no instrument {symbol}: create it first (CreateInstrument)", reason="SYMBOL_NOT_FOUND")
-    job = BarImport(
-        store, symbol, timeframe, skip_invalid=skip_invalid, validate_only=validate_only, now=utc_now(), source="csv"
-    )
-    reader = CsvRowReader()
-    total = (await asyncio.to_thread(path.stat)).st_size
-    read = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            read += len(chunk)
-            job.add(await asyncio.to_thread(reader.feed, chunk))
-            if job.rows > MAX_ROWS_PER_STREAM:
-                raise ValueError(f"at most {MAX_ROWS_PER_STREAM:,} rows per import; split the file")
-            if skip_invalid and job.pending >= COMMIT_ROWS:
-                await job.commit()
-            if progress is not None:
-                progress(Progress(read, total, job.rows, job.outcome.rejected))
-    job.add(reader.finish())
-    outcome = await job.finish()
-    if progress is not None:
-        progress(Progress(read, total, job.rows, outcome.rejected), final=True)
-    return outcome
