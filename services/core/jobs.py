@@ -141,7 +141,7 @@ class JobWork(Protocol[JobT, ProgressT]):
     whatever else it stores in the same transaction) and returns it – or None when the store refused it because the
     job was cancelled at the last moment. Raises JobFailed for a failure the user should read."""
 
-    def __call__(self, job: JobT, control: JobControl[ProgressT]) -> Awaitable[JobT | None]: ...
+    def __call__(self, job: JobT, control: JobControl[ProgressT], /) -> Awaitable[JobT | None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,7 @@ progress, and the filters of ListTrainingJobs (plain dataclasses)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
@@ -157,6 +157,40 @@ class TrainingJob:
     heartbeat_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+
+    # -- as the job runner sees it (services.core.jobs.JobRecord) ---------------------------------------------------
+
+    @property
+    def record_id(self) -> str:
+        return self.job_id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def last_beat(self) -> datetime:
+        return self.heartbeat_time or self.start_time or self.create_time
+
+    def running(self, now: datetime) -> TrainingJob:
+        progress = JobProgress(stage=Stage.LOADING_DATA, fraction=0.0, message="data loaded")
+        return replace(self, state=JobState.RUNNING, start_time=now, heartbeat_time=now, progress=progress)
+
+    def with_progress(self, progress: JobProgress) -> TrainingJob:
+        return replace(self, progress=progress)
+
+    def failed(self, now: datetime, reason: str, message: str) -> TrainingJob:
+        return replace(
+            self,
+            state=JobState.FAILED,
+            end_time=now,
+            failure_reason=reason,
+            failure_message=message,
+            heartbeat_time=None,
+        )
+
+    def cancelled(self, now: datetime) -> TrainingJob:
+        return replace(self, state=JobState.CANCELLED, end_time=now, heartbeat_time=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

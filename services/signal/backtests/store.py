@@ -146,6 +146,38 @@ class BacktestRecord:
     start_time: datetime | None = None
     end_time: datetime | None = None
 
+    # -- as the job runner sees it (services.core.jobs.JobRecord) ---------------------------------------------------
+
+    @property
+    def record_id(self) -> str:
+        return self.backtest_id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def last_beat(self) -> datetime:
+        return self.heartbeat_time or self.start_time or self.create_time
+
+    def running(self, now: datetime) -> BacktestRecord:
+        return replace(
+            self,
+            state=BacktestState.RUNNING,
+            start_time=now,
+            heartbeat_time=now,
+            progress=replace(self.progress, message="starting"),
+        )
+
+    def with_progress(self, progress: Progress) -> BacktestRecord:
+        return replace(self, progress=progress)
+
+    def failed(self, now: datetime, reason: str, message: str) -> BacktestRecord:
+        return self.finished(BacktestState.FAILED, now, failure=(reason, message))
+
+    def cancelled(self, now: datetime) -> BacktestRecord:
+        return self.finished(BacktestState.CANCELLED, now)
+
     def finished(
         self,
         state: BacktestState,
