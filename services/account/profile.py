@@ -29,7 +29,7 @@ _D = TypeVar("_D", bound="DataclassInstance")
 
 
 class RiskProfile(IntEnum):
-    """How much risk the user says they accept; numbered like the proto enum."""
+    """How much risk the user says they accept; numbers of bullant.account.v1.RiskProfile."""
 
     UNSPECIFIED = 0
     CONSERVATIVE = 1

@@ -9,7 +9,7 @@ EPOCH = datetime(1970, 1, 1)
 
 
 class Timeframe(IntEnum):
-    """Bar spans: 1 minute to 1 trading day."""
+    """Bar spans: 1 minute to 1 trading day; numbers of bullant.common.v1.Timeframe (names by `proto_name`)."""
 
     M1 = 1
     M5 = 2
