@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from services.account import wiring as account
-from services.chat import servicer as chat
+from services.chat import wiring as chat
 from services.core.auth.api_keys import ApiKeyResolver
 from services.core.auth.authenticator import Authenticator
 from services.core.auth.keys import load_page_token_key, load_signing_keys
@@ -32,7 +32,7 @@ REGISTRATIONS: dict[str, Callable[[Dependencies], ServiceRegistration]] = {
     "market": market.build,
     "signal": signal.build,
     "model": model.build,
-    "chat": chat.registration,
+    "chat": chat.build,
 }
 
 
