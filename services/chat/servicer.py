@@ -10,4 +10,3 @@ SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """bullant.chat.v1.ChatService. Its methods are built by the chat issue; until each lands it answers UNIMPLEMENTED
     (with ErrorInfo reason NOT_IMPLEMENTED), inherited from the generated base class."""
-

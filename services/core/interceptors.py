@@ -34,7 +34,8 @@ from services.core.grpc_errors import (
     status_for_unimplemented,
 )
 from services.core.metrics import GrpcMetrics
-from services.core.rules import RuleBook, max_request_bytes
+from services.core.rulebook import RuleBook
+from services.core.rules import max_request_bytes
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[..., Any]

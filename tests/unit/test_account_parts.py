@@ -22,7 +22,7 @@ from services.core.auth.api_keys import allowed_scopes, looks_like_api_key
 from services.core.coordination import KeySpace, MemoryBackend
 from services.core.errors import InvalidArgument, ResourceExhausted
 from services.core.paging import page_size
-from services.core.rules import RuleBook
+from services.core.rulebook import RuleBook
 
 LOOPBACK = parse_networks(["127.0.0.1/32", "::1/128", "10.0.0.0/8"])
 

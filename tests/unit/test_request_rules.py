@@ -12,7 +12,7 @@ from bullant.account.v1 import account_pb2
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.errors import InvalidArgument
-from services.core.rules import RuleBook
+from services.core.rulebook import RuleBook
 
 RULES = RuleBook()
 
