@@ -35,7 +35,8 @@ load_strategies()
 START = datetime(2024, 1, 1)
 
 
-def _request(**changes: Any) -> BacktestRequest:
+def valid_request(**changes: Any) -> BacktestRequest:
+    """A valid request (golden cross on one symbol's daily bars) with `changes`."""
     given = BacktestRequest(
         strategy_id="golden_cross",
         symbols=("demo",),
@@ -68,7 +69,7 @@ def _refused(request: BacktestRequest) -> InvalidArgument:
 
 
 def test_a_valid_request_gets_its_defaults_and_upper_case_symbols() -> None:
-    spec = BacktestSpec.of(_request())
+    spec = BacktestSpec.of(valid_request())
     assert spec.symbols == ("DEMO",)
     assert spec.strategy.strategy_id == "golden_cross"
     assert spec.parameters["fast"] == 10
@@ -81,12 +82,12 @@ def test_a_valid_request_gets_its_defaults_and_upper_case_symbols() -> None:
 
 def test_an_unknown_strategy_is_not_found_before_anything_else() -> None:
     with pytest.raises(NotFound) as raised:
-        BacktestSpec.of(_request(strategy_id="no_such", symbols=("A", "a"), end=START))
+        BacktestSpec.of(valid_request(strategy_id="no_such", symbols=("A", "a"), end=START))
     assert raised.value.reason == "STRATEGY_NOT_FOUND"
 
 
 def test_problems_are_reported_together_under_the_first_ones_reason() -> None:
-    error = _refused(_request(symbols=("DEMO", "demo"), end=START, parameters={"fast": 0}))
+    error = _refused(valid_request(symbols=("DEMO", "demo"), end=START, parameters={"fast": 0}))
     assert error.reason == "DUPLICATE_SYMBOL"
     assert error.violations[:2] == (
         FieldViolation("config.symbols[1]", "DEMO is listed twice"),
@@ -96,37 +97,37 @@ def test_problems_are_reported_together_under_the_first_ones_reason() -> None:
 
 
 def test_a_range_out_of_order_is_invalid_range() -> None:
-    error = _refused(_request(end=datetime(2023, 1, 1)))
+    error = _refused(valid_request(end=datetime(2023, 1, 1)))
     assert error.reason == "INVALID_RANGE"
     assert error.violations == (FieldViolation("config.range", "start_time must be before end_time"),)
 
 
 def test_an_unset_timeframe_is_refused_at_once() -> None:
-    error = _refused(_request(timeframe=0, symbols=("A", "A")))
+    error = _refused(valid_request(timeframe=0, symbols=("A", "A")))
     assert error.violations == (FieldViolation("config.timeframe", "is required: one of TIMEFRAME_1M … TIMEFRAME_1D"),)
 
 
 def test_a_sweep_names_known_parameters_within_the_limit() -> None:
-    unknown = _refused(_request(sweep=SweepRequest(grid={"nope": [1]})))
+    unknown = _refused(valid_request(sweep=SweepRequest(grid={"nope": [1]})))
     assert unknown.reason == "UNKNOWN_PARAMETER"
     assert unknown.violations[0].field == "config.sweep.grid.nope"
-    too_large = _refused(_request(sweep=SweepRequest(grid={"fast": list(range(2, 3 + MAX_COMBINATIONS))})))
+    too_large = _refused(valid_request(sweep=SweepRequest(grid={"fast": list(range(2, 3 + MAX_COMBINATIONS))})))
     assert too_large.reason == "SWEEP_TOO_LARGE"
     assert too_large.violations[0].field == "config.sweep.grid"
 
 
 def test_every_sweep_combination_must_be_valid() -> None:
     # fast must stay below slow (30): 40 is refused as a combination.
-    error = _refused(_request(sweep=SweepRequest(grid={"fast": [5, 40]})))
+    error = _refused(valid_request(sweep=SweepRequest(grid={"fast": [5, 40]})))
     assert error.reason == "INVALID_PARAMETER"
     assert all(violation.field.startswith("config.sweep.grid") for violation in error.violations)
 
 
 def test_a_sweep_ranks_by_its_metric_or_sharpe() -> None:
-    swept = BacktestSpec.of(_request(sweep=SweepRequest(grid={"fast": [5, 10]}, rank_by=2)))
+    swept = BacktestSpec.of(valid_request(sweep=SweepRequest(grid={"fast": [5, 10]}, rank_by=2)))
     assert swept.grid == {"fast": [5, 10]}
     assert swept.rank_by is BacktestMetric.CAGR
-    assert BacktestSpec.of(_request(sweep=SweepRequest(grid={"fast": [5]}))).rank_by is BacktestMetric.SHARPE
+    assert BacktestSpec.of(valid_request(sweep=SweepRequest(grid={"fast": [5]}))).rank_by is BacktestMetric.SHARPE
 
 
 def _config(**fields: Any) -> signal_pb2.BacktestConfig:

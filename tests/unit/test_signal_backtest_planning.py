@@ -13,11 +13,11 @@ from services.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.core.market_data import BarSeries, InstrumentInfo, MarketData
 from services.core.paging import PageTokens
 from services.core.timeframes import Timeframe
-from services.signal.backtests.engine.config import CommissionModel, FixedFraction
 from services.signal.backtests.runner import BacktestRunner
-from services.signal.backtests.spec import BacktestRequest, BacktestSpec
+from services.signal.backtests.spec import BacktestSpec
 from services.signal.service.backtests import Backtests, backtest_id_of
 from services.signal.strategies.catalogue import load_strategies
+from tests.unit.test_backtest_spec import valid_request
 
 load_strategies()
 START = datetime(2024, 1, 1)
@@ -51,28 +51,7 @@ class _Market:
 
 def _spec(*symbols: str) -> BacktestSpec:
     return BacktestSpec.of(
-        BacktestRequest(
-            strategy_id="golden_cross",
-            symbols=symbols,
-            timeframe=int(Timeframe.D1),
-            start=START,
-            end=None,
-            parameters={"fast": 5, "slow": 20},
-            sweep=None,
-            initial_cash=10_000.0,
-            commission=CommissionModel(),
-            slippage_bps=0.0,
-            sizing=FixedFraction(fraction=1.0),
-            stop_loss=None,
-            take_profit=None,
-            trailing_stop=None,
-            allow_short=False,
-            allow_fractional=False,
-            fill_timing=0,
-            close_at_end=True,
-            risk_free_rate=0.0,
-            max_equity_points=0,
-        )
+        valid_request(symbols=symbols, timeframe=int(Timeframe.D1), start=START, parameters={"fast": 5, "slow": 20})
     )
 
 
