@@ -34,6 +34,8 @@ log = logging.getLogger("bullant.model.scheduler")
 # The Kalman local-linear-trend filter: fast, and it finds the structure a random walk with noise has.
 DEMO_ALGORITHM = Algorithm.KALMAN
 DEMO_SEED = 7
+# The held-out tail the demo models are scored on: the latest fifth of the stored minutes (~860 of three days).
+DEMO_HOLDOUT = 0.2
 DEMO_RETRY_SECONDS = 5.0
 
 
@@ -129,7 +131,7 @@ class ModelScheduler:
                 timeframe=timeframe,
                 start=None,
                 end=None,
-                holdout_fraction=0.2,
+                holdout_fraction=DEMO_HOLDOUT,
                 horizon=self._demo_horizon,
                 seed=DEMO_SEED,
                 auto_retrain=False,

@@ -398,11 +398,12 @@ def test_volume_follows_the_intraday_profile() -> None:
 
 
 def test_minute_noise_makes_minute_returns_mean_revert_and_leaves_the_days_alone() -> None:
-    """SIM-BTC-USDT's minute closes carry an independent error of 0.8 minute volatilities around the efficient
-    price: minute log returns then have a lag-1 autocorrelation of about -k²/(1 + 2k²) = -0.28 (the other lags
-    about 0); the other demo symbols stay random walks, and the days are the same as without the noise."""
+    """SIM-BTC-USDT's minute closes carry an independent error of 1.2 volatilities of their minute around the
+    efficient price: minute log returns then have a lag-1 autocorrelation of about -k²/(1 + 2k²) = -0.37 (the other
+    lags about 0), in the busy hours around midnight UTC as in the quiet ones; the other demo symbols stay random
+    walks, and the days are the same as without the noise."""
     spec = BY_SYMBOL["SIM-BTC-USDT"]
-    assert spec.minute_noise == 0.8
+    assert spec.minute_noise == 1.2
     noisy, plain_feed = feed_at(), feed_at(symbols=[replace(spec, minute_noise=0.0), BY_SYMBOL["SIM-AAPL"]])
     start, end = datetime(2026, 2, 1), datetime(2026, 2, 11)
 
@@ -416,6 +417,15 @@ def test_minute_noise_makes_minute_returns_mean_revert_and_leaves_the_days_alone
     assert lag1 == pytest.approx(-(k**2) / (1 + 2 * k**2), abs=0.03)
     assert abs(lag2) < 0.03
     assert abs(lag3) < 0.03
+    # The noise scales with each minute's volatility, so the reversion is as strong at every hour of the UTC day.
+    closes = np.array([bar.close for bar in noisy.bars("SIM-BTC-USDT", Timeframe.M1, start, end)])
+    returns = np.diff(np.log(closes))
+    hour = (np.arange(1, closes.shape[0]) // 60) % 24  # the UTC hour of each return's minute
+    busy, quiet = (hour >= 21) | (hour < 3), (hour >= 9) & (hour < 15)
+    for hours in (busy, quiet):
+        pairs = hours[1:] & hours[:-1]
+        lag1_in = float(np.corrcoef(returns[1:][pairs], returns[:-1][pairs])[0, 1])
+        assert lag1_in == pytest.approx(-(k**2) / (1 + 2 * k**2), abs=0.05)
     for symbol in ("SIM-AAPL", "SIM-EUR-USD"):
         assert all(abs(value) < 0.03 for value in autocorrelations(noisy, symbol)), symbol
     assert all(abs(value) < 0.03 for value in autocorrelations(plain_feed, "SIM-BTC-USDT"))

@@ -280,11 +280,14 @@ class SymbolPath:
         steps = np.arange(minutes + 1) > jump_minute
         path = log_open + (log_close - log_open - jump) * elapsed + bridge + jump * steps
         if self.spec.minute_noise > 0:
-            # Each minute's close off the efficient price (a stream of its own: the other draws stay the same).
+            # Each minute's close off the efficient price by minute_noise times that minute's own volatility, so
+            # the noise-to-volatility ratio (and what a model can learn from it) is the same at every hour of the
+            # day (a stream of its own: the other draws stay the same). The day's ends stay pinned below.
             noise = np.zeros((count, minutes + 1))
             for row, day in enumerate(span):
                 self._rng("noise", day).standard_normal(out=noise[row, 1:-1])
-            path = path + noise * (self.spec.minute_noise * daily_sigma / math.sqrt(minutes))
+            noise[:, 1:] *= self.spec.minute_noise * sigma
+            path = path + noise
         boundary = self.round_price(np.exp(path))
         # Pin the ends so a day's close is bit for bit the next day's open and what price_at() says at midnight.
         boundary[:, 0], boundary[:, -1] = open_prices[:-1], open_prices[1:]

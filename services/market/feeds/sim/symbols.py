@@ -24,9 +24,11 @@ class SimSymbol:
     `trading_session` gives the regular hours of the market it imitates, which shape the volume profile; the
     simulator itself trades every symbol around the clock, so its instruments are listed 24/7 (`listed_session`).
     `minute_noise` k > 0 moves each minute's close off the efficient (random-walk) price by an independent normal
-    error of k times the day's average minute volatility (daily sd / √1440), as a bid-ask bounce does: the price
-    reverts to the efficient one, so minute returns are negatively autocorrelated (lag 1 about -k² / (1 + 2k²))
-    and partly predictable, while daily closes, and anything longer than a few minutes, are untouched.
+    error of k times that minute's own volatility (the day's sd times the root of the minute's share of the volume
+    profile), as a bid-ask bounce does: the price reverts to the efficient one, so minute returns are negatively
+    autocorrelated (lag 1 about -k² / (1 + 2k²), the same at every hour of the day) and partly predictable, while
+    daily closes (each day's last close is its next open, without noise), and anything longer than a few minutes,
+    are untouched.
     """
 
     symbol: str
@@ -114,7 +116,7 @@ DEMO_SYMBOLS: tuple[SimSymbol, ...] = (
         symbol="SIM-BTC-USDT", display_name="Bitcoin / Tether (simulated)", asset_class=AssetClass.CRYPTO,
         quote_currency="USDT", base_currency="BTC", start_price=65_000.0, annual_volatility=0.60,
         annual_drift=0.10, tick_size=0.01, lot_size=0.00001, daily_volume=25_000, jumps_per_year=5.0,
-        minute_noise=0.8,
+        minute_noise=1.2,
     ),
     SimSymbol(
         symbol="SIM-EUR-USD", display_name="Euro / US Dollar (simulated)", asset_class=AssetClass.FX,
