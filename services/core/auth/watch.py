@@ -1,8 +1,9 @@
 """Credential watches: an open stream ends within moments of its credential expiring or being revoked.
 
 A call is authenticated once, when it starts; a server stream may then run for hours. Every streaming call is
-therefore watched (services.core.interceptors.AuthenticationInterceptor does it for every server-streaming method,
-so no handler can forget): the watch ends the stream with the refusal a new call would get –
+therefore watched (services.core.interceptors.authentication.AuthenticationInterceptor does it for every
+server-streaming method, so no handler can forget): the watch ends the stream with the refusal a new call would
+get –
 
 - at the credential's expiry, on the server's clock (the token's `exp` claim, the API key's expiry): UNAUTHENTICATED
   TOKEN_EXPIRED (API_KEY_INVALID for a key), strictly, without the leeway a new call is allowed for clock skew;
