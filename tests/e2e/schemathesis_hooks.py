@@ -17,7 +17,7 @@ from typing import Any
 import schemathesis
 from hypothesis import strategies as st
 
-# Values of the formats the document names (gateway/openapi.py, _FORMAT_DESCRIPTIONS), as a client would get them.
+# Values of the formats the document names (gateway/schemas.py, _FORMAT_DESCRIPTIONS), as a client would get them.
 _WORDS = ("amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kelp")
 FORMATS: dict[str, st.SearchStrategy[str]] = {
     # Only the server issues page tokens: a client starts without one.
