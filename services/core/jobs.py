@@ -10,14 +10,16 @@ reads it next, and a replica restarted with the same identity (services.core.rep
 
 The domain supplies the record (`JobRecord`: how a job looks queued, running, failed, cancelled, with progress),
 the storage (`JobStore`), and the work (`JobWork`): a coroutine that computes, reports progress through its
-`JobControl`, stores its own successful end and returns it. Limits (how many jobs an account may queue) and request
-validation stay in the domain's service layer; the runner only counts what is active for it (`active`)."""
+`JobControl`, stores its own successful end and returns it. Its wiring gives the runner's `JobOptions` (slots, the
+replica's identity, clock, heartbeat). Limits (how many jobs an account may queue) and request validation stay in
+the domain's service layer; the runner only counts what is active for it (`active`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,6 +157,20 @@ class JobMessages:
     failed: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOptions:
+    """How a replica runs one kind of job, given by its wiring: `slots` jobs at once, as `runner_id` (the replica's
+    identity across restarts, services.core.replica; empty: a fresh one of this runner only), on `clock`, each
+    running job beating every `heartbeat_seconds`; an active job that has not beaten for `stale_seconds` is
+    abandoned."""
+
+    slots: int = 1
+    runner_id: str = ""
+    clock: Callable[[], datetime] = utc_now
+    heartbeat_seconds: float = 1.0
+    stale_seconds: float = 30.0
+
+
 @dataclass(slots=True)
 class _Run(Generic[JobT]):
     job: JobT
@@ -174,30 +190,17 @@ class JobRunner(Generic[JobT, ProgressT]):
     FAILED INTERRUPTED)."""
 
     def __init__(
-        self,
-        store: JobStore[JobT, ProgressT],
-        messages: JobMessages,
-        *,
-        name: str,
-        slots: int,
-        runner_id: str,
-        clock: Callable[[], datetime] = utc_now,
-        heartbeat_seconds: float = 1.0,
-        stale_seconds: float = 30.0,
+        self, store: JobStore[JobT, ProgressT], messages: JobMessages, *, name: str, options: JobOptions
     ) -> None:
         self._store = store
         self._messages = messages
         self._name = name
-        self._slots = asyncio.Semaphore(slots)
-        self.runner_id = runner_id
-        self._clock = clock
-        self._heartbeat = heartbeat_seconds
-        self._stale = timedelta(seconds=stale_seconds)
+        self._slots = asyncio.Semaphore(options.slots)
+        self.runner_id = options.runner_id or "runner-" + secrets.token_hex(6)
+        self._clock = options.clock
+        self._heartbeat = options.heartbeat_seconds
+        self._stale = timedelta(seconds=options.stale_seconds)
         self._runs: dict[str, _Run[JobT]] = {}
-
-    @property
-    def clock(self) -> Callable[[], datetime]:
-        return self._clock
 
     async def start(self) -> None:
         """Fail at once the jobs this replica's previous run left queued or running (it was killed: nobody will

@@ -10,6 +10,7 @@ from bullant.model.v1 import model_pb2_grpc
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
 from services.core.dependencies import Dependencies
+from services.core.jobs import JobOptions
 from services.core.market_data import MarketData
 from services.core.replica import replica_identity
 from services.core.server import ServiceRegistration
@@ -48,9 +49,8 @@ def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegist
         jobs,
         ProcessWorker(gate_threshold=settings.model_gate_threshold, gate_max_pvalue=settings.model_gate_max_pvalue),
         model_dir=artifacts,
-        workers=settings.training_workers,
         max_queued=settings.max_queued_training_jobs,
-        runner_id=replica_identity(settings),
+        jobs=JobOptions(slots=settings.training_workers, runner_id=replica_identity(settings)),
     )
     registry = ModelRegistry(versions, artifacts)
     training = TrainingService(runner, jobs, registry, market)

@@ -11,6 +11,7 @@ from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
 from services.core.db.databases import utc_now
 from services.core.dependencies import Dependencies
+from services.core.jobs import JobOptions
 from services.core.market_data import MarketData
 from services.core.replica import replica_identity
 from services.core.server import PreEncodedResponses, ServiceRegistration
@@ -55,9 +56,8 @@ def build(
     runner = BacktestRunner(
         BacktestStore(deps.databases),
         ProtoReportCodec(),
-        workers=settings.backtest_workers,
         per_account=settings.backtests_per_account,
-        runner_id=replica_identity(settings),
+        jobs=JobOptions(slots=settings.backtest_workers, runner_id=replica_identity(settings)),
     )
     market = MarketData(deps.clients)
     alerts = AlertStore(deps.databases)

@@ -1,5 +1,6 @@
 """The job runner (services/core/jobs.py) on an in-memory store: slots, progress, request-id idempotency,
-cancellation from this and another replica, failures, abandoned and orphaned jobs, shutdown, thread work."""
+cancellation from this and another replica, failures, abandoned and orphaned jobs, shutdown, thread work; and the
+record members every domain's job derives alike (JobRecordMixin)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Self
 import pytest
 
 from services.core.errors import AlreadyExists
-from services.core.jobs import JobControl, JobFailed, JobMessages, JobRunner
+from services.core.jobs import JobControl, JobFailed, JobMessages, JobOptions, JobRunner
 from tests.support import eventually
 
 MESSAGES = JobMessages(
@@ -133,7 +134,8 @@ class Gate:
 def runner(
     store: Store, clock: Clock, *, slots: int = 1, runner_id: str = "r1", beat: float = 0.01
 ) -> JobRunner[Job, int]:
-    return JobRunner(store, MESSAGES, name="job", slots=slots, runner_id=runner_id, clock=clock, heartbeat_seconds=beat)
+    options = JobOptions(slots=slots, runner_id=runner_id, clock=clock, heartbeat_seconds=beat)
+    return JobRunner(store, MESSAGES, name="job", options=options)
 
 
 @pytest.fixture
@@ -379,3 +381,11 @@ async def test_an_end_the_store_refuses_leaves_the_stored_state(store: Store, cl
     last = seen[-1]
     assert last is not None
     assert last.state == "CANCELLED"
+
+
+def test_a_runner_without_a_replica_identity_gets_one_of_its_own(store: Store) -> None:
+    first = JobRunner(store, MESSAGES, name="job", options=JobOptions())
+    second = JobRunner(store, MESSAGES, name="job", options=JobOptions())
+    assert first.runner_id.startswith("runner-")
+    assert first.runner_id != second.runner_id
+    assert JobRunner(store, MESSAGES, name="job", options=JobOptions(runner_id="host:50051")).runner_id == "host:50051"

@@ -20,9 +20,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from services.core.db.databases import utc_now
 from services.core.errors import ResourceExhausted
-from services.core.jobs import JobControl, JobFailed, JobMessages, JobRunner, JobWork
+from services.core.jobs import JobControl, JobFailed, JobMessages, JobOptions, JobRunner, JobWork
 from services.model.forecasting.evaluation import Gate
 from services.model.registry.versions import ModelStatus, ModelVersion
 from services.model.training.jobs import JobFilter, JobProgress, JobState, Stage, TrainingJob, TrainingSpec, Trigger
@@ -34,6 +33,7 @@ MESSAGES = JobMessages(
     abandoned="the service running the job stopped; train again",
     failed="training failed; the error is logged",
 )
+_JOBS = JobOptions(slots=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,29 +102,16 @@ class TrainingRunner:
         worker: Worker,
         *,
         model_dir: Path,
-        workers: int = 1,
         max_queued: int = 10,
-        clock: Callable[[], datetime] = utc_now,
-        heartbeat_seconds: float = 1.0,
-        stale_seconds: float = 30.0,
-        runner_id: str = "",
+        jobs: JobOptions = _JOBS,
     ) -> None:
         self._store = store
         self._worker = worker
         self._model_dir = model_dir
         self._max_queued = max_queued
-        self._clock = clock
-        # The replica's identity across restarts (services.core.replica), or one of this runner only.
-        self.runner_id = runner_id or "trainer-" + secrets.token_hex(6)
+        self._clock = jobs.clock
         self._jobs: JobRunner[TrainingJob, JobProgress] = JobRunner(
-            _Jobs(store),
-            MESSAGES,
-            name="training job",
-            slots=workers,
-            runner_id=self.runner_id,
-            clock=clock,
-            heartbeat_seconds=heartbeat_seconds,
-            stale_seconds=stale_seconds,
+            _Jobs(store), MESSAGES, name="training job", options=jobs
         )
 
     async def start(self) -> None:
@@ -172,7 +159,7 @@ class TrainingRunner:
             create_time=now,
             request_id=request_id,
             request_digest=digest,
-            runner_id=self.runner_id,
+            runner_id=self._jobs.runner_id,
             heartbeat_time=now,
         )
         return await self._jobs.submit(job, self._work(data), what="training job")

@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from services.core.db.databases import utc_now
 from services.core.errors import ResourceExhausted
-from services.core.jobs import JobControl, JobMessages, JobRunner, JobWork
+from services.core.jobs import JobControl, JobMessages, JobOptions, JobRunner, JobWork
 from services.signal.backtests.simulation import BacktestOutcome, BacktestPlan, SymbolBars, simulate
 from services.signal.backtests.store import (
     BacktestFilter,
@@ -39,6 +38,7 @@ MESSAGES = JobMessages(
 )
 # Progress reaches local watchers at most this often (the engine reports far more often).
 _PUBLISH_EVERY_SECONDS = 0.05
+_JOBS = JobOptions(slots=2)
 
 
 class ReportCodec(Protocol):
@@ -89,28 +89,15 @@ class BacktestRunner:
         store: BacktestStore,
         codec: ReportCodec,
         *,
-        workers: int = 2,
         per_account: int = 3,
-        clock: Callable[[], datetime] = utc_now,
-        heartbeat_seconds: float = 1.0,
-        stale_seconds: float = 30.0,
-        runner_id: str = "",
+        jobs: JobOptions = _JOBS,
     ) -> None:
         self._store = store
         self._codec = codec
         self._per_account = per_account
-        self._clock = clock
-        # The replica's identity across restarts (services.core.replica), or one of this runner only.
-        self.runner_id = runner_id or "runner-" + secrets.token_hex(6)
+        self._clock = jobs.clock
         self._jobs: JobRunner[BacktestRecord, Progress] = JobRunner(
-            _Jobs(store),
-            MESSAGES,
-            name="backtest",
-            slots=workers,
-            runner_id=self.runner_id,
-            clock=clock,
-            heartbeat_seconds=heartbeat_seconds,
-            stale_seconds=stale_seconds,
+            _Jobs(store), MESSAGES, name="backtest", options=jobs
         )
 
     async def start(self) -> None:
@@ -164,7 +151,7 @@ class BacktestRunner:
             state=BacktestState.QUEUED,
             config=config,
             progress=Progress(bars_total=total, combinations_total=len(plan.combinations)),
-            runner_id=self.runner_id,
+            runner_id=self._jobs.runner_id,
             heartbeat_time=now,
             create_time=now,
         )
