@@ -8,11 +8,12 @@ replica marks the stored job finished; the running replica sees it at its next h
 beat) and stops the work. A job whose heartbeat stops – its replica died – is marked FAILED INTERRUPTED by whoever
 reads it next, and a replica restarted with the same identity (services.core.replica) fails its own at once.
 
-The domain supplies the record (`JobRecord`: how a job looks queued, running, failed, cancelled, with progress),
-the storage (`JobStore`), and the work (`JobWork`): a coroutine that computes, reports progress through its
-`JobControl`, stores its own successful end and returns it. Its wiring gives the runner's `JobOptions` (slots, the
-replica's identity, clock, heartbeat). Limits (how many jobs an account may queue) and request validation stay in
-the domain's service layer; the runner only counts what is active for it (`active`)."""
+The domain supplies the record (`JobRecord`: how a job looks queued, running, failed, cancelled, with progress;
+`JobRecordMixin` derives its id, whether it is finished and its last beat), the storage (`JobStore`), and the work
+(`JobWork`): a coroutine that computes, reports progress through its `JobControl`, stores its own successful end and
+returns it. Its wiring gives the runner's `JobOptions` (slots, the replica's identity, clock, heartbeat). Limits (how
+many jobs an account may queue) and request validation stay in the domain's service layer; the runner only counts
+what is active for it (`active`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from services.core.db.databases import utc_now
 from services.core.errors import AlreadyExists
@@ -72,6 +73,42 @@ class JobRecord(Protocol[ProgressT]):
         ...
 
     def cancelled(self, now: datetime) -> Self: ...
+
+
+class FinalState(Protocol):
+    """A job's state as JobRecordMixin reads it: an enum whose final members say so."""
+
+    @property
+    def finished(self) -> bool: ...
+
+
+class JobRecordMixin:
+    """The members of JobRecord every stored job derives the same way, for a frozen dataclass with `state`,
+    `create_time`, `start_time` and `heartbeat_time` fields that names its id field in ID_FIELD."""
+
+    __slots__ = ()
+
+    ID_FIELD: ClassVar[str]
+    state: FinalState
+    create_time: datetime
+    start_time: datetime | None
+    heartbeat_time: datetime | None
+
+    @property
+    def record_id(self) -> str:
+        """The job's id: its ID_FIELD."""
+        value: str = getattr(self, self.ID_FIELD)
+        return value
+
+    @property
+    def is_finished(self) -> bool:
+        """True in a final state (succeeded, failed, cancelled)."""
+        return self.state.finished
+
+    @property
+    def last_beat(self) -> datetime:
+        """The heartbeat, else the start, else the creation."""
+        return self.heartbeat_time or self.start_time or self.create_time
 
 
 JobT = TypeVar("JobT", bound="JobRecord[Any]")

@@ -8,12 +8,13 @@ import asyncio
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import IntEnum
 from typing import Self
 
 import pytest
 
 from services.core.errors import AlreadyExists
-from services.core.jobs import JobControl, JobFailed, JobMessages, JobOptions, JobRunner
+from services.core.jobs import JobControl, JobFailed, JobMessages, JobOptions, JobRecordMixin, JobRunner
 from tests.support import eventually
 
 MESSAGES = JobMessages(
@@ -381,6 +382,40 @@ async def test_an_end_the_store_refuses_leaves_the_stored_state(store: Store, cl
     last = seen[-1]
     assert last is not None
     assert last.state == "CANCELLED"
+
+
+class WidgetState(IntEnum):
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+
+    @property
+    def finished(self) -> bool:
+        return self is WidgetState.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Widget(JobRecordMixin):
+    ID_FIELD = "widget_id"
+
+    widget_id: str
+    state: WidgetState
+    create_time: datetime
+    start_time: datetime | None = None
+    heartbeat_time: datetime | None = None
+
+
+def test_a_record_derives_its_id_its_end_and_its_last_beat_from_its_fields() -> None:
+    queued = Widget(widget_id="w1", state=WidgetState.QUEUED, create_time=START)
+    assert queued.record_id == "w1"
+    assert not queued.is_finished
+    assert queued.last_beat == START  # never started: its creation
+    started = replace(queued, state=WidgetState.RUNNING, start_time=START + timedelta(seconds=5))
+    assert started.last_beat == START + timedelta(seconds=5)  # not beaten yet: its start
+    beaten = replace(started, heartbeat_time=START + timedelta(seconds=9))
+    assert beaten.last_beat == START + timedelta(seconds=9)
+    assert replace(beaten, state=WidgetState.SUCCEEDED).is_finished
+    assert not hasattr(queued, "__dict__")  # the mixin keeps a slotted record slotted
 
 
 def test_a_runner_without_a_replica_identity_gets_one_of_its_own(store: Store) -> None:

@@ -9,6 +9,7 @@ from enum import IntEnum
 from typing import Any
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.jobs import JobRecordMixin
 from services.core.parameters import Params, ParamValue
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
@@ -138,7 +139,7 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TrainingJob:
+class TrainingJob(JobRecordMixin):
     """One training run."""
 
     job_id: str
@@ -160,17 +161,7 @@ class TrainingJob:
 
     # -- as the job runner sees it (services.core.jobs.JobRecord) ---------------------------------------------------
 
-    @property
-    def record_id(self) -> str:
-        return self.job_id
-
-    @property
-    def is_finished(self) -> bool:
-        return self.state.finished
-
-    @property
-    def last_beat(self) -> datetime:
-        return self.heartbeat_time or self.start_time or self.create_time
+    ID_FIELD = "job_id"
 
     def running(self, now: datetime) -> TrainingJob:
         progress = JobProgress(stage=Stage.LOADING_DATA, fraction=0.0, message="data loaded")

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.db.databases import Databases
 from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
+from services.core.jobs import JobRecordMixin
 from services.signal.owners import Owner
 
 # Reports with long equity curves and many trades exceed MySQL's 64 KiB BLOB.
@@ -123,7 +124,7 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BacktestRecord:
+class BacktestRecord(JobRecordMixin):
     """One stored backtest. `summary` and `detail` are the report as backtests/report_codec.py encodes it (None
     until it succeeds; `detail` is only read for the full view)."""
 
@@ -148,17 +149,7 @@ class BacktestRecord:
 
     # -- as the job runner sees it (services.core.jobs.JobRecord) ---------------------------------------------------
 
-    @property
-    def record_id(self) -> str:
-        return self.backtest_id
-
-    @property
-    def is_finished(self) -> bool:
-        return self.state.finished
-
-    @property
-    def last_beat(self) -> datetime:
-        return self.heartbeat_time or self.start_time or self.create_time
+    ID_FIELD = "backtest_id"
 
     def running(self, now: datetime) -> BacktestRecord:
         return replace(
