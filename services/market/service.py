@@ -29,7 +29,7 @@ from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
 from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.rows import RawRow, RowError
 from services.market.imports.rules import BarValidator, classify
-from services.market.imports.service import BarImports, known_instrument
+from services.market.imports.service import known_instrument
 from services.market.quotes import QuoteCache, mark_stale
 from services.market.records import AssetClass, Bar, BarWindow, Instrument, Quote, Timeframe, TradingSession
 from services.market.sessions import resolve_session
@@ -82,7 +82,6 @@ class MarketService:
         locks: Locks,
         history: HistorySources,
         streams: TickStreams,
-        imports: BarImports,
         staleness: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
@@ -92,8 +91,6 @@ class MarketService:
         self._locks = locks
         self._history = history
         self._streams = streams
-        # ImportBars, ImportBarStream and `bullant import-bars`, called through this facade.
-        self.imports = imports
         self._staleness = staleness
         self._clock = clock
 

@@ -1,4 +1,5 @@
-"""gRPC adapter of the market domain: decodes requests, calls the market service, encodes responses."""
+"""gRPC adapter of the market domain: decodes requests, calls the market service (or the bar imports), encodes
+responses."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from services.market.encoding import (
     quote_message,
     session_from_message,
 )
+from services.market.imports.service import BarImports
 from services.market.records import AssetClass, BarWindow, Timeframe
 from services.market.service import BackfillProgress, MarketService
 from services.market.streaming import Subscriber
@@ -64,8 +66,9 @@ _FEEDS_CURSOR = Cursor.of("market.ListFeeds", after=NAME)
 class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     """bullant.market.v1.MarketService."""
 
-    def __init__(self, service: MarketService, lifecycle: Lifecycle, *, pages: PageTokens) -> None:
+    def __init__(self, service: MarketService, imports: BarImports, lifecycle: Lifecycle, *, pages: PageTokens) -> None:
         self._service = service
+        self._imports = imports
         self._pages = pages
         self._lifecycle = lifecycle
 
@@ -147,7 +150,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def ImportBars(
         self, request: market_pb2.ImportBarsRequest, context: Context
     ) -> market_pb2.ImportBarsResponse:
-        outcome = await self._service.imports.import_bars(
+        outcome = await self._imports.import_bars(
             _symbol(request.symbol),
             Timeframe(request.timeframe),
             csv=request.csv,
@@ -169,7 +172,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
                         FieldViolation("header", "the first message must be the header"), reason="HEADER_REQUIRED"
                     )
                 header = message.header
-                upload = await self._service.imports.begin_stream(
+                upload = await self._imports.begin_stream(
                     _symbol(header.symbol),
                     Timeframe(header.timeframe),
                     skip_invalid=header.mode == market_pb2.IMPORT_MODE_SKIP_INVALID,

@@ -52,6 +52,7 @@ def build(
         for feed_id, factory in factories.items()
     ]
     history = HistorySources(factories)
+    imports = BarImports(store, clock=clock)
     service = MarketService(
         store=store,
         cache=coordination.cache,
@@ -60,11 +61,10 @@ def build(
         streams=TickStreams(
             hub, capacity=settings.stream_queue_capacity, max_per_account=settings.max_streams_per_account
         ),
-        imports=BarImports(store, clock=clock),
         staleness=timedelta(seconds=settings.feed_staleness_seconds),
         clock=clock,
     )
-    servicer = MarketServicer(service, deps.lifecycle, pages=deps.page_tokens)
+    servicer = MarketServicer(service, imports, deps.lifecycle, pages=deps.page_tokens)
     return ServiceRegistration(
         name="market",
         full_name=SERVICE.full_name,
