@@ -54,11 +54,13 @@ _LOG_Q_BOUNDS = (-30.0, 8.0)
 
 
 @njit
-def _filter(  # noqa: PLR0917 - numba kernels take positional arguments
-    x: Array, s_e: float, s_l: float, s_b: float, state: Array, skip: int
+def _filter(
+    x: Array, variances: tuple[float, float, float], state: Array, skip: int
 ) -> tuple[float, float, int, Array]:
-    """Runs the filter over x from the predicted state [l, b, P00, P01, P11] of the first value; returns
-    Σ v²/F, Σ log F and the count of innovations from `skip` on, and the predicted state after the last value."""
+    """Runs the filter with the noise variances (s_ε, s_η, s_ζ) over x from the predicted state [l, b, P00, P01,
+    P11] of the first value; returns Σ v²/F, Σ log F and the count of innovations from `skip` on, and the predicted
+    state after the last value."""
+    s_e, s_l, s_b = variances
     level, slope, p00, p01, p11 = state[0], state[1], state[2], state[3], state[4]
     sum_v2f = 0.0
     sum_logf = 0.0
@@ -100,7 +102,7 @@ def _initial_state(x: Array, scale: float) -> Array:
 def _profile(log_q: Array, x: Array) -> tuple[float, float]:
     """-2·(concentrated log-likelihood) up to a constant, and σ̂², for log q_ε and log q_ζ."""
     q_e, q_b = math.exp(float(log_q[0])), math.exp(float(log_q[1]))
-    sum_v2f, sum_logf, count, _ = _filter(x, q_e, 1.0, q_b, _initial_state(x, 1.0), SKIP)
+    sum_v2f, sum_logf, count, _ = _filter(x, (q_e, 1.0, q_b), _initial_state(x, 1.0), SKIP)
     sigma2 = sum_v2f / count
     if not (math.isfinite(sigma2) and sigma2 > 0.0 and math.isfinite(sum_logf)):
         return 1e300, math.nan
@@ -155,7 +157,7 @@ class KalmanForecaster(Forecaster):
             raise ValueError("the Kalman likelihood could not be evaluated on these closes")
         q_e, q_b = math.exp(float(best[0])), math.exp(float(best[1]))
         variances = (q_e * sigma2, sigma2, q_b * sigma2)
-        state = _filter(x, *variances, _initial_state(x, sigma2), SKIP)[3]
+        state = _filter(x, variances, _initial_state(x, sigma2), SKIP)[3]
         message = f"variances ε {variances[0]:.3g}, η {variances[1]:.3g}, ζ {variances[2]:.3g}"
         report(progress, FitStage.FITTING, message, 1.0, loss=value / x.shape[0])
         self.variances, self._state = variances, state
@@ -169,8 +171,8 @@ class KalmanForecaster(Forecaster):
         x = log_prices(history, minimum=2, what="history")
         n, tail = self._count, self._tail
         if x.shape[0] >= n and np.array_equal(x[n - tail.shape[0] : n], tail):
-            return _filter(x[n:], *self.variances, self._state, SKIP)[3]
-        return _filter(x, *self.variances, _initial_state(x, self.variances[1]), SKIP)[3]
+            return _filter(x[n:], self.variances, self._state, SKIP)[3]
+        return _filter(x, self.variances, _initial_state(x, self.variances[1]), SKIP)[3]
 
     def forecast(self, history: Array, horizon: int, level: float = 0.8) -> Forecast:
         """Filters to the end of `history` and propagates the state (see the module docstring)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
@@ -57,9 +59,7 @@ class _Donchian:
         return upper, _midpoint(upper, lower), lower
 
 
-def _ichimoku(  # noqa: PLR0917 - run_batch passes inputs then parameters positionally
-    high: Array, low: Array, close: Array, tenkan: int, kijun: int, senkou_b: int
-) -> tuple[Array, ...]:
+def _ichimoku(high: Array, low: Array, close: Array, *, tenkan: int, kijun: int, senkou_b: int) -> tuple[Array, ...]:
     # Each midpoint overwrites its window's highs: at 1M bars memory traffic, not arithmetic, sets the pace.
     highs, lows = rolling_extremes(high, low, tenkan)
     conversion = _midpoints(highs, lows, highs)
@@ -96,7 +96,9 @@ def donchian_incremental(**params: float) -> Incremental:
 
 
 def ichimoku_batch(bars: Bars, **params: float) -> tuple[Array, ...]:
-    return run_batch(_ichimoku, bars, ICHIMOKU.inputs, *whole_params(ICHIMOKU, params), gate=LINES)
+    tenkan, kijun, senkou_b = whole_params(ICHIMOKU, params)
+    kernel = partial(_ichimoku, tenkan=tenkan, kijun=kijun, senkou_b=senkou_b)
+    return run_batch(kernel, bars, ICHIMOKU.inputs, gate=LINES)
 
 
 def ichimoku_incremental(**params: float) -> Incremental:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
@@ -152,8 +154,8 @@ def _fast_k_series(close: Array, upper: Array, lower: Array, start: int) -> Arra
     return upper
 
 
-def _stoch_kernel(  # noqa: PLR0917 - run_batch passes inputs then parameters positionally
-    high: Array, low: Array, close: Array, fastk_period: int, slowk_period: int, slowd_period: int
+def _stoch_kernel(
+    high: Array, low: Array, close: Array, *, fastk_period: int, slowk_period: int, slowd_period: int
 ) -> tuple[Array, Array]:
     # Two full-length buffers serve all four series: at 1M bars memory traffic, not arithmetic, sets the pace.
     upper, lower = rolling_extremes(high, low, fastk_period)
@@ -281,7 +283,9 @@ def rsi_incremental(**params: float) -> Incremental:
 
 
 def stoch_batch(bars: Bars, **params: float) -> tuple[Array, ...]:
-    return run_batch(_stoch_kernel, bars, STOCH.inputs, *whole_params(STOCH, params))
+    fastk, slowk, slowd = whole_params(STOCH, params)
+    kernel = partial(_stoch_kernel, fastk_period=fastk, slowk_period=slowk, slowd_period=slowd)
+    return run_batch(kernel, bars, STOCH.inputs)
 
 
 def stoch_incremental(**params: float) -> Incremental:
