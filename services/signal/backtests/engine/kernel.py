@@ -33,7 +33,8 @@ TRADE_COLUMNS = 9
 MAX_CLOSES_PER_BAR = 3
 
 # Calls between compiled functions cannot use keyword-only parameters (numba fails to fold them), so the helpers
-# below take positional ones and are called with keywords for readability.
+# below take positional ones and are called with keywords for readability (pyproject.toml exempts this module and
+# portfolio_kernel.py from ruff's PLR0917 for that reason).
 
 # ExitReason numbers, repeated as plain ints because compiled code cannot read an IntEnum.
 _SIGNAL, _STOP_LOSS, _TAKE_PROFIT, _TRAILING_STOP, _END_OF_DATA = 1, 2, 3, 4, 5
@@ -48,7 +49,7 @@ def jit(function: F) -> F:
 
 
 @jit
-def _close_position(  # noqa: PLR0917
+def _close_position(
     book: Array, holding: Array, trades: Array, params: Array, price: float, bar: int, reason: int
 ) -> None:
     """Close the holding's whole position at `price` moved by slippage against the trader, and record the trade
@@ -74,7 +75,7 @@ def _close_position(  # noqa: PLR0917
 
 
 @jit
-def _open_position(  # noqa: PLR0917
+def _open_position(
     book: Array,
     holding: Array,
     params: Array,
@@ -128,9 +129,7 @@ def _wanted_side(target: float, allow_short: bool) -> float:
 
 
 @jit
-def _move_to(  # noqa: PLR0917
-    state: Array, trades: Array, params: Array, side: float, price: float, bar: int, size: float
-) -> None:
+def _move_to(state: Array, trades: Array, params: Array, side: float, price: float, bar: int, size: float) -> None:
     """Close the position (if any) and open one on `side` (if not flat), both at `price`. The single-symbol state is
     both book and holding; the entry is flat, so its equity is the cash (uncapped, as sizes may exceed 1)."""
     if state[S_QUANTITY] != 0.0:
@@ -142,7 +141,7 @@ def _move_to(  # noqa: PLR0917
 
 
 @jit
-def _protective_exit(  # noqa: PLR0917
+def _protective_exit(
     side: float,
     entry: float,
     best: float,

@@ -61,7 +61,7 @@ def _equity(book: Array, holdings: Array, mark: Array) -> float:
 
 
 @jit
-def _close(  # noqa: PLR0917
+def _close(
     book: Array, holdings: Array, trades: Array, params: Array, symbol: int, price: float, bar: int, reason: int
 ) -> None:
     """kernel._close_position for one symbol, tagging the trade row with the symbol."""
@@ -71,7 +71,7 @@ def _close(  # noqa: PLR0917
 
 
 @jit
-def _find_active(  # noqa: PLR0917
+def _find_active(
     union_bar: int, union_index: Indices, offsets: Indices, counts: Indices, cursor: Indices, active: Indices,
     flat_bar: Indices,
 ) -> int:  # fmt: skip
@@ -88,7 +88,7 @@ def _find_active(  # noqa: PLR0917
 
 
 @jit
-def _pending_signals(  # noqa: PLR0917
+def _pending_signals(
     holdings: Array, signal: Array, allow_short: bool, lag: int, active: Indices, active_count: int,
     flat_bar: Indices, offsets: Indices, starts: Indices, signal_bar: Indices,
 ) -> bool:  # fmt: skip
@@ -109,7 +109,7 @@ def _pending_signals(  # noqa: PLR0917
 
 
 @jit
-def _fill_signals(  # noqa: PLR0917
+def _fill_signals(
     book: Array, holdings: Array, trades: Array, params: Array, mark: Array, active: Indices, active_count: int,
     flat_bar: Indices, offsets: Indices, signal_bar: Indices, signal: Array, size: Array, price: Array,
 ) -> None:  # fmt: skip
@@ -138,7 +138,7 @@ def _fill_signals(  # noqa: PLR0917
 
 
 @jit
-def _protective_exits(  # noqa: PLR0917
+def _protective_exits(
     book: Array, holdings: Array, trades: Array, params: Array, active: Indices, active_count: int,
     flat_bar: Indices, offsets: Indices, open_: Array, high: Array, low: Array,
 ) -> None:  # fmt: skip
