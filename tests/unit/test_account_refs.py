@@ -1,0 +1,70 @@
+"""One shard-routing rule: an AccountRef made from the authenticated identity (or, where none exists yet, from the
+shard directory), and `Databases.run_for(ref, work)` that takes the work to the ref's shard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.accounts import AccountRef
+from services.core.auth.identity import Credential, Identity
+from services.core.db import schema
+from services.core.db.databases import Databases, ShardUnknown
+from services.core.errors import Unauthenticated
+from services.core.grpc_errors import status_code_of
+from tests.db_support import DatabaseSet, new_prefix
+
+
+@pytest.fixture
+async def databases(tmp_path: Path) -> AsyncIterator[Databases]:
+    found = Databases(DatabaseSet("sqlite", str(tmp_path), new_prefix()).config(2))
+    await found.start()
+    try:
+        yield found
+    finally:
+        await found.stop()
+
+
+async def _which_shard(connection: AsyncConnection) -> int:
+    return int((await connection.execute(select(schema.shard_identity.c.shard_id))).scalar_one())
+
+
+def _identity(account_id: int, shard: int, credential: Credential = Credential.SESSION) -> Identity:
+    return Identity(account_id=account_id, shard=shard, roles=("user",), scopes=("read",), credential=credential)
+
+
+def test_an_identity_refs_its_account_in_the_shard_its_credential_names() -> None:
+    assert _identity(7, 1).ref == AccountRef(7, 1)
+    assert _identity(7, 0, Credential.API_KEY).ref == AccountRef(7, 0)
+
+
+async def test_run_for_takes_the_work_to_the_refs_shard_without_asking_the_directory(databases: Databases) -> None:
+    # Account 5 has no directory row: the ref alone decides, as a signed claim does.
+    for shard in (0, 1):
+        assert await databases.run_for(AccountRef(5, shard), _which_shard) == shard
+    assert await databases.accounts_per_shard() == {}
+
+
+@pytest.mark.parametrize("shard", [2, 17, -1])
+async def test_a_ref_to_a_shard_that_does_not_exist_is_refused_before_any_work(
+    databases: Databases, shard: int
+) -> None:
+    ran: list[int] = []
+
+    async def work(connection: AsyncConnection) -> int:
+        ran.append(1)
+        return 0
+
+    with pytest.raises(ShardUnknown) as caught:
+        await databases.run_for(AccountRef(5, shard), work)
+    assert ran == []
+    # Refused like a token this deployment cannot honour: the client signs in again, nothing is retried.
+    assert isinstance(caught.value, Unauthenticated)
+    assert caught.value.reason == "TOKEN_INVALID"
+    assert status_code_of(caught.value) is grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.ref == AccountRef(5, shard)
