@@ -293,13 +293,6 @@ class Databases:
         async with self._engine(f"shard_{shard_id}").begin() as connection:
             yield connection
 
-    @asynccontextmanager
-    async def account_transaction(self, account_id: int) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the shard that holds `account_id`'s data (the directory's routing, until the account domain
-        routes by refs)."""
-        async with self.shard_transaction(await self.shard_of(account_id)) as connection:
-            yield connection
-
     async def run_global(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in a global transaction, re-running it after a transient error."""
 
@@ -323,15 +316,6 @@ class Databases:
             )
             raise ShardUnknown(ref, self.shard_count)
         return await self._run_on_shard(ref.shard, work)
-
-    async def run_on_shard(self, shard_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in a transaction on one shard, re-running it after a transient error."""
-        return await self._run_on_shard(shard_id, work)
-
-    async def run_for_account(self, account_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in a transaction on `account_id`'s shard, re-running it after a transient error (the directory's
-        routing, until the account domain routes by refs)."""
-        return await self.run_on_shard(await self.shard_of(account_id), work)
 
     async def each_shard(self, work: Callable[[int, AsyncConnection], Awaitable[T]]) -> list[T]:
         """Run `work(shard_id, connection)` on every shard concurrently, each in a transaction re-run after a
@@ -400,10 +384,6 @@ class Databases:
             raise NotFound(f"account {account_id} has no shard", reason="ACCOUNT_NOT_FOUND")
         self._remember(account_id, shard)
         return AccountRef(account_id, shard)
-
-    async def shard_of(self, account_id: int) -> int:
-        """The shard recorded for `account_id`; NotFound when it has none."""
-        return (await self.directory_ref(account_id)).shard
 
     async def accounts_per_shard(self) -> dict[int, int]:
         """How many accounts the directory has on each shard."""
