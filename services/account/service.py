@@ -27,6 +27,7 @@ from services.account.revocations import SessionRevocations
 from services.account.sessions import Sessions
 from services.account.store import AccountStore, Purpose
 from services.account.validation import Checks, check_password
+from services.core.accounts import AccountRef
 from services.core.db.outbox import OutboxMessage
 from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
@@ -115,7 +116,7 @@ class AccountService:
         await self._throttles.registration.check(email=email, ip_address=details.ip_address)
         password_hash = await self._passwords.hash(password)
         try:
-            account, _ = await self._store.create_account(
+            account, ref = await self._store.create_account(
                 email=email, password_hash=password_hash, request_id=details.request_id or None, now=self._clock()
             )
         except AlreadyExists as error:
@@ -124,7 +125,7 @@ class AccountService:
                 if earlier is not None:
                     return await self._earlier_registration(earlier, email, password)
             raise
-        await self._store.save_profile_document(account.account_id, profile_to_json(initial), self._clock())
+        await self._store.save_profile_document(ref, profile_to_json(initial), self._clock())
         await self._send_verification(account)
         log.info("account registered", extra={"account_id": account.account_id})
         return account
@@ -267,22 +268,22 @@ class AccountService:
 
     # -- profile ----------------------------------------------------------------------------------------------------
 
-    async def profile(self, account_id: int) -> Profile:
-        """The stored profile with defaults filled in."""
-        account = await self._accounts.account(account_id)
-        stored = await self._store.profile_document(account_id)
+    async def profile(self, ref: AccountRef) -> Profile:
+        """The stored profile (in the account's shard) with defaults filled in."""
+        account = await self._accounts.account(ref.account_id)
+        stored = await self._store.profile_document(ref)
         if stored is None:
             return default_profile(account.email)
         document, update_time = stored
         return finalize_profile(profile_from_json(document, update_time=update_time), account.email)
 
-    async def update_profile(self, account_id: int, incoming: Profile, paths: Sequence[str]) -> Profile:
+    async def update_profile(self, ref: AccountRef, incoming: Profile, paths: Sequence[str]) -> Profile:
         """Change the named fields; the whole profile after the change."""
-        account = await self._accounts.account(account_id)
-        current = await self.profile(account_id)
+        account = await self._accounts.account(ref.account_id)
+        current = await self.profile(ref)
         updated = validate_profile(finalize_profile(apply_update(current, incoming, paths), account.email))
-        await self._store.save_profile_document(account_id, profile_to_json(updated), self._clock())
-        return await self.profile(account_id)
+        await self._store.save_profile_document(ref, profile_to_json(updated), self._clock())
+        return await self.profile(ref)
 
     # -- admin ------------------------------------------------------------------------------------------------------
 

@@ -180,14 +180,14 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.GetProfileRequest, context: Context
     ) -> account_pb2.GetProfileResponse:
         identity = require_identity()
-        return account_pb2.GetProfileResponse(profile=profile_message(await self._service.profile(identity.account_id)))
+        return account_pb2.GetProfileResponse(profile=profile_message(await self._service.profile(identity.ref)))
 
     async def UpdateProfile(
         self, request: account_pb2.UpdateProfileRequest, context: Context
     ) -> account_pb2.UpdateProfileResponse:
         identity = require_identity()
         paths = list(request.update_mask.paths)
-        profile = await self._service.update_profile(identity.account_id, profile_from_message(request.profile), paths)
+        profile = await self._service.update_profile(identity.ref, profile_from_message(request.profile), paths)
         return account_pb2.UpdateProfileResponse(profile=profile_message(profile))
 
     # -- TOTP -------------------------------------------------------------------------------------------------------

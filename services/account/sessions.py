@@ -18,6 +18,7 @@ from services.account.session_store import SessionStore
 from services.account.store import AccountStore
 from services.account.throttle import Throttle
 from services.account.validation import Checks
+from services.core.accounts import AccountRef
 from services.core.auth.tokens import TokenIssuer
 from services.core.errors import NotFound, PermissionDenied, Unauthenticated
 
@@ -48,7 +49,7 @@ class Sessions:
         login_throttle: Throttle,
         two_factor: TwoFactor,
         issuer: TokenIssuer,
-        shard_of: Callable[[int], Awaitable[int]],
+        directory_ref: Callable[[int], Awaitable[AccountRef]],
         revocations: SessionRevocations,
         refresh_ttl: timedelta,
         clock: Callable[[], datetime],
@@ -60,8 +61,9 @@ class Sessions:
         self._login_throttle = login_throttle
         self._two_factor = two_factor
         self._issuer = issuer
-        # The shard an account's data lives in, for the access token's shard claim.
-        self._shard_of = shard_of
+        # The account's ref from the shard directory (a login or refresh has no identity yet): its shard becomes the
+        # access token's signed shard claim, which every later request routes by.
+        self._directory_ref = directory_ref
         self._revocations = revocations
         self._refresh_ttl = refresh_ttl
         self._clock = clock
@@ -182,10 +184,10 @@ class Sessions:
         self, account: Account, session_id: str, refresh_token: str, refresh_expire: datetime, now: datetime
     ) -> TokenPair:
         scopes = session_scopes(account)
-        shard = await self._shard_of(account.account_id)
+        ref = await self._directory_ref(account.account_id)
         access_token, claims = self._issuer.issue(
-            account_id=account.account_id,
-            shard=shard,
+            account_id=ref.account_id,
+            shard=ref.shard,
             roles=account.roles,
             scopes=scopes,
             session_id=session_id,

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.account.records import Account, AccountState
+from services.core.accounts import AccountRef
 from services.core.db.databases import Databases
 from services.core.db.outbox import OutboxMessage, add_outbox
 from services.core.db.schema import accounts, global_metadata, outbox_messages, shard_directory, shard_metadata
@@ -102,11 +103,12 @@ class AccountStore:
 
     async def create_account(
         self, *, email: str, password_hash: str, request_id: str | None, now: datetime
-    ) -> tuple[Account, int]:
-        """Insert a new account and its shard assignment in one transaction; AlreadyExists EMAIL_TAKEN or
-        REQUEST_ID_TAKEN (a concurrent Register with the same request id) on a duplicate."""
+    ) -> tuple[Account, AccountRef]:
+        """Insert a new account and its shard assignment in one transaction; the account and its ref (the directory's
+        answer, as it was just written). AlreadyExists EMAIL_TAKEN or REQUEST_ID_TAKEN (a concurrent Register with the
+        same request id) on a duplicate."""
 
-        async def work(connection: AsyncConnection) -> tuple[Account, int]:
+        async def work(connection: AsyncConnection) -> tuple[Account, AccountRef]:
             result = await connection.execute(
                 insert(accounts).values(
                     email=email,
@@ -125,7 +127,7 @@ class AccountStore:
                 insert(shard_directory).values(account_id=account_id, shard_id=shard, assign_time=now)
             )
             row = (await connection.execute(select(accounts).where(accounts.c.account_id == account_id))).one()
-            return account_from_row(row), shard
+            return account_from_row(row), AccountRef(account_id, shard)
 
         try:
             return await self._databases.run_global(work)
@@ -308,34 +310,36 @@ class AccountStore:
 
         return await self._databases.run_global(work)
 
-    # -- profiles (the account's shard) -----------------------------------------------------------------------------
+    # -- profiles (the account's shard, reached by its ref) ---------------------------------------------------------
 
-    async def profile_document(self, account_id: int) -> tuple[str, datetime] | None:
+    async def profile_document(self, ref: AccountRef) -> tuple[str, datetime] | None:
         """The stored profile JSON and when it changed, None when the account never set one."""
 
         async def work(connection: AsyncConnection) -> tuple[str, datetime] | None:
             row = (
                 await connection.execute(
-                    select(profiles.c.document, profiles.c.update_time).where(profiles.c.account_id == account_id)
+                    select(profiles.c.document, profiles.c.update_time).where(profiles.c.account_id == ref.account_id)
                 )
             ).first()
             return None if row is None else (str(row.document), row.update_time)
 
-        return await self._databases.run_for_account(account_id, work)
+        return await self._databases.run_for(ref, work)
 
-    async def save_profile_document(self, account_id: int, document: str, now: datetime) -> None:
+    async def save_profile_document(self, ref: AccountRef, document: str, now: datetime) -> None:
         """Insert or replace the profile of an account."""
 
         async def work(connection: AsyncConnection) -> None:
             result = await connection.execute(
-                update(profiles).where(profiles.c.account_id == account_id).values(document=document, update_time=now)
+                update(profiles)
+                .where(profiles.c.account_id == ref.account_id)
+                .values(document=document, update_time=now)
             )
             if result.rowcount == 0:
                 await connection.execute(
-                    insert(profiles).values(account_id=account_id, document=document, update_time=now)
+                    insert(profiles).values(account_id=ref.account_id, document=document, update_time=now)
                 )
 
-        await self._databases.run_for_account(account_id, work)
+        await self._databases.run_for(ref, work)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
 

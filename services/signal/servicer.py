@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
+from services.core.auth.identity import require_identity
 from services.core.messages import decode_parameters
 from services.signal.alerts.encoding import alert_draft, alert_message, update_paths
 from services.signal.backtests.encoding import (
@@ -34,7 +35,6 @@ from services.signal.encoding import (
 )
 from services.signal.live.encoding import signal_message
 from services.signal.live.requests import performance_message, performance_query, signal_query, stream_request
-from services.signal.owners import caller
 from services.signal.service.alerts import Alerts
 from services.signal.service.backtests import Backtests, Submission
 from services.signal.service.catalogue import Catalogue
@@ -96,7 +96,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def RunBacktest(
         self, request: signal_pb2.RunBacktestRequest, context: Context
     ) -> AsyncIterator[signal_pb2.RunBacktestResponse]:
-        owner = caller()
+        owner = require_identity().ref
         spec = BacktestSpec.of(backtest_request(request.config))
         stored = stored_config(request.config, spec)
         submission = Submission(
@@ -114,20 +114,20 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def CancelBacktest(
         self, request: signal_pb2.CancelBacktestRequest, context: Context
     ) -> signal_pb2.CancelBacktestResponse:
-        record = await self._backtests.cancel(caller(), request.backtest_id)
+        record = await self._backtests.cancel(require_identity().ref, request.backtest_id)
         return signal_pb2.CancelBacktestResponse(backtest=backtest_message(record, full=False))
 
     async def GetBacktest(
         self, request: signal_pb2.GetBacktestRequest, context: Context
     ) -> signal_pb2.GetBacktestResponse:
         full = full_view(request.view, default=True)
-        record = await self._backtests.get(caller(), request.backtest_id, full=full)
+        record = await self._backtests.get(require_identity().ref, request.backtest_id, full=full)
         return signal_pb2.GetBacktestResponse(backtest=backtest_message(record, full=full))
 
     async def ListBacktests(
         self, request: signal_pb2.ListBacktestsRequest, context: Context
     ) -> signal_pb2.ListBacktestsResponse:
-        owner = caller()
+        owner = require_identity().ref
         full = full_view(request.view, default=False)
         filters = BacktestFilter(
             strategy_id=request.strategy_id.strip(),
@@ -147,14 +147,16 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def CreateAlert(
         self, request: signal_pb2.CreateAlertRequest, context: Context
     ) -> signal_pb2.CreateAlertResponse:
-        rule = await self._alerts.create(caller(), alert_draft(request.alert), request_id=request.request_id or None)
+        rule = await self._alerts.create(
+            require_identity().ref, alert_draft(request.alert), request_id=request.request_id or None
+        )
         return signal_pb2.CreateAlertResponse(alert=alert_message(rule))
 
     async def ListAlerts(
         self, request: signal_pb2.ListAlertsRequest, context: Context
     ) -> signal_pb2.ListAlertsResponse:
         page = await self._alerts.find(
-            caller(),
+            require_identity().ref,
             symbol=request.symbol,
             enabled=request.enabled if request.HasField("enabled") else None,
             size=request.page_size,
@@ -165,20 +167,25 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         )
 
     async def GetAlert(self, request: signal_pb2.GetAlertRequest, context: Context) -> signal_pb2.GetAlertResponse:
-        return signal_pb2.GetAlertResponse(alert=alert_message(await self._alerts.get(caller(), request.alert_id)))
+        return signal_pb2.GetAlertResponse(
+            alert=alert_message(await self._alerts.get(require_identity().ref, request.alert_id))
+        )
 
     async def UpdateAlert(
         self, request: signal_pb2.UpdateAlertRequest, context: Context
     ) -> signal_pb2.UpdateAlertResponse:
         rule = await self._alerts.update(
-            caller(), request.alert.alert_id, alert_draft(request.alert), update_paths(list(request.update_mask.paths))
+            require_identity().ref,
+            request.alert.alert_id,
+            alert_draft(request.alert),
+            update_paths(list(request.update_mask.paths)),
         )
         return signal_pb2.UpdateAlertResponse(alert=alert_message(rule))
 
     async def DeleteAlert(
         self, request: signal_pb2.DeleteAlertRequest, context: Context
     ) -> signal_pb2.DeleteAlertResponse:
-        await self._alerts.delete(caller(), request.alert_id, allow_missing=request.allow_missing)
+        await self._alerts.delete(require_identity().ref, request.alert_id, allow_missing=request.allow_missing)
         return signal_pb2.DeleteAlertResponse()
 
     # -- live signals -----------------------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         self, request: signal_pb2.StreamSignalsRequest, context: Context
     ) -> AsyncIterator[signal_pb2.StreamSignalsResponse | bytes]:
         # Closed with the call, so the stream leaves the hub and the watch at once.
-        async with aclosing(self._live.stream(caller(), stream_request(request))) as items:
+        async with aclosing(self._live.stream(require_identity().ref, stream_request(request))) as items:
             async for item in items:
                 yield _heartbeat() if isinstance(item, Heartbeat) else item
 
@@ -197,14 +204,16 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
         self, request: signal_pb2.ListSignalsRequest, context: Context
     ) -> signal_pb2.ListSignalsResponse:
         page = await self._live.find(
-            caller(), signal_query(request), size=request.page_size, page_token=request.page_token
+            require_identity().ref, signal_query(request), size=request.page_size, page_token=request.page_token
         )
         return signal_pb2.ListSignalsResponse(
             signals=[signal_message(signal) for signal in page.items], next_page_token=page.next_page_token
         )
 
     async def GetSignal(self, request: signal_pb2.GetSignalRequest, context: Context) -> signal_pb2.GetSignalResponse:
-        return signal_pb2.GetSignalResponse(signal=signal_message(await self._live.get(caller(), request.signal_id)))
+        return signal_pb2.GetSignalResponse(
+            signal=signal_message(await self._live.get(require_identity().ref, request.signal_id))
+        )
 
     async def GetSignalPerformance(
         self, request: signal_pb2.GetSignalPerformanceRequest, context: Context

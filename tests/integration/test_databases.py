@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.bootstrap import build_server
+from services.core.accounts import AccountRef
 from services.core.db import schema
 from services.core.db.databases import DatabaseBehind, Databases, ShardMisconfigured, utc_now
 from services.core.db.engines import create_engine
@@ -88,17 +89,16 @@ async def test_accounts_spread_over_shards_and_units_of_work_route_by_account(db
     databases = await _started(Databases(dbset.config(shards=2)))
     try:
         for account_id in range(1, 41):
-            assert await databases.assign_shard(account_id) == account_id % 2
+            assert await databases.assign_shard(account_id) == AccountRef(account_id, account_id % 2)
         assert await databases.accounts_per_shard() == {0: 20, 1: 20}
         for account_id in (7, 8):
-            async with databases.account_transaction(account_id) as connection:
-                assert await _which_shard(connection) == account_id % 2
-            assert await databases.run_for_account(account_id, _which_shard) == account_id % 2
+            ref = await databases.directory_ref(account_id)
+            assert await databases.run_for(ref, _which_shard) == account_id % 2
         assert await databases.each_shard(lambda shard, c: _which_shard(c)) == [0, 1]
         with pytest.raises(NotFound):
-            await databases.shard_of(999)
+            await databases.directory_ref(999)
         # Assigning again keeps the first answer.
-        assert await databases.assign_shard(7) == 1
+        assert await databases.assign_shard(7) == AccountRef(7, 1)
     finally:
         await databases.stop()
 
@@ -106,7 +106,7 @@ async def test_accounts_spread_over_shards_and_units_of_work_route_by_account(db
 async def test_directory_survives_restart_and_an_added_shard_takes_new_accounts_only(dbset: DatabaseSet) -> None:
     databases = await _started(Databases(dbset.config(shards=2)))
     try:
-        before = {account_id: await databases.assign_shard(account_id) for account_id in range(30)}
+        before = {account_id: (await databases.assign_shard(account_id)).shard for account_id in range(30)}
     finally:
         await databases.stop()
 
@@ -114,8 +114,8 @@ async def test_directory_survives_restart_and_an_added_shard_takes_new_accounts_
     grown = await _started(Databases(dbset.config(shards=3)))
     try:
         for account_id, shard in before.items():
-            assert await grown.shard_of(account_id) == shard, "an existing account moved"
-        after = {account_id: await grown.assign_shard(account_id) for account_id in range(30, 60)}
+            assert (await grown.directory_ref(account_id)).shard == shard, "an existing account moved"
+        after = {account_id: (await grown.assign_shard(account_id)).shard for account_id in range(30, 60)}
         assert set(after.values()) == {0, 1, 2}
         per_shard = await grown.accounts_per_shard()
         assert per_shard[2] == sum(1 for shard in after.values() if shard == 2)
@@ -152,7 +152,7 @@ async def test_transaction_rolls_back_on_error(dbset: DatabaseSet) -> None:
                 )
                 raise RuntimeError("abort the unit of work")
         with pytest.raises(NotFound):
-            await databases.shard_of(5)
+            await databases.directory_ref(5)
     finally:
         await databases.stop()
 

@@ -311,8 +311,8 @@ async def test_profile_defaults_masked_updates_and_its_shard(platform: AccountPl
     assert "profile.notification_preferences.telegram.chat_id" in violations_of(caught.value)
 
     # Profiles live in the account's shard.
-    shard = await platform.deps.databases.shard_of(account.account_id)
-    async with platform.deps.databases.shard_transaction(shard) as connection:
+    ref = await platform.deps.databases.directory_ref(account.account_id)
+    async with platform.deps.databases.shard_transaction(ref.shard) as connection:
         stored = (
             await connection.execute(select(profiles.c.document).where(profiles.c.account_id == account.account_id))
         ).scalar_one()

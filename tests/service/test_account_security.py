@@ -83,7 +83,7 @@ async def _mint(
 ) -> str:
     token, _ = TokenIssuer(keys, policy or TokenPolicy()).issue(
         account_id=account_id,
-        shard=await p.deps.databases.shard_of(account_id),
+        shard=(await p.deps.databases.directory_ref(account_id)).shard,
         roles=["user"],
         scopes=["read", "trade"],
         session_id="0" * 32,

@@ -15,11 +15,11 @@ import pytest
 from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
+from services.core.accounts import AccountRef
 from services.core.db.databases import utc_now
 from services.model.training.jobs import TrainingJob
 from services.model.training.store import JobStore
 from services.signal.backtests.store import BacktestState, BacktestStore
-from services.signal.owners import Owner
 from tests.model_records import running_job, training_spec
 from tests.signal_platform import START, running_signal_platform, stamp
 from tests.support import fresh_data_dir
@@ -49,7 +49,7 @@ async def test_a_restarted_replica_fails_its_orphans_at_once(tmp_path: Path) -> 
         call = before.signal.RunBacktest(signal_pb2.RunBacktestRequest(config=config), metadata=before.trader)
         finished = [message async for message in call][-1].backtest
         backtests = BacktestStore(before.deps.databases)
-        owner = Owner(account_id=3, shard=0)
+        owner = AccountRef(account_id=3, shard=0)
         stored = await backtests.get(owner, finished.backtest_id, with_detail=False)
         assert stored is not None
         running = replace(stored, state=BacktestState.RUNNING, heartbeat_time=utc_now(), end_time=None, summary=None)

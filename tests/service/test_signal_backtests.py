@@ -22,11 +22,11 @@ from google.protobuf import json_format
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from bullant.signal.v1 import signal_pb2
+from services.core.accounts import AccountRef
 from services.signal.backtests import cli as backtest_cli
 from services.signal.backtests.engine.config import BacktestConfig, CommissionModel
 from services.signal.backtests.engine.engine import BacktestBars, run_backtest
 from services.signal.backtests.store import BacktestRecord, BacktestState, BacktestStore, Progress
-from services.signal.owners import Owner
 from services.signal.strategies.base import REGISTRY
 from tests.account_platform import refusal
 from tests.signal_platform import START, Metadata, SignalPlatform, StoredSymbol, running_signal_platform, stamp
@@ -396,7 +396,7 @@ async def test_a_run_nobody_is_running_any_more_is_reported_interrupted(platform
     config = (await _run(platform, _config()))[-1].backtest.config
     record = BacktestRecord(
         backtest_id="bt_stale00000000000000000",
-        owner=Owner(3, 0),
+        owner=AccountRef(3, 0),
         request_id=None,
         request_digest="x",
         strategy_id="golden_cross",

@@ -10,20 +10,20 @@ from typing import Any, cast
 
 import pytest
 
+from services.core.accounts import AccountRef
 from services.core.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from services.core.market_data import MarketData
 from services.core.paging import PageTokens
 from services.core.timeframes import Timeframe
 from services.signal.alerts.rules import DEFAULT_COOLDOWN, AlertDraft, AlertSettings, new_rule, updated
 from services.signal.alerts.store import AlertLimitReached, AlertRule, AlertStore
-from services.signal.owners import Owner
 from services.signal.service.alerts import Alerts
 from services.signal.strategies.base import REGISTRY as STRATEGIES
 from services.signal.strategies.catalogue import load_strategies
 
 load_strategies()
 NOW = datetime(2027, 1, 4, 12)
-OWNER = Owner(7, 0)
+OWNER = AccountRef(7, 0)
 DAY = int(Timeframe.D1)
 
 

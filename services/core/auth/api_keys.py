@@ -138,7 +138,9 @@ class ApiKeyResolver:
                 raise _REFUSALS[found]
             return None
         identity, expire_time = found
-        identity = replace(identity, shard=await self._databases.shard_of(identity.account_id))
+        # No signed claim names an API key's shard: the directory's answer goes into the identity (and is cached
+        # with it), so the key's requests route by `Identity.ref` like a session's.
+        identity = replace(identity, shard=(await self._databases.directory_ref(identity.account_id)).shard)
         ttl = min(CACHE_SECONDS, (expire_time - now).total_seconds())
         if ttl > 0:
             await self._cache.set(CACHE_PREFIX + digest, _encode(identity), ttl_seconds=ttl)

@@ -6,6 +6,7 @@ import contextvars
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.core.accounts import AccountRef
 from services.core.errors import PermissionDenied, Unauthenticated
 
 # Scopes an account holds only once its email address is verified.
@@ -36,6 +37,12 @@ class Identity:
     expires_at: float | None = None
     # Scopes this credential would carry if the account's email address were verified (what it lacks until then).
     unverified_scopes: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> AccountRef:
+        """The caller's account and shard, to route its work by (`Databases.run_for`): the shard is the one the
+        platform signed into the access token, or the directory's answer for an API key."""
+        return AccountRef(self.account_id, self.shard)
 
     @property
     def is_admin(self) -> bool:

@@ -1,5 +1,5 @@
 """The global database and the account shards as one component: engines, migrations at start-up, the shard
-directory, and units of work routed by account id."""
+directory, and units of work: global, routed by an account's ref, or over every shard (admin and batch work)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.core.accounts import AccountRef
 from services.core.db import schema
 from services.core.db.engines import EngineOptions, create_engine, create_mysql_database, redacted
 from services.core.db.migrate import SchemaKind, Upgrade, current_revision, head_revision, upgrade_to_head
 from services.core.db.retry import is_transient, retry_transient
-from services.core.errors import NotFound
+from services.core.errors import NotFound, Unauthenticated
 from services.core.settings import Settings
 from services.core.startup import StartupError, wait_until_reachable
 
@@ -36,6 +37,18 @@ class DatabaseBehind(StartupError):
 
 class ShardMisconfigured(StartupError):
     """The configured shard list disagrees with what the databases record."""
+
+
+class ShardUnknown(Unauthenticated):
+    """An account ref names a shard this deployment does not have. Refs made from the shard directory or from rows
+    found on a shard cannot (start-up refuses a shard list shorter than the directory's), so such a ref comes from a
+    credential this deployment did not issue as it stands: it is refused like an invalid token, and signing in again
+    gives a good one."""
+
+    def __init__(self, ref: AccountRef, shard_count: int) -> None:
+        super().__init__("the credential names a shard that does not exist: sign in again", reason="TOKEN_INVALID")
+        self.ref = ref
+        self.shard_count = shard_count
 
 
 def utc_now() -> datetime:
@@ -82,9 +95,13 @@ class DatabaseConfig:
 class Databases:
     """Engines for the global database and every shard. Nothing opens until start().
 
-    Units of work: `global_transaction()`, `shard_transaction(shard_id)`, `account_transaction(account_id)` give a
-    connection inside a transaction; the `run_*` forms take the whole transaction as a function and re-run it after a
-    transient error (deadlock, lost connection). Cross-shard work iterates shards explicitly with `each_shard`.
+    Units of work take the whole transaction as a function and re-run it after a transient error (deadlock, lost
+    connection): `run_global(work)` on the global database, and `run_for(ref, work)` on the shard of an account's
+    `AccountRef` – the one way a request's work reaches an account's data. Refs come from the caller's `Identity.ref`
+    or, where no identity of the account exists yet, from the shard directory (`directory_ref`). Admin and batch work
+    that is about shards rather than one account iterates them explicitly with `each_shard`;
+    `global_transaction()` and `shard_transaction(shard_id)` are the bare transactions under these (start-up,
+    operators' tools, tests), never a way to route an account's work.
     """
 
     def __init__(self, config: DatabaseConfig) -> None:
@@ -269,16 +286,11 @@ class Databases:
 
     @asynccontextmanager
     async def shard_transaction(self, shard_id: int) -> AsyncIterator[AsyncConnection]:
-        """A connection to one shard in a transaction, committed on success."""
+        """A connection to one shard, by number, in a transaction committed on success (start-up, operators' tools and
+        tests; an account's work goes through `run_for`)."""
         if not 0 <= shard_id < self.shard_count:
             raise ValueError(f"no shard {shard_id}; there are {self.shard_count}")
         async with self._engine(f"shard_{shard_id}").begin() as connection:
-            yield connection
-
-    @asynccontextmanager
-    async def account_transaction(self, account_id: int) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the shard that holds `account_id`'s data."""
-        async with self.shard_transaction(await self.shard_of(account_id)) as connection:
             yield connection
 
     async def run_global(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -290,9 +302,33 @@ class Databases:
 
         return await retry_transient(attempt, attempts=self.config.retry_attempts, description="global transaction")
 
-    async def run_on_shard(self, shard_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in a transaction on one shard, re-running it after a transient error."""
+    async def run_for(self, ref: AccountRef, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction on the shard of `ref`'s account, re-running it after a transient error. A ref
+        naming a shard that does not exist is refused (ShardUnknown, UNAUTHENTICATED TOKEN_INVALID) before any
+        connection is taken."""
+        if not 0 <= ref.shard < self.shard_count:
+            log.warning(
+                "refused a ref to shard %d of account %d: there are %d shards",
+                ref.shard,
+                ref.account_id,
+                self.shard_count,
+                extra={"account_id": ref.account_id},
+            )
+            raise ShardUnknown(ref, self.shard_count)
+        return await self._run_on_shard(ref.shard, work)
 
+    async def each_shard(self, work: Callable[[int, AsyncConnection], Awaitable[T]]) -> list[T]:
+        """Run `work(shard_id, connection)` on every shard concurrently, each in a transaction re-run after a
+        transient error; results in shard order. For admin and batch work that is about shards, not one account
+        (orphaned jobs, undelivered firings, every enabled rule); a row it finds is routed on by the ref made from
+        its account id and the shard it was found in."""
+        return list(
+            await asyncio.gather(
+                *(self._run_on_shard(shard, lambda c, s=shard: work(s, c)) for shard in range(self.shard_count))  # type: ignore[misc]
+            )
+        )
+
+    async def _run_on_shard(self, shard_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async def attempt() -> T:
             async with self.shard_transaction(shard_id) as connection:
                 return await work(connection)
@@ -301,27 +337,18 @@ class Databases:
             attempt, attempts=self.config.retry_attempts, description=f"transaction on shard {shard_id}"
         )
 
-    async def run_for_account(self, account_id: int, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in a transaction on `account_id`'s shard, re-running it after a transient error."""
-        return await self.run_on_shard(await self.shard_of(account_id), work)
-
-    async def each_shard(self, work: Callable[[int, AsyncConnection], Awaitable[T]]) -> list[T]:
-        """Run `work(shard_id, connection)` on every shard concurrently (admin and batch jobs); results in shard
-        order."""
-        return list(
-            await asyncio.gather(
-                *(self.run_on_shard(shard, lambda c, s=shard: work(s, c)) for shard in range(self.shard_count))  # type: ignore[misc]
-            )
-        )
-
     # -- shard directory ------------------------------------------------------------------------------------------
+    # The source of truth of where an account lives: written once per account (`assign_shard`, or the account
+    # store's sign-up transaction with `choose_shard`), never changed, read where no identity of the account exists
+    # yet (`directory_ref`).
 
     def choose_shard(self, account_id: int) -> int:
         """The shard a new account goes to: account_id % shard_count."""
         return account_id % self.shard_count
 
-    async def assign_shard(self, account_id: int) -> int:
-        """Record the shard of a new account (idempotent: an account keeps the shard it was first given)."""
+    async def assign_shard(self, account_id: int) -> AccountRef:
+        """Record the shard of a new account and return its ref (idempotent: an account keeps the shard it was first
+        given)."""
         if account_id < 0:
             raise ValueError("account ids are not negative")
         chosen = self.choose_shard(account_id)
@@ -332,15 +359,18 @@ class Databases:
             description="assigning a shard",
         )
         if not inserted:
-            return await self.shard_of(account_id)
+            return await self.directory_ref(account_id)
         self._remember(account_id, chosen)
-        return chosen
+        return AccountRef(account_id, chosen)
 
-    async def shard_of(self, account_id: int) -> int:
-        """The shard recorded for `account_id`; NotFound when it has none."""
+    async def directory_ref(self, account_id: int) -> AccountRef:
+        """The account's ref as the shard directory records it (remembered: assignments never change); NotFound
+        ACCOUNT_NOT_FOUND when it has none. For the flows where no identity of the account exists yet – login,
+        refresh, email links, API-key authentication, an admin acting on another account; an authenticated caller's
+        own ref is `Identity.ref`."""
         cached = self._directory.get(account_id)
         if cached is not None:
-            return cached
+            return AccountRef(account_id, cached)
 
         async def lookup(connection: AsyncConnection) -> int | None:
             result = await connection.execute(
@@ -353,7 +383,7 @@ class Databases:
         if shard is None:
             raise NotFound(f"account {account_id} has no shard", reason="ACCOUNT_NOT_FOUND")
         self._remember(account_id, shard)
-        return shard
+        return AccountRef(account_id, shard)
 
     async def accounts_per_shard(self) -> dict[int, int]:
         """How many accounts the directory has on each shard."""

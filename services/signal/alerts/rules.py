@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from services.core.accounts import AccountRef
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.alerts.store import AlertRule
-from services.signal.owners import Owner
 from services.signal.validation import find_strategy, timeframe_of
 
 DEFAULT_COOLDOWN = 3600
@@ -103,7 +103,7 @@ class AlertSettings:
 
 
 def new_rule(
-    settings: AlertSettings, *, alert_id: str, owner: Owner, now: datetime, request_id: str | None
+    settings: AlertSettings, *, alert_id: str, owner: AccountRef, now: datetime, request_id: str | None
 ) -> AlertRule:
     """A rule to create; its request digest covers every setting."""
     digest = hashlib.sha256(repr(sorted(settings.fields().items())).encode()).hexdigest()

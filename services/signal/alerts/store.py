@@ -29,12 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.accounts import AccountRef
 from services.core.db.databases import Databases
 from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
-from services.signal.owners import Owner
 
 alerts = Table(
     "alerts",
@@ -69,7 +69,7 @@ class AlertRule:
     """One alert rule (grades and channels are bullant.signal.v1 enum numbers)."""
 
     alert_id: str
-    owner: Owner
+    owner: AccountRef
     display_name: str
     symbol: str
     timeframe: Timeframe
@@ -87,7 +87,7 @@ class AlertRule:
     request_digest: str = ""
 
 
-def _rule(row: Row[Any], owner: Owner) -> AlertRule:
+def _rule(row: Row[Any], owner: AccountRef) -> AlertRule:
     return AlertRule(
         alert_id=row.alert_id,
         owner=owner,
@@ -176,9 +176,9 @@ class AlertStore:
                 return _rule(found, rule.owner), False
             return rule, True
 
-        return await self._databases.run_on_shard(rule.owner.shard, work)
+        return await self._databases.run_for(rule.owner, work)
 
-    async def get(self, owner: Owner, alert_id: str) -> AlertRule | None:
+    async def get(self, owner: AccountRef, alert_id: str) -> AlertRule | None:
         async def work(connection: AsyncConnection) -> AlertRule | None:
             row = (
                 await connection.execute(
@@ -187,11 +187,11 @@ class AlertStore:
             ).first()
             return _rule(row, owner) if row is not None else None
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def find(
         self,
-        owner: Owner,
+        owner: AccountRef,
         *,
         symbol: str,
         enabled: bool | None,
@@ -209,14 +209,14 @@ class AlertStore:
         async def work(connection: AsyncConnection) -> list[AlertRule]:
             return [_rule(row, owner) for row in (await connection.execute(query)).all()]
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def enabled_rules(self) -> list[AlertRule]:
         """Every enabled rule on every shard (the live engine's watch list)."""
 
         async def work(shard: int, connection: AsyncConnection) -> list[AlertRule]:
             rows = await connection.execute(select(alerts).where(alerts.c.enabled.is_(True)))
-            return [_rule(row, Owner(int(row.account_id), shard)) for row in rows]
+            return [_rule(row, AccountRef(int(row.account_id), shard)) for row in rows]
 
         found = await self._databases.each_shard(work)
         return [rule for shard_rules in found for rule in shard_rules]
@@ -232,16 +232,16 @@ class AlertStore:
             )
             return bool(result.rowcount)
 
-        return await self._databases.run_on_shard(rule.owner.shard, work)
+        return await self._databases.run_for(rule.owner, work)
 
-    async def delete(self, owner: Owner, alert_id: str) -> bool:
+    async def delete(self, owner: AccountRef, alert_id: str) -> bool:
         async def work(connection: AsyncConnection) -> bool:
             result = await connection.execute(
                 delete(alerts).where(alerts.c.alert_id == alert_id, alerts.c.account_id == owner.account_id)
             )
             return bool(result.rowcount)
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
 
 class AlertLimitReached(Exception):

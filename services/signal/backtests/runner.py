@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
+from services.core.accounts import AccountRef
 from services.core.errors import ResourceExhausted
 from services.core.jobs import JobControl, JobMessages, JobOptions, JobRunner, JobWork
 from services.signal.backtests.simulation import BacktestOutcome, BacktestPlan, SymbolBars, simulate
@@ -28,7 +29,6 @@ from services.signal.backtests.store import (
     BacktestStore,
     Progress,
 )
-from services.signal.owners import Owner
 
 MESSAGES = JobMessages(
     restarted="the server was restarted while the backtest was queued or running; run it again",
@@ -111,7 +111,7 @@ class BacktestRunner:
 
     # -- submitting -------------------------------------------------------------------------------------------------
 
-    async def by_request(self, owner: Owner, request_id: str, digest: str) -> BacktestRecord | None:
+    async def by_request(self, owner: AccountRef, request_id: str, digest: str) -> BacktestRecord | None:
         """The owner's backtest submitted with `request_id`, None when there is none; REQUEST_ID_REUSED when it was
         submitted for a different request."""
         found = await self._store.find(
@@ -121,7 +121,7 @@ class BacktestRunner:
 
     async def submit(
         self,
-        owner: Owner,
+        owner: AccountRef,
         *,
         plan: BacktestPlan,
         data: Sequence[SymbolBars],
@@ -159,14 +159,14 @@ class BacktestRunner:
 
     # -- reading ----------------------------------------------------------------------------------------------------
 
-    async def get(self, owner: Owner, backtest_id: str, *, with_detail: bool) -> BacktestRecord | None:
+    async def get(self, owner: AccountRef, backtest_id: str, *, with_detail: bool) -> BacktestRecord | None:
         """The owner's backtest as it is now."""
         record = await self._store.get(owner, backtest_id, with_detail=with_detail)
         return await self._jobs.settled(record) if record is not None else None
 
     async def find(
         self,
-        owner: Owner,
+        owner: AccountRef,
         filters: BacktestFilter,
         *,
         after: tuple[datetime, str] | None,
@@ -177,7 +177,7 @@ class BacktestRunner:
         records = await self._store.find(owner, filters, after=after, limit=limit, with_detail=with_detail)
         return [await self._jobs.settled(record) for record in records]
 
-    async def watch(self, owner: Owner, backtest_id: str) -> AsyncIterator[Update]:
+    async def watch(self, owner: AccountRef, backtest_id: str) -> AsyncIterator[Update]:
         """Progress as it changes, then the finished backtest (with its detail) as the last item."""
         record = await self._store.get(owner, backtest_id, with_detail=False)
         if record is None:
@@ -195,7 +195,7 @@ class BacktestRunner:
 
     # -- cancelling -------------------------------------------------------------------------------------------------
 
-    async def cancel(self, owner: Owner, backtest_id: str) -> BacktestRecord | None:
+    async def cancel(self, owner: AccountRef, backtest_id: str) -> BacktestRecord | None:
         """Cancel the owner's queued or running backtest (a finished one is returned unchanged)."""
         record = await self._store.get(owner, backtest_id, with_detail=False)
         return await self._jobs.cancel(record) if record is not None else None

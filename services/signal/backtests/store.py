@@ -30,11 +30,11 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.accounts import AccountRef
 from services.core.db.databases import Databases
 from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 from services.core.jobs import JobRecordMixin
-from services.signal.owners import Owner
 
 # Reports with long equity curves and many trades exceed MySQL's 64 KiB BLOB.
 _Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -129,7 +129,7 @@ class BacktestRecord(JobRecordMixin):
     until it succeeds; `detail` is only read for the full view)."""
 
     backtest_id: str
-    owner: Owner
+    owner: AccountRef
     request_id: str | None
     request_digest: str
     strategy_id: str
@@ -197,7 +197,7 @@ def _symbols_column(symbols: Sequence[str]) -> str:
     return "|" + "|".join(symbols) + "|"
 
 
-def _record(row: Row[Any], owner: Owner, *, with_detail: bool) -> BacktestRecord:
+def _record(row: Row[Any], owner: AccountRef, *, with_detail: bool) -> BacktestRecord:
     return BacktestRecord(
         backtest_id=row.backtest_id,
         owner=owner,
@@ -258,7 +258,7 @@ class BacktestStore:
                 return _record(found.one(), record.owner, with_detail=False)
             return None
 
-        return await self._databases.run_on_shard(record.owner.shard, work)
+        return await self._databases.run_for(record.owner, work)
 
     async def save(self, record: BacktestRecord, *, only_if_active: bool = False) -> bool:
         """Write the record's mutable fields; with `only_if_active`, only while it is still queued or running
@@ -274,9 +274,9 @@ class BacktestStore:
             result = await connection.execute(update(backtests).where(condition).values(**values))
             return bool(result.rowcount)
 
-        return await self._databases.run_on_shard(record.owner.shard, work)
+        return await self._databases.run_for(record.owner, work)
 
-    async def heartbeat(self, owner: Owner, backtest_id: str, progress: Progress, now: datetime) -> bool:
+    async def heartbeat(self, owner: AccountRef, backtest_id: str, progress: Progress, now: datetime) -> bool:
         """Record progress of a queued or running backtest; False when it is no longer active (cancelled
         elsewhere, or marked interrupted)."""
 
@@ -291,9 +291,9 @@ class BacktestStore:
             )
             return bool(result.rowcount)
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
-    async def get(self, owner: Owner, backtest_id: str, *, with_detail: bool) -> BacktestRecord | None:
+    async def get(self, owner: AccountRef, backtest_id: str, *, with_detail: bool) -> BacktestRecord | None:
         """The owner's backtest, None when there is none (or it is another account's)."""
         columns = list(backtests.columns) if with_detail else _BASIC_COLUMNS
 
@@ -307,11 +307,11 @@ class BacktestStore:
             ).one_or_none()
             return _record(row, owner, with_detail=with_detail) if row is not None else None
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def find(
         self,
-        owner: Owner,
+        owner: AccountRef,
         filters: BacktestFilter,
         *,
         after: tuple[datetime, str] | None,
@@ -337,9 +337,9 @@ class BacktestStore:
             rows = (await connection.execute(query)).all()
             return [_record(row, owner, with_detail=with_detail) for row in rows]
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
-    async def active(self, owner: Owner) -> list[BacktestRecord]:
+    async def active(self, owner: AccountRef) -> list[BacktestRecord]:
         """The owner's queued and running backtests (BASIC columns)."""
 
         async def work(connection: AsyncConnection) -> list[BacktestRecord]:
@@ -350,7 +350,7 @@ class BacktestStore:
             )
             return [_record(row, owner, with_detail=False) for row in rows.all()]
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def active_of_runner(self, runner_id: str) -> list[BacktestRecord]:
         """The queued and running backtests a runner took, on every shard (BASIC columns): a restarted replica's
@@ -362,7 +362,7 @@ class BacktestStore:
                     backtests.c.runner_id == runner_id, backtests.c.state.in_([int(state) for state in _ACTIVE])
                 )
             )
-            return [_record(row, Owner(account_id=row.account_id, shard=shard), with_detail=False) for row in rows]
+            return [_record(row, AccountRef(account_id=row.account_id, shard=shard), with_detail=False) for row in rows]
 
         return [record for records in await self._databases.each_shard(work) for record in records]
 

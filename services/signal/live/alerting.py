@@ -16,7 +16,6 @@ from services.signal.live.firing_store import FiringStore
 from services.signal.live.hub import SignalHub
 from services.signal.live.records import Firing, LiveSignal
 from services.signal.live.signal_store import SignalStore
-from services.signal.owners import Owner
 
 log = logging.getLogger("bullant.signal.alerts")
 CHANNEL_NAMES = {1: "in_app", 2: "email", 3: "webhook", 4: "push"}
@@ -26,9 +25,9 @@ _GRADE_NAMES = {1: "STRONG_BUY", 2: "BUY", 3: "HOLD", 4: "SELL", 5: "STRONG_SELL
 def notification(firing: Firing, rule_name: str, channels: tuple[int, ...], signal: LiveSignal) -> OutboxMessage:
     """The outbox message of a firing: the notification service resolves the owner's addresses per channel."""
     return OutboxMessage(
-        account_id=firing.account_id,
+        account_id=firing.owner.account_id,
         channel="alert",
-        recipient=f"account:{firing.account_id}",
+        recipient=f"account:{firing.owner.account_id}",
         template="alert_triggered",
         payload={
             "alert_id": firing.alert_id,
@@ -93,7 +92,7 @@ class AlertDispatcher:
         """Deliver firings a stopped leader recorded but did not queue; how many."""
         done = 0
         for firing in await self._firings.unnotified(limit=500):
-            rule = await self._rules.get(Owner(firing.account_id, firing.shard), firing.alert_id)
+            rule = await self._rules.get(firing.owner, firing.alert_id)
             signal = await self._signals.get(firing.signal_id)
             if rule is None or signal is None:
                 await self._firings.attach(firing, 0)  # the rule was deleted meanwhile: nothing to deliver

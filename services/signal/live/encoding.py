@@ -115,7 +115,7 @@ def firing_envelope(firing: Firing, display_name: str, signal: LiveSignal) -> En
     ).SerializeToString()
     return Envelope(
         event_id=firing.firing_id,
-        account_id=firing.account_id,
+        account_id=firing.owner.account_id,
         symbol=signal.symbol,
         strategy_id=signal.strategy_id,
         timeframe=int(signal.timeframe),

@@ -27,11 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.accounts import AccountRef
 from services.core.db.databases import Databases
 from services.core.db.schema import shard_metadata
 from services.signal.alerts.store import alerts
 from services.signal.live.records import Firing, LiveSignal, firing_id
-from services.signal.owners import Owner
 
 alert_firings = Table(
     "alert_firings",
@@ -86,8 +86,7 @@ def _firing(row: Row[Any], shard: int) -> Firing:
     return Firing(
         firing_id=row.firing_id,
         alert_id=row.alert_id,
-        account_id=int(row.account_id),
-        shard=shard,
+        owner=AccountRef(int(row.account_id), shard),
         signal_id=row.signal_id,
         bar_time=row.bar_time,
         trigger_time=row.trigger_time,
@@ -101,7 +100,9 @@ class FiringStore:
     def __init__(self, databases: Databases) -> None:
         self._databases = databases
 
-    async def fire(self, owner: Owner, alert_id: str, signal: LiveSignal, now: datetime) -> tuple[Firing, bool] | None:
+    async def fire(
+        self, owner: AccountRef, alert_id: str, signal: LiveSignal, now: datetime
+    ) -> tuple[Firing, bool] | None:
         """Fire the rule for `signal` unless it is gone, disabled, or within its cooldown of its previous firing
         (measured between the signals' bars, so a re-evaluation after a fail-over decides the same). (firing, True)
         when it fired now, (firing, False) when this signal had already fired it, None when it does not fire."""
@@ -150,9 +151,9 @@ class FiringStore:
                 .where(alerts.c.alert_id == alert_id)
                 .values(trigger_count=alerts.c.trigger_count + 1, last_trigger_time=now)
             )
-            return _firing_from(values, owner.shard), True
+            return _firing_from(values, owner), True
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def attach(self, firing: Firing, notification_id: int) -> None:
         """Record the outbox row written for a firing."""
@@ -164,7 +165,7 @@ class FiringStore:
                 .values(notification_id=notification_id)
             )
 
-        await self._databases.run_on_shard(firing.shard, work)
+        await self._databases.run_for(firing.owner, work)
 
     async def unnotified(self, *, limit: int) -> list[Firing]:
         """Firings on every shard whose outbox row was never recorded (a leader stopped in between)."""
@@ -182,7 +183,7 @@ class FiringStore:
         return [firing for shard_firings in found for firing in shard_firings]
 
     async def of_alert(
-        self, owner: Owner, alert_id: str, where: FiringFilter, *, after: tuple[datetime, str] | None, limit: int
+        self, owner: AccountRef, alert_id: str, where: FiringFilter, *, after: tuple[datetime, str] | None, limit: int
     ) -> list[Firing]:
         """One rule's firings, newest bar first, after the keyset position (bar_time, firing_id)."""
         c = alert_firings.c
@@ -194,10 +195,10 @@ class FiringStore:
         async def work(connection: AsyncConnection) -> list[Firing]:
             return [_firing(row, owner.shard) for row in await connection.execute(query)]
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
     async def since(
-        self, owner: Owner, since: datetime, *, after: tuple[datetime, str] | None = None, limit: int
+        self, owner: AccountRef, since: datetime, *, after: tuple[datetime, str] | None = None, limit: int
     ) -> list[Firing]:
         """The owner's firings after `since`, oldest first, after the keyset position (trigger_time, firing_id)
         (StreamSignals' replay)."""
@@ -210,9 +211,9 @@ class FiringStore:
         async def work(connection: AsyncConnection) -> list[Firing]:
             return [_firing(row, owner.shard) for row in await connection.execute(query)]
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
-    async def fired_by(self, owner: Owner, signal_id: str) -> bool:
+    async def fired_by(self, owner: AccountRef, signal_id: str) -> bool:
         """Whether the signal fired one of the owner's rules (so the owner may read it)."""
 
         async def work(connection: AsyncConnection) -> bool:
@@ -223,15 +224,14 @@ class FiringStore:
             )
             return found is not None
 
-        return await self._databases.run_on_shard(owner.shard, work)
+        return await self._databases.run_for(owner, work)
 
 
-def _firing_from(values: dict[str, Any], shard: int) -> Firing:
+def _firing_from(values: dict[str, Any], owner: AccountRef) -> Firing:
     return Firing(
         firing_id=values["firing_id"],
         alert_id=values["alert_id"],
-        account_id=values["account_id"],
-        shard=shard,
+        owner=owner,
         signal_id=values["signal_id"],
         bar_time=values["bar_time"],
         trigger_time=values["trigger_time"],

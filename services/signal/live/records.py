@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.core.accounts import AccountRef
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.fusion import BUY, Grade
@@ -113,13 +114,12 @@ def side_name(side: int) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Firing:
-    """One firing of an alert rule by a signal (in the rule owner's shard); `notification_id` is the outbox row
-    written for it, 0 until written."""
+    """One firing of an alert rule by a signal, stored in the shard of the rule's owner; `notification_id` is the
+    outbox row written for it, 0 until written."""
 
     firing_id: str
     alert_id: str
-    account_id: int
-    shard: int
+    owner: AccountRef
     signal_id: str
     bar_time: datetime
     trigger_time: datetime

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from services.core.accounts import AccountRef
 from services.core.db.databases import utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
 from services.core.market_data import MarketData
@@ -22,7 +23,6 @@ from services.signal.alerts.rules import (
     updated,
 )
 from services.signal.alerts.store import AlertLimitReached, AlertRule, AlertStore
-from services.signal.owners import Owner
 from services.signal.service.pages import Page
 
 log = logging.getLogger("bullant.signal")
@@ -55,7 +55,7 @@ class Alerts:
         self._limit = limit
         self._clock = clock
 
-    async def create(self, owner: Owner, draft: AlertDraft, *, request_id: str | None) -> AlertRule:
+    async def create(self, owner: AccountRef, draft: AlertDraft, *, request_id: str | None) -> AlertRule:
         """A new rule (or the one already created with `request_id`): its settings' rules, SYMBOL_NOT_FOUND,
         ALERT_LIMIT_EXCEEDED, REQUEST_ID_REUSED when the request id was used for other settings."""
         settings = AlertSettings.of(draft)
@@ -75,7 +75,7 @@ class Alerts:
             await self._rules_changed()
         return stored
 
-    async def get(self, owner: Owner, alert_id: str, *, field: str = "alert_id") -> AlertRule:
+    async def get(self, owner: AccountRef, alert_id: str, *, field: str = "alert_id") -> AlertRule:
         """The caller's rule: ALERT_NOT_FOUND also when another account owns it."""
         rule = await self._store.get(owner, alert_id_of(alert_id, field))
         if rule is None:
@@ -83,7 +83,7 @@ class Alerts:
         return rule
 
     async def find(
-        self, owner: Owner, *, symbol: str, enabled: bool | None, size: int, page_token: str
+        self, owner: AccountRef, *, symbol: str, enabled: bool | None, size: int, page_token: str
     ) -> Page[AlertRule]:
         """The caller's rules (of one symbol, enabled or not), newest first."""
         size = page_size(size)
@@ -100,7 +100,7 @@ class Alerts:
             )
         return Page(rules, token)
 
-    async def update(self, owner: Owner, alert_id: str, changes: AlertDraft, paths: Sequence[str]) -> AlertRule:
+    async def update(self, owner: AccountRef, alert_id: str, changes: AlertDraft, paths: Sequence[str]) -> AlertRule:
         """The rule with the fields at `paths` changed, validated whole again (a new symbol must exist)."""
         rule = await self.get(owner, alert_id, field="alert.alert_id")
         changed = updated(rule, changes, paths, self._clock())
@@ -111,7 +111,7 @@ class Alerts:
         await self._rules_changed()
         return changed
 
-    async def delete(self, owner: Owner, alert_id: str, *, allow_missing: bool) -> None:
+    async def delete(self, owner: AccountRef, alert_id: str, *, allow_missing: bool) -> None:
         """Delete the caller's rule (ALERT_NOT_FOUND when there is none, unless `allow_missing`)."""
         alert_id = alert_id_of(alert_id)
         deleted = await self._store.delete(owner, alert_id)

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from services.core.accounts import AccountRef
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.market_data import InstrumentInfo, MarketData
 from services.core.paging import PageTokens, keyset_cursor, page_size
@@ -27,7 +28,6 @@ from services.signal.backtests.simulation import (
 from services.signal.backtests.spec import BacktestSpec
 from services.signal.backtests.store import BacktestFilter, BacktestRecord
 from services.signal.history import History, read_history, strategy_bars
-from services.signal.owners import Owner
 from services.signal.service.pages import Page
 from services.signal.validation import too_large
 
@@ -53,7 +53,7 @@ class Backtests:
         self._runner = runner
         self._pages = pages
 
-    async def run(self, owner: Owner, submission: Submission) -> AsyncGenerator[tuple[str, Update], None]:
+    async def run(self, owner: AccountRef, submission: Submission) -> AsyncGenerator[tuple[str, Update], None]:
         """Run the backtest (or follow the one already submitted with the request id): its id with each progress
         update, then with the finished record."""
         record = None
@@ -129,14 +129,14 @@ class Backtests:
         )
         return plan, data
 
-    async def cancel(self, owner: Owner, backtest_id: str) -> BacktestRecord:
+    async def cancel(self, owner: AccountRef, backtest_id: str) -> BacktestRecord:
         """Cancel the caller's queued or running backtest (a finished one is returned unchanged)."""
         record = await self._runner.cancel(owner, backtest_id_of(backtest_id))
         if record is None:
             raise backtest_not_found(backtest_id)
         return record
 
-    async def get(self, owner: Owner, backtest_id: str, *, full: bool) -> BacktestRecord:
+    async def get(self, owner: AccountRef, backtest_id: str, *, full: bool) -> BacktestRecord:
         """The caller's backtest (with the whole report in the full view)."""
         record = await self._runner.get(owner, backtest_id_of(backtest_id), with_detail=full)
         if record is None:
@@ -144,7 +144,7 @@ class Backtests:
         return record
 
     async def find(
-        self, owner: Owner, filters: BacktestFilter, *, size: int, page_token: str, full: bool
+        self, owner: AccountRef, filters: BacktestFilter, *, size: int, page_token: str, full: bool
     ) -> Page[BacktestRecord]:
         """The caller's backtests, newest first."""
         size = page_size(size)

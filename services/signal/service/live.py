@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from services.core.accounts import AccountRef
 from services.core.db.databases import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
@@ -26,7 +27,6 @@ from services.signal.live.outcome_store import OutcomeStore
 from services.signal.live.performance import PerformanceRow, group_rows
 from services.signal.live.records import HORIZONS, LiveSignal, SeriesKey
 from services.signal.live.signal_store import SignalFilter, SignalStore
-from services.signal.owners import Owner
 from services.signal.service.pages import Page
 from services.signal.validation import BarRange, find_strategy
 
@@ -151,7 +151,7 @@ class LiveSignals:
 
     # -- StreamSignals ----------------------------------------------------------------------------------------------
 
-    async def stream(self, owner: Owner, request: StreamRequest) -> AsyncGenerator[StreamItem, None]:
+    async def stream(self, owner: AccountRef, request: StreamRequest) -> AsyncGenerator[StreamItem, None]:
         """A heartbeat, the replay (when asked), then what the hub publishes, with a heartbeat whenever nothing
         comes for a while: STRATEGY_NOT_FOUND, REPLAY_WINDOW_EXCEEDED, SYMBOL_NOT_FOUND, TOO_MANY_STREAMS first;
         SUBSCRIBER_TOO_SLOW or SERVER_DRAINING end it."""
@@ -217,7 +217,7 @@ class LiveSignals:
             except TimeoutError:
                 yield HEARTBEAT
 
-    async def _replay(self, owner: Owner, wanted: StreamFilter, since: datetime) -> AsyncIterator[bytes]:
+    async def _replay(self, owner: AccountRef, wanted: StreamFilter, since: datetime) -> AsyncIterator[bytes]:
         sources = [self._replayed_firings(owner, wanted, since)]
         if not wanted.alerts_only:
             sources.append(self._replayed_signals(wanted, since))
@@ -241,7 +241,7 @@ class LiveSignals:
             after = page[-1].create_time, page[-1].signal_id
 
     async def _replayed_firings(
-        self, owner: Owner, wanted: StreamFilter, since: datetime
+        self, owner: AccountRef, wanted: StreamFilter, since: datetime
     ) -> AsyncIterator[tuple[datetime, bytes]]:
         names: dict[str, str] = {}
         after: tuple[datetime, str] | None = None
@@ -264,7 +264,7 @@ class LiveSignals:
 
     # -- ListSignals and GetSignal ----------------------------------------------------------------------------------
 
-    async def find(self, owner: Owner, query: SignalQuery, *, size: int, page_token: str) -> Page[LiveSignal]:
+    async def find(self, owner: AccountRef, query: SignalQuery, *, size: int, page_token: str) -> Page[LiveSignal]:
         """Stored signals newest bar first (those that fired one of the caller's rules with `alert_id`)."""
         size = page_size(size)
         BarRange(query.start, query.end)
@@ -305,7 +305,7 @@ class LiveSignals:
         return Page(found, token)
 
     async def _alert_signals(
-        self, owner: Owner, query: SignalQuery, *, after: tuple[datetime, str] | None, size: int, digest: str
+        self, owner: AccountRef, query: SignalQuery, *, after: tuple[datetime, str] | None, size: int, digest: str
     ) -> Page[LiveSignal]:
         """The signals that fired one of the caller's rules, newest bar first."""
         rule = await self._alerts.get(owner, alert_id_of(query.alert_id))
@@ -334,7 +334,7 @@ class LiveSignals:
         found = await self._signals.get_many([firing.signal_id for firing in firings])
         return Page([found[firing.signal_id] for firing in firings if firing.signal_id in found], token)
 
-    async def get(self, owner: Owner, signal_id: str) -> LiveSignal:
+    async def get(self, owner: AccountRef, signal_id: str) -> LiveSignal:
         """A platform signal, or one that fired the caller's rule: SIGNAL_NOT_FOUND otherwise."""
         signal_id = signal_id.strip()
         if not signal_id:
