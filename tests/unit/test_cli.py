@@ -4,16 +4,22 @@ off a terminal."""
 from __future__ import annotations
 
 import argparse
+import base64
 import io
+import json
 from datetime import datetime
 
 import pytest
 
 from services import cli
+from services.core.accounts import AccountRef
+from services.core.db import schema
+from services.core.db.databases import DatabaseConfig, Databases, utc_now
 from services.core.progress import ProgressBar
 from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.command import summary
 from services.market.records import Timeframe
+from tests.support import fresh_data_dir, make_settings
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
@@ -114,3 +120,38 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place() -> None:
     clock.now += 0.2
     bar.show(1.0, "d", final=True)
     assert stream.getvalue() == "\r[#####-----]  50.0% b\r[##########] 100.0% d\n"
+
+
+def _claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def test_a_development_token_claims_the_shard_its_account_is_routed_to() -> None:
+    settings = make_settings(shard_count=2)
+    databases = Databases(DatabaseConfig.from_settings(settings))
+    await databases.start()
+    try:
+        # Account 4 recorded on shard 1 (not 4 % 2): the directory, not the arithmetic, decides.
+        await databases.run_global(
+            lambda connection: connection.execute(
+                schema.shard_directory.insert().values(account_id=4, shard_id=1, assign_time=utc_now())
+            )
+        )
+    finally:
+        await databases.stop()
+    assert await cli._dev_ref(settings, 4) == AccountRef(4, 1)
+    # A made-up account gets the shard sign-up would give it.
+    assert await cli._dev_ref(settings, 7) == AccountRef(7, 1)
+    assert await cli._dev_ref(settings, 8) == AccountRef(8, 0)
+
+
+def test_the_token_command_signs_the_routed_shard(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = fresh_data_dir()
+    monkeypatch.setenv("BULLANT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("BULLANT_SHARD_COUNT", "2")
+    assert cli.main(["token", "--account-id", "3"]) == 0
+    claims = _claims(capsys.readouterr().out.strip())
+    assert (claims["sub"], claims["shard"]) == ("3", 1)

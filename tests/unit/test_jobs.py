@@ -349,8 +349,8 @@ async def test_work_in_a_thread_reports_and_stops_on_cancel(store: Store, clock:
             step = 0
             while not control.stop.is_set():
                 step += 1
+                reported.set()  # before reporting: the test sees the progress only after this
                 control.report(step)
-                reported.set()
                 control.stop.wait(0.001)
 
         thread = asyncio.ensure_future(asyncio.to_thread(loop))
