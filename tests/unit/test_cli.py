@@ -124,7 +124,8 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place() -> None:
 
 def _claims(token: str) -> dict[str, object]:
     payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 async def test_a_development_token_claims_the_shard_its_account_is_routed_to() -> None:
