@@ -66,6 +66,11 @@ class Units:
     rules: dict[Unit, list[AlertRule]] = field(default_factory=dict)
 
 
+# Tries to prepare a series (each with the client's own retries inside) that fail quietly before it warns: a
+# platform starting on a busy machine, or a market replica restarting, answers within them.
+_QUIET_ATTEMPTS = 3
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignalPipeline:
     """What every series runner puts a closed bar through: the market's stored bars (history, catch-up), the model
@@ -112,7 +117,9 @@ class SeriesRunner:
             except (DomainError, OSError) as error:
                 attempt += 1
                 delay = backoff_delay(attempt - 1, 0.5, 30.0, jitter_floor=0.5)
-                log.warning("series %s/%s not ready (%s); retrying in %.1fs", *self._name(), error, delay)
+                # A market still starting (its own server, or another replica's) is normal for the first tries.
+                level = logging.INFO if attempt <= _QUIET_ATTEMPTS else logging.WARNING
+                log.log(level, "series %s/%s not ready (%s); retrying in %.1fs", *self._name(), error, delay)
                 await asyncio.sleep(delay)
         while True:
             item = await self._queue.get()
