@@ -11,7 +11,7 @@ from typing import Protocol
 from services.core.db.databases import utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
 from services.core.market_data import MarketData
-from services.core.paging import PageTokens, keyset_cursor, page_size
+from services.core.paging import Page, PageTokens, keyset_cursor, page_size
 from services.signal.alerts.rules import (
     AlertDraft,
     AlertSettings,
@@ -23,7 +23,6 @@ from services.signal.alerts.rules import (
 )
 from services.signal.alerts.store import AlertLimitReached, AlertRule, AlertStore
 from services.signal.owners import Owner
-from services.signal.service.pages import Page
 
 log = logging.getLogger("bullant.signal")
 _ALERTS_CURSOR = keyset_cursor("signal.ListAlerts")

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.market_data import InstrumentInfo, MarketData
-from services.core.paging import PageTokens, keyset_cursor, page_size
+from services.core.paging import Page, PageTokens, keyset_cursor, page_size
 from services.signal.backtests.engine.config import BacktestConfig
 from services.signal.backtests.runner import BacktestRunner, Update
 from services.signal.backtests.simulation import (
@@ -28,7 +28,6 @@ from services.signal.backtests.spec import BacktestSpec
 from services.signal.backtests.store import BacktestFilter, BacktestRecord
 from services.signal.history import History, read_history, strategy_bars
 from services.signal.owners import Owner
-from services.signal.service.pages import Page
 from services.signal.validation import too_large
 
 _BACKTESTS_CURSOR = keyset_cursor("signal.ListBacktests")

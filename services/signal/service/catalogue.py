@@ -12,13 +12,12 @@ import numpy as np
 
 from services.core.errors import FailedPrecondition
 from services.core.market_data import BarSeries, MarketData
-from services.core.paging import NAME, Cursor, PageTokens, page_size
+from services.core.paging import NAME, Cursor, Page, PageTokens, page_size
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.analytics import IndicatorRequest, PreparedIndicator, Series, compute, prepare, with_warmup
 from services.signal.history import History, read_history, strategy_bars
 from services.signal.indicators.base import REGISTRY, Bars, IndicatorDef
-from services.signal.service.pages import Page
 from services.signal.strategies.base import REGISTRY as STRATEGIES
 from services.signal.strategies.base import SignalEvent, StrategyDef
 from services.signal.validation import BarRange, find_strategy, too_large

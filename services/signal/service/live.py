@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from services.core.db.databases import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
-from services.core.paging import NAME, Cursor, Integer, PageTokens, Row, keyset_cursor, page_size
+from services.core.paging import NAME, Cursor, Integer, Page, PageTokens, Row, keyset_cursor, page_size
 from services.core.timeframes import Timeframe
 from services.signal.alerts.rules import alert_id_of, alert_not_found
 from services.signal.alerts.store import AlertStore
@@ -27,7 +27,6 @@ from services.signal.live.performance import PerformanceRow, group_rows
 from services.signal.live.records import HORIZONS, LiveSignal, SeriesKey
 from services.signal.live.signal_store import SignalFilter, SignalStore
 from services.signal.owners import Owner
-from services.signal.service.pages import Page
 from services.signal.validation import BarRange, find_strategy
 
 REPLAY_WINDOW = timedelta(hours=24)
