@@ -73,25 +73,21 @@ def training_order(request: model_pb2.TrainModelRequest) -> TrainingOrder:
     return TrainingOrder(spec=spec, request_id=request.request_id or None, digest=digest)
 
 
-def job_filter(request: model_pb2.ListTrainingJobsRequest) -> tuple[JobFilter, str]:
-    """The filters and the query string its page tokens are bound to."""
-    filters = JobFilter(
+def job_filter(request: model_pb2.ListTrainingJobsRequest) -> JobFilter:
+    return JobFilter(
         symbol=request.symbol.upper(),
         algorithm=Algorithm(request.algorithm) if request.algorithm else None,
         state=JobState(request.state) if request.state else None,
     )
-    return filters, f"{filters.symbol}|{request.algorithm}|{request.state}"
 
 
-def model_filter(request: model_pb2.ListModelsRequest) -> tuple[ModelFilter, str]:
-    """The filters and the query string its page tokens are bound to."""
-    filters = ModelFilter(
+def model_filter(request: model_pb2.ListModelsRequest) -> ModelFilter:
+    return ModelFilter(
         symbol=request.symbol.upper(),
         timeframe=Timeframe(request.timeframe) if request.timeframe else None,
         algorithm=Algorithm(request.algorithm) if request.algorithm else None,
         status=ModelStatus(request.status) if request.status else None,
     )
-    return filters, f"{filters.symbol}|{request.timeframe}|{request.algorithm}|{request.status}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
