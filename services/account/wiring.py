@@ -47,9 +47,7 @@ def build(
     without one)."""
     settings = settings or deps.settings
     service = build_service(deps, settings, clock=clock)
-    servicer = AccountServicer(
-        service, settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
-    )
+    servicer = AccountServicer(service, settings.trusted_proxies, draining=deps.lifecycle.draining)
     return ServiceRegistration(
         name="account",
         full_name=SERVICE.full_name,
@@ -138,6 +136,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         shard_of=deps.databases.shard_of,
         revocations=revocations,
         refresh_ttl=policy.refresh_token_ttl,
+        pages=deps.page_tokens,
         clock=clock,
     )
     api_keys = ApiKeys(
@@ -148,6 +147,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         cache=coordination.cache,
         revocations=RevocationList(coordination.cache, coordination.pubsub),
         policy=policy,
+        pages=deps.page_tokens,
         clock=clock,
     )
     return AccountService(
@@ -160,5 +160,6 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         two_factor=two_factor,
         sessions=sessions,
         api_keys=api_keys,
+        pages=deps.page_tokens,
         clock=clock,
     )
