@@ -62,9 +62,10 @@ def build(
         ),
         imports=BarImports(store, clock=clock),
         staleness=timedelta(seconds=settings.feed_staleness_seconds),
+        pages=deps.page_tokens,
         clock=clock,
     )
-    servicer = MarketServicer(service, deps.lifecycle, pages=deps.page_tokens)
+    servicer = MarketServicer(service, deps.lifecycle)
     return ServiceRegistration(
         name="market",
         full_name=SERVICE.full_name,
