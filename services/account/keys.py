@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from services.account.accounts import Accounts
@@ -15,6 +15,7 @@ from services.account.policy import AccountPolicy
 from services.account.records import ApiKey, Scope
 from services.core.auth.api_keys import evict_api_keys
 from services.core.auth.revocation import RevocationList
+from services.core.clock import WallClock
 from services.core.coordination import Cache
 from services.core.errors import (
     AlreadyExists,
@@ -74,7 +75,7 @@ class ApiKeys:
         revocations: RevocationList,
         policy: AccountPolicy,
         pages: PageTokens,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._credentials = credentials

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +27,7 @@ from services.account.revocations import SessionRevocations
 from services.account.sessions import Sessions
 from services.account.store import AccountStore, Purpose
 from services.account.validation import Checks, check_password
+from services.core.clock import WallClock
 from services.core.db.outbox import OutboxMessage
 from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
@@ -66,7 +67,7 @@ class AccountService:
         sessions: Sessions,
         api_keys: ApiKeys,
         pages: PageTokens,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._store = store

@@ -19,6 +19,7 @@ from services.account.store import AccountStore
 from services.account.throttle import Throttle
 from services.account.validation import Checks
 from services.core.auth.tokens import TokenIssuer
+from services.core.clock import WallClock
 from services.core.errors import NotFound, PermissionDenied, Unauthenticated
 from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 
@@ -55,7 +56,7 @@ class Sessions:
         revocations: SessionRevocations,
         refresh_ttl: timedelta,
         pages: PageTokens,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._store = store

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import AlreadyExists
 
 log = logging.getLogger("bullant.jobs")
@@ -181,7 +181,7 @@ class JobRunner(Generic[JobT, ProgressT]):
         name: str,
         slots: int,
         runner_id: str,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
         heartbeat_seconds: float = 1.0,
         stale_seconds: float = 30.0,
     ) -> None:
@@ -196,7 +196,7 @@ class JobRunner(Generic[JobT, ProgressT]):
         self._runs: dict[str, _Run[JobT]] = {}
 
     @property
-    def clock(self) -> Callable[[], datetime]:
+    def clock(self) -> WallClock:
         return self._clock
 
     async def start(self) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +15,7 @@ from zoneinfo import available_timezones
 
 from services.core.auth.identity import Identity
 from services.core.bars import roll_up
+from services.core.clock import WallClock
 from services.core.coordination import Cache, Locks
 from services.core.errors import (
     Aborted,
@@ -91,7 +92,7 @@ class MarketService:
         imports: BarImports,
         staleness: timedelta,
         pages: PageTokens,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._store = store
         self._cache = cache

@@ -8,13 +8,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.core.clock import utc_now
 from services.core.db import schema
 from services.core.db.engines import EngineOptions, create_engine, create_mysql_database, redacted
 from services.core.db.migrate import SchemaKind, Upgrade, current_revision, head_revision, upgrade_to_head
@@ -36,11 +36,6 @@ class DatabaseBehind(StartupError):
 
 class ShardMisconfigured(StartupError):
     """The configured shard list disagrees with what the databases record."""
-
-
-def utc_now() -> datetime:
-    """Now in UTC, naive, as every DateTime column stores it."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,11 +5,10 @@ locked transaction (the rules themselves are in rules.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 from services.model.registry import rules
 from services.model.registry.artifacts import read_artifact
@@ -24,7 +23,7 @@ class ModelRegistry:
     """Model versions: reads and the admin operations."""
 
     def __init__(
-        self, versions: VersionStore, model_dir: Path, *, pages: PageTokens, clock: Callable[[], datetime] = utc_now
+        self, versions: VersionStore, model_dir: Path, *, pages: PageTokens, clock: WallClock = utc_now
     ) -> None:
         self._store = versions
         self.model_dir = model_dir

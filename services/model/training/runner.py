@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import ResourceExhausted
 from services.core.jobs import JobControl, JobFailed, JobMessages, JobRunner, JobWork
 from services.model.forecasting.evaluation import Gate
@@ -104,7 +104,7 @@ class TrainingRunner:
         model_dir: Path,
         workers: int = 1,
         max_queued: int = 10,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
         heartbeat_seconds: float = 1.0,
         stale_seconds: float = 30.0,
         runner_id: str = "",

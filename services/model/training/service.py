@@ -4,12 +4,12 @@ and the jobs run by the replica's TrainingRunner."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import NotFound
 from services.core.market_data import MarketData
 from services.core.paging import COUNT, Cursor, Page, PageTokens, keyset_after, keyset_cursor, keyset_page
@@ -81,7 +81,7 @@ class TrainingService:
         market: MarketData,
         *,
         pages: PageTokens,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._runner = runner
         self._jobs = jobs

@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import ResourceExhausted
 from services.core.jobs import JobControl, JobMessages, JobRunner, JobWork
 from services.signal.backtests.simulation import BacktestOutcome, BacktestPlan, SymbolBars, simulate
@@ -91,7 +91,7 @@ class BacktestRunner:
         *,
         workers: int = 2,
         per_account: int = 3,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
         heartbeat_seconds: float = 1.0,
         stale_seconds: float = 30.0,
         runner_id: str = "",

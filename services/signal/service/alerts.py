@@ -4,11 +4,10 @@ delete the caller's rules, and tell the live engine's leader when they change.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Protocol
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
 from services.core.market_data import MarketData
 from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
@@ -45,7 +44,7 @@ class Alerts:
         pages: PageTokens,
         *,
         limit: int = 100,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._market = market
         self._store = store

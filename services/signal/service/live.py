@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
 from services.core.paging import (
