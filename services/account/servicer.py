@@ -15,19 +15,18 @@ from services.account.encoding import (
     account_message,
     api_key_message,
     credential_fields,
-    naive_utc,
     profile_from_message,
     profile_message,
     role_from_message,
     second_factor_from_message,
     session_message,
-    timestamp,
     token_fields,
 )
 from services.account.records import AccountState
 from services.account.service import AccountService, Registration
 from services.core.auth.identity import require_identity
 from services.core.errors import Unavailable
+from services.core.timestamps import naive_utc, timestamp
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -14,6 +14,7 @@ from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.auth.identity import current_identity
 from services.core.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from services.core.server import Lifecycle
+from services.core.timestamps import naive_utc
 from services.market.encoding import (
     backfill_progress_message,
     backfill_result_message,
@@ -24,7 +25,6 @@ from services.market.encoding import (
     heartbeat_message,
     instrument_from_message,
     instrument_message,
-    naive_utc,
     outcome_fields,
     quote_message,
     session_from_message,

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from bullant.model.v1 import model_pb2
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.messages import decode_parameters, naive_utc, parameter_values
+from services.core.parameter_messages import decode_parameters, parameter_values
 from services.core.timeframes import Timeframe
+from services.core.timestamps import naive_utc
 from services.model.forecasting.base import Algorithm
 from services.model.registry.rules import model_not_found
 from services.model.registry.versions import ModelFilter, ModelStatus

@@ -10,7 +10,8 @@ import numpy as np
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import naive_utc, parameter_spec, parameter_values, timestamp
+from services.core.parameter_messages import parameter_spec, parameter_values
+from services.core.timestamps import naive_utc, timestamp
 from services.signal.analytics import IndicatorRequest, PriceSource
 from services.signal.indicators.base import IndicatorDef, Param
 from services.signal.service.catalogue import BarsRequest, Evaluation, IndicatorValues

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
-from services.core.messages import decode_parameters
+from services.core.parameter_messages import decode_parameters
 from services.signal.alerts.encoding import alert_draft, alert_message, update_paths
 from services.signal.backtests.encoding import (
     backtest_message,
