@@ -48,7 +48,7 @@ from bullant.market.v1 import market_pb2, market_pb2_grpc
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.bootstrap import build_authenticator, build_dependencies
 from services.core.auth.tokens import TokenIssuer, token_policy
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import load_settings

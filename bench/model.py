@@ -267,7 +267,7 @@ async def _train_and_promote(
 ) -> tuple[model_pb2.Model, float]:
     """The production model of `symbol`, trained through TrainModel (gate overridden), and the seconds from the
     TrainModel call to the completed event."""
-    from services.core.messages import parameter_values  # noqa: PLC0415
+    from services.core.parameter_messages import parameter_values  # noqa: PLC0415
 
     started = time.perf_counter()
     reply = await model.TrainModel(

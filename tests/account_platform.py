@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from bullant.account.v1 import account_pb2, account_pb2_grpc
 from services.account import wiring as account_wiring
 from services.bootstrap import build_authenticator, build_dependencies
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.db.schema import accounts, outbox_messages
 from services.core.dependencies import Dependencies
 from services.core.grpc_errors import error_reason

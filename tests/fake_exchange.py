@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.core.clock import MonotonicClock
 from services.market.records import EPOCH
 
 # Kline intervals Binance accepts, with their lengths; "1M" (calendar months) is accepted but not served here.
@@ -149,7 +150,7 @@ class FakeBinance:
     requests: list[Request] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     base_url: str = ""
-    clock: Callable[[], float] = time.monotonic
+    clock: MonotonicClock = time.monotonic
     _next_trade_id: int = 1000
 
     # ----- what tests do -----
@@ -448,7 +449,7 @@ class FakeBinance:
 
 @asynccontextmanager
 async def fake_binance(
-    now: datetime, listed: datetime, *, clock: Callable[[], float] = time.monotonic
+    now: datetime, listed: datetime, *, clock: MonotonicClock = time.monotonic
 ) -> AsyncIterator[FakeBinance]:
     """A FakeBinance serving on a free port of 127.0.0.1 (its `base_url`), stopped on exit; `clock` stamps the
     requests it receives (the feed's Timer, to see request spacing exactly)."""

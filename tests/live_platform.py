@@ -6,7 +6,7 @@ minutes whose ticks close each bar with the next minute's first tick."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +19,7 @@ from bullant.model.v1 import model_pb2_grpc
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.bootstrap import build_authenticator, build_dependencies
 from services.core.auth.tokens import TokenIssuer, token_policy
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.dependencies import Dependencies
 from services.core.server import GrpcServer, ServiceRegistration
 from services.core.settings import Settings
@@ -124,7 +124,7 @@ async def running_live_platform(
     *,
     feed: FeedAdapter | None = None,
     services: Sequence[str] = ("market", "signal", "model"),
-    clock: Callable[[], datetime] = utc_now,
+    clock: WallClock = utc_now,
 ) -> AsyncIterator[LivePlatform]:
     """The platform with `feed` as the market's only feed, and `clock` as the market's and the engine's time."""
     deps = build_dependencies(settings)

@@ -11,7 +11,7 @@ from tests.support import eventually
 
 
 class ManualTime:
-    """A services.core.timing.Timer on a clock the test advances.
+    """A services.core.clock.Timer on a clock the test advances.
 
     A sleeper wakes when the clock reaches its deadline. `advance(seconds)` moves the clock forward deadline by
     deadline, and after waking each sleeper waits (in wall time, through eventually()) until the code under test has

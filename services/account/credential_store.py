@@ -17,7 +17,6 @@ from sqlalchemy import (
     and_,
     delete,
     insert,
-    or_,
     select,
     update,
 )
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.account.records import ApiKey, TotpCredential
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import accounts, api_keys, global_metadata
 from services.core.errors import Aborted
 
@@ -145,18 +145,10 @@ class CredentialStore:
         self, account_id: int, *, show_revoked: bool, after: tuple[datetime, str] | None, limit: int
     ) -> list[ApiKey]:
         """The account's keys, newest first, after the keyset position `after`."""
-        query = select(api_keys).where(api_keys.c.account_id == account_id)
+        conditions = [api_keys.c.account_id == account_id]
         if not show_revoked:
-            query = query.where(api_keys.c.revoke_time.is_(None))
-        if after is not None:
-            created, key_id = after
-            query = query.where(
-                or_(
-                    api_keys.c.create_time < created,
-                    and_(api_keys.c.create_time == created, api_keys.c.api_key_id < key_id),
-                )
-            )
-        query = query.order_by(api_keys.c.create_time.desc(), api_keys.c.api_key_id.desc()).limit(limit)
+            conditions.append(api_keys.c.revoke_time.is_(None))
+        query = newest_first(api_keys, "api_key_id", conditions, after=after, limit=limit)
 
         async def work(connection: AsyncConnection) -> list[ApiKey]:
             return [api_key_from_row(row) for row in (await connection.execute(query)).all()]

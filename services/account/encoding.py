@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.account.v1 import account_pb2
 from services.account.factors import SecondFactor
@@ -21,22 +19,9 @@ from services.account.profile import (
 )
 from services.account.records import Account, ApiKey, ApiKeyState, Role, Session, TokenPair
 from services.core.auth.identity import Credential, Identity
+from services.core.timestamps import timestamp
 
 _ROLES = {Role.USER.value: account_pb2.ROLE_USER, Role.ADMIN.value: account_pb2.ROLE_ADMIN}
-
-
-def timestamp(moment: datetime | None) -> Timestamp | None:
-    """A Timestamp of a naive-UTC datetime; None stays None (the field is left absent)."""
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.replace(tzinfo=UTC))
-    return stamp
-
-
-def naive_utc(stamp: Timestamp) -> datetime:
-    """A Timestamp as the naive-UTC datetime the domain uses."""
-    return stamp.ToDatetime(tzinfo=UTC).replace(tzinfo=None)
 
 
 def account_message(account: Account) -> account_pb2.Account:

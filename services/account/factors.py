@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +13,7 @@ from services.account.accounts import Accounts
 from services.account.credential_store import CredentialStore
 from services.account.credentials import hash_recovery_code, new_recovery_codes, new_salt
 from services.account.records import Account, TotpCredential
+from services.core.clock import WallClock
 from services.core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
 from services.core.sealing import Sealer, SealError
 
@@ -68,7 +68,7 @@ class TwoFactor:
         credentials: CredentialStore,
         sealer: Sealer,
         pending_ttl: timedelta,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._credentials = credentials

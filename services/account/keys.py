@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from services.account.accounts import Accounts
@@ -15,6 +15,7 @@ from services.account.policy import AccountPolicy
 from services.account.records import ApiKey, Scope
 from services.core.auth.api_keys import evict_api_keys
 from services.core.auth.revocation import RevocationList
+from services.core.clock import WallClock
 from services.core.coordination import Cache
 from services.core.errors import (
     AlreadyExists,
@@ -25,9 +26,12 @@ from services.core.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 
 MAX_NAME_LENGTH = 64
 KNOWN_SCOPES = tuple(scope.value for scope in Scope)
+# What ListApiKeys' page tokens hold.
+_API_KEYS_CURSOR = keyset_cursor("account.ListApiKeys")
 
 log = logging.getLogger("bullant.account")
 
@@ -70,7 +74,8 @@ class ApiKeys:
         cache: Cache,
         revocations: RevocationList,
         policy: AccountPolicy,
-        clock: Callable[[], datetime],
+        pages: PageTokens,
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._credentials = credentials
@@ -80,6 +85,7 @@ class ApiKeys:
         self._cache = cache
         self._revocations = revocations
         self._policy = policy
+        self._pages = pages
         self._clock = clock
 
     async def create(
@@ -154,14 +160,19 @@ class ApiKeys:
             raise AlreadyExists("this request id was used for a different request", reason="REQUEST_ID_REUSED")
         return key, secret
 
-    async def list(
-        self, account_id: int, *, show_revoked: bool, after: tuple[datetime, str] | None, limit: int
-    ) -> tuple[list[ApiKey], bool]:
-        """Keys newest first, and whether more follow."""
-        found = await self._credentials.list_api_keys(
-            account_id, show_revoked=show_revoked, after=after, limit=limit + 1
+    async def list(self, account_id: int, *, show_revoked: bool, size: int, page_token: str) -> Page[ApiKey]:
+        """Keys newest first, a page at a time."""
+        return await keyset_page(
+            self._pages,
+            _API_KEYS_CURSOR,
+            page_token,
+            query=f"revoked={show_revoked}",
+            size=size,
+            fetch=lambda after, limit: self._credentials.list_api_keys(
+                account_id, show_revoked=show_revoked, after=keyset_after(after), limit=limit
+            ),
+            position=lambda key: {"t": key.create_time, "id": key.api_key_id},
         )
-        return found[:limit], len(found) > limit
 
     async def revoke(self, account_id: int, api_key_id: str) -> ApiKey:
         """Revoke one of the caller's keys; another account's key is NotFound, like an unknown one."""

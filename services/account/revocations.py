@@ -3,12 +3,12 @@ stolen refresh token, a disabled account, a revoked admin role)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from services.account.records import Session
 from services.account.session_store import SessionStore
 from services.core.auth.revocation import ACCOUNT_DISABLED, SIGNED_OUT, RevocationList
+from services.core.clock import WallClock
 
 
 class SessionRevocations:
@@ -22,7 +22,7 @@ class SessionRevocations:
         revocations: RevocationList,
         access_token_ttl: timedelta,
         token_leeway: timedelta,
-        clock: Callable[[], datetime],
+        clock: WallClock,
     ) -> None:
         self._sessions = sessions
         self._revocations = revocations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,11 +28,15 @@ from services.account.sessions import Sessions
 from services.account.store import AccountStore, Purpose
 from services.account.validation import Checks, check_password
 from services.core.accounts import AccountRef
+from services.core.clock import WallClock
 from services.core.db.outbox import OutboxMessage
 from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
+from services.core.paging import COUNT, Cursor, Page, PageTokens, keyset_page
 
 EMAIL = "email"
+# What ListUsers' page tokens hold.
+_USERS_CURSOR = Cursor.of("account.ListUsers", after=COUNT)
 
 log = logging.getLogger("bullant.account")
 
@@ -63,7 +67,8 @@ class AccountService:
         two_factor: TwoFactor,
         sessions: Sessions,
         api_keys: ApiKeys,
-        clock: Callable[[], datetime],
+        pages: PageTokens,
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._store = store
@@ -71,6 +76,7 @@ class AccountService:
         self._throttles = throttles
         self._revocations = revocations
         self._policy = policy
+        self._pages = pages
         self._clock = clock
         # The use cases of sessions, second factors and API keys, called by the servicer through these facades.
         self.two_factor = two_factor
@@ -288,22 +294,24 @@ class AccountService:
     # -- admin ------------------------------------------------------------------------------------------------------
 
     async def list_users(
-        self,
-        *,
-        after_id: int,
-        limit: int,
-        email_query: str,
-        role: Role | None,
-        state: AccountState | None,
-    ) -> tuple[list[Account], bool]:
-        found = await self._store.list_accounts(
-            after_id=after_id,
-            limit=limit + 1,
-            email_query=email_query.strip(),
-            role=role.value if role else None,
-            state=state,
+        self, *, email_query: str, role: Role | None, state: AccountState | None, size: int, page_token: str
+    ) -> Page[Account]:
+        """Accounts matching the filters in account id order, a page at a time."""
+        return await keyset_page(
+            self._pages,
+            _USERS_CURSOR,
+            page_token,
+            query=f"{email_query}|{role.value if role else ''}|{int(state) if state else 0}",
+            size=size,
+            fetch=lambda after, limit: self._store.list_accounts(
+                after_id=after["after"] if after else 0,
+                limit=limit,
+                email_query=email_query.strip(),
+                role=role.value if role else None,
+                state=state,
+            ),
+            position=lambda account: {"after": account.account_id},
         )
-        return found[:limit], len(found) > limit
 
     async def disable_user(self, admin_id: int, account_id: int, reason: str) -> tuple[Account, int, int]:
         """Disable an account and revoke its sessions and keys; (account, sessions revoked, keys revoked)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -16,29 +15,21 @@ from services.account.encoding import (
     account_message,
     api_key_message,
     credential_fields,
-    naive_utc,
     profile_from_message,
     profile_message,
     role_from_message,
     second_factor_from_message,
     session_message,
-    timestamp,
     token_fields,
 )
 from services.account.records import AccountState
 from services.account.service import AccountService, Registration
 from services.core.auth.identity import require_identity
 from services.core.errors import Unavailable
-from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
+from services.core.timestamps import naive_utc, timestamp
 
 SERVICE = account_pb2.DESCRIPTOR.services_by_name["AccountService"]
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-# What each list's page tokens hold.
-_SESSIONS_CURSOR = keyset_cursor("account.ListSessions")
-_API_KEYS_CURSOR = keyset_cursor("account.ListApiKeys")
-_USERS_CURSOR = Cursor.of("account.ListUsers", after=COUNT)
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
@@ -49,22 +40,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         service: AccountService,
         trusted_proxies: list[str],
         *,
-        pages: PageTokens,
         draining: asyncio.Event | None = None,
     ) -> None:
         self._service = service
         self._trusted = parse_networks(trusted_proxies)
-        self._pages = pages
         # Set when the server shuts down: WatchCredential streams end then.
         self._draining = draining or asyncio.Event()
-
-    def _keyset(self, cursor: Cursor, token: str, query: str = "") -> tuple[datetime, str] | None:
-        position = self._pages.decode(cursor, token, query=query)
-        return (position["t"], position["id"]) if position else None
-
-    def _next_token(self, cursor: Cursor, more: bool, last: tuple[datetime, str] | None, query: str = "") -> str:
-        """The token of the page after the one whose last item has (time, id) `last`."""
-        return self._pages.encode(cursor, {"t": last[0], "id": last[1]}, query=query) if more and last else ""
 
     # -- registration, verification, passwords ---------------------------------------------------------------------
 
@@ -137,14 +118,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ListSessionsRequest, context: Context
     ) -> account_pb2.ListSessionsResponse:
         identity = session_caller()
-        size = page_size(request.page_size)
-        sessions, more = await self._service.sessions.list(
-            identity.account_id, after=self._keyset(_SESSIONS_CURSOR, request.page_token), limit=size
+        page = await self._service.sessions.list(
+            identity.account_id, size=request.page_size, page_token=request.page_token
         )
-        last = (sessions[-1].last_use_time, sessions[-1].session_id) if sessions else None
         return account_pb2.ListSessionsResponse(
-            sessions=[session_message(s, identity.session_id) for s in sessions],
-            next_page_token=self._next_token(_SESSIONS_CURSOR, more, last),
+            sessions=[session_message(s, identity.session_id) for s in page.items],
+            next_page_token=page.next_page_token,
         )
 
     async def RevokeSession(
@@ -240,18 +219,15 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ListApiKeysRequest, context: Context
     ) -> account_pb2.ListApiKeysResponse:
         identity = session_caller()
-        size = page_size(request.page_size)
-        query = f"revoked={request.show_revoked}"
-        keys, more = await self._service.api_keys.list(
+        page = await self._service.api_keys.list(
             identity.account_id,
             show_revoked=request.show_revoked,
-            after=self._keyset(_API_KEYS_CURSOR, request.page_token, query),
-            limit=size,
+            size=request.page_size,
+            page_token=request.page_token,
         )
-        now, last = self._service.now(), (keys[-1].create_time, keys[-1].api_key_id) if keys else None
+        now = self._service.now()
         return account_pb2.ListApiKeysResponse(
-            api_keys=[api_key_message(key, now) for key in keys],
-            next_page_token=self._next_token(_API_KEYS_CURSOR, more, last, query),
+            api_keys=[api_key_message(key, now) for key in page.items], next_page_token=page.next_page_token
         )
 
     async def RevokeApiKey(
@@ -265,21 +241,16 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
 
     async def ListUsers(self, request: account_pb2.ListUsersRequest, context: Context) -> account_pb2.ListUsersResponse:
         admin_caller()
-        size = page_size(request.page_size)
-        query = f"{request.email_query}|{request.role}|{request.state}"
-        position = self._pages.decode(_USERS_CURSOR, request.page_token, query=query)
-        after = position["after"] if position else 0
-        users, more = await self._service.list_users(
-            after_id=after,
-            limit=size,
+        page = await self._service.list_users(
             email_query=request.email_query,
             role=role_from_message(request.role),
             state=AccountState(request.state) if request.state else None,
+            size=request.page_size,
+            page_token=request.page_token,
         )
-        token = (
-            self._pages.encode(_USERS_CURSOR, {"after": users[-1].account_id}, query=query) if more and users else ""
+        return account_pb2.ListUsersResponse(
+            users=[account_message(u) for u in page.items], next_page_token=page.next_page_token
         )
-        return account_pb2.ListUsersResponse(users=[account_message(u) for u in users], next_page_token=token)
 
     async def DisableUser(
         self, request: account_pb2.DisableUserRequest, context: Context

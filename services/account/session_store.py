@@ -15,7 +15,6 @@ from sqlalchemy import (
     Table,
     and_,
     insert,
-    or_,
     select,
     update,
 )
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.account.records import Session
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import accounts, global_metadata
 
 sessions = Table(
@@ -204,18 +204,14 @@ class SessionStore:
         self, account_id: int, *, now: datetime, after: tuple[datetime, str] | None, limit: int
     ) -> list[Session]:
         """Active, unexpired sessions, most recently used first, after the keyset position `after`."""
-        query = select(sessions).where(
-            and_(sessions.c.account_id == account_id, sessions.c.revoke_time.is_(None), sessions.c.expire_time > now)
+        query = newest_first(
+            sessions,
+            "session_id",
+            [sessions.c.account_id == account_id, sessions.c.revoke_time.is_(None), sessions.c.expire_time > now],
+            after=after,
+            limit=limit,
+            time_column="last_use_time",
         )
-        if after is not None:
-            last_use, last_id = after
-            query = query.where(
-                or_(
-                    sessions.c.last_use_time < last_use,
-                    and_(sessions.c.last_use_time == last_use, sessions.c.session_id < last_id),
-                )
-            )
-        query = query.order_by(sessions.c.last_use_time.desc(), sessions.c.session_id.desc()).limit(limit)
 
         async def work(connection: AsyncConnection) -> list[Session]:
             return [_session(row) for row in (await connection.execute(query)).all()]

@@ -20,11 +20,15 @@ from services.account.throttle import Throttle
 from services.account.validation import Checks
 from services.core.accounts import AccountRef
 from services.core.auth.tokens import TokenIssuer
+from services.core.clock import WallClock
 from services.core.errors import NotFound, PermissionDenied, Unauthenticated
+from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 
 log = logging.getLogger("bullant.account")
 
 INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+# What ListSessions' page tokens hold.
+_SESSIONS_CURSOR = keyset_cursor("account.ListSessions")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +56,8 @@ class Sessions:
         directory_ref: Callable[[int], Awaitable[AccountRef]],
         revocations: SessionRevocations,
         refresh_ttl: timedelta,
-        clock: Callable[[], datetime],
+        pages: PageTokens,
+        clock: WallClock,
     ) -> None:
         self._accounts = accounts
         self._store = store
@@ -66,6 +71,7 @@ class Sessions:
         self._directory_ref = directory_ref
         self._revocations = revocations
         self._refresh_ttl = refresh_ttl
+        self._pages = pages
         self._clock = clock
 
     async def login(
@@ -166,12 +172,18 @@ class Sessions:
         )
         return len(revoked)
 
-    async def list(
-        self, account_id: int, *, after: tuple[datetime, str] | None, limit: int
-    ) -> tuple[list[Session], bool]:
-        """Active sessions, most recently used first, and whether more follow."""
-        found = await self._sessions.list_sessions(account_id, now=self._clock(), after=after, limit=limit + 1)
-        return found[:limit], len(found) > limit
+    async def list(self, account_id: int, *, size: int, page_token: str) -> Page[Session]:
+        """Active sessions, most recently used first, a page at a time."""
+        return await keyset_page(
+            self._pages,
+            _SESSIONS_CURSOR,
+            page_token,
+            size=size,
+            fetch=lambda after, limit: self._sessions.list_sessions(
+                account_id, now=self._clock(), after=keyset_after(after), limit=limit
+            ),
+            position=lambda session: {"t": session.last_use_time, "id": session.session_id},
+        )
 
     async def revoke(self, account_id: int, session_id: str) -> None:
         """Revoke one of the caller's sessions; another account's session is NotFound, like an unknown one."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 
@@ -29,8 +28,9 @@ from services.account.throttle import Throttle, ThrottlePolicy
 from services.core.auth.keys import SigningKeys, load_data_key
 from services.core.auth.revocation import RevocationList
 from services.core.auth.tokens import TokenIssuer, token_policy
+from services.core.clock import WallClock, utc_now
 from services.core.coordination import Coordination
-from services.core.db.databases import Databases, utc_now
+from services.core.db.databases import Databases
 from services.core.dependencies import Dependencies
 from services.core.sealing import Sealer
 from services.core.server import ServiceRegistration
@@ -38,18 +38,14 @@ from services.core.settings import Environment, Settings
 from services.core.startup import StartupError
 
 
-def build(
-    deps: Dependencies, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now
-) -> ServiceRegistration:
+def build(deps: Dependencies, settings: Settings | None = None, *, clock: WallClock = utc_now) -> ServiceRegistration:
     """The account service, ready to be hosted by a GrpcServer: `deps` are the shared platform dependencies,
     `settings` the process's settings (those of `deps` when not given), `clock` (naive UTC) replaceable so tests can
     move time past token expiries. The account service signs tokens, so it needs the private key (StartupError
     without one)."""
     settings = settings or deps.settings
     service = build_service(deps, settings, clock=clock)
-    servicer = AccountServicer(
-        service, settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
-    )
+    servicer = AccountServicer(service, settings.trusted_proxies, draining=deps.lifecycle.draining)
     return ServiceRegistration(
         name="account",
         full_name=SERVICE.full_name,
@@ -67,7 +63,7 @@ def _policy(settings: Settings) -> AccountPolicy:
 
 
 def _session_revocations(
-    databases: Databases, coordination: Coordination, policy: AccountPolicy, clock: Callable[[], datetime]
+    databases: Databases, coordination: Coordination, policy: AccountPolicy, clock: WallClock
 ) -> SessionRevocations:
     account = coordination.for_service("account")
     return SessionRevocations(
@@ -99,7 +95,7 @@ def _signing_secret(keys: SigningKeys | None) -> tuple[SigningKeys, bytes]:
     return keys, raw
 
 
-def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[], datetime]) -> AccountService:
+def build_service(deps: Dependencies, settings: Settings, *, clock: WallClock) -> AccountService:
     """The account service and its parts, each given what it uses."""
     keys, raw = _signing_secret(deps.signing_keys)
     coordination = deps.coordination.for_service("account")
@@ -138,6 +134,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         directory_ref=deps.databases.directory_ref,
         revocations=revocations,
         refresh_ttl=policy.refresh_token_ttl,
+        pages=deps.page_tokens,
         clock=clock,
     )
     api_keys = ApiKeys(
@@ -148,6 +145,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         cache=coordination.cache,
         revocations=RevocationList(coordination.cache, coordination.pubsub),
         policy=policy,
+        pages=deps.page_tokens,
         clock=clock,
     )
     return AccountService(
@@ -160,5 +158,6 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         two_factor=two_factor,
         sessions=sessions,
         api_keys=api_keys,
+        pages=deps.page_tokens,
         clock=clock,
     )

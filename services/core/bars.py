@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
+from services.core.clock import as_naive_utc
 from services.core.timeframes import EPOCH, Timeframe
 
 _US_PER_SECOND = 1_000_000
@@ -27,10 +28,6 @@ class Bar:
     close: float
     volume: float
     trade_count: int | None = None
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def roll_up(bars: Sequence[Bar], target: Timeframe, *, now: datetime | None = None) -> list[Bar]:
@@ -106,7 +103,7 @@ def _aggregate(
     ends = np.append(starts[1:], times.size)
     keep = np.ones(starts.size, dtype=np.bool_)
     if now is not None:
-        keep = groups[starts] + period <= _micros(_naive_utc(now))
+        keep = groups[starts] + period <= _micros(as_naive_utc(now))
     # Summed left to right as BarBuilder does (float addition is not associative): np.add.reduceat on float64 sums
     # pairwise, while on Python floats it adds in order.
     volume = np.add.reduceat(volumes.astype(object), starts).astype(np.float64)
@@ -182,7 +179,7 @@ class BarBuilder:
 
     def flush(self, now: datetime) -> list[Bar]:
         """Closes the current bar if its minute ended by `now`; call it from a timer so quiet symbols close bars."""
-        if self._minute is None or self._minute + Timeframe.M1.delta > _naive_utc(now):
+        if self._minute is None or self._minute + Timeframe.M1.delta > as_naive_utc(now):
             return []
         return self._close_current()
 

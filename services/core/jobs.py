@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import AlreadyExists
 
 log = logging.getLogger("bullant.jobs")
@@ -203,7 +203,7 @@ class JobOptions:
 
     slots: int = 1
     runner_id: str = ""
-    clock: Callable[[], datetime] = utc_now
+    clock: WallClock = utc_now
     heartbeat_seconds: float = 1.0
     stale_seconds: float = 30.0
 

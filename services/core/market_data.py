@@ -4,18 +4,18 @@ caller's credentials forwarded; used by every service that computes on bars."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.calendars import ALWAYS_OPEN, TradingCalendar, default_calendar, load_calendar
 from services.core.clients import ClientFactory
 from services.core.errors import NotFound, Unavailable
 from services.core.timeframes import Timeframe
+from services.core.timestamps import naive_utc, timestamp
 
 MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 _PAGE = 1000
@@ -99,12 +99,6 @@ def _session_hours(session: market_pb2.TradingSession) -> float:
     return hours if 0.0 < hours <= 24.0 else 6.5
 
 
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.replace(tzinfo=UTC))
-    return stamp
-
-
 class MarketData:
     """Pages through MarketService.ListBars with the caller's credentials (forwarded by the client factory)."""
 
@@ -164,9 +158,9 @@ class MarketData:
             descending=descending,
         )
         if start is not None:
-            request.start_time.CopyFrom(_stamp(start))
+            request.start_time.CopyFrom(timestamp(start))
         if end is not None:
-            request.end_time.CopyFrom(_stamp(end))
+            request.end_time.CopyFrom(timestamp(end))
         times: list[datetime] = []
         columns: list[list[float]] = [[], [], [], [], []]
         while True:
@@ -175,7 +169,7 @@ class MarketData:
             except grpc.aio.AioRpcError as error:
                 raise _translate(error, symbol) from None
             for bar in reply.bars:
-                times.append(bar.open_time.ToDatetime())
+                times.append(naive_utc(bar.open_time))
                 for column, value in zip(columns, (bar.open, bar.high, bar.low, bar.close, bar.volume), strict=True):
                     column.append(value)
             if not reply.next_page_token or len(times) >= limit:

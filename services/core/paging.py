@@ -10,6 +10,9 @@ values of the caller's own last page.
 Each List method declares its position once as a `Cursor` (which fields, of which kind), and every field of every
 decoded token is checked against it here, in one place: a validly signed but unusable position (a moment at the end
 of time, a number too big for the database, a wrong type) is refused the same way, never an INTERNAL error.
+
+Every List method pages with `keyset_page`: it reads the token, fetches one item more than the page holds and issues
+the next page's token from the page's last item only when another follows; its answer is a `Page`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.core.errors import FieldViolation, InvalidArgument
 
@@ -36,6 +39,8 @@ _DOMAIN = b"bullant page token v1\x00"
 _FIRST_YEAR = 1000
 _LAST_YEAR = 9998
 _INT64_MAX = 2**63 - 1
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -220,3 +225,42 @@ class PageTokens:
 def _refuse_constant(name: str) -> float:
     # NaN and Infinity are not JSON; Python's reader accepts them unless told otherwise.
     raise ValueError(f"{name} is not a position value")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a List method's answer: the items and the token of the next page ("" on the last page)."""
+
+    items: list[T] = field(default_factory=list)
+    next_page_token: str = ""
+
+
+async def keyset_page(
+    pages: PageTokens,
+    cursor: Cursor,
+    page_token: str,
+    *,
+    query: str = "",
+    size: int,
+    fetch: Callable[[dict[str, Any] | None, int], Awaitable[Sequence[T]]],
+    position: Callable[[T], Mapping[str, Any]],
+) -> Page[T]:
+    """One page of a list read in keyset order.
+
+    `page_token` is decoded for `cursor`'s list and the filters `query` (PAGE_TOKEN_INVALID for any other token);
+    `fetch(after, limit)` returns at most `limit` items following the position `after` (None: from the start) in the
+    list's order. `size` is the request's page_size (0: the default, clamped to the maximum). One item more than the
+    page holds is fetched, so the next page's token – the position of the page's last item, `position(item)` – is
+    issued only when another item follows."""
+    limit = page_size(size)
+    after = pages.decode(cursor, page_token, query=query)
+    found = list(await fetch(after, limit + 1))
+    if len(found) <= limit:
+        return Page(found)
+    items = found[:limit]
+    return Page(items, pages.encode(cursor, position(items[-1]), query=query))
+
+
+def keyset_after(position: Mapping[str, Any] | None) -> tuple[datetime, str] | None:
+    """The (moment, id) a `keyset_cursor` position holds, as the stores' `after` takes it; None on the first page."""
+    return (position["t"], position["id"]) if position is not None else None

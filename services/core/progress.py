@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from typing import TextIO
+
+from services.core.clock import MonotonicClock
 
 # How often the bar is drawn: redrawn in place on a terminal, a new line each time elsewhere.
 TERMINAL_INTERVAL_SECONDS = 0.1
@@ -18,9 +19,7 @@ class ProgressBar:
     stream is not a terminal, as a line of its own at most every 10 s, the first 10 s after the bar was made (so
     quick work prints no intermediate line). `final=True` always draws, once, and ends the line."""
 
-    def __init__(
-        self, stream: TextIO = sys.stderr, width: int = 30, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, *, clock: MonotonicClock = time.monotonic) -> None:
         self._stream = stream
         self._width = width
         self._clock = clock

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from services.core.backoff import backoff_delay
+from services.core.clock import MonotonicClock
 
 log = logging.getLogger("bullant.startup")
 
@@ -49,7 +50,7 @@ async def wait_until_reachable(
     *,
     wait_seconds: float,
     hint: str,
-    clock: Callable[[], float] = time.monotonic,
+    clock: MonotonicClock = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Return once `probe()` answers None (reachable). Until then log one line per failed attempt, saying why and

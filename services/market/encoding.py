@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,20 +15,9 @@ if TYPE_CHECKING:
     from services.market.feeds.runner import FeedStatus
     from services.market.imports.bar_import import ImportOutcome
     from services.market.service import BackfillProgress, FeedView
+from services.core.timestamps import naive_utc, timestamp
 from services.market.records import EPOCH, AssetClass, Bar, Instrument, Quote, Tick, TradingSession
 from services.market.sessions import with_calendar
-
-
-def timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.replace(tzinfo=UTC))
-    return stamp
-
-
-def naive_utc(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC).replace(tzinfo=None)
 
 
 def instrument_message(item: Instrument) -> market_pb2.Instrument:

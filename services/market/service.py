@@ -7,13 +7,15 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import available_timezones
 
 from services.core.auth.identity import Identity
 from services.core.bars import roll_up
+from services.core.clock import WallClock
 from services.core.coordination import Cache, Locks
 from services.core.errors import (
     Aborted,
@@ -23,6 +25,7 @@ from services.core.errors import (
     NotFound,
     Unavailable,
 )
+from services.core.paging import MOMENT, NAME, Cursor, Page, PageTokens, keyset_page
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.feeds.registry import HistorySources
 from services.market.feeds.runner import FeedState, FeedStatus, feed_statuses
@@ -41,6 +44,10 @@ log = logging.getLogger("bullant.market")
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # Bars fetched from a feed per request during a backfill.
 _BACKFILL_WINDOW_BARS = 1000
+# What each list's page tokens hold.
+_INSTRUMENTS_CURSOR = Cursor.of("market.ListInstruments", after=NAME)
+_BARS_CURSOR = Cursor.of("market.ListBars", t=MOMENT)
+_FEEDS_CURSOR = Cursor.of("market.ListFeeds", after=NAME)
 
 
 def normalize_symbol(raw: str, *, field: str = "symbol") -> str:
@@ -83,7 +90,8 @@ class MarketService:
         history: HistorySources,
         streams: TickStreams,
         staleness: timedelta,
-        clock: Callable[[], datetime],
+        pages: PageTokens,
+        clock: WallClock,
     ) -> None:
         self._store = store
         self._cache = cache
@@ -92,6 +100,7 @@ class MarketService:
         self._history = history
         self._streams = streams
         self._staleness = staleness
+        self._pages = pages
         self._clock = clock
 
     def now(self) -> datetime:
@@ -112,13 +121,24 @@ class MarketService:
         return found
 
     async def list_instruments(
-        self, *, query: str, asset_class: AssetClass | None, venue: str, after: str, limit: int
-    ) -> tuple[list[Instrument], bool]:
-        """Instruments matching the filters after the symbol `after`, in symbol order, and whether more follow."""
-        found = await self._store.search_instruments(
-            query=query.strip(), asset_class=asset_class, venue=venue.strip().upper(), after=after, limit=limit + 1
+        self, *, query: str, asset_class: AssetClass | None, venue: str, size: int, page_token: str
+    ) -> Page[Instrument]:
+        """Instruments matching the filters, in symbol order, a page at a time."""
+        return await keyset_page(
+            self._pages,
+            _INSTRUMENTS_CURSOR,
+            page_token,
+            query=f"{query}|{int(asset_class or 0)}|{venue}",
+            size=size,
+            fetch=lambda position, limit: self._store.search_instruments(
+                query=query.strip(),
+                asset_class=asset_class,
+                venue=venue.strip().upper(),
+                after=position["after"] if position else "",
+                limit=limit,
+            ),
+            position=lambda instrument: {"after": instrument.symbol},
         )
-        return found[:limit], len(found) > limit
 
     async def create_instrument(self, instrument: Instrument, *, session: TradingSession | None = None) -> Instrument:
         """Stores a new instrument with `session`, or its calendar's default one when None (see sessions.py)."""
@@ -185,21 +205,33 @@ class MarketService:
         timeframe: Timeframe,
         window: BarWindow,
         *,
-        after: datetime | None,
         descending: bool,
-        limit: int,
-    ) -> tuple[list[Bar], bool]:
-        """Stored bars of a known symbol within `window`, continuing after the open time `after` (a page's last bar)
-        in the chosen order, and whether more follow."""
-        await self.instrument(symbol)
-        start, end = window.start, window.end
-        if after is not None:
-            if descending:
-                end = after
-            else:
-                start = after + timedelta(microseconds=1)
-        found = await self._store.bars(symbol, timeframe, start=start, end=end, limit=limit + 1, descending=descending)
-        return found[:limit], len(found) > limit
+        size: int,
+        page_token: str,
+    ) -> Page[Bar]:
+        """Stored bars of a known symbol within `window` in the chosen order, a page at a time: each page continues
+        after the open time of the previous page's last bar."""
+
+        async def fetch(position: dict[str, Any] | None, limit: int) -> list[Bar]:
+            # Checked once the token is read, as before: a token this list did not issue is refused first.
+            await self.instrument(symbol)
+            start, end = window.start, window.end
+            if position is not None:
+                if descending:
+                    end = position["t"]
+                else:
+                    start = position["t"] + timedelta(microseconds=1)
+            return await self._store.bars(symbol, timeframe, start=start, end=end, limit=limit, descending=descending)
+
+        return await keyset_page(
+            self._pages,
+            _BARS_CURSOR,
+            page_token,
+            query=f"{symbol}|{timeframe}|{window.start}|{window.end}|{descending}",
+            size=size,
+            fetch=fetch,
+            position=lambda bar: {"t": bar.open_time},
+        )
 
     async def backfill(
         self,
@@ -295,15 +327,23 @@ class MarketService:
 
     # -- feeds ------------------------------------------------------------------------------------------------------
 
-    async def feeds(self, *, after: str = "", limit: int | None = None) -> tuple[list[FeedView], bool]:
-        """The configured feeds after the id `after`, in id order, with their leaders' status, and whether more
-        follow."""
-        ids = self._history.feed_ids
-        statuses = await feed_statuses(self._cache, ids)
-        views = [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids if feed_id > after]
-        if limit is None:
-            return views, False
-        return views[:limit], len(views) > limit
+    async def feeds(self, *, size: int, page_token: str) -> Page[FeedView]:
+        """The configured feeds in id order with their leaders' status, a page at a time."""
+
+        async def fetch(position: dict[str, Any] | None, limit: int) -> list[FeedView]:
+            after = position["after"] if position else ""
+            ids = [feed_id for feed_id in self._history.feed_ids if feed_id > after][:limit]
+            statuses = await feed_statuses(self._cache, ids)
+            return [FeedView(feed_id=feed_id, status=statuses.get(feed_id)) for feed_id in ids]
+
+        return await keyset_page(
+            self._pages,
+            _FEEDS_CURSOR,
+            page_token,
+            size=size,
+            fetch=fetch,
+            position=lambda view: {"after": view.feed_id},
+        )
 
 
 def _healthy(status: FeedStatus | None) -> bool:

@@ -14,8 +14,8 @@ import grpc
 from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.auth.identity import current_identity
 from services.core.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
-from services.core.paging import MOMENT, NAME, Cursor, PageTokens, page_size
 from services.core.server import Lifecycle
+from services.core.timestamps import naive_utc
 from services.market.encoding import (
     backfill_progress_message,
     backfill_result_message,
@@ -26,7 +26,6 @@ from services.market.encoding import (
     heartbeat_message,
     instrument_from_message,
     instrument_message,
-    naive_utc,
     outcome_fields,
     quote_message,
     session_from_message,
@@ -57,19 +56,12 @@ def _symbols(raw: list[str]) -> list[str]:
     return list(dict.fromkeys(symbol.upper() for symbol in raw))
 
 
-# What each list's page tokens hold.
-_INSTRUMENTS_CURSOR = Cursor.of("market.ListInstruments", after=NAME)
-_BARS_CURSOR = Cursor.of("market.ListBars", t=MOMENT)
-_FEEDS_CURSOR = Cursor.of("market.ListFeeds", after=NAME)
-
-
 class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     """bullant.market.v1.MarketService."""
 
-    def __init__(self, service: MarketService, imports: BarImports, lifecycle: Lifecycle, *, pages: PageTokens) -> None:
+    def __init__(self, service: MarketService, imports: BarImports, lifecycle: Lifecycle) -> None:
         self._service = service
         self._imports = imports
-        self._pages = pages
         self._lifecycle = lifecycle
 
     # -- instruments ------------------------------------------------------------------------------------------------
@@ -77,19 +69,15 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     async def ListInstruments(
         self, request: market_pb2.ListInstrumentsRequest, context: Context
     ) -> market_pb2.ListInstrumentsResponse:
-        size = page_size(request.page_size)
-        query = f"{request.query}|{request.asset_class}|{request.venue}"
-        position = self._pages.decode(_INSTRUMENTS_CURSOR, request.page_token, query=query)
-        page, more = await self._service.list_instruments(
+        page = await self._service.list_instruments(
             query=request.query,
             asset_class=AssetClass(request.asset_class) if request.asset_class else None,
             venue=request.venue,
-            after=position["after"] if position else "",
-            limit=size,
+            size=request.page_size,
+            page_token=request.page_token,
         )
-        token = self._pages.encode(_INSTRUMENTS_CURSOR, {"after": page[-1].symbol}, query=query) if more else ""
         return market_pb2.ListInstrumentsResponse(
-            instruments=[instrument_message(item) for item in page], next_page_token=token
+            instruments=[instrument_message(item) for item in page.items], next_page_token=page.next_page_token
         )
 
     async def GetInstrument(
@@ -133,19 +121,17 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
             naive_utc(request.start_time) if request.HasField("start_time") else None,
             naive_utc(request.end_time) if request.HasField("end_time") else None,
         )
-        size = page_size(request.page_size)
-        query = f"{symbol}|{timeframe}|{window.start}|{window.end}|{request.descending}"
-        position = self._pages.decode(_BARS_CURSOR, request.page_token, query=query)
-        page, more = await self._service.list_bars(
+        page = await self._service.list_bars(
             symbol,
             timeframe,
             window,
-            after=position["t"] if position is not None else None,
             descending=request.descending,
-            limit=size,
+            size=request.page_size,
+            page_token=request.page_token,
         )
-        token = self._pages.encode(_BARS_CURSOR, {"t": page[-1].open_time}, query=query) if more else ""
-        return market_pb2.ListBarsResponse(bars=[bar_message(bar) for bar in page], next_page_token=token)
+        return market_pb2.ListBarsResponse(
+            bars=[bar_message(bar) for bar in page.items], next_page_token=page.next_page_token
+        )
 
     async def ImportBars(
         self, request: market_pb2.ImportBarsRequest, context: Context
@@ -255,8 +241,7 @@ class MarketServicer(market_pb2_grpc.MarketServiceServicer):
     # -- feeds ------------------------------------------------------------------------------------------------------
 
     async def ListFeeds(self, request: market_pb2.ListFeedsRequest, context: Context) -> market_pb2.ListFeedsResponse:
-        size = page_size(request.page_size)
-        position = self._pages.decode(_FEEDS_CURSOR, request.page_token)
-        page, more = await self._service.feeds(after=position["after"] if position else "", limit=size)
-        token = self._pages.encode(_FEEDS_CURSOR, {"after": page[-1].feed_id}) if more else ""
-        return market_pb2.ListFeedsResponse(feeds=[feed_message(view) for view in page], next_page_token=token)
+        page = await self._service.feeds(size=request.page_size, page_token=request.page_token)
+        return market_pb2.ListFeedsResponse(
+            feeds=[feed_message(view) for view in page.items], next_page_token=page.next_page_token
+        )

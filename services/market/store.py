@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.db.databases import Databases, utc_now
+from services.core.clock import utc_now
+from services.core.db.databases import Databases
 from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.errors import AlreadyExists
 from services.market.records import AssetClass, Bar, Instrument, Timeframe, TradingSession

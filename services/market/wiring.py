@@ -3,11 +3,12 @@ sources, bar imports, the service and its servicer (the only place they are put 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 
 from bullant.market.v1 import market_pb2_grpc
-from services.core.db.databases import Databases, utc_now
+from services.core.clock import WallClock, utc_now
+from services.core.db.databases import Databases
 from services.core.dependencies import Dependencies
 from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.settings import Settings
@@ -24,7 +25,7 @@ def build(
     deps: Dependencies,
     settings: Settings | None = None,
     *,
-    clock: Callable[[], datetime] = utc_now,
+    clock: WallClock = utc_now,
     factories: Mapping[str, AdapterFactory] | None = None,
 ) -> ServiceRegistration:
     """The market service and the components its registration starts (tick hub first, then the history sources,
@@ -62,9 +63,10 @@ def build(
             hub, capacity=settings.stream_queue_capacity, max_per_account=settings.max_streams_per_account
         ),
         staleness=timedelta(seconds=settings.feed_staleness_seconds),
+        pages=deps.page_tokens,
         clock=clock,
     )
-    servicer = MarketServicer(service, imports, deps.lifecycle, pages=deps.page_tokens)
+    servicer = MarketServicer(service, imports, deps.lifecycle)
     return ServiceRegistration(
         name="market",
         full_name=SERVICE.full_name,

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from bullant.model.v1 import model_pb2
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.messages import decode_parameters, naive_utc, parameter_values
+from services.core.parameter_messages import decode_parameters, parameter_values
 from services.core.timeframes import Timeframe
+from services.core.timestamps import naive_utc
 from services.model.forecasting.base import Algorithm
 from services.model.registry.rules import model_not_found
 from services.model.registry.versions import ModelFilter, ModelStatus
@@ -73,25 +74,21 @@ def training_order(request: model_pb2.TrainModelRequest) -> TrainingOrder:
     return TrainingOrder(spec=spec, request_id=request.request_id or None, digest=digest)
 
 
-def job_filter(request: model_pb2.ListTrainingJobsRequest) -> tuple[JobFilter, str]:
-    """The filters and the query string its page tokens are bound to."""
-    filters = JobFilter(
+def job_filter(request: model_pb2.ListTrainingJobsRequest) -> JobFilter:
+    return JobFilter(
         symbol=request.symbol.upper(),
         algorithm=Algorithm(request.algorithm) if request.algorithm else None,
         state=JobState(request.state) if request.state else None,
     )
-    return filters, f"{filters.symbol}|{request.algorithm}|{request.state}"
 
 
-def model_filter(request: model_pb2.ListModelsRequest) -> tuple[ModelFilter, str]:
-    """The filters and the query string its page tokens are bound to."""
-    filters = ModelFilter(
+def model_filter(request: model_pb2.ListModelsRequest) -> ModelFilter:
+    return ModelFilter(
         symbol=request.symbol.upper(),
         timeframe=Timeframe(request.timeframe) if request.timeframe else None,
         algorithm=Algorithm(request.algorithm) if request.algorithm else None,
         status=ModelStatus(request.status) if request.status else None,
     )
-    return filters, f"{filters.symbol}|{request.timeframe}|{request.algorithm}|{request.status}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

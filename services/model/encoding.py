@@ -9,7 +9,8 @@ from typing import Any
 
 from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
-from services.core.messages import parameter_spec, parameter_values, timestamp
+from services.core.parameter_messages import parameter_spec, parameter_values
+from services.core.timestamps import timestamp
 from services.model.registry.versions import ModelVersion
 from services.model.serving.predictions import Prediction
 from services.model.tracking.performance import Performance

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
 from services.core.auth.service_identity import SERVICE_ACCOUNT_ID, ServiceIdentity
+from services.core.clock import WallClock, utc_now
 from services.core.coordination.base import Lease, Locks
 from services.core.coordination.leader import LeaderElection
-from services.core.db.databases import utc_now
 from services.core.errors import DomainError, FailedPrecondition
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
@@ -56,7 +56,7 @@ class ModelScheduler:
         demo_symbols: Sequence[str] = (),
         demo_timeframes: Sequence[Timeframe] = (Timeframe.M1,),
         demo_horizon: int = 1,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._registry = registry
         self._tracker = tracker

@@ -11,7 +11,6 @@ import grpc
 
 from bullant.model.v1 import model_pb2, model_pb2_grpc
 from services.core.auth.identity import require_identity
-from services.core.paging import COUNT, Cursor, PageTokens, keyset_cursor, page_size
 from services.core.timeframes import Timeframe
 from services.model import decoding
 from services.model.encoding import (
@@ -30,11 +29,6 @@ from services.model.training.service import TrainingService
 SERVICE = model_pb2.DESCRIPTOR.services_by_name["ModelService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# What each list's page tokens hold.
-_ALGORITHMS_CURSOR = Cursor.of("model.ListAlgorithms", after=COUNT)
-_JOBS_CURSOR = keyset_cursor("model.ListTrainingJobs")
-_MODELS_CURSOR = keyset_cursor("model.ListModels")
-
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     """bullant.model.v1.ModelService: algorithms, training jobs, the registry, Predict and live tracking."""
@@ -45,29 +39,20 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         registry: ModelRegistry,
         predictor: Predictor,
         tracker: Tracker,
-        *,
-        pages: PageTokens,
     ) -> None:
         self._training = training
         self._registry = registry
         self._predictor = predictor
         self._tracker = tracker
-        self._pages = pages
 
     # -- algorithms and training ------------------------------------------------------------------------------------
 
     async def ListAlgorithms(
         self, request: model_pb2.ListAlgorithmsRequest, context: Context
     ) -> model_pb2.ListAlgorithmsResponse:
-        size = page_size(request.page_size)
-        position = self._pages.decode(_ALGORITHMS_CURSOR, request.page_token)
-        algorithms = self._training.algorithms(after=position["after"] if position else 0, limit=size + 1)
-        token = ""
-        if len(algorithms) > size:
-            algorithms = algorithms[:size]
-            token = self._pages.encode(_ALGORITHMS_CURSOR, {"after": int(algorithms[-1].definition.algorithm)})
+        page = await self._training.list_algorithms(size=request.page_size, page_token=request.page_token)
         return model_pb2.ListAlgorithmsResponse(
-            algorithms=[algorithm_message(item) for item in algorithms], next_page_token=token
+            algorithms=[algorithm_message(item) for item in page.items], next_page_token=page.next_page_token
         )
 
     async def TrainModel(self, request: model_pb2.TrainModelRequest, context: Context) -> model_pb2.TrainModelResponse:
@@ -91,16 +76,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     async def ListTrainingJobs(
         self, request: model_pb2.ListTrainingJobsRequest, context: Context
     ) -> model_pb2.ListTrainingJobsResponse:
-        size = page_size(request.page_size)
-        filters, query = decoding.job_filter(request)
-        position = self._pages.decode(_JOBS_CURSOR, request.page_token, query=query)
-        after = (position["t"], position["id"]) if position else None
-        jobs = await self._training.jobs(filters, after=after, limit=size + 1)
-        token = ""
-        if len(jobs) > size:
-            jobs = jobs[:size]
-            token = self._pages.encode(_JOBS_CURSOR, {"t": jobs[-1].create_time, "id": jobs[-1].job_id}, query=query)
-        return model_pb2.ListTrainingJobsResponse(jobs=[job_message(job) for job in jobs], next_page_token=token)
+        page = await self._training.list_jobs(
+            decoding.job_filter(request), size=request.page_size, page_token=request.page_token
+        )
+        return model_pb2.ListTrainingJobsResponse(
+            jobs=[job_message(job) for job in page.items], next_page_token=page.next_page_token
+        )
 
     async def CancelTraining(
         self, request: model_pb2.CancelTrainingRequest, context: Context
@@ -111,17 +92,12 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
     # -- registry ---------------------------------------------------------------------------------------------------
 
     async def ListModels(self, request: model_pb2.ListModelsRequest, context: Context) -> model_pb2.ListModelsResponse:
-        size = page_size(request.page_size)
-        filters, query = decoding.model_filter(request)
-        position = self._pages.decode(_MODELS_CURSOR, request.page_token, query=query)
-        after = (position["t"], position["id"]) if position else None
-        versions = await self._registry.find(filters, after=after, limit=size + 1)
-        token = ""
-        if len(versions) > size:
-            versions = versions[:size]
-            last = versions[-1]
-            token = self._pages.encode(_MODELS_CURSOR, {"t": last.create_time, "id": last.model_id}, query=query)
-        return model_pb2.ListModelsResponse(models=[model_message(item) for item in versions], next_page_token=token)
+        page = await self._registry.list_models(
+            decoding.model_filter(request), size=request.page_size, page_token=request.page_token
+        )
+        return model_pb2.ListModelsResponse(
+            models=[model_message(item) for item in page.items], next_page_token=page.next_page_token
+        )
 
     async def GetModel(self, request: model_pb2.GetModelRequest, context: Context) -> model_pb2.GetModelResponse:
         version = await self._registry.get(decoding.model_id(request.model_id))

@@ -52,12 +52,12 @@ def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegist
         max_queued=settings.max_queued_training_jobs,
         jobs=JobOptions(slots=settings.training_workers, runner_id=replica_identity(settings)),
     )
-    registry = ModelRegistry(versions, artifacts)
-    training = TrainingService(runner, jobs, registry, market)
+    registry = ModelRegistry(versions, artifacts, pages=deps.page_tokens)
+    training = TrainingService(runner, jobs, registry, market, pages=deps.page_tokens)
     cache = settings.model_serving_cache_seconds
     predictor = Predictor(versions, predictions, market, artifacts, bar_ttl=cache, registry_ttl=min(cache, 2.0))
     tracker = Tracker(versions, predictions, market, registry, training, drift_threshold=settings.model_drift_factor)
-    servicer = ModelServicer(training, registry, predictor, tracker, pages=deps.page_tokens)
+    servicer = ModelServicer(training, registry, predictor, tracker)
     scheduler = ModelScheduler(
         registry=registry,
         tracker=tracker,

@@ -10,9 +10,10 @@ import numpy as np
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import naive_utc, parameter_spec, parameter_values, timestamp
+from services.core.parameter_messages import parameter_spec, parameter_values
+from services.core.timestamps import naive_utc, timestamp
 from services.signal.analytics import IndicatorRequest, PriceSource
-from services.signal.indicators.base import IndicatorDef, Param
+from services.signal.indicators.base import IndicatorDef
 from services.signal.service.catalogue import BarsRequest, Evaluation, IndicatorValues
 from services.signal.strategies.base import SignalEvent, StrategyDef
 
@@ -84,35 +85,13 @@ def indicator_values_message(values: IndicatorValues) -> signal_pb2.ComputeIndic
     )
 
 
-def _indicator_parameter_spec(param: Param) -> common_pb2.ParameterSpec:
-    def value(number: float) -> common_pb2.ParameterValue:
-        if param.integer:
-            return common_pb2.ParameterValue(int_value=int(number))
-        return common_pb2.ParameterValue(double_value=number)
-
-    spec = common_pb2.ParameterSpec(
-        name=param.name,
-        description=param.description,
-        type=common_pb2.PARAMETER_TYPE_INTEGER if param.integer else common_pb2.PARAMETER_TYPE_NUMBER,
-        default_value=value(param.default),
-        unit=param.unit,
-    )
-    if param.minimum is not None:
-        spec.min_value.CopyFrom(value(param.minimum))
-    if param.maximum is not None:
-        spec.max_value.CopyFrom(value(param.maximum))
-    if param.step is not None:
-        spec.step = param.step
-    return spec
-
-
 def indicator_message(definition: IndicatorDef) -> signal_pb2.Indicator:
     """ListIndicators' description of an indicator."""
     return signal_pb2.Indicator(
         name=definition.name,
         display_name=definition.display_name,
         description=definition.description,
-        parameters=[_indicator_parameter_spec(param) for param in definition.params],
+        parameters=[parameter_spec(param) for param in definition.params],
         outputs=[
             signal_pb2.IndicatorOutput(
                 name=output.name, description=output.description, display_offset_bars=output.display_offset_bars

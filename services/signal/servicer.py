@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.auth.identity import require_identity
-from services.core.messages import decode_parameters
+from services.core.parameter_messages import decode_parameters
 from services.signal.alerts.encoding import alert_draft, alert_message, update_paths
 from services.signal.backtests.encoding import (
     backtest_message,
@@ -64,7 +64,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def ListIndicators(
         self, request: signal_pb2.ListIndicatorsRequest, context: Context
     ) -> signal_pb2.ListIndicatorsResponse:
-        page = self._catalogue.indicators(size=request.page_size, page_token=request.page_token)
+        page = await self._catalogue.indicators(size=request.page_size, page_token=request.page_token)
         return signal_pb2.ListIndicatorsResponse(
             indicators=[indicator_message(item) for item in page.items], next_page_token=page.next_page_token
         )
@@ -78,7 +78,7 @@ class SignalServicer(signal_pb2_grpc.SignalServiceServicer):
     async def ListStrategies(
         self, request: signal_pb2.ListStrategiesRequest, context: Context
     ) -> signal_pb2.ListStrategiesResponse:
-        page = self._catalogue.strategies(tag=request.tag, size=request.page_size, page_token=request.page_token)
+        page = await self._catalogue.strategies(tag=request.tag, size=request.page_size, page_token=request.page_token)
         return signal_pb2.ListStrategiesResponse(
             strategies=[strategy_message(item) for item in page.items], next_page_token=page.next_page_token
         )

@@ -3,13 +3,10 @@ platform dependencies. services/bootstrap.py is the only caller (and tests and b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
 from bullant.signal.v1 import signal_pb2_grpc
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.dependencies import Dependencies
 from services.core.jobs import JobOptions
 from services.core.market_data import MarketData
@@ -45,7 +42,7 @@ def build(
     settings: Settings | None = None,
     *,
     on_processed: ProcessedProbe | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: WallClock = utc_now,
 ) -> ServiceRegistration:
     """The signal service, ready to be hosted by a GrpcServer: `deps` are the shared platform dependencies,
     `settings` the process's settings (those of `deps` when not given), `on_processed` the engine's probe

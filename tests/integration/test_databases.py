@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.bootstrap import build_server
 from services.core.accounts import AccountRef
+from services.core.clock import utc_now
 from services.core.db import schema
-from services.core.db.databases import DatabaseBehind, Databases, ShardMisconfigured, utc_now
+from services.core.db.databases import DatabaseBehind, Databases, ShardMisconfigured
 from services.core.db.engines import create_engine
 from services.core.db.migrate import SchemaKind, head_revision
 from services.core.errors import NotFound

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.auth.keys import DEV_KEY_NAME
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.timeframes import Timeframe
 from services.signal.live.signal_store import signal_series
 from tests.db_support import DatabaseSet, new_prefix

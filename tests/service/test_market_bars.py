@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
-from services.market.encoding import timestamp
+from services.core.timestamps import timestamp
 from services.market.records import Timeframe
 from tests.account_platform import refusal
 from tests.market_platform import MarketPlatform, running_market

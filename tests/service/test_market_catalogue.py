@@ -13,8 +13,8 @@ from grpc_status import rpc_status
 
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
-from services.core.db.databases import utc_now
-from services.market.encoding import timestamp
+from services.core.clock import utc_now
+from services.core.timestamps import timestamp
 from services.market.feeds.base import FeedError
 from services.market.feeds.runner import FeedState
 from services.market.records import Timeframe

@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.dependencies import Dependencies
 from services.core.grpc_errors import error_reason
-from services.market.encoding import timestamp
+from services.core.timestamps import timestamp
 from services.market.feeds.base import FeedError
 from services.market.feeds.registry import AdapterFactory
 from services.market.feeds.replay import ReplayFeed

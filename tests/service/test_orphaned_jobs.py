@@ -16,7 +16,7 @@ from bullant.common.v1 import common_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.accounts import AccountRef
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.model.training.jobs import TrainingJob
 from services.model.training.store import JobStore
 from services.signal.backtests.store import BacktestState, BacktestStore

@@ -22,7 +22,7 @@ from bullant.common.v1 import common_pb2
 from bullant.market.v1 import market_pb2
 from bullant.model.v1 import model_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.db.schema import outbox_messages
 from services.core.timeframes import Timeframe
 from services.signal.fusion import GRADE_AT, STRONG_AT

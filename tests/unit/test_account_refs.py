@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.account.store import AccountStore, profiles
 from services.core.accounts import AccountRef
 from services.core.auth.identity import Credential, Identity
+from services.core.clock import utc_now
 from services.core.db import schema
-from services.core.db.databases import Databases, ShardUnknown, utc_now
+from services.core.db.databases import Databases, ShardUnknown
 from services.core.errors import Unauthenticated
 from services.core.grpc_errors import status_code_of
 from tests.db_support import DatabaseSet, new_prefix

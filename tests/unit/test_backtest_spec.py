@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.messages import timestamp
+from services.core.timestamps import timestamp
 from services.signal.backtests.encoding import backtest_request, stored_config
 from services.signal.backtests.engine.config import (
     BacktestMetric,

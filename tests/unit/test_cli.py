@@ -13,8 +13,9 @@ import pytest
 
 from services import cli
 from services.core.accounts import AccountRef
+from services.core.clock import utc_now
 from services.core.db import schema
-from services.core.db.databases import DatabaseConfig, Databases, utc_now
+from services.core.db.databases import DatabaseConfig, Databases
 from services.core.progress import ProgressBar
 from services.market.imports.bar_import import ImportOutcome
 from services.market.imports.command import summary

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from services.core.market_data import BarSeries
+from services.core.parameters import ParamValue
 from services.signal.analytics import (
     MAX_WARMUP_BARS,
     IndicatorRequest,
@@ -79,7 +80,7 @@ def test_every_indicator_declares_its_memory() -> None:
     assert INDICATORS["sma"].memory(period=20).bars == 19
 
 
-def defaults(name: str) -> dict[str, float]:
+def defaults(name: str) -> dict[str, ParamValue]:
     return {param.name: param.default for param in INDICATORS[name].params}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,17 @@ from services.core.auth.keys import load_page_token_key
 from services.core.errors import InvalidArgument
 from services.core.paging import (
     COUNT,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     NAME,
     Cursor,
     Integer,
+    Page,
     PageTokens,
     Row,
+    keyset_after,
     keyset_cursor,
+    keyset_page,
 )
 from services.core.settings import load_settings
 from services.core.startup import StartupError
@@ -144,3 +150,80 @@ def test_the_key_survives_restarts_in_local_and_is_required_elsewhere(tmp_path: 
     configured.write_text(base64.b64encode(b"p" * 32).decode())
     prod = load_settings(environ={"BULLANT_ENV": "prod", "BULLANT_PAGE_TOKEN_KEY_FILE": str(configured)})
     assert load_page_token_key(prod) == b"p" * 32
+
+
+# keyset_page over a list newest first, ties by id descending, as the stores read theirs.
+ITEMS = [(datetime(2024, 1, 1) + timedelta(minutes=minute), f"id{minute:03}") for minute in range(7)]
+NEWEST_FIRST = sorted(ITEMS, reverse=True)
+
+
+class Listing:
+    """A fetch over NEWEST_FIRST[:count] that records what it was asked."""
+
+    def __init__(self, count: int) -> None:
+        self.items = NEWEST_FIRST[:count]
+        self.calls: list[tuple[dict[str, Any] | None, int]] = []
+
+    async def fetch(self, after: dict[str, Any] | None, limit: int) -> Sequence[tuple[datetime, str]]:
+        self.calls.append((after, limit))
+        start = keyset_after(after)
+        return [item for item in self.items if start is None or item < start][:limit]
+
+    async def page(self, size: int, token: str = "", query: str = "AAPL") -> Page[tuple[datetime, str]]:
+        return await keyset_page(PAGES, ALERTS, token, query=query, size=size, fetch=self.fetch, position=_position)
+
+
+def _position(item: tuple[datetime, str]) -> Mapping[str, Any]:
+    return {"t": item[0], "id": item[1]}
+
+
+async def test_an_empty_list_is_one_empty_page() -> None:
+    listing = Listing(0)
+    assert await listing.page(3) == Page([], "")
+    assert listing.calls == [(None, 4)]
+
+
+async def test_a_list_of_exactly_one_page_issues_no_token() -> None:
+    listing = Listing(3)
+    assert await listing.page(3) == Page(NEWEST_FIRST[:3], "")
+
+
+async def test_one_item_more_than_the_page_issues_the_token_of_the_rest() -> None:
+    listing = Listing(4)
+    first = await listing.page(3)
+    assert first.items == NEWEST_FIRST[:3]
+    assert PAGES.decode(ALERTS, first.next_page_token, query="AAPL") == _position(NEWEST_FIRST[2])
+    rest = await listing.page(3, first.next_page_token)
+    assert rest == Page(NEWEST_FIRST[3:4], "")
+    assert listing.calls[1] == (_position(NEWEST_FIRST[2]), 4)
+
+
+async def test_tokens_page_through_the_whole_list_once() -> None:
+    listing = Listing(7)
+    seen: list[tuple[datetime, str]] = []
+    token, pages = "", 0
+    while True:
+        page = await listing.page(2, token)
+        seen.extend(page.items)
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == NEWEST_FIRST
+    assert pages == 4
+
+
+async def test_the_page_size_defaults_and_is_clamped() -> None:
+    listing = Listing(0)
+    await listing.page(0)
+    await listing.page(MAX_PAGE_SIZE + 1)
+    assert [limit for _, limit in listing.calls] == [DEFAULT_PAGE_SIZE + 1, MAX_PAGE_SIZE + 1]
+
+
+async def test_a_token_for_other_filters_is_refused_before_anything_is_read() -> None:
+    listing = Listing(4)
+    first = await listing.page(3)
+    with pytest.raises(InvalidArgument) as caught:
+        await listing.page(3, first.next_page_token, query="MSFT")
+    assert caught.value.reason == "PAGE_TOKEN_INVALID"
+    assert len(listing.calls) == 1

@@ -13,8 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.auth.identity import VERIFIED_SCOPES, Credential, Identity
+from services.core.clock import utc_now
 from services.core.coordination import Cache
-from services.core.db.databases import Databases, utc_now
+from services.core.db.databases import Databases
 from services.core.db.schema import accounts, api_keys
 from services.core.errors import DomainError, PermissionDenied, Unauthenticated
 

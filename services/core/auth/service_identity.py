@@ -6,11 +6,12 @@ local) can act as a service; elsewhere the background work that needs it fails w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from services.core.auth.keys import SigningKeys
 from services.core.auth.tokens import TokenIssuer, TokenPolicy
+from services.core.clock import EpochClock
 from services.core.context import CallContext, bind_call, new_request_id, unbind_call
 from services.core.errors import FailedPrecondition
 
@@ -28,7 +29,7 @@ class ServiceIdentity:
     """
 
     def __init__(
-        self, keys: SigningKeys | None, policy: TokenPolicy, service: str, *, clock: Callable[[], float] = time.time
+        self, keys: SigningKeys | None, policy: TokenPolicy, service: str, *, clock: EpochClock = time.time
     ) -> None:
         self._issuer = TokenIssuer(keys, policy) if keys is not None and keys.private_key is not None else None
         self._service = service

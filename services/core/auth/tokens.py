@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 from services.core.auth.keys import SigningKeys
+from services.core.clock import EpochClock
 from services.core.errors import Unauthenticated
 from services.core.settings import Settings
 
 ALGORITHM = "EdDSA"
-# Unix seconds now; tests pass a clock they move.
-Clock = Callable[[], float]
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
 
 
@@ -58,7 +57,7 @@ def token_policy(settings: Settings) -> TokenPolicy:
 class TokenIssuer:
     """Signs access tokens; only a process holding the private key can."""
 
-    def __init__(self, keys: SigningKeys, policy: TokenPolicy, *, clock: Clock = time.time) -> None:
+    def __init__(self, keys: SigningKeys, policy: TokenPolicy, *, clock: EpochClock = time.time) -> None:
         if keys.private_key is None:
             raise ValueError("issuing tokens needs the private key")
         self._private_key = keys.private_key
@@ -120,7 +119,7 @@ class TokenVerifier:
     """
 
     def __init__(
-        self, keys: SigningKeys, policy: TokenPolicy, *, cache_size: int = 10_000, clock: Clock = time.time
+        self, keys: SigningKeys, policy: TokenPolicy, *, cache_size: int = 10_000, clock: EpochClock = time.time
     ) -> None:
         self._keys = keys
         self._policy = policy

@@ -30,12 +30,12 @@ from types import TracebackType
 from services.core.auth.identity import Credential, Identity
 from services.core.auth.revocation import RevocationList, announced_account
 from services.core.backoff import backoff_delay, jittered
+from services.core.clock import EpochClock
 from services.core.coordination import Subscription
 from services.core.errors import DomainError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("bullant.auth")
 
-Clock = Callable[[], float]
 # Re-runs the call's authentication: returns when the credential is still good, raises Unauthenticated or
 # PermissionDenied when it is not (anything else: the check could not be made).
 Check = Callable[[], Awaitable[object]]
@@ -187,7 +187,7 @@ class CredentialWatcher:
         self,
         revocations: RevocationList,
         *,
-        clock: Clock = time.time,
+        clock: EpochClock = time.time,
         recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
     ) -> None:
         if recheck_seconds <= 0:

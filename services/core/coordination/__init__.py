@@ -3,7 +3,6 @@
 from services.core.coordination.base import (
     Backend,
     Cache,
-    Clock,
     Decision,
     Holder,
     Lease,
@@ -24,7 +23,6 @@ from services.core.coordination.subscription import Subscription
 __all__ = [
     "Backend",
     "Cache",
-    "Clock",
     "Coordination",
     "Decision",
     "Health",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from services.core.clock import MonotonicClock
 from services.core.coordination.keys import KeySpace
 
 if TYPE_CHECKING:
     from services.core.coordination.subscription import Subscription
 
-Clock = Callable[[], float]
 DEFAULT_MAX_PENDING = 10_000
 
 
@@ -149,7 +149,7 @@ class Locks(ABC):
     """Locks with a lease and a fencing token, for leader election and singleton jobs. Not reentrant: a second
     acquire by the same owner fails while the first lease lasts."""
 
-    clock: Clock
+    clock: MonotonicClock
     """The clock `Lease.expires_at` is measured on."""
 
     @abstractmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from services.core.coordination.base import Backend, Clock
+from services.core.clock import MonotonicClock
+from services.core.coordination.base import Backend
 from services.core.coordination.bundle import Coordination
 from services.core.coordination.keys import KeySpace
 from services.core.coordination.memory import MemoryBackend
@@ -13,7 +14,9 @@ from services.core.coordination.redis_connection import RedisOptions
 from services.core.settings import Settings
 
 
-def build_backend(redis_url: str, *, options: RedisOptions | None = None, clock: Clock = time.monotonic) -> Backend:
+def build_backend(
+    redis_url: str, *, options: RedisOptions | None = None, clock: MonotonicClock = time.monotonic
+) -> Backend:
     """A Redis backend for `redis_url`, or the in-memory one when it is empty. Opens nothing.
 
     Processes hosting several services (`bullant serve all`) build one backend and give each service a view of it
@@ -30,7 +33,7 @@ def build_coordination(
     keyspace: KeySpace,
     *,
     options: RedisOptions | None = None,
-    clock: Clock = time.monotonic,
+    clock: MonotonicClock = time.monotonic,
 ) -> Coordination:
     """A Coordination bundle owning its own backend (see build_backend)."""
     return Coordination(build_backend(redis_url, options=options, clock=clock), keyspace)

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from services.core.clock import MonotonicClock
 from services.core.coordination.base import (
     DEFAULT_MAX_PENDING,
     Backend,
     Cache,
-    Clock,
     Decision,
     Holder,
     Lease,
@@ -39,7 +39,7 @@ V = TypeVar("V")
 class ExpiringStore(Generic[V]):
     """A dict whose entries may expire; expired entries vanish on read and are purged on every write."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: MonotonicClock) -> None:
         self._clock = clock
         self._data: dict[str, tuple[V, float | None]] = {}
         self._expiries: list[tuple[float, str]] = []
@@ -116,7 +116,7 @@ class MemoryBackend(Backend):
 
     name = "memory"
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, clock: MonotonicClock = time.monotonic) -> None:
         self.clock = clock
         self.values: ExpiringStore[bytes] = ExpiringStore(clock)
         self.buckets: ExpiringStore[float] = ExpiringStore(clock)
@@ -154,7 +154,7 @@ class MemoryBackend(Backend):
         return MemoryRateLimiter(self, keyspace)
 
 
-def _expiry(clock: Clock, ttl_seconds: float | None) -> float | None:
+def _expiry(clock: MonotonicClock, ttl_seconds: float | None) -> float | None:
     check_ttl(ttl_seconds)
     return None if ttl_seconds is None else clock() + ttl_seconds
 

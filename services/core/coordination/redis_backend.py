@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 
 import redis.exceptions
 
+from services.core.clock import MonotonicClock
 from services.core.coordination.base import (
     Backend,
     Cache,
-    Clock,
     Decision,
     Holder,
     Lease,
@@ -43,7 +43,7 @@ class RedisBackend(Backend):
 
     name = "redis"
 
-    def __init__(self, url: str, options: RedisOptions | None = None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, url: str, options: RedisOptions | None = None, clock: MonotonicClock = time.monotonic) -> None:
         self.connection = RedisConnection(url, options, clock)
 
     async def start(self) -> None:

@@ -22,8 +22,8 @@ try:
 except ImportError:  # redis-py before 7 has no maintenance notifications to turn off
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
+from services.core.clock import MonotonicClock
 from services.core.coordination import redis_scripts
-from services.core.coordination.base import Clock
 from services.core.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class RedisConnection:
     failure reaches the caller as Unavailable. Subscriptions run their own reconnect loop.
     """
 
-    def __init__(self, url: str, options: RedisOptions | None = None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, url: str, options: RedisOptions | None = None, clock: MonotonicClock = time.monotonic) -> None:
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
         self.url = url

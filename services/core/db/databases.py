@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import Table, func, insert, select, text
@@ -16,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.accounts import AccountRef
+from services.core.clock import utc_now
 from services.core.db import schema
 from services.core.db.engines import EngineOptions, create_engine, create_mysql_database, redacted
 from services.core.db.migrate import SchemaKind, Upgrade, current_revision, head_revision, upgrade_to_head
@@ -49,11 +49,6 @@ class ShardUnknown(Unauthenticated):
         super().__init__("the credential names a shard that does not exist: sign in again", reason="TOKEN_INVALID")
         self.ref = ref
         self.shard_count = shard_count
-
-
-def utc_now() -> datetime:
-    """Now in UTC, naive, as every DateTime column stores it."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

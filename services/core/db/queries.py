@@ -16,15 +16,12 @@ def newest_first(
     *,
     after: tuple[datetime, str] | None,
     limit: int,
+    time_column: str = "create_time",
 ) -> Select[Any]:
-    """Rows matching `conditions`, newest `create_time` first (ties by id, descending), after the keyset position
-    (create_time, id) of the previous page's last row."""
+    """Rows matching `conditions`, newest `time_column` (create_time unless told) first, ties by id descending,
+    after the keyset position (time, id) of the previous page's last row."""
+    time, row_id = table.c[time_column], table.c[id_column]
     where = list(conditions)
     if after is not None:
-        where.append(
-            or_(
-                table.c.create_time < after[0],
-                and_(table.c.create_time == after[0], table.c[id_column] < after[1]),
-            )
-        )
-    return select(table).where(*where).order_by(table.c.create_time.desc(), table.c[id_column].desc()).limit(limit)
+        where.append(or_(time < after[0], and_(time == after[0], row_id < after[1])))
+    return select(table).where(*where).order_by(time.desc(), row_id.desc()).limit(limit)

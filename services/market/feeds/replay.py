@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import groupby
 
 from services.core.calendars import ALWAYS_OPEN
-from services.core.timing import SYSTEM_TIMER, Timer
+from services.core.clock import SYSTEM_TIMER, Timer
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported
 from services.market.records import Bar, Instrument, Tick, Timeframe, TradingSession
 from services.market.store import MarketStore

@@ -10,16 +10,16 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
 from services.core.backoff import backoff_delay
 from services.core.bars import BarBuilder, roll_up
+from services.core.clock import WallClock, utc_now
 from services.core.coordination import Cache, LeaderElection, Lease, Locks
-from services.core.db.databases import utc_now
 from services.core.errors import Unavailable
 from services.market.encoding import encode_ticks
 from services.market.feeds.base import FeedAdapter, FeedError
@@ -110,7 +110,7 @@ class FeedRunner:
         cache: Cache,
         locks: Locks,
         policy: RunnerPolicy,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self.adapter = adapter
         self._store = store

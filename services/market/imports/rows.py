@@ -6,9 +6,10 @@ import csv
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from services.core.clock import as_naive_utc
 from services.market.records import EPOCH
 
 MAX_ROWS_PER_CALL = 100_000
@@ -209,7 +210,7 @@ def _parse_time(text: str) -> datetime | None:
             return EPOCH + timedelta(seconds=int(text))
         if _RFC3339.fullmatch(text):
             moment = datetime.fromisoformat(text.upper())
-            return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+            return as_naive_utc(moment)
     except (ValueError, OverflowError):
         pass
     return None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from services.core.clock import as_naive_utc
 from services.market.imports.rows import RawRow, RowError
 from services.market.records import Bar, Timeframe
 
@@ -43,7 +44,7 @@ class BarValidator:
         bar = _complete(row)
         if isinstance(bar, RowError):
             return bar
-        error = _check_values(bar) or self._check_time(bar.open_time, _naive_utc(now))
+        error = _check_values(bar) or self._check_time(bar.open_time, as_naive_utc(now))
         if error is not None:
             field, reason, message = error
             return RowError(row.line, field, reason, message)
@@ -66,10 +67,6 @@ class BarValidator:
             message = f"time {_rfc3339(open_time)} is not after the previous accepted row's time {previous}"
             return "time", "TIME_NOT_INCREASING", message
         return None
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _complete(row: RawRow) -> Bar | RowError:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
+from services.core.clock import WallClock
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
 from services.market.imports.bar_import import BarImport, ImportOutcome, StreamImport, csv_rows
 from services.market.imports.rows import MAX_ROWS_PER_CALL, MAX_ROWS_PER_STREAM, CsvRowReader, rows_from_bars
@@ -42,7 +42,7 @@ async def known_instrument(store: MarketStore, symbol: str) -> Instrument:
 class BarImports:
     """Imports of bars: validated in input order, written atomically per commit, counted as the responses say."""
 
-    def __init__(self, store: MarketStore, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: MarketStore, *, clock: WallClock) -> None:
         self._store = store
         self._clock = clock
 

@@ -5,23 +5,29 @@ locked transaction (the rules themselves are in rules.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
+from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 from services.model.registry import rules
 from services.model.registry.artifacts import read_artifact
 from services.model.registry.store import VersionStore
 from services.model.registry.versions import ModelFilter, ModelVersion, Override
 
+# What ListModels' page tokens hold.
+_MODELS_CURSOR = keyset_cursor("model.ListModels")
+
 
 class ModelRegistry:
     """Model versions: reads and the admin operations."""
 
-    def __init__(self, versions: VersionStore, model_dir: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self, versions: VersionStore, model_dir: Path, *, pages: PageTokens, clock: WallClock = utc_now
+    ) -> None:
         self._store = versions
         self.model_dir = model_dir
+        self._pages = pages
         self._clock = clock
 
     async def get(self, model_id: str) -> ModelVersion:
@@ -32,6 +38,19 @@ class ModelRegistry:
 
     async def find(self, filters: ModelFilter, *, after: tuple[datetime, str] | None, limit: int) -> list[ModelVersion]:
         return await self._store.versions(filters, after=after, limit=limit)
+
+    async def list_models(self, filters: ModelFilter, *, size: int, page_token: str) -> Page[ModelVersion]:
+        """ListModels: versions newest first (by create_time, then model_id), a page at a time."""
+        numbers = [int(value or 0) for value in (filters.timeframe, filters.algorithm, filters.status)]
+        return await keyset_page(
+            self._pages,
+            _MODELS_CURSOR,
+            page_token,
+            query="|".join([filters.symbol, *map(str, numbers)]),
+            size=size,
+            fetch=lambda after, limit: self.find(filters, after=keyset_after(after), limit=limit),
+            position=lambda version: {"t": version.create_time, "id": version.model_id},
+        )
 
     async def promote(
         self, model_id: str, *, account_id: int, override_gate: bool, override_reason: str

@@ -18,7 +18,6 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from services.core.calendars import CalendarRangeError, TradingCalendar
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
@@ -58,7 +57,7 @@ class Predictor:
         market: MarketData,
         model_dir: Path,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
         history_bars: int = 1000,
         model_cache_size: int = 64,
         registry_ttl: float = 2.0,

@@ -4,13 +4,12 @@ or closed as they say, and a retraining scheduled when drift starts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
@@ -40,7 +39,7 @@ class Tracker:
         training: TrainingService,
         *,
         drift_threshold: float = 1.5,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._store = versions
         self._predictions = predictions

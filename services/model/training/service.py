@@ -4,13 +4,15 @@ and the jobs run by the replica's TrainingRunner."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import NotFound
 from services.core.market_data import MarketData
+from services.core.paging import COUNT, Cursor, Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 from services.model.forecasting.base import Algorithm, AlgorithmDef
 from services.model.forecasting.catalogue import ALGORITHMS
 from services.model.registry.service import ModelRegistry
@@ -22,6 +24,9 @@ from services.model.training.store import JobStore
 
 # A retrained version's evaluation window, as a share of its range, stays within these bounds.
 _RETRAIN_HOLDOUT_BOUNDS = (0.1, 0.5)
+# What each list's page tokens hold.
+_ALGORITHMS_CURSOR = Cursor.of("model.ListAlgorithms", after=COUNT)
+_JOBS_CURSOR = keyset_cursor("model.ListTrainingJobs")
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -75,12 +80,14 @@ class TrainingService:
         registry: ModelRegistry,
         market: MarketData,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        pages: PageTokens,
+        clock: WallClock = utc_now,
     ) -> None:
         self._runner = runner
         self._jobs = jobs
         self._registry = registry
         self._market = market
+        self._pages = pages
         self._clock = clock
 
     @staticmethod
@@ -88,6 +95,21 @@ class TrainingService:
         """The catalogue in algorithm order after `after` (an Algorithm number), at most `limit`."""
         chosen = [algorithm for algorithm in sorted(ALGORITHMS) if algorithm > after][:limit]
         return [_summary(ALGORITHMS[algorithm]) for algorithm in chosen]
+
+    async def list_algorithms(self, *, size: int, page_token: str) -> Page[AlgorithmSummary]:
+        """ListAlgorithms: the catalogue in algorithm order, a page at a time."""
+
+        async def fetch(position: dict[str, Any] | None, limit: int) -> list[AlgorithmSummary]:
+            return self.algorithms(after=position["after"] if position else 0, limit=limit)
+
+        return await keyset_page(
+            self._pages,
+            _ALGORITHMS_CURSOR,
+            page_token,
+            size=size,
+            fetch=fetch,
+            position=lambda summary: {"after": int(summary.definition.algorithm)},
+        )
 
     async def train(self, order: TrainingOrder, *, account_id: int) -> TrainingJob:
         """The job for `order`: the one its request id made before (REQUEST_ID_REUSED for a different request), or
@@ -134,9 +156,18 @@ class TrainingService:
             raise job_not_found(job_id)
         return job
 
-    async def jobs(self, filters: JobFilter, *, after: tuple[datetime, str] | None, limit: int) -> list[TrainingJob]:
-        """Jobs newest first after the keyset position (create_time, job_id)."""
-        return await self._runner.jobs(filters, after=after, limit=limit)
+    async def list_jobs(self, filters: JobFilter, *, size: int, page_token: str) -> Page[TrainingJob]:
+        """ListTrainingJobs: jobs newest first (by create_time, then job_id), a page at a time."""
+        numbers = [int(value or 0) for value in (filters.algorithm, filters.state)]
+        return await keyset_page(
+            self._pages,
+            _JOBS_CURSOR,
+            page_token,
+            query="|".join([filters.symbol, *map(str, numbers)]),
+            size=size,
+            fetch=lambda after, limit: self._runner.jobs(filters, after=keyset_after(after), limit=limit),
+            position=lambda job: {"t": job.create_time, "id": job.job_id},
+        )
 
     async def active(self) -> list[TrainingJob]:
         """The queued and running jobs of every replica, as stored."""

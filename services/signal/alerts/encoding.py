@@ -4,7 +4,8 @@ AlertSettings' constructor, services/signal/alerts/rules.py) and stored rules en
 from __future__ import annotations
 
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import decode_parameters, parameter_values, timestamp
+from services.core.parameter_messages import decode_parameters, parameter_values
+from services.core.timestamps import timestamp
 from services.signal.alerts.rules import MUTABLE_PATHS, AlertDraft
 from services.signal.alerts.store import AlertRule
 

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2, signal_pb2_grpc
 from services.core.progress import ProgressBar
+from services.core.timestamps import naive_utc, timestamp
 
 TIMEFRAMES = {
     "1m": common_pb2.TIMEFRAME_1M,
@@ -98,9 +99,7 @@ def _time(text: str, option: str) -> Timestamp:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"{option}: {text!r} is not a date (YYYY-MM-DD) or RFC 3339 time") from None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return stamp
+    return timestamp(moment)
 
 
 def parameter_value(text: str) -> common_pb2.ParameterValue:
@@ -311,7 +310,7 @@ def write_png(backtest: signal_pb2.Backtest, path: Path) -> None:
     from matplotlib import pyplot  # noqa: PLC0415
 
     curve = backtest.report.equity_curve
-    times = [point.time.ToDatetime() for point in curve]
+    times = [naive_utc(point.time) for point in curve]
     figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     try:
         top.plot(times, [point.equity for point in curve], label="strategy", color="#1f77b4", linewidth=1.4)

@@ -11,7 +11,8 @@ from typing import Literal
 from google.protobuf import json_format
 
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import decode_parameters, naive_utc, parameter_values, timestamp
+from services.core.parameter_messages import decode_parameters, parameter_values
+from services.core.timestamps import naive_utc, timestamp
 from services.signal.backtests.engine.config import (
     CommissionModel,
     FixedFraction,

@@ -10,7 +10,8 @@ import zlib
 import numpy as np
 
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import parameter_values, timestamp
+from services.core.parameter_messages import parameter_values
+from services.core.timestamps import timestamp
 from services.signal.backtests.engine.engine import EquityCurve
 from services.signal.backtests.engine.metrics import BacktestMetrics
 from services.signal.backtests.simulation import BacktestOutcome

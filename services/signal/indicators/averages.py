@@ -8,7 +8,8 @@ from math import isnan
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
+from services.core.parameters import integer
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, register
 from services.signal.indicators.kernels_trend import NAN, as_series, data_start, ema_step, jit, outputs, resolved
 
 _NONE = (NAN,)
@@ -314,9 +315,7 @@ def _average(
         return (out,)
 
     batch.__qualname__ = batch.__name__ = f"{name}_batch"
-    period = Param(
-        name="period", description="bars averaged", default=30, minimum=1, maximum=100_000, unit="bars", step=1
-    )
+    period = integer("period", "bars averaged", 30, 1, 100_000, unit="bars")
     definition = IndicatorDef(
         name=name,
         display_name=display_name,

@@ -7,8 +7,9 @@ from math import isnan, sqrt
 
 import numpy as np
 
+from services.core.parameters import Param, integer, number
 from services.signal.indicators.averages import EMA, ExponentialMovingAverage, ema_pole
-from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, Output, Param, register
+from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, Output, register
 from services.signal.indicators.kernels_trend import (
     NAN,
     as_series,
@@ -260,13 +261,11 @@ def _keltner_memory(period: int) -> Memory:
 
 
 def _period(default: int, minimum: int, description: str) -> Param:
-    return Param(
-        name="period", description=description, default=default, minimum=minimum, maximum=100_000, unit="bars", step=1
-    )
+    return integer("period", description, default, minimum, 100_000, unit="bars")
 
 
 def _width(name: str, description: str) -> Param:
-    return Param(name=name, description=description, default=2.0, minimum=0.01, maximum=100.0, integer=False, step=0.1)
+    return number(name, description, 2.0, 0.01, 100.0, step=0.1)
 
 
 def _channel(what: str) -> tuple[Output, ...]:

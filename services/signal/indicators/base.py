@@ -1,5 +1,6 @@
-"""What every indicator is: typed parameters, named outputs, a vectorised batch form over arrays and an incremental
-form with O(1) state per bar; the two must agree exactly (same float operations in the same order)."""
+"""What every indicator is: typed parameters (services.core.parameters' Param, INTEGER or NUMBER), named outputs,
+a vectorised batch form over arrays and an incremental form with O(1) state per bar; the two must agree exactly
+(same float operations in the same order)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.parameters import Param, ParamType
 
 Array = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Param:
-    """A numeric parameter: integer (periods) or real (multipliers), with bounds and a default."""
-
-    name: str
-    description: str
-    default: float
-    minimum: float | None = None
-    maximum: float | None = None
-    integer: bool = True
-    unit: str = ""
-    step: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +159,7 @@ class IndicatorDef:
             problem = None
             if not np.isfinite(value):
                 problem = "must be a finite number"
-            elif param.integer and value != int(value):
+            elif param.type is ParamType.INTEGER and value != int(value):
                 problem = "must be a whole number"
             elif param.minimum is not None and value < param.minimum:
                 problem = f"must be at least {param.minimum:g}"
@@ -179,7 +167,7 @@ class IndicatorDef:
                 problem = f"must be at most {param.maximum:g}"
             if problem:
                 violations.append(FieldViolation(f"{field}.{param.name}", problem))
-            values[param.name] = int(value) if param.integer and problem is None else value
+            values[param.name] = int(value) if param.type is ParamType.INTEGER and problem is None else value
         if violations:
             raise InvalidArgument(violations, reason="PARAMETER_INVALID")
         return values

@@ -6,7 +6,8 @@ from functools import partial
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
+from services.core.parameters import Param, integer
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, register
 from services.signal.indicators.kernels_oscillators import (
     NAN,
     RollingExtremes,
@@ -25,7 +26,7 @@ LINES = ("high", "low")
 
 
 def _period(name: str, default: int, what: str) -> Param:
-    return Param(name=name, description=what, default=default, minimum=1, maximum=MAX_PERIOD, unit="bars", step=1)
+    return integer(name, what, default, 1, MAX_PERIOD, unit="bars")
 
 
 def _midpoint(a: float, b: float) -> float:

@@ -6,7 +6,8 @@ from functools import partial
 
 import numpy as np
 
-from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, Param, register
+from services.core.parameters import Param, integer
+from services.signal.indicators.base import Array, Bars, Incremental, IndicatorDef, Memory, Output, register
 from services.signal.indicators.kernels_oscillators import (
     NAN,
     TA_EPSILON,
@@ -25,7 +26,7 @@ HLC = ("high", "low", "close")
 
 
 def _period(name: str, default: int, minimum: int, what: str) -> Param:
-    return Param(name=name, description=what, default=default, minimum=minimum, maximum=MAX_PERIOD, unit="bars", step=1)
+    return integer(name, what, default, minimum, MAX_PERIOD, unit="bars")
 
 
 # Scalar formulas, written once: kernels call the jitted copies, the incremental forms the Python originals.

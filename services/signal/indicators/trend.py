@@ -6,8 +6,9 @@ from math import isnan
 
 import numpy as np
 
+from services.core.parameters import Param, integer, number
 from services.signal.indicators.averages import ExponentialMovingAverage, ema_pole
-from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, MemoryKind, Output, Param, register
+from services.signal.indicators.base import Array, Bars, IndicatorDef, Memory, MemoryKind, Output, register
 from services.signal.indicators.kernels_trend import (
     NAN,
     SarState,
@@ -225,15 +226,11 @@ SAR_FIRST_HISTORY = 128
 
 
 def _period(name: str, default: int, minimum: int, description: str) -> Param:
-    return Param(
-        name=name, description=description, default=default, minimum=minimum, maximum=100_000, unit="bars", step=1
-    )
+    return integer(name, description, default, minimum, 100_000, unit="bars")
 
 
 def _factor(name: str, default: float, description: str) -> Param:
-    return Param(
-        name=name, description=description, default=default, minimum=0.001, maximum=1.0, integer=False, step=0.01
-    )
+    return number(name, description, default, 0.001, 1.0, step=0.01)
 
 
 MACD = register(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from services.core.parameters import integer
 from services.signal.indicators.base import (
     Array,
     Bars,
@@ -12,7 +13,6 @@ from services.signal.indicators.base import (
     Memory,
     MemoryKind,
     Output,
-    Param,
     register,
 )
 from services.signal.indicators.kernels_oscillators import (
@@ -277,17 +277,7 @@ MFI = register(
         display_name="Money Flow Index",
         description="Volume-weighted RSI as TA-Lib MFI: positive over total money flow (typical price × "
         "volume, signed by the typical price's move) over the period, 0–100; 0 when no money flowed.",
-        params=(
-            Param(
-                name="period",
-                description="Window in bars (TA-Lib MFI timeperiod).",
-                default=14,
-                minimum=2,
-                maximum=MAX_PERIOD,
-                unit="bars",
-                step=1,
-            ),
-        ),
+        params=(integer("period", "Window in bars (TA-Lib MFI timeperiod).", 14, 2, MAX_PERIOD, unit="bars"),),
         outputs=(Output(name="value", description="MFI, 0–100."),),
         inputs=("high", "low", "close", "volume"),
         accepts_source=False,
@@ -326,14 +316,13 @@ VWAP = register(
         "bar of the requested range (whether or not extend_for_warmup is set). NaN while no volume traded. TA-Lib "
         "has no VWAP.",
         params=(
-            Param(
-                name="period",
-                description="Bars in the rolling window; 0 accumulates over the whole series.",
-                default=0,
-                minimum=0,
-                maximum=MAX_PERIOD,
+            integer(
+                "period",
+                "Bars in the rolling window; 0 accumulates over the whole series.",
+                0,
+                0,
+                MAX_PERIOD,
                 unit="bars",
-                step=1,
             ),
         ),
         outputs=(Output(name="value", description="The volume-weighted average price."),),

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 
-from services.core.db.databases import Databases, utc_now
+from services.core.clock import WallClock, utc_now
+from services.core.db.databases import Databases
 from services.core.db.outbox import OutboxMessage, add_outbox
 from services.signal.alerts.store import AlertRule, AlertStore
 from services.signal.live.encoding import firing_envelope, side_number
@@ -60,7 +59,7 @@ class AlertDispatcher:
         signals: SignalStore,
         databases: Databases,
         hub: SignalHub,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._firings = firings
         self._rules = rules

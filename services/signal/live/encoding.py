@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import parameter_values, timestamp
+from services.core.parameter_messages import parameter_values
+from services.core.timestamps import timestamp
 from services.signal.fusion import BUY
 from services.signal.live.records import Firing, LiveSignal
 

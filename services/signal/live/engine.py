@@ -11,16 +11,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.backoff import backoff_delay
+from services.core.clock import WallClock, utc_now
 from services.core.coordination.base import Lease, Locks, PubSub
 from services.core.coordination.leader import LeaderElection
-from services.core.db.databases import utc_now
 from services.core.errors import DomainError, NotFound, Unavailable
 from services.core.timeframes import Timeframe
 from services.signal.alerts.store import AlertRule, AlertStore
@@ -106,7 +106,7 @@ class LiveEngine:
         locks: Locks,
         identity: ServiceIdentity,
         policy: EnginePolicy,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
         draining: asyncio.Event | None = None,
     ) -> None:
         self._pipeline = pipeline

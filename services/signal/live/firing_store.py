@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.accounts import AccountRef
 from services.core.db.databases import Databases
+from services.core.db.queries import newest_first
 from services.core.db.schema import shard_metadata
 from services.signal.alerts.store import alerts
 from services.signal.live.records import Firing, LiveSignal, firing_id
@@ -188,9 +189,7 @@ class FiringStore:
         """One rule's firings, newest bar first, after the keyset position (bar_time, firing_id)."""
         c = alert_firings.c
         conditions = [c.alert_id == alert_id, c.account_id == owner.account_id, *where.conditions()]
-        if after is not None:
-            conditions.append(or_(c.bar_time < after[0], and_(c.bar_time == after[0], c.firing_id < after[1])))
-        query = select(alert_firings).where(*conditions).order_by(c.bar_time.desc(), c.firing_id.desc()).limit(limit)
+        query = newest_first(alert_firings, "firing_id", conditions, after=after, limit=limit, time_column="bar_time")
 
         async def work(connection: AsyncConnection) -> list[Firing]:
             return [_firing(row, owner.shard) for row in await connection.execute(query)]

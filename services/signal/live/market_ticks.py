@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 
@@ -13,6 +13,7 @@ from bullant.market.v1 import market_pb2, market_pb2_grpc
 from services.core.clients import ClientFactory
 from services.core.errors import NotFound, Unavailable
 from services.core.grpc_errors import error_info
+from services.core.timestamps import naive_utc
 
 MARKET = market_pb2.DESCRIPTOR.services_by_name["MarketService"]
 
@@ -26,10 +27,6 @@ class TickEvent:
     price: float
     size: float
     sequence: int
-
-
-def _time(stamp: object) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC).replace(tzinfo=None)  # type: ignore[attr-defined,no-any-return]
 
 
 class MarketTicks:
@@ -56,7 +53,7 @@ class MarketTicks:
                 if kind == "ticks":
                     on_ticks(
                         [
-                            TickEvent(tick.symbol, _time(tick.event_time), tick.price, tick.size, tick.sequence)
+                            TickEvent(tick.symbol, naive_utc(tick.event_time), tick.price, tick.size, tick.sequence)
                             for tick in response.ticks.ticks
                         ]
                     )

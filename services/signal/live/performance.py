@@ -5,14 +5,14 @@ timeframe and horizon figures GetSignalPerformance reports."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.market_data import MarketData
 from services.core.timeframes import Timeframe
 from services.signal.live.outcome_store import Outcome, OutcomeStore, SignalOutcome
@@ -129,7 +129,7 @@ class PerformanceJob:
     """Fills in the returns of signals whose horizons have passed (one round per call; the engine's leader runs
     it periodically)."""
 
-    def __init__(self, signals: OutcomeStore, market: MarketData, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, signals: OutcomeStore, market: MarketData, clock: WallClock = utc_now) -> None:
         self._signals = signals
         self._market = market
         self._clock = clock

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from bullant.common.v1 import common_pb2
 from bullant.signal.v1 import signal_pb2
-from services.core.messages import naive_utc, timestamp
 from services.core.timeframes import Timeframe
+from services.core.timestamps import naive_utc, timestamp
 from services.signal.fusion import BUY, SELL
 from services.signal.live.performance import PerformanceRow
 from services.signal.service.live import PerformanceQuery, SignalQuery, StreamRequest

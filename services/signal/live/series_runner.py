@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.backoff import backoff_delay
 from services.core.bars import Bar
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import DomainError
 from services.core.market_data import MarketData
 from services.signal.alerts.store import AlertRule
@@ -84,7 +84,7 @@ class SignalPipeline:
     dispatcher: AlertDispatcher
     identity: ServiceIdentity
     policy: RunnerPolicy
-    clock: Callable[[], datetime] = utc_now
+    clock: WallClock = utc_now
     on_processed: ProcessedProbe | None = None
 
 

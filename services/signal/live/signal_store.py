@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db.databases import Databases
 from services.core.db.group_commit import GroupCommit
+from services.core.db.queries import newest_first
 from services.core.db.schema import DOUBLE_PRECISION, global_metadata
 from services.core.timeframes import Timeframe
 from services.signal.fusion import Grade
@@ -273,20 +274,7 @@ class SignalStore:
 
     async def find(self, where: SignalFilter, *, after: tuple[datetime, str] | None, limit: int) -> list[LiveSignal]:
         """Signals newest bar first (ties by id, descending) after the keyset position (bar_time, signal_id)."""
-        conditions = where.conditions()
-        if after is not None:
-            conditions.append(
-                or_(
-                    signals.c.bar_time < after[0],
-                    and_(signals.c.bar_time == after[0], signals.c.signal_id < after[1]),
-                )
-            )
-        query = (
-            select(signals)
-            .where(*conditions)
-            .order_by(signals.c.bar_time.desc(), signals.c.signal_id.desc())
-            .limit(limit)
-        )
+        query = newest_first(signals, "signal_id", where.conditions(), after=after, limit=limit, time_column="bar_time")
 
         async def work(connection: AsyncConnection) -> list[LiveSignal]:
             return [signal_from_row(row) for row in await connection.execute(query)]

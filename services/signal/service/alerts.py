@@ -4,15 +4,14 @@ delete the caller's rules, and tell the live engine's leader when they change.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Protocol
 
 from services.core.accounts import AccountRef
-from services.core.db.databases import utc_now
+from services.core.clock import WallClock, utc_now
 from services.core.errors import AlreadyExists, ResourceExhausted
 from services.core.market_data import MarketData
-from services.core.paging import PageTokens, keyset_cursor, page_size
+from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 from services.signal.alerts.rules import (
     AlertDraft,
     AlertSettings,
@@ -23,7 +22,6 @@ from services.signal.alerts.rules import (
     updated,
 )
 from services.signal.alerts.store import AlertLimitReached, AlertRule, AlertStore
-from services.signal.service.pages import Page
 
 log = logging.getLogger("bullant.signal")
 _ALERTS_CURSOR = keyset_cursor("signal.ListAlerts")
@@ -46,7 +44,7 @@ class Alerts:
         pages: PageTokens,
         *,
         limit: int = 100,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         self._market = market
         self._store = store
@@ -86,19 +84,18 @@ class Alerts:
         self, owner: AccountRef, *, symbol: str, enabled: bool | None, size: int, page_token: str
     ) -> Page[AlertRule]:
         """The caller's rules (of one symbol, enabled or not), newest first."""
-        size = page_size(size)
         symbol = symbol.strip().upper()
-        query = f"{symbol}|{enabled}"
-        position = self._pages.decode(_ALERTS_CURSOR, page_token, query=query)
-        after = (position["t"], position["id"]) if position else None
-        rules = await self._store.find(owner, symbol=symbol, enabled=enabled, after=after, limit=size + 1)
-        token = ""
-        if len(rules) > size:
-            rules = rules[:size]
-            token = self._pages.encode(
-                _ALERTS_CURSOR, {"t": rules[-1].create_time, "id": rules[-1].alert_id}, query=query
-            )
-        return Page(rules, token)
+        return await keyset_page(
+            self._pages,
+            _ALERTS_CURSOR,
+            page_token,
+            query=f"{symbol}|{enabled}",
+            size=size,
+            fetch=lambda after, limit: self._store.find(
+                owner, symbol=symbol, enabled=enabled, after=keyset_after(after), limit=limit
+            ),
+            position=lambda rule: {"t": rule.create_time, "id": rule.alert_id},
+        )
 
     async def update(self, owner: AccountRef, alert_id: str, changes: AlertDraft, paths: Sequence[str]) -> AlertRule:
         """The rule with the fields at `paths` changed, validated whole again (a new symbol must exist)."""

@@ -14,7 +14,7 @@ from datetime import timedelta
 from services.core.accounts import AccountRef
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.market_data import InstrumentInfo, MarketData
-from services.core.paging import PageTokens, keyset_cursor, page_size
+from services.core.paging import Page, PageTokens, keyset_after, keyset_cursor, keyset_page
 from services.signal.backtests.engine.config import BacktestConfig
 from services.signal.backtests.runner import BacktestRunner, Update
 from services.signal.backtests.simulation import (
@@ -28,7 +28,6 @@ from services.signal.backtests.simulation import (
 from services.signal.backtests.spec import BacktestSpec
 from services.signal.backtests.store import BacktestFilter, BacktestRecord
 from services.signal.history import History, read_history, strategy_bars
-from services.signal.service.pages import Page
 from services.signal.validation import too_large
 
 _BACKTESTS_CURSOR = keyset_cursor("signal.ListBacktests")
@@ -147,17 +146,17 @@ class Backtests:
         self, owner: AccountRef, filters: BacktestFilter, *, size: int, page_token: str, full: bool
     ) -> Page[BacktestRecord]:
         """The caller's backtests, newest first."""
-        size = page_size(size)
-        query = f"{filters.strategy_id}|{filters.symbol}|{int(filters.state) if filters.state else 0}"
-        position = self._pages.decode(_BACKTESTS_CURSOR, page_token, query=query)
-        after = (position["t"], position["id"]) if position else None
-        records = await self._runner.find(owner, filters, after=after, limit=size + 1, with_detail=full)
-        token = ""
-        if len(records) > size:
-            records = records[:size]
-            last = records[-1]
-            token = self._pages.encode(_BACKTESTS_CURSOR, {"t": last.create_time, "id": last.backtest_id}, query=query)
-        return Page(records, token)
+        return await keyset_page(
+            self._pages,
+            _BACKTESTS_CURSOR,
+            page_token,
+            query=f"{filters.strategy_id}|{filters.symbol}|{int(filters.state) if filters.state else 0}",
+            size=size,
+            fetch=lambda after, limit: self._runner.find(
+                owner, filters, after=keyset_after(after), limit=limit, with_detail=full
+            ),
+            position=lambda record: {"t": record.create_time, "id": record.backtest_id},
+        )
 
 
 def engine_config(spec: BacktestSpec, instruments: Sequence[InstrumentInfo], span: timedelta) -> BacktestConfig:

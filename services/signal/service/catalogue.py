@@ -7,18 +7,18 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from services.core.errors import FailedPrecondition
 from services.core.market_data import BarSeries, MarketData
-from services.core.paging import NAME, Cursor, PageTokens, page_size
+from services.core.paging import NAME, Cursor, Page, PageTokens, keyset_page
 from services.core.parameters import ParamValue
 from services.core.timeframes import Timeframe
 from services.signal.analytics import IndicatorRequest, PreparedIndicator, Series, compute, prepare, with_warmup
 from services.signal.history import History, read_history, strategy_bars
 from services.signal.indicators.base import REGISTRY, Bars, IndicatorDef
-from services.signal.service.pages import Page
 from services.signal.strategies.base import REGISTRY as STRATEGIES
 from services.signal.strategies.base import SignalEvent, StrategyDef
 from services.signal.validation import BarRange, find_strategy, too_large
@@ -67,28 +67,41 @@ class Catalogue:
         self._market = market
         self._pages = pages
 
-    def indicators(self, *, size: int, page_token: str) -> Page[IndicatorDef]:
-        size = page_size(size)
-        position = self._pages.decode(_INDICATORS_CURSOR, page_token)
-        after = position["after"] if position else ""
-        names = sorted(name for name in REGISTRY if name > after)
-        page = names[:size]
-        token = self._pages.encode(_INDICATORS_CURSOR, {"after": page[-1]}) if len(names) > size else ""
-        return Page([REGISTRY[name] for name in page], token)
+    async def indicators(self, *, size: int, page_token: str) -> Page[IndicatorDef]:
+        async def fetch(position: dict[str, Any] | None, limit: int) -> list[IndicatorDef]:
+            after = position["after"] if position else ""
+            return [REGISTRY[name] for name in sorted(name for name in REGISTRY if name > after)[:limit]]
 
-    def strategies(self, *, tag: str, size: int, page_token: str) -> Page[StrategyDef]:
-        size = page_size(size)
-        tag = tag.strip().lower()
-        position = self._pages.decode(_STRATEGIES_CURSOR, page_token, query=tag)
-        after = position["after"] if position else ""
-        ids = sorted(
-            strategy_id
-            for strategy_id, strategy in STRATEGIES.items()
-            if strategy_id > after and (not tag or tag in strategy.tags)
+        return await keyset_page(
+            self._pages,
+            _INDICATORS_CURSOR,
+            page_token,
+            size=size,
+            fetch=fetch,
+            position=lambda indicator: {"after": indicator.name},
         )
-        page = ids[:size]
-        token = self._pages.encode(_STRATEGIES_CURSOR, {"after": page[-1]}, query=tag) if len(ids) > size else ""
-        return Page([STRATEGIES[strategy_id] for strategy_id in page], token)
+
+    async def strategies(self, *, tag: str, size: int, page_token: str) -> Page[StrategyDef]:
+        tag = tag.strip().lower()
+
+        async def fetch(position: dict[str, Any] | None, limit: int) -> list[StrategyDef]:
+            after = position["after"] if position else ""
+            ids = sorted(
+                strategy_id
+                for strategy_id, strategy in STRATEGIES.items()
+                if strategy_id > after and (not tag or tag in strategy.tags)
+            )
+            return [STRATEGIES[strategy_id] for strategy_id in ids[:limit]]
+
+        return await keyset_page(
+            self._pages,
+            _STRATEGIES_CURSOR,
+            page_token,
+            query=tag,
+            size=size,
+            fetch=fetch,
+            position=lambda strategy: {"after": strategy.strategy_id},
+        )
 
     async def compute_indicators(self, target: BarsRequest, indicators: Sequence[IndicatorRequest]) -> IndicatorValues:
         """Every indicator over the range (INVALID_RANGE, then the indicators' own rules, RANGE_TOO_LARGE, NO_BARS);

@@ -11,12 +11,23 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.core.accounts import AccountRef
-from services.core.db.databases import utc_now
+from services.core.clock import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
-from services.core.paging import NAME, Cursor, Integer, PageTokens, Row, keyset_cursor, page_size
+from services.core.paging import (
+    NAME,
+    Cursor,
+    Integer,
+    Page,
+    PageTokens,
+    Row,
+    keyset_after,
+    keyset_cursor,
+    keyset_page,
+)
 from services.core.timeframes import Timeframe
 from services.signal.alerts.rules import alert_id_of, alert_not_found
 from services.signal.alerts.store import AlertStore
@@ -25,9 +36,8 @@ from services.signal.live.firing_store import FiringFilter, FiringStore
 from services.signal.live.hub import Listener, SignalHub, StreamFilter, WatchRegistry
 from services.signal.live.outcome_store import OutcomeStore
 from services.signal.live.performance import PerformanceRow, group_rows
-from services.signal.live.records import HORIZONS, LiveSignal, SeriesKey
+from services.signal.live.records import HORIZONS, Firing, LiveSignal, SeriesKey
 from services.signal.live.signal_store import SignalFilter, SignalStore
-from services.signal.service.pages import Page
 from services.signal.validation import BarRange, find_strategy
 
 REPLAY_WINDOW = timedelta(hours=24)
@@ -266,7 +276,6 @@ class LiveSignals:
 
     async def find(self, owner: AccountRef, query: SignalQuery, *, size: int, page_token: str) -> Page[LiveSignal]:
         """Stored signals newest bar first (those that fired one of the caller's rules with `alert_id`)."""
-        size = page_size(size)
         BarRange(query.start, query.end)
         digest = json.dumps(
             [
@@ -281,10 +290,8 @@ class LiveSignals:
                 query.alert_id,
             ]
         )
-        position = self._pages.decode(_SIGNALS_CURSOR, page_token, query=digest)
-        after = (position["t"], position["id"]) if position else None
         if query.alert_id:
-            return await self._alert_signals(owner, query, after=after, size=size, digest=digest)
+            return await self._alert_signals(owner, query, size=size, page_token=page_token, digest=digest)
         where = SignalFilter(
             symbols=query.symbols,
             strategy_ids=query.strategy_ids,
@@ -295,28 +302,20 @@ class LiveSignals:
             end=query.end,
             technical_only=query.technical_only,
         )
-        found = await self._signals.find(where, after=after, limit=size + 1)
-        token = ""
-        if len(found) > size:
-            found = found[:size]
-            token = self._pages.encode(
-                _SIGNALS_CURSOR, {"t": found[-1].bar_time, "id": found[-1].signal_id}, query=digest
-            )
-        return Page(found, token)
+        return await keyset_page(
+            self._pages,
+            _SIGNALS_CURSOR,
+            page_token,
+            query=digest,
+            size=size,
+            fetch=lambda after, limit: self._signals.find(where, after=keyset_after(after), limit=limit),
+            position=lambda signal: {"t": signal.bar_time, "id": signal.signal_id},
+        )
 
     async def _alert_signals(
-        self, owner: AccountRef, query: SignalQuery, *, after: tuple[datetime, str] | None, size: int, digest: str
+        self, owner: AccountRef, query: SignalQuery, *, size: int, page_token: str, digest: str
     ) -> Page[LiveSignal]:
         """The signals that fired one of the caller's rules, newest bar first."""
-        rule = await self._alerts.get(owner, alert_id_of(query.alert_id))
-        if rule is None:
-            raise alert_not_found(query.alert_id)
-        if (
-            (query.symbols and rule.symbol not in query.symbols)
-            or (query.strategy_ids and rule.strategy_id not in query.strategy_ids)
-            or (query.timeframes and rule.timeframe not in query.timeframes)
-        ):
-            return Page()
         where = FiringFilter(
             grades=query.grades,
             side=query.side,
@@ -324,15 +323,32 @@ class LiveSignals:
             end=query.end,
             technical_only=query.technical_only,
         )
-        firings = await self._firings.of_alert(owner, rule.alert_id, where, after=after, limit=size + 1)
-        token = ""
-        if len(firings) > size:
-            firings = firings[:size]
-            token = self._pages.encode(
-                _SIGNALS_CURSOR, {"t": firings[-1].bar_time, "id": firings[-1].firing_id}, query=digest
-            )
-        found = await self._signals.get_many([firing.signal_id for firing in firings])
-        return Page([found[firing.signal_id] for firing in firings if firing.signal_id in found], token)
+
+        async def fetch(after: dict[str, Any] | None, limit: int) -> list[Firing]:
+            # Read once the token is: a token this list did not issue is refused before the rule is looked up.
+            rule = await self._alerts.get(owner, alert_id_of(query.alert_id))
+            if rule is None:
+                raise alert_not_found(query.alert_id)
+            if (
+                (query.symbols and rule.symbol not in query.symbols)
+                or (query.strategy_ids and rule.strategy_id not in query.strategy_ids)
+                or (query.timeframes and rule.timeframe not in query.timeframes)
+            ):
+                return []
+            return await self._firings.of_alert(owner, rule.alert_id, where, after=keyset_after(after), limit=limit)
+
+        firings = await keyset_page(
+            self._pages,
+            _SIGNALS_CURSOR,
+            page_token,
+            query=digest,
+            size=size,
+            fetch=fetch,
+            position=lambda firing: {"t": firing.bar_time, "id": firing.firing_id},
+        )
+        found = await self._signals.get_many([firing.signal_id for firing in firings.items])
+        signals = [found[firing.signal_id] for firing in firings.items if firing.signal_id in found]
+        return Page(signals, firings.next_page_token)
 
     async def get(self, owner: AccountRef, signal_id: str) -> LiveSignal:
         """A platform signal, or one that fired the caller's rule: SIGNAL_NOT_FOUND otherwise."""
@@ -350,7 +366,6 @@ class LiveSignals:
 
     async def performance(self, query: PerformanceQuery, *, size: int, page_token: str) -> Page[PerformanceRow]:
         """Scored performance per (strategy, symbol, timeframe, horizon), computed from the stored returns."""
-        size = page_size(size)
         symbol = query.symbol.upper()
         horizons = sorted(set(query.horizons)) or list(HORIZONS)
         if query.strategy_id:
@@ -359,8 +374,6 @@ class LiveSignals:
         digest = json.dumps(
             [query.strategy_id, symbol, query.timeframe, horizons, query.grades, str(query.start), str(query.end)]
         )
-        position = self._pages.decode(_PERFORMANCE_CURSOR, page_token, query=digest)
-        after = position["after"] if position else None
         where = SignalFilter(
             symbols=[symbol] if symbol else (),
             strategy_ids=[query.strategy_id] if query.strategy_id else (),
@@ -369,12 +382,17 @@ class LiveSignals:
             start=query.start,
             end=query.end,
         )
-        rows = await self._performance_rows(where, horizons, after, size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = self._pages.encode(_PERFORMANCE_CURSOR, {"after": rows[-1].key}, query=digest)
-        return Page(rows, token)
+        return await keyset_page(
+            self._pages,
+            _PERFORMANCE_CURSOR,
+            page_token,
+            query=digest,
+            size=size,
+            fetch=lambda position, limit: self._performance_rows(
+                where, horizons, position["after"] if position else None, limit
+            ),
+            position=lambda row: {"after": row.key},
+        )
 
     async def _performance_rows(
         self, where: SignalFilter, horizons: Sequence[int], after: tuple[str, str, int, int] | None, wanted: int

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from services.core.clock import as_naive_utc
 from services.market.records import EPOCH, Bar
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
@@ -47,9 +48,7 @@ def precision_to_step(value: object, precision_mode: int) -> float:
 
 def to_millis(moment: datetime) -> int:
     """Milliseconds since the epoch of a naive-UTC (or aware) datetime."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return (moment - EPOCH) // timedelta(milliseconds=1)
+    return (as_naive_utc(moment) - EPOCH) // timedelta(milliseconds=1)
 
 
 def from_millis(millis: int) -> datetime:

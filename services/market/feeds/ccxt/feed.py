@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
 import aiohttp
 
-from services.core.timing import SYSTEM_TIMER, Timer
+from services.core.clock import SYSTEM_TIMER, Timer, WallClock, utc_now
 from services.market.feeds.base import FeedAdapter, FeedError, HistoryNotSupported, Transport
 from services.market.feeds.ccxt.conversions import (
     float_or_none,
@@ -54,10 +54,6 @@ _MAX_TRADE_LOOKBACK = timedelta(minutes=30)
 _DEFAULT_OHLCV_PAGE = 500
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @cache
 def _ccxt() -> Any:
     """ccxt.async_support, imported on first use: it imports every exchange (about a second), and it has no type
@@ -94,7 +90,7 @@ class CcxtFeed(FeedAdapter):
         symbols: Sequence[str],
         base_url: str | None = None,
         poll_interval_seconds: float = 1.0,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: WallClock = utc_now,
         timer: Timer = SYSTEM_TIMER,
         fetch_quotes: bool = True,
         rate_limit_ms: float | None = None,

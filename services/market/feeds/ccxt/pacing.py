@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import math
 
-from services.core.timing import Timer
+from services.core.clock import Timer
 
 
 @dataclasses.dataclass(slots=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from services.core.clock import WallClock, as_naive_utc, utc_now
 from services.market.feeds.base import FeedAdapter, HistoryNotSupported
 from services.market.feeds.sim.paths import (
     ANCHOR,
@@ -16,8 +17,6 @@ from services.market.feeds.sim.paths import (
     MINUTES_PER_DAY,
     MinuteTicks,
     SymbolPath,
-    naive_utc,
-    utc_now,
 )
 from services.market.feeds.sim.symbols import DEMO_SYMBOLS, SimSymbol
 from services.market.records import Bar, Instrument, Tick, Timeframe
@@ -44,7 +43,7 @@ class SimulatedFeed(FeedAdapter):
         seed: int = 42,
         symbols: Sequence[SimSymbol] | None = None,
         tick_interval_seconds: float = 0.25,
-        clock: Callable[[], datetime] = utc_now,
+        clock: WallClock = utc_now,
     ) -> None:
         super().__init__(feed_id)
         if tick_interval_seconds <= 0:
@@ -100,11 +99,11 @@ class SimulatedFeed(FeedAdapter):
     def bars(self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """Closed bars (open_time + timeframe <= clock()) with open_time in [start, end), oldest first."""
         path = self._path(symbol)
-        start, end = naive_utc(start), naive_utc(end)
+        start, end = as_naive_utc(start), as_naive_utc(end)
         first = timeframe.floor(start)
         if first < start:
             first += timeframe.delta
-        stop = min(end, timeframe.floor(naive_utc(self._clock())))
+        stop = min(end, timeframe.floor(as_naive_utc(self._clock())))
         if first >= stop:
             return []
         first_day, last_day = (first - ANCHOR).days, (stop - timedelta(microseconds=1) - ANCHOR).days
@@ -123,7 +122,7 @@ class SimulatedFeed(FeedAdapter):
     def price_at(self, symbol: str, moment: datetime) -> float:
         """The last traded price at `moment`: the price of the latest tick at or before it."""
         path = self._path(symbol)
-        minute, offset = _split(naive_utc(moment))
+        minute, offset = _split(as_naive_utc(moment))
         day, index = divmod(minute, MINUTES_PER_DAY)
         if index == 0 and offset == 0:
             return path.open_price(day)  # the day's first tick, without generating the day's minutes
@@ -137,11 +136,11 @@ class SimulatedFeed(FeedAdapter):
         return self._stream([path.spec.symbol for path in paths])
 
     async def _stream(self, symbols: list[str]) -> AsyncIterator[list[Tick]]:
-        last = naive_utc(self._clock())
+        last = as_naive_utc(self._clock())
         catch_up = max(MAX_CATCH_UP, timedelta(seconds=4 * self._tick_interval))
         while True:
             await asyncio.sleep(self._tick_interval)
-            now = naive_utc(self._clock())
+            now = as_naive_utc(self._clock())
             if now <= last:
                 continue
             # After a stall (a suspended host, a frozen loop) replay only the recent past so a batch stays small.
@@ -153,8 +152,8 @@ class SimulatedFeed(FeedAdapter):
     def ticks_between(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[Tick]:
         """Every tick of `symbols` with event_time in [start, end), in event order (ties in symbol order)."""
         paths = self._paths_of(symbols)
-        first_minute, first_offset = _split(naive_utc(start))
-        last_minute, last_offset = _split(naive_utc(end))
+        first_minute, first_offset = _split(as_naive_utc(start))
+        last_minute, last_offset = _split(as_naive_utc(end))
         batch: list[Tick] = []
         for path in paths:
             for minute in range(first_minute, last_minute + 1):

@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
@@ -40,14 +40,6 @@ _MIN_TICKS_PER_MINUTE = 4
 MAX_CATCH_UP = timedelta(seconds=10)
 # Daily bars are computed this many days at a time, bounding memory while amortising numpy's per-call cost.
 _BLOCK_DAYS = 16
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def naive_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _decimals(step: float) -> int:

@@ -1,31 +1,12 @@
-"""Small conversions between Python values and the shared protobuf types (Timestamp, bullant.common.v1
-ParameterValue) that every service's encoding module needs."""
+"""Typed parameters (services/core/parameters.py) ⇄ the shared protobuf messages that carry them: ParameterValue
+both ways and ParameterSpec, for every service's encoding and decoding modules."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-
-import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bullant.common.v1 import common_pb2
 from services.core.parameters import Param, ParamType, ParamValue
-
-
-def naive_utc(stamp: Timestamp) -> datetime:
-    """A Timestamp as naive UTC (how the platform stores times)."""
-    return stamp.ToDatetime(tzinfo=UTC).replace(tzinfo=None)
-
-
-def timestamp(moment: datetime | np.datetime64) -> Timestamp:
-    """A naive-UTC (or aware) datetime, or a datetime64, as a Timestamp."""
-    stamp = Timestamp()
-    if isinstance(moment, np.datetime64):
-        stamp.FromNanoseconds(int(moment.astype("datetime64[ns]").astype(np.int64)))
-    else:
-        stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return stamp
 
 
 def parameter_value(value: ParamValue) -> common_pb2.ParameterValue:
