@@ -113,7 +113,7 @@ class Gateway:
         self.memo = Memo()
         # One callable per method, made on first use (the channels live as long as the app).
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
-        self.pages = LinkPages(clients, settings.request_timeout_seconds)
+        self.pages = LinkPages(clients, settings.calls.request_timeout_seconds)
         # Shutting down (drain): /readyz says NOT_SERVING, new streams are refused, open ones are ended.
         self.draining = False
         self._streams: set[OpenStream] = set()
@@ -152,7 +152,7 @@ class Gateway:
             return missing
         # The route's limits come from its method's declared request size (services/core/rules.py).
         encoded_limit = max_request_bytes(route.method)
-        limit = min(self._settings.gateway_max_body_bytes, JSON_BODY_FACTOR * encoded_limit)
+        limit = min(self._settings.gateway.gateway_max_body_bytes, JSON_BODY_FACTOR * encoded_limit)
         try:
             payload = await _body(request, limit)
         except PayloadTooLarge:
@@ -180,7 +180,7 @@ class Gateway:
                 response_deserializer=route.response_class.FromString,
             )
         try:
-            response = await call(message, metadata=metadata, timeout=self._settings.request_timeout_seconds)
+            response = await call(message, metadata=metadata, timeout=self._settings.calls.request_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
@@ -220,7 +220,7 @@ class Gateway:
 
     async def _rate_limited(self, request: Request, request_id: str) -> Response | None:
         """429 when the client spent its requests of the minute; a limiter that cannot answer lets requests pass."""
-        limit = self._settings.gateway_requests_per_minute
+        limit = self._settings.gateway.gateway_requests_per_minute
         if self._limiter is None or not limit:
             return None
         try:
@@ -359,9 +359,9 @@ class Gateway:
 def _service_identity(settings: Settings) -> ServiceIdentity | None:
     """The gateway's identity as the platform's service for shared tick streams, when they are on and it holds the
     platform signing key (a configured private key file, or the local environment's development key)."""
-    if not settings.gateway_shared_ticks:
+    if not settings.gateway.gateway_shared_ticks:
         return None
-    if settings.jwt_private_key_file is None and settings.env is not Environment.LOCAL:
+    if settings.auth.jwt_private_key_file is None and settings.env is not Environment.LOCAL:
         return None
     keys = load_signing_keys(settings)
     if keys.private_key is None:
@@ -380,7 +380,7 @@ def _client_key(request: Request) -> str:
 def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> Starlette:
     """The gateway for the services at the settings' upstream addresses."""
     factory = clients or ClientFactory(settings)
-    coordination = build_coordination(settings.redis_url, keyspace_for(settings, "gateway"))
+    coordination = build_coordination(settings.coordination.redis_url, keyspace_for(settings, "gateway"))
     gateway = Gateway(settings, factory, Router.from_services(generated_services()), coordination.limiter)
 
     @contextlib.asynccontextmanager
@@ -395,7 +395,7 @@ def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> S
             await factory.stop()
             await coordination.stop()
 
-    cors = cors_policy(settings.gateway_cors_origins, _METHODS, [*_CORS_HEADERS, *SAFELISTED_HEADERS])
+    cors = cors_policy(settings.gateway.gateway_cors_origins, _METHODS, [*_CORS_HEADERS, *SAFELISTED_HEADERS])
     app = Starlette(
         routes=[
             HttpRoute("/healthz", gateway.healthz, methods=["GET"]),

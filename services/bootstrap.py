@@ -42,7 +42,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
     return Dependencies(
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
-        coordination=Coordination(build_backend(settings.redis_url), keyspace_for(settings, "platform")),
+        coordination=Coordination(build_backend(settings.coordination.redis_url), keyspace_for(settings, "platform")),
         clients=ClientFactory(settings),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
@@ -77,13 +77,13 @@ def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> G
             f"served; serve any of: all, {', '.join(BUILT_SERVICES)}"
         )
     deps = build_dependencies(settings)
-    interval = settings.db_health_interval_seconds
+    interval = settings.database.db_health_interval_seconds
     database_monitor = DependencyMonitor(
         "database",
         deps.databases.problem,
         deps.readiness,
         interval_seconds=interval,
-        timeout_seconds=settings.db_connect_timeout_seconds,
+        timeout_seconds=settings.database.db_connect_timeout_seconds,
     )
     coordination_monitor = DependencyMonitor(
         deps.coordination.backend.name,
@@ -92,8 +92,8 @@ def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> G
         interval_seconds=interval,
         # The databases wait for their servers in their own start(); the coordination backend connects lazily, so
         # its monitor waits for it before any service starts on it.
-        startup_wait_seconds=settings.startup_wait_seconds,
-        startup_hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.redis_url)}) and that Redis is up "
+        startup_wait_seconds=settings.server.startup_wait_seconds,
+        startup_hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.coordination.redis_url)}) and that Redis is up "
         "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
     )
     return GrpcServer(

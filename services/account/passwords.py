@@ -22,9 +22,9 @@ class HashParameters:
     @classmethod
     def from_settings(cls, settings: Settings) -> HashParameters:
         return cls(
-            time_cost=settings.password_hash_time_cost,
-            memory_kib=settings.password_hash_memory_kib,
-            parallelism=settings.password_hash_parallelism,
+            time_cost=settings.account.password_hash_time_cost,
+            memory_kib=settings.account.password_hash_memory_kib,
+            parallelism=settings.account.password_hash_parallelism,
         )
 
 

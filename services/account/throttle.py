@@ -28,10 +28,10 @@ class ThrottlePolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottlePolicy:
         return cls(
-            per_email_per_minute=settings.login_rate_per_email_per_minute,
-            per_ip_per_minute=settings.login_rate_per_ip_per_minute,
-            lockout_failures=settings.login_lockout_failures,
-            lockout_seconds=settings.login_lockout_seconds,
+            per_email_per_minute=settings.account.login_rate_per_email_per_minute,
+            per_ip_per_minute=settings.account.login_rate_per_ip_per_minute,
+            lockout_failures=settings.account.login_lockout_failures,
+            lockout_seconds=settings.account.login_lockout_seconds,
         )
 
 

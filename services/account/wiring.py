@@ -48,7 +48,7 @@ def build(
     settings = settings or deps.settings
     service = build_service(deps, settings, clock=clock)
     servicer = AccountServicer(
-        service, settings.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
+        service, settings.account.trusted_proxies, pages=deps.page_tokens, draining=deps.lifecycle.draining
     )
     return ServiceRegistration(
         name="account",
@@ -59,9 +59,9 @@ def build(
 
 def _policy(settings: Settings) -> AccountPolicy:
     return AccountPolicy(
-        access_token_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
-        refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-        public_url=settings.public_url,
+        access_token_ttl=timedelta(seconds=settings.auth.access_token_ttl_seconds),
+        refresh_token_ttl=timedelta(seconds=settings.account.refresh_token_ttl_seconds),
+        public_url=settings.account.public_url,
         log_email_links=settings.env is Environment.LOCAL,
     )
 

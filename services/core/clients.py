@@ -49,9 +49,9 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(
-            max_attempts=settings.retry_max_attempts,
-            initial_backoff_seconds=settings.retry_initial_backoff_seconds,
-            max_backoff_seconds=settings.retry_max_backoff_seconds,
+            max_attempts=settings.calls.retry_max_attempts,
+            initial_backoff_seconds=settings.calls.retry_initial_backoff_seconds,
+            max_backoff_seconds=settings.calls.retry_max_backoff_seconds,
         )
 
     def delay(self, retry: int) -> float:
@@ -71,10 +71,10 @@ def retryable_methods(service: ServiceDescriptor) -> frozenset[str]:
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     """Channel arguments: message limits, keepalive, and how soon a lost upstream is tried again."""
     return [
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.keepalive_time_ms", settings.keepalive_time_seconds * 1000),
-        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_seconds * 1000),
+        ("grpc.max_send_message_length", settings.server.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.server.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", settings.server.keepalive_timeout_seconds * 1000),
         # While an upstream refuses connections every call fails at once (see RetryingInterceptor); the channel
         # tries to reconnect with backoff, by default growing to two minutes. A restarted upstream is found within
         # this bound instead.
@@ -242,7 +242,7 @@ class ClientFactory:
 
     def listening_on(self, port: int) -> None:
         """The port this process's gRPC server bound (with BULLANT_PORT=0 known only then): services without an
-        upstream of their own are reached there, as settings.upstream() says."""
+        upstream of their own are reached there, as CallSettings.upstream says."""
         self._own_port = port
 
     def channel(self, service: ServiceDescriptor, *, propagate: bool = True) -> grpc.aio.Channel:
@@ -255,10 +255,14 @@ class ClientFactory:
         key = service.full_name if propagate else f"{service.full_name} (edge)"
         channel = self._channels.get(key)
         if channel is None:
-            address = self._settings.upstream(service_short_name(service), own_port=self._own_port)
+            address = self._settings.calls.upstream(
+                service_short_name(service), port=self._own_port or self._settings.server.port
+            )
             retrying = RetryingInterceptor(retryable_methods(service), self._policy)
             interceptors: list[grpc.aio.ClientInterceptor] = (
-                [*client_interceptors(self._settings.request_timeout_seconds), retrying] if propagate else [retrying]
+                [*client_interceptors(self._settings.calls.request_timeout_seconds), retrying]
+                if propagate
+                else [retrying]
             )
             channel = grpc.aio.insecure_channel(
                 address, options=channel_options(self._settings), interceptors=interceptors

@@ -1,4 +1,14 @@
-"""Typed settings for every Bullant process, read from BULLANT_* variables and a per-environment file."""
+"""Typed settings for every Bullant process, read from BULLANT_* variables and a per-environment file.
+
+`Settings` holds what the whole process shares (`env`, `app_name`, `data_dir`) and one typed section per part of the
+platform: `server`, `calls`, `database`, `coordination`, `auth`, `account`, `market`, `signal`, `model`, `gateway`.
+A part is given its section whole (`settings.signal`), not fields copied one by one.
+
+One rule names every variable: a field `x` is read from BULLANT_X, whichever section declares it (so
+`settings.signal.backtest_workers` is BULLANT_BACKTEST_WORKERS and `settings.gateway.gateway_port` is
+BULLANT_GATEWAY_PORT); the section groups a field, it never renames it. `VARIABLES`, derived from the models below,
+maps each variable to its (section, field), and a field name claimed by two sections stops the import.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,17 @@ import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from services.core.timeframes import Timeframe
 from services.core.urls import check_address, check_database_url, check_redis_url, redact_url
@@ -24,6 +42,22 @@ BUILT_SERVICES: tuple[str, ...] = ("account", "market", "signal", "model")
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
+
+
+def _comma_list(value: Any) -> Any:
+    """ "a, b,,c" -> ["a", "b", "c"]; anything but a string is left to the field's type."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _empty_path_is_unset(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# A list read from one comma-separated variable; a path where an empty variable means unset.
+CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_path_is_unset)]
 
 
 class Environment(StrEnum):
@@ -49,18 +83,15 @@ class SettingsError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class Settings(BaseModel):
-    """Every setting a Bullant process reads. Frozen: build a new one instead of mutating.
-
-    Each field `x` is read from the variable BULLANT_X; `load_settings` does the reading.
-    """
+class Section(BaseModel):
+    """A group of settings. Frozen; each field `x` is read from the variable BULLANT_X."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    env: Environment = Environment.LOCAL
-    app_name: str = Field(default="bullant", pattern=r"^[a-z][a-z0-9-]{0,30}$")
 
-    # gRPC server.
+class ServerSettings(Section):
+    """This process's gRPC server: where it listens, its limits, start-up and shutdown, its identity and its logs."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
@@ -71,15 +102,26 @@ class Settings(BaseModel):
     keepalive_time_seconds: int = Field(default=30, ge=1)
     keepalive_timeout_seconds: int = Field(default=10, ge=1)
     max_concurrent_streams: int = Field(default=1000, ge=1)
+    # Server streams one account may keep open on this server, per streaming service (StreamTicks, StreamSignals).
+    max_streams_per_account: int = Field(default=32, ge=1, le=10_000)
     # How long start-up waits for a database or Redis that does not answer yet, with a log line per attempt, before
     # giving up with exit code 69 (0: give up at the first failure).
     startup_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
-
-    # Logging.
+    # This replica's identity across restarts (services/core/replica.py; empty: "<host name>:<port>"): on start-up
+    # it fails at once the training jobs and backtests its previous run left running.
+    replica_id: str = Field(default="", max_length=64)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: LogFormat = LogFormat.JSON
 
-    # Calls to other services.
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class CallSettings(Section):
+    """Calls to other services: deadlines, retries, and where each service is reached."""
+
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     retry_max_attempts: int = Field(default=4, ge=1, le=5)
     retry_initial_backoff_seconds: float = Field(default=0.1, gt=0)
@@ -89,11 +131,59 @@ class Settings(BaseModel):
     upstreams: dict[str, str] = Field(default_factory=dict)
     default_upstream: str = "127.0.0.1:50051"
 
-    # Data layer. Empty URLs mean the embedded default: SQLite files under data_dir.
-    data_dir: Path = Path("var")
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _parse_upstreams(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parsed: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, address = item.partition("=")
+            if not sep or not name.strip() or not address.strip():
+                raise ValueError(f"expected service=host:port, got {item!r}")
+            parsed[name.strip()] = address.strip()
+        return parsed
+
+    @field_validator("upstreams")
+    @classmethod
+    def _known_upstreams(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(SERVICE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
+        for address in value.values():
+            check_address(address)
+        return value
+
+    @field_validator("default_upstream")
+    @classmethod
+    def _upstream_address(cls, value: str) -> str:
+        check_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CallSettings:
+        if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds must be >= retry_initial_backoff_seconds")
+        return self
+
+    def upstream(self, service: str, *, port: int) -> str:
+        """The host:port where `service` is reached. Without an upstream of its own or a default_upstream, that is
+        this process's own server at `port`: the port it bound, else the configured one (port 0 picks one at
+        start; before that the default_upstream stands in)."""
+        if service in self.upstreams:
+            return self.upstreams[service]
+        if "default_upstream" not in self.model_fields_set and port:
+            return f"127.0.0.1:{port}"
+        return self.default_upstream
+
+
+class DatabaseSettings(Section):
+    """The global database and the account shards. Empty URLs mean the embedded default: SQLite files under the
+    data directory."""
+
     database_url: str = ""
     # Shard databases in shard order ("url0,url1,..."); empty means `shard_count` SQLite files under data_dir.
-    shard_urls: list[str] = Field(default_factory=list)
+    shard_urls: CommaList = Field(default_factory=list)
     shard_count: int = Field(default=2, ge=1, le=256)
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_max_overflow: int = Field(default=20, ge=0, le=500)
@@ -104,16 +194,70 @@ class Settings(BaseModel):
     # Upgrade databases at start-up; unset means yes for the embedded local default, no elsewhere (run
     # `bullant migrate`, e.g. as a Kubernetes Job, and services refuse to start on a database behind head).
     db_auto_migrate: bool | None = None
+
+    @field_validator("database_url", "shard_urls")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            if value:
+                check_database_url(value)
+            return value
+        for index, url in enumerate(value):
+            try:
+                check_database_url(url)
+            except ValueError as error:
+                raise ValueError(f"shard {index} ({redact_url(url)}): {error}") from None
+        return value
+
+    def auto_migrate(self, env: Environment) -> bool:
+        """Whether databases are upgraded at start-up in `env` (see db_auto_migrate)."""
+        if self.db_auto_migrate is not None:
+            return self.db_auto_migrate
+        return env is Environment.LOCAL and not self.database_url
+
+    def global_database_url(self, data_dir: Path) -> str:
+        """URL of the global database (embedded: under `data_dir`)."""
+        return self.database_url or _sqlite_url(data_dir / "global.db")
+
+    def shard_database_urls(self, data_dir: Path) -> list[str]:
+        """URLs of the shard databases, in shard order (embedded: under `data_dir`)."""
+        if self.shard_urls:
+            return list(self.shard_urls)
+        return [_sqlite_url(data_dir / f"shard_{index}.db") for index in range(self.shard_count)]
+
+
+class CoordinationSettings(Section):
+    """The coordination backend (cache, pub-sub, locks, rate limits)."""
+
+    # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
+    redis_url: str = ""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value.strip():
+            check_redis_url(value.strip())
+        return value
+
+
+class AuthSettings(Section):
+    """The platform's keys and its access tokens: what every process needs to verify (or issue) credentials, sign
+    page tokens and seal the secrets it reads back."""
+
     # Access tokens: Ed25519 PEM files. Unset in the local environment means a development key under data_dir/keys.
-    jwt_private_key_file: Path | None = None
-    jwt_public_key_file: Path | None = None
+    jwt_private_key_file: OptionalPath = None
+    jwt_public_key_file: OptionalPath = None
     # 32 random bytes (base64) that encrypt secrets kept for reading back (TOTP secrets); generated in local.
-    data_key_file: Path | None = None
+    data_key_file: OptionalPath = None
     # 32 random bytes (base64) that sign page tokens, the same on every replica of every service; generated in local.
-    page_token_key_file: Path | None = None
+    page_token_key_file: OptionalPath = None
     jwt_issuer: str = Field(default="bullant", min_length=1)
     jwt_audience: str = Field(default="bullant", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+
+
+class AccountSettings(Section):
+    """The account service: sessions, password hashing, login throttling, and the links its emails carry."""
 
     # Refresh tokens (opaque, rotated on every use): how long one stays valid unless used.
     refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=3600, le=365 * 86400)
@@ -128,41 +272,95 @@ class Settings(BaseModel):
     login_lockout_failures: int = Field(default=10, ge=1, le=1000)
     login_lockout_seconds: int = Field(default=900, ge=1, le=86400)
     # Peers whose x-forwarded-for is believed (the gateway); the client IP of other calls is the peer address.
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     # Base URL of the web app, for links in emails (email verification, password reset).
     public_url: str = Field(default="http://localhost:8080", pattern=r"^https?://[^\s]+$")
 
-    # Empty means the in-memory backend (one process); a redis:// URL shares cache, pub-sub and locks across replicas.
-    redis_url: str = ""
-    # This replica's identity across restarts (services/core/replica.py; empty: "<host name>:<port>"): on start-up
-    # it fails at once the training jobs and backtests its previous run left running.
-    replica_id: str = Field(default="", max_length=64)
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+
+class MarketSettings(Section):
+    """The market service: its feeds (sim, replay, ccxt) and its tick streams."""
 
     # Market data feeds to run: any of sim, replay, ccxt (each on the one replica holding its leader lock).
-    market_feeds: list[str] = Field(default_factory=lambda: ["sim"])
+    market_feeds: CommaList = Field(default_factory=lambda: ["sim"])
     sim_seed: int = 42
     sim_tick_interval_seconds: float = Field(default=0.25, gt=0, le=60)
     # History the simulator stores at its first start: days of daily bars, days of minute bars (and roll-ups).
     sim_history_daily_days: int = Field(default=365, ge=0, le=3650)
     sim_history_minute_days: int = Field(default=3, ge=0, le=30)
     # Stored symbols the replay feed plays back as "<symbol>.REPLAY", at this many market seconds per second.
-    replay_symbols: list[str] = Field(default_factory=list)
+    replay_symbols: CommaList = Field(default_factory=list)
     replay_speed: float = Field(default=60.0, gt=0, le=1_000_000)
     # The ccxt feed: exchange id, unified symbols ("BTC/USDT"), and (tests only) a base URL replacing the exchange's.
     ccxt_exchange: str = "binance"
-    ccxt_symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT"])
+    ccxt_symbols: CommaList = Field(default_factory=lambda: ["BTC/USDT"])
     ccxt_base_url: str = ""
     ccxt_poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     # A live symbol without a tick for this long makes its feed degraded (every symbol: reconnect).
     feed_staleness_seconds: float = Field(default=30.0, gt=0, le=3600)
-    # Ticks a StreamTicks subscriber may have queued before conflation, and open streams per account.
+    # Ticks a StreamTicks subscriber may have queued before conflation (open streams per account: the server's).
     stream_queue_capacity: int = Field(default=4096, ge=16, le=1_000_000)
-    max_streams_per_account: int = Field(default=32, ge=1, le=10_000)
+
+    @field_validator("market_feeds")
+    @classmethod
+    def _known_feeds(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"sim", "replay", "ccxt"})
+        if unknown:
+            raise ValueError(f"unknown feed(s) {', '.join(unknown)}; known: sim, replay, ccxt")
+        return value
+
+
+class SignalSettings(Section):
+    """The signal service: backtests, alert rules, and the live signal engine with its model fusion."""
+
     # Backtests a signal replica simulates at once (others wait QUEUED), and queued or running ones per account.
     backtest_workers: int = Field(default=2, ge=1, le=256)
     backtests_per_account: int = Field(default=3, ge=1, le=1000)
     # Alert rules one account may keep.
     max_alerts_per_account: int = Field(default=100, ge=1, le=100_000)
+    # The live signal engine (leader): symbols always watched besides those of alerts and StreamSignals callers,
+    # the timeframes ("1m", "5m", "15m", "1h", "1d") and strategies (empty: all) of the platform's signals.
+    signal_symbols: CommaList = Field(default_factory=list)
+    signal_timeframes: CommaList = Field(default_factory=lambda: ["1m"])
+    signal_strategies: CommaList = Field(default_factory=list)
+    # A strategy repeating its side on a series within this many bars is not signalled again (0: every time).
+    signal_repeat_bars: int = Field(default=3, ge=0, le=10_000)
+    # Model fusion: on/off, the deadline of the model call, and the forecast horizon (bars) asked for.
+    signal_fusion_enabled: bool = True
+    signal_fusion_deadline_seconds: float = Field(default=0.5, gt=0, le=30.0)
+    signal_fusion_horizon_bars: int = Field(default=1, ge=1, le=100)
+    # A quiet symbol's bar is closed this long after its period ended and its last tick came.
+    signal_bar_close_grace_seconds: float = Field(default=2.0, ge=0.0, le=300.0)
+    # StreamSignals keep-alive when quiet; the engine's lease; how often it re-reads the watch list and runs the
+    # signal-performance job.
+    signal_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300.0)
+    signal_engine_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    signal_watch_refresh_seconds: float = Field(default=10.0, gt=0, le=3600.0)
+    signal_performance_interval_seconds: float = Field(default=60.0, gt=0, le=86_400.0)
+
+    @field_validator("signal_timeframes")
+    @classmethod
+    def _known_timeframes(cls, value: list[str]) -> list[str]:
+        known = [timeframe.label for timeframe in Timeframe]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown timeframe(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return value
+
+    def timeframes(self) -> tuple[Timeframe, ...]:
+        """The platform's live-signal timeframes (signal_timeframes), in their configured order."""
+        return tuple(Timeframe.from_label(label) for label in self.signal_timeframes)
+
+
+class ModelSettings(Section):
+    """The model service: artifacts, training, the promotion gate, drift, serving and the scheduler."""
+
     # Model artifacts (empty: <data_dir>/models), training worker processes per model replica, and the most
     # training jobs queued or running at once.
     model_dir: str = ""
@@ -182,30 +380,20 @@ class Settings(BaseModel):
     # timeframes (`make run`; promoted only through the gate).
     model_scheduler_interval_seconds: float = Field(default=300.0, gt=0, le=86_400.0)
     model_retrain_every_hours: float = Field(default=168.0, gt=0, le=8760.0)
-    model_demo_symbols: list[str] = Field(default_factory=list)
-    # The live signal engine (leader): symbols always watched besides those of alerts and StreamSignals callers,
-    # the timeframes ("1m", "5m", "15m", "1h", "1d") and strategies (empty: all) of the platform's signals.
-    signal_symbols: list[str] = Field(default_factory=list)
-    signal_timeframes: list[str] = Field(default_factory=lambda: ["1m"])
-    signal_strategies: list[str] = Field(default_factory=list)
-    # A strategy repeating its side on a series within this many bars is not signalled again (0: every time).
-    signal_repeat_bars: int = Field(default=3, ge=0, le=10_000)
-    # Model fusion: on/off, the deadline of the model call, and the forecast horizon (bars) asked for.
-    signal_fusion_enabled: bool = True
-    signal_fusion_deadline_seconds: float = Field(default=0.5, gt=0, le=30.0)
-    signal_fusion_horizon_bars: int = Field(default=1, ge=1, le=100)
-    # A quiet symbol's bar is closed this long after its period ended and its last tick came.
-    signal_bar_close_grace_seconds: float = Field(default=2.0, ge=0.0, le=300.0)
-    # StreamSignals keep-alive when quiet; the engine's lease; how often it re-reads the watch list and runs the
-    # signal-performance job.
-    signal_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300.0)
-    signal_engine_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
-    signal_watch_refresh_seconds: float = Field(default=10.0, gt=0, le=3600.0)
-    signal_performance_interval_seconds: float = Field(default=60.0, gt=0, le=86_400.0)
-    # The HTTP gateway: where it listens, the browser origins allowed (CORS), the largest request body.
+    model_demo_symbols: CommaList = Field(default_factory=list)
+
+    def artifact_dir(self, data_dir: Path) -> Path:
+        """Where artifacts are written: model_dir, else `models` under `data_dir`."""
+        return Path(self.model_dir) if self.model_dir else data_dir / "models"
+
+
+class GatewaySettings(Section):
+    """The HTTP gateway: where it listens, the browser origins allowed (CORS), its request limits, shared ticks."""
+
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
-    gateway_cors_origins: list[str] = Field(default_factory=list)
+    gateway_cors_origins: CommaList = Field(default_factory=list)
+    # The largest request body.
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     # REST requests one client (credential, else address) may make per minute, across gateway replicas (0: no limit).
     gateway_requests_per_minute: int = Field(default=600, ge=0, le=1_000_000)
@@ -213,156 +401,80 @@ class Settings(BaseModel):
     # the platform signing key to act as a service; off, or without the key, each socket topic streams on its own.
     gateway_shared_ticks: bool = True
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
 
-    @field_validator("upstreams", mode="before")
-    @classmethod
-    def _parse_upstreams(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        parsed: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            name, sep, address = item.partition("=")
-            if not sep or not name.strip() or not address.strip():
-                raise ValueError(f"expected service=host:port, got {item!r}")
-            parsed[name.strip()] = address.strip()
-        return parsed
+class Settings(BaseModel):
+    """Every setting a Bullant process reads. Frozen: build a new one (`with_overrides`) instead of mutating.
 
-    @field_validator(
-        "jwt_private_key_file", "jwt_public_key_file", "data_key_file", "page_token_key_file", mode="before"
-    )
-    @classmethod
-    def _empty_path_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    The process-wide fields, then one section per part; `load_settings` does the reading.
+    """
 
-    @field_validator(
-        "market_feeds",
-        "replay_symbols",
-        "ccxt_symbols",
-        "model_demo_symbols",
-        "signal_symbols",
-        "signal_timeframes",
-        "signal_strategies",
-        "gateway_cors_origins",
-        mode="before",
-    )
-    @classmethod
-    def _parse_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    @field_validator("market_feeds")
-    @classmethod
-    def _known_feeds(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - {"sim", "replay", "ccxt"})
+    env: Environment = Environment.LOCAL
+    app_name: str = Field(default="bullant", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    # Where embedded databases, generated keys and (by default) model artifacts live.
+    data_dir: Path = Path("var")
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    calls: CallSettings = Field(default_factory=CallSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    account: AccountSettings = Field(default_factory=AccountSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
+    signal: SignalSettings = Field(default_factory=SignalSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """These settings with `overrides` applied, named as `load_settings` takes them (`port=0`,
+        `default_upstream="host:1"`) and checked again (SettingsError); what was set before stays set."""
+        unknown = sorted(set(overrides) - set(_PLACES))
         if unknown:
-            raise ValueError(f"unknown feed(s) {', '.join(unknown)}; known: sim, replay, ccxt")
-        return value
+            raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+        nested = self.model_dump(exclude_unset=True)
+        for name, value in _nest(overrides).items():
+            nested[name] = {**nested.get(name, {}), **value} if name in _SECTIONS else value
+        return _validate(nested, overrides)
 
-    @field_validator("signal_timeframes")
-    @classmethod
-    def _known_timeframes(cls, value: list[str]) -> list[str]:
-        known = [timeframe.label for timeframe in Timeframe]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"unknown timeframe(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        return value
 
-    @field_validator("shard_urls", mode="before")
-    @classmethod
-    def _parse_shard_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+class Place(NamedTuple):
+    """Where a variable's value lives: `settings.<section>.<field>`, or `settings.<field>` when section is None."""
 
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _parse_trusted_proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        for network in value:
-            ipaddress.ip_network(network, strict=False)
-        return value
+    section: str | None
+    field: str
 
-    @field_validator("database_url", "shard_urls")
-    @classmethod
-    def _database_url(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            if value:
-                check_database_url(value)
-            return value
-        for index, url in enumerate(value):
-            try:
-                check_database_url(url)
-            except ValueError as error:
-                raise ValueError(f"shard {index} ({redact_url(url)}): {error}") from None
-        return value
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if value.strip():
-            check_redis_url(value.strip())
-        return value
+def _section_type(annotation: Any) -> type[Section] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
 
-    @field_validator("upstreams")
-    @classmethod
-    def _known_upstreams(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(SERVICE_NAMES))
-        if unknown:
-            raise ValueError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
-        for address in value.values():
-            check_address(address)
-        return value
 
-    @field_validator("default_upstream")
-    @classmethod
-    def _upstream_address(cls, value: str) -> str:
-        check_address(value)
-        return value
+def _variables(model: type[BaseModel]) -> dict[str, Place]:
+    """Each variable of `model` (Settings) and its place; TypeError when two fields would read one variable."""
+    variables: dict[str, Place] = {}
+    for name, info in model.model_fields.items():
+        section = _section_type(info.annotation)
+        places = [Place(name, field) for field in section.model_fields] if section else [Place(None, name)]
+        for place in places:
+            variable = f"BULLANT_{place.field.upper()}"
+            if variable in variables:
+                raise TypeError(f"{variable} is claimed by two fields: {variables[variable]} and {place}")
+            variables[variable] = place
+    return variables
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> Settings:
-        if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
-            raise ValueError("retry_max_backoff_seconds must be >= retry_initial_backoff_seconds")
-        return self
 
-    @property
-    def auto_migrate(self) -> bool:
-        """Whether databases are upgraded at start-up (see db_auto_migrate)."""
-        if self.db_auto_migrate is not None:
-            return self.db_auto_migrate
-        return self.env is Environment.LOCAL and not self.database_url
-
-    def global_database_url(self) -> str:
-        """URL of the global database."""
-        return self.database_url or _sqlite_url(self.data_dir / "global.db")
-
-    def shard_database_urls(self) -> list[str]:
-        """URLs of the shard databases, in shard order."""
-        if self.shard_urls:
-            return list(self.shard_urls)
-        return [_sqlite_url(self.data_dir / f"shard_{index}.db") for index in range(self.shard_count)]
-
-    def upstream(self, service: str, *, own_port: int | None = None) -> str:
-        """The host:port where `service` is reached. Without an upstream of its own or a default_upstream, that is
-        this process's own server: its `port`, or `own_port`, the port it bound (port 0 picks one at start)."""
-        if service in self.upstreams:
-            return self.upstreams[service]
-        port = own_port or self.port
-        if "default_upstream" not in self.model_fields_set and port:
-            return f"127.0.0.1:{port}"
-        return self.default_upstream
+# Every variable a process reads, and the one field it sets.
+VARIABLES: dict[str, Place] = _variables(Settings)
+# The same by the lower-case names load_settings' overrides use.
+_PLACES: dict[str, Place] = {place.field: place for place in VARIABLES.values()}
+_SECTIONS = frozenset(place.section for place in VARIABLES.values() if place.section is not None)
 
 
 def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment (and config/<env>.env), raising SettingsError on bad values.
 
-    `environ` replaces os.environ (tests pass their own); `overrides` win over everything.
+    `environ` replaces os.environ (tests pass their own); `overrides` win over everything. Both name settings by
+    their variable (BULLANT_PORT, or `port=` as an override), never by section.
     """
     env_vars = dict(os.environ if environ is None else environ)
     raw_env = env_vars.get("BULLANT_ENV", Environment.LOCAL.value).strip().lower()
@@ -377,15 +489,29 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     merged = {**file_values, **{k: v for k, v in env_vars.items() if k.upper().startswith("BULLANT_")}}
     values: dict[str, Any] = {k.upper().removeprefix("BULLANT_").lower(): v for k, v in merged.items()}
     values.update(overrides)
+    return _validate(_nest(values), values)
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat values by field name -> Settings' shape. Unknown names are dropped: unknown BULLANT_* variables are
+    ignored (another version of the platform may know them)."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        place = _PLACES.get(name)
+        if place is None:
+            continue
+        if place.section is None:
+            nested[place.field] = value
+        else:
+            nested.setdefault(place.section, {})[place.field] = value
+    return nested
+
+
+def _validate(nested: dict[str, Any], values: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(_known_fields_only(values))
+        return Settings.model_validate(nested)
     except ValidationError as exc:
         raise SettingsError([_describe(error, values) for error in exc.errors()]) from None
-
-
-def _known_fields_only(values: dict[str, Any]) -> dict[str, Any]:
-    # Unknown BULLANT_* variables are ignored (another version of the platform may know them).
-    return {k: v for k, v in values.items() if k in Settings.model_fields}
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -403,8 +529,11 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 def _describe(error: Any, values: dict[str, Any]) -> str:
     location = [str(part) for part in error.get("loc", ())]
-    field = location[0] if location else ""
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    # (section, field, ...) or (field, ...); a section's own rule (one across its fields) names no field.
+    if location and location[0] in _SECTIONS:
+        location = location[1:]
+    field = location[0] if location else ""
     if not field:
         return message
     variable = f"BULLANT_{field.upper()}"

@@ -43,9 +43,9 @@ def build(
             cache=coordination.cache,
             locks=coordination.locks,
             policy=RunnerPolicy(
-                staleness_seconds=settings.feed_staleness_seconds,
-                initial_daily_days=settings.sim_history_daily_days if feed_id == "sim" else 0,
-                initial_minute_days=settings.sim_history_minute_days if feed_id == "sim" else 0,
+                staleness_seconds=settings.market.feed_staleness_seconds,
+                initial_daily_days=settings.market.sim_history_daily_days if feed_id == "sim" else 0,
+                initial_minute_days=settings.market.sim_history_minute_days if feed_id == "sim" else 0,
             ),
             clock=clock,
         )
@@ -58,10 +58,10 @@ def build(
         locks=coordination.locks,
         history=history,
         streams=TickStreams(
-            hub, capacity=settings.stream_queue_capacity, max_per_account=settings.max_streams_per_account
+            hub, capacity=settings.market.stream_queue_capacity, max_per_account=settings.server.max_streams_per_account
         ),
         imports=BarImports(store, clock=clock),
-        staleness=timedelta(seconds=settings.feed_staleness_seconds),
+        staleness=timedelta(seconds=settings.market.feed_staleness_seconds),
         clock=clock,
     )
     servicer = MarketServicer(service, deps.lifecycle, pages=deps.page_tokens)

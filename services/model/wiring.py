@@ -30,7 +30,7 @@ from services.model.training.worker import ProcessWorker
 
 def model_dir(settings: Settings) -> Path:
     """Where artifacts are written: BULLANT_MODEL_DIR, else `models` under the data directory."""
-    return Path(settings.model_dir) if settings.model_dir else settings.data_dir / "models"
+    return Path(settings.model.model_dir) if settings.model.model_dir else settings.data_dir / "models"
 
 
 def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegistration:
@@ -46,17 +46,21 @@ def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegist
     market = MarketData(deps.clients)
     runner = TrainingRunner(
         jobs,
-        ProcessWorker(gate_threshold=settings.model_gate_threshold, gate_max_pvalue=settings.model_gate_max_pvalue),
+        ProcessWorker(
+            gate_threshold=settings.model.model_gate_threshold, gate_max_pvalue=settings.model.model_gate_max_pvalue
+        ),
         model_dir=artifacts,
-        workers=settings.training_workers,
-        max_queued=settings.max_queued_training_jobs,
+        workers=settings.model.training_workers,
+        max_queued=settings.model.max_queued_training_jobs,
         runner_id=replica_identity(settings),
     )
     registry = ModelRegistry(versions, artifacts)
     training = TrainingService(runner, jobs, registry, market)
-    cache = settings.model_serving_cache_seconds
+    cache = settings.model.model_serving_cache_seconds
     predictor = Predictor(versions, predictions, market, artifacts, bar_ttl=cache, registry_ttl=min(cache, 2.0))
-    tracker = Tracker(versions, predictions, market, registry, training, drift_threshold=settings.model_drift_factor)
+    tracker = Tracker(
+        versions, predictions, market, registry, training, drift_threshold=settings.model.model_drift_factor
+    )
     servicer = ModelServicer(training, registry, predictor, tracker, pages=deps.page_tokens)
     scheduler = ModelScheduler(
         registry=registry,
@@ -65,12 +69,12 @@ def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegist
         market=market,
         identity=ServiceIdentity(deps.signing_keys, token_policy(settings), "model"),
         locks=deps.coordination.for_service("model").locks,
-        interval=settings.model_scheduler_interval_seconds,
-        retrain_every=timedelta(hours=settings.model_retrain_every_hours),
-        demo_symbols=settings.model_demo_symbols,
+        interval=settings.model.model_scheduler_interval_seconds,
+        retrain_every=timedelta(hours=settings.model.model_retrain_every_hours),
+        demo_symbols=settings.model.model_demo_symbols,
         # Demo models forecast what the live signal engine fuses: its timeframes, at its horizon.
-        demo_timeframes=[Timeframe.from_label(label) for label in settings.signal_timeframes],
-        demo_horizon=settings.signal_fusion_horizon_bars,
+        demo_timeframes=[Timeframe.from_label(label) for label in settings.signal.signal_timeframes],
+        demo_horizon=settings.signal.signal_fusion_horizon_bars,
     )
     return ServiceRegistration(
         name="model",

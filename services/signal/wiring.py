@@ -55,8 +55,8 @@ def build(
     runner = BacktestRunner(
         BacktestStore(deps.databases),
         ProtoReportCodec(),
-        workers=settings.backtest_workers,
-        per_account=settings.backtests_per_account,
+        workers=settings.signal.backtest_workers,
+        per_account=settings.signal.backtests_per_account,
         runner_id=replica_identity(settings),
     )
     market = MarketData(deps.clients)
@@ -66,23 +66,23 @@ def build(
     outcomes = OutcomeStore(deps.databases)
     coordination = deps.coordination.for_service("signal")
     hub = SignalHub(coordination.pubsub, draining=deps.lifecycle.draining)
-    watch = WatchRegistry(coordination.pubsub, refresh=settings.signal_watch_refresh_seconds)
+    watch = WatchRegistry(coordination.pubsub, refresh=settings.signal.signal_watch_refresh_seconds)
     dispatcher = AlertDispatcher(firings=firings, rules=alerts, signals=signals, databases=deps.databases, hub=hub)
     identity = ServiceIdentity(deps.signing_keys, token_policy(settings), "signal")
-    timeframes = tuple(Timeframe.from_label(label) for label in settings.signal_timeframes)
+    timeframes = tuple(Timeframe.from_label(label) for label in settings.signal.signal_timeframes)
     pipeline = SignalPipeline(
         market=market,
         signals=signals,
         fusion=ModelFusion(
             deps.clients,
-            deadline_seconds=settings.signal_fusion_deadline_seconds,
-            enabled=settings.signal_fusion_enabled,
+            deadline_seconds=settings.signal.signal_fusion_deadline_seconds,
+            enabled=settings.signal.signal_fusion_enabled,
         ),
         hub=hub,
         dispatcher=dispatcher,
         identity=identity,
         policy=RunnerPolicy(
-            repeat_bars=settings.signal_repeat_bars, fusion_horizon=settings.signal_fusion_horizon_bars
+            repeat_bars=settings.signal.signal_repeat_bars, fusion_horizon=settings.signal.signal_fusion_horizon_bars
         ),
         on_processed=on_processed,
         clock=clock,
@@ -98,13 +98,13 @@ def build(
         locks=coordination.locks,
         identity=identity,
         policy=EnginePolicy(
-            symbols=tuple(settings.signal_symbols),
+            symbols=tuple(settings.signal.signal_symbols),
             timeframes=timeframes,
-            strategies=tuple(settings.signal_strategies),
-            grace_seconds=settings.signal_bar_close_grace_seconds,
-            lease_seconds=settings.signal_engine_lease_seconds,
-            refresh_seconds=settings.signal_watch_refresh_seconds,
-            performance_seconds=settings.signal_performance_interval_seconds,
+            strategies=tuple(settings.signal.signal_strategies),
+            grace_seconds=settings.signal.signal_bar_close_grace_seconds,
+            lease_seconds=settings.signal.signal_engine_lease_seconds,
+            refresh_seconds=settings.signal.signal_watch_refresh_seconds,
+            performance_seconds=settings.signal.signal_performance_interval_seconds,
         ),
         clock=clock,
     )
@@ -120,14 +120,14 @@ def build(
         pages=deps.page_tokens,
         policy=StreamPolicy(
             timeframes=timeframes,
-            heartbeat_seconds=settings.signal_heartbeat_seconds,
-            max_streams=settings.max_streams_per_account,
+            heartbeat_seconds=settings.signal.signal_heartbeat_seconds,
+            max_streams=settings.server.max_streams_per_account,
         ),
     )
     servicer = SignalServicer(
         Catalogue(market, deps.page_tokens),
         Backtests(market, runner, deps.page_tokens),
-        Alerts(market, alerts, watch, deps.page_tokens, limit=settings.max_alerts_per_account),
+        Alerts(market, alerts, watch, deps.page_tokens, limit=settings.signal.max_alerts_per_account),
         live,
     )
     return ServiceRegistration(

@@ -189,7 +189,7 @@ async def test_disabling_an_account_ends_every_stream_of_it(platform: GatewayPla
 async def test_a_stream_ends_when_its_token_expires(platform: GatewayPlatform) -> None:
     settings = platform.settings
     # A token issued long enough ago that it has two seconds to live (on the real clock the server reads).
-    ttl = settings.access_token_ttl_seconds
+    ttl = settings.auth.access_token_ttl_seconds
     issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings), clock=lambda: time.time() - ttl + 2)
     token, _ = issuer.issue(account_id=5, shard=1, roles=("user",), scopes=("read",), session_id="short")
     async with grpc.aio.insecure_channel(platform.server.address) as channel:
@@ -272,7 +272,7 @@ async def test_a_socket_ends_when_its_api_key_is_revoked_or_its_account_disabled
 
 async def test_a_socket_ends_when_its_token_expires(platform: GatewayPlatform) -> None:
     settings = platform.settings
-    ttl = settings.access_token_ttl_seconds
+    ttl = settings.auth.access_token_ttl_seconds
     issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings), clock=lambda: time.time() - ttl + 3)
     token, _ = issuer.issue(account_id=6, shard=0, roles=("user",), scopes=("read",), session_id="short-ws")
     async with websockets.connect(_url(platform)) as socket:

@@ -50,7 +50,8 @@ async def _fused(
     symbol: str = "DEMO",
     timeframe: Timeframe = Timeframe.D1,
 ) -> object:
-    clients = ClientFactory(make_settings(default_upstream=upstream))
+    settings = make_settings(default_upstream=upstream)
+    clients = ClientFactory(settings)
     identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings), "signal")
     try:
         with identity.acting():

@@ -7,25 +7,37 @@ from pathlib import Path
 import pytest
 
 from services.core import settings as settings_module
-from services.core.settings import Environment, LogFormat, SettingsError, load_settings
+from services.core.settings import (
+    Environment,
+    LogFormat,
+    ServerSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 
 def test_defaults_without_environment() -> None:
     settings = load_settings(environ={})
     assert settings.env is Environment.LOCAL
-    assert settings.port == 50051
-    assert settings.metrics_port == 9464
-    assert settings.upstream("market") == "127.0.0.1:50051"
+    assert settings.server.port == 50051
+    assert settings.server.metrics_port == 9464
+    assert _upstream(settings, "market") == "127.0.0.1:50051"
+
+
+def _upstream(settings: Settings, service: str) -> str:
+    # As the client factory asks before its server has bound a port: at the configured one.
+    return settings.calls.upstream(service, port=settings.server.port)
 
 
 def test_the_default_upstream_is_this_server_unless_configured() -> None:
-    assert load_settings(environ={"BULLANT_PORT": "50611"}).upstream("market") == "127.0.0.1:50611"
+    assert _upstream(load_settings(environ={"BULLANT_PORT": "50611"}), "market") == "127.0.0.1:50611"
     configured = load_settings(environ={"BULLANT_PORT": "50611", "BULLANT_DEFAULT_UPSTREAM": "gateway:9000"})
-    assert configured.upstream("market") == "gateway:9000"
+    assert _upstream(configured, "market") == "gateway:9000"
     # With an ephemeral port (0) the address is known only once bound; the client factory passes the bound port.
-    assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market") == "127.0.0.1:50051"
-    assert load_settings(environ={"BULLANT_PORT": "0"}).upstream("market", own_port=43210) == "127.0.0.1:43210"
-    assert configured.upstream("market", own_port=43210) == "gateway:9000"
+    assert _upstream(load_settings(environ={"BULLANT_PORT": "0"}), "market") == "127.0.0.1:50051"
+    assert load_settings(environ={"BULLANT_PORT": "0"}).calls.upstream("market", port=43210) == "127.0.0.1:43210"
+    assert configured.calls.upstream("market", port=43210) == "gateway:9000"
 
 
 def test_environment_variables_are_parsed_and_typed() -> None:
@@ -40,18 +52,19 @@ def test_environment_variables_are_parsed_and_typed() -> None:
             "UNRELATED": "x",
         }
     )
-    assert settings.port == 6000
-    assert settings.grace_seconds == 2.5
-    assert settings.log_level == "DEBUG"
-    assert settings.log_format is LogFormat.TEXT
-    assert settings.upstream("market") == "10.0.0.5:50051"
-    assert settings.upstream("signal") == "sig:7000"
-    assert settings.upstream("model") == "127.0.0.1:6000"  # this server (BULLANT_PORT), no default configured
+    assert settings.server.port == 6000
+    assert settings.server.grace_seconds == 2.5
+    assert settings.server.log_level == "DEBUG"
+    assert settings.server.log_format is LogFormat.TEXT
+    assert _upstream(settings, "market") == "10.0.0.5:50051"
+    assert _upstream(settings, "signal") == "sig:7000"
+    assert _upstream(settings, "model") == "127.0.0.1:6000"  # this server (BULLANT_PORT), no default configured
 
 
 def test_overrides_win_over_environment() -> None:
-    settings = load_settings(environ={"BULLANT_PORT": "6000"}, port=7000)
-    assert settings.port == 7000
+    settings = load_settings(environ={"BULLANT_PORT": "6000"}, port=7000, backtest_workers=3)
+    assert settings.server.port == 7000
+    assert settings.signal.backtest_workers == 3
 
 
 @pytest.mark.parametrize(
@@ -113,8 +126,9 @@ def test_good_urls_and_addresses_pass() -> None:
             "BULLANT_DEFAULT_UPSTREAM": "bullant-platform:50051",
         }
     )
-    assert settings.upstream("signal") == "[::1]:7000"
-    assert load_settings(environ={"BULLANT_REDIS_URL": "unix:///run/redis.sock"}).redis_url == "unix:///run/redis.sock"
+    assert _upstream(settings, "signal") == "[::1]:7000"
+    unix = load_settings(environ={"BULLANT_REDIS_URL": "unix:///run/redis.sock"})
+    assert unix.coordination.redis_url == "unix:///run/redis.sock"
 
 
 def test_every_bad_variable_is_reported_at_once() -> None:
@@ -135,9 +149,9 @@ def test_environment_file_is_read_and_environment_wins(tmp_path: Path, monkeypat
     monkeypatch.setattr(settings_module, "CONFIG_DIR", tmp_path)
     settings = load_settings(environ={"BULLANT_ENV": "dev", "BULLANT_GRACE_SECONDS": "4"})
     assert settings.env is Environment.DEV
-    assert settings.port == 6100
-    assert settings.log_format is LogFormat.JSON
-    assert settings.grace_seconds == 4
+    assert settings.server.port == 6100
+    assert settings.server.log_format is LogFormat.JSON
+    assert settings.server.grace_seconds == 4
 
 
 def test_malformed_environment_file_is_reported_with_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,10 +165,12 @@ def test_shipped_environment_files_are_valid() -> None:
     for env in Environment:
         settings = load_settings(environ={"BULLANT_ENV": env.value})
         assert settings.env is env
-    assert load_settings(environ={"BULLANT_ENV": "prod"}).host == "0.0.0.0"
+    assert load_settings(environ={"BULLANT_ENV": "prod"}).server.host == "0.0.0.0"
 
 
 def test_settings_are_frozen() -> None:
     settings = load_settings(environ={})
     with pytest.raises(ValueError, match="frozen"):
-        settings.port = 1
+        settings.server.port = 1
+    with pytest.raises(ValueError, match="frozen"):
+        settings.server = ServerSettings()

@@ -51,7 +51,9 @@ class TokenPolicy:
 def token_policy(settings: Settings) -> TokenPolicy:
     """Issuer, audience and lifetime of access tokens from the settings."""
     return TokenPolicy(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=settings.access_token_ttl_seconds
+        issuer=settings.auth.jwt_issuer,
+        audience=settings.auth.jwt_audience,
+        ttl_seconds=settings.auth.access_token_ttl_seconds,
     )
 
 

@@ -20,13 +20,15 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
     """One factory per configured feed, by feed id. Imports are local: a process without ccxt configured never loads
     it (ccxt is large and slow to import)."""
     factories: dict[str, AdapterFactory] = {}
-    for name in settings.market_feeds:
+    for name in settings.market.market_feeds:
         if name == "sim":
             from services.market.feeds.sim import SimulatedFeed  # noqa: PLC0415 - load only configured feeds
 
             def sim() -> FeedAdapter:
                 return SimulatedFeed(
-                    "sim", seed=settings.sim_seed, tick_interval_seconds=settings.sim_tick_interval_seconds
+                    "sim",
+                    seed=settings.market.sim_seed,
+                    tick_interval_seconds=settings.market.sim_tick_interval_seconds,
                 )
 
             factories["sim"] = sim
@@ -35,7 +37,11 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
 
             def replay() -> FeedAdapter:
                 return ReplayFeed(
-                    "replay", store=store, symbols=settings.replay_symbols, speed=settings.replay_speed, loop=True
+                    "replay",
+                    store=store,
+                    symbols=settings.market.replay_symbols,
+                    speed=settings.market.replay_speed,
+                    loop=True,
                 )
 
             factories["replay"] = replay
@@ -44,14 +50,14 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
 
             def ccxt() -> FeedAdapter:
                 return CcxtFeed(
-                    ccxt_feed_id(settings.ccxt_exchange),
-                    exchange=settings.ccxt_exchange,
-                    symbols=settings.ccxt_symbols,
-                    base_url=settings.ccxt_base_url or None,
-                    poll_interval_seconds=settings.ccxt_poll_interval_seconds,
+                    ccxt_feed_id(settings.market.ccxt_exchange),
+                    exchange=settings.market.ccxt_exchange,
+                    symbols=settings.market.ccxt_symbols,
+                    base_url=settings.market.ccxt_base_url or None,
+                    poll_interval_seconds=settings.market.ccxt_poll_interval_seconds,
                 )
 
-            factories[ccxt_feed_id(settings.ccxt_exchange)] = ccxt
+            factories[ccxt_feed_id(settings.market.ccxt_exchange)] = ccxt
     return factories
 
 
