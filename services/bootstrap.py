@@ -43,7 +43,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
         coordination=Coordination(build_backend(settings.coordination.redis_url), keyspace_for(settings, "platform")),
-        clients=ClientFactory(settings),
+        clients=ClientFactory(settings.calls, settings.server),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
         page_tokens=PageTokens(load_page_token_key(settings)),
@@ -58,7 +58,7 @@ def build_authenticator(deps: Dependencies) -> Authenticator:
     assert deps.signing_keys is not None
     account = deps.coordination.for_service("account")
     return Authenticator(
-        TokenVerifier(deps.signing_keys, token_policy(deps.settings)),
+        TokenVerifier(deps.signing_keys, token_policy(deps.settings.auth)),
         RevocationList(account.cache, account.pubsub),
         ApiKeyResolver(deps.databases, account.cache),
     )
@@ -97,7 +97,7 @@ def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> G
         "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
     )
     return GrpcServer(
-        settings,
+        settings.server,
         [REGISTRATIONS[name](deps) for name in names],
         lifecycle=deps.lifecycle,
         metrics=GrpcMetrics(),

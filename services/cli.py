@@ -409,7 +409,7 @@ def _dev_token(settings: Settings, account_id: int, scopes: list[str], *, admin:
     if admin and "admin" not in scopes:
         scopes.append("admin")
     try:
-        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings))
+        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1

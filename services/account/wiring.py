@@ -58,6 +58,8 @@ def build(
 
 
 def _policy(settings: Settings) -> AccountPolicy:
+    """The account section's lifetimes and links, with the access tokens' lifetime (auth) and, in the local
+    environment, email links written to the log."""
     return AccountPolicy(
         access_token_ttl=timedelta(seconds=settings.auth.access_token_ttl_seconds),
         refresh_token_ttl=timedelta(seconds=settings.account.refresh_token_ttl_seconds),
@@ -103,7 +105,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
     """The account service and its parts, each given what it uses."""
     keys, raw = _signing_secret(deps.signing_keys)
     coordination = deps.coordination.for_service("account")
-    throttle_policy = ThrottlePolicy.from_settings(settings)
+    throttle_policy = ThrottlePolicy.from_settings(settings.account)
 
     def throttle(action: str, policy: ThrottlePolicy = throttle_policy) -> Throttle:
         return Throttle(coordination.limiter, coordination.cache, policy, action=action)
@@ -117,7 +119,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
     policy = _policy(settings)
     store = AccountStore(deps.databases)
     credentials = CredentialStore(deps.databases)
-    passwords = Passwords(HashParameters.from_settings(settings))
+    passwords = Passwords(HashParameters.from_settings(settings.account))
     accounts = Accounts(store=store, passwords=passwords, login_throttle=throttles.login)
     revocations = _session_revocations(deps.databases, deps.coordination, policy, clock)
     two_factor = TwoFactor(
@@ -134,7 +136,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: Callable[[],
         passwords=passwords,
         login_throttle=throttles.login,
         two_factor=two_factor,
-        issuer=TokenIssuer(keys, token_policy(settings)),
+        issuer=TokenIssuer(keys, token_policy(settings.auth)),
         shard_of=deps.databases.shard_of,
         revocations=revocations,
         refresh_ttl=policy.refresh_token_ttl,

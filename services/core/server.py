@@ -21,7 +21,7 @@ from services.core.auth.authenticator import Authenticator
 from services.core.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, HealthService, Readiness
 from services.core.interceptors import server_interceptors
 from services.core.metrics import GrpcMetrics
-from services.core.settings import Settings
+from services.core.settings import ServerSettings
 from services.core.startup import StartupError
 
 log = logging.getLogger("bullant.server")
@@ -83,18 +83,18 @@ def _check_port_free(host: str, port: int) -> None:
                 raise ServerError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Channel arguments for the server: message size limits, keepalive, and exclusive port binding."""
     return [
-        ("grpc.max_send_message_length", settings.server.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
-        ("grpc.keepalive_time_ms", settings.server.keepalive_time_seconds * 1000),
-        ("grpc.keepalive_timeout_ms", settings.server.keepalive_timeout_seconds * 1000),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", settings.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_seconds * 1000),
         ("grpc.keepalive_permit_without_calls", 1),
         # Accept client pings as often as every 10 s, so clients with keepalive are not cut off as abusive.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 2),
-        ("grpc.max_concurrent_streams", settings.server.max_concurrent_streams),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         # Without this a second server could bind the same port silently and steal half the connections.
         ("grpc.so_reuseport", 0),
     ]
@@ -105,7 +105,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ServerSettings,
         registrations: Sequence[ServiceRegistration],
         *,
         lifecycle: Lifecycle | None = None,
@@ -115,8 +115,9 @@ class GrpcServer:
         authenticator: Authenticator | None,
         on_bound: Sequence[Callable[[int], None]] = (),
     ) -> None:
-        """`on_bound`: told the port once it is bound (before any component starts), e.g. the client factory, so
-        that with port 0 the services of this process call each other on the port picked."""
+        """`settings`: the process's server section. `on_bound`: told the port once it is bound (before any
+        component starts), e.g. the client factory, so that with port 0 the services of this process call each other
+        on the port picked."""
         if not registrations:
             raise ValueError("a server needs at least one service")
         self.settings = settings
@@ -137,7 +138,7 @@ class GrpcServer:
     @property
     def address(self) -> str:
         """host:port the server listens on (after start)."""
-        return f"{self.settings.server.host}:{self.port}"
+        return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
         """Start dependencies, bind the port, start serving, then report SERVING."""
@@ -152,12 +153,12 @@ class GrpcServer:
             [*(r.full_name for r in self.registrations), HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         # Checked first: gRPC's own failure also prints a C-core error line to stderr before it raises.
-        _check_port_free(self.settings.server.host, self.settings.server.port)
+        _check_port_free(self.settings.host, self.settings.port)
         try:
-            self.port = server.add_insecure_port(f"{self.settings.server.host}:{self.settings.server.port}")
+            self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         except RuntimeError as exc:
             raise ServerError(
-                f"cannot listen on {self.settings.server.host}:{self.settings.server.port} ({exc}); "
+                f"cannot listen on {self.settings.host}:{self.settings.port} ({exc}); "
                 "is another process using it? Set BULLANT_PORT or --port."
             ) from None
         for hook in self._on_bound:
@@ -174,7 +175,7 @@ class GrpcServer:
             raise
         self._server = server
         await server.start()
-        if self.settings.server.metrics_port >= 0:
+        if self.settings.metrics_port >= 0:
             self._start_metrics_http()
         self.readiness.subscribe(self._on_readiness)
         self._on_readiness(self.readiness.ready)
@@ -195,12 +196,11 @@ class GrpcServer:
             log.warning("dependencies failing, every service NOT_SERVING: %s", self.readiness.failing)
 
     def _start_metrics_http(self) -> None:
-        server = self.settings.server
         try:
-            self.metrics_port = self.metrics.serve_http(server.metrics_host, server.metrics_port)
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_host, self.settings.metrics_port)
         except OSError as exc:
             raise ServerError(
-                f"cannot serve metrics on {server.metrics_host}:{server.metrics_port} ({exc}); "
+                f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port} ({exc}); "
                 "set BULLANT_METRICS_PORT or --metrics-port (0 picks a free port)."
             ) from None
 
@@ -213,7 +213,7 @@ class GrpcServer:
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, let streams end, drain in-flight calls within the grace period, then stop
         dependencies in reverse order."""
-        grace = self.settings.server.grace_seconds if grace is None else grace
+        grace = self.settings.grace_seconds if grace is None else grace
         started = self._server is not None or bool(self._started_components)
         self.begin_shutdown()
         if self._server is not None:
@@ -286,7 +286,7 @@ async def serve_until_signal(
         # server (the gateway's streams wind down), then the server: its calls drain, then its components stop, each
         # before what it depends on. One grace period for the whole process, however long the front took.
         server.begin_shutdown()
-        deadline = loop.time() + server.settings.server.grace_seconds
+        deadline = loop.time() + server.settings.grace_seconds
         for component in reversed(started):
             await component.stop()
         await server.stop(max(0.0, deadline - loop.time()))

@@ -29,12 +29,14 @@ def build(
 ) -> ServiceRegistration:
     """The market service and the components its registration starts (tick hub first, then the history sources,
     then a runner per feed): `deps` are the shared platform dependencies, `settings` the process's settings (those of
-    `deps` when not given), `factories` replaces the configured feeds (tests drive their own)."""
+    `deps` when not given; the feeds and their runners take its market section), `factories` replaces the configured
+    feeds (tests drive their own)."""
     settings = settings or deps.settings
+    market = settings.market
     coordination = deps.coordination.for_service("market")
     store = MarketStore(deps.databases)
     hub = TickHub(coordination.pubsub, deps.lifecycle.draining)
-    factories = dict(factories) if factories is not None else build_factories(settings, store)
+    factories = dict(factories) if factories is not None else build_factories(market, store)
     runners = [
         FeedRunner(
             factory(),
@@ -42,11 +44,7 @@ def build(
             hub=hub,
             cache=coordination.cache,
             locks=coordination.locks,
-            policy=RunnerPolicy(
-                staleness_seconds=settings.market.feed_staleness_seconds,
-                initial_daily_days=settings.market.sim_history_daily_days if feed_id == "sim" else 0,
-                initial_minute_days=settings.market.sim_history_minute_days if feed_id == "sim" else 0,
-            ),
+            policy=RunnerPolicy.for_feed(market, feed_id),
             clock=clock,
         )
         for feed_id, factory in factories.items()
@@ -58,10 +56,10 @@ def build(
         locks=coordination.locks,
         history=history,
         streams=TickStreams(
-            hub, capacity=settings.market.stream_queue_capacity, max_per_account=settings.server.max_streams_per_account
+            hub, capacity=market.stream_queue_capacity, max_per_account=settings.server.max_streams_per_account
         ),
         imports=BarImports(store, clock=clock),
-        staleness=timedelta(seconds=settings.market.feed_staleness_seconds),
+        staleness=timedelta(seconds=market.feed_staleness_seconds),
         clock=clock,
     )
     servicer = MarketServicer(service, deps.lifecycle, pages=deps.page_tokens)

@@ -51,8 +51,8 @@ async def _fused(
     timeframe: Timeframe = Timeframe.D1,
 ) -> object:
     settings = make_settings(default_upstream=upstream)
-    clients = ClientFactory(settings)
-    identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings), "signal")
+    clients = ClientFactory(settings.calls, settings.server)
+    identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings.auth), "signal")
     try:
         with identity.acting():
             return await ModelFusion(clients, deadline_seconds=deadline, enabled=enabled).fuse(

@@ -12,7 +12,7 @@ import jwt
 
 from services.core.auth.keys import SigningKeys
 from services.core.errors import Unauthenticated
-from services.core.settings import Settings
+from services.core.settings import AuthSettings
 
 ALGORITHM = "EdDSA"
 # Unix seconds now; tests pass a clock they move.
@@ -48,13 +48,9 @@ class TokenPolicy:
     leeway_seconds: int = 5
 
 
-def token_policy(settings: Settings) -> TokenPolicy:
-    """Issuer, audience and lifetime of access tokens from the settings."""
-    return TokenPolicy(
-        issuer=settings.auth.jwt_issuer,
-        audience=settings.auth.jwt_audience,
-        ttl_seconds=settings.auth.access_token_ttl_seconds,
-    )
+def token_policy(auth: AuthSettings) -> TokenPolicy:
+    """Issuer, audience and lifetime of access tokens from the auth settings."""
+    return TokenPolicy(issuer=auth.jwt_issuer, audience=auth.jwt_audience, ttl_seconds=auth.access_token_ttl_seconds)
 
 
 class TokenIssuer:

@@ -16,6 +16,7 @@ from services.core.db.databases import utc_now
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.core.market_data import MarketData
 from services.core.paging import NAME, Cursor, Integer, PageTokens, Row, keyset_cursor, page_size
+from services.core.settings import SignalSettings
 from services.core.timeframes import Timeframe
 from services.signal.alerts.rules import alert_id_of, alert_not_found
 from services.signal.alerts.store import AlertStore
@@ -61,6 +62,13 @@ class StreamPolicy:
     heartbeat_seconds: float
     # Concurrent StreamSignals per account on this server.
     max_streams: int = 32
+
+    @classmethod
+    def from_settings(cls, signal: SignalSettings, *, max_streams: int) -> StreamPolicy:
+        """The signal settings' timeframes and heartbeat, with the server's limit of streams per account."""
+        return cls(
+            timeframes=signal.timeframes(), heartbeat_seconds=signal.signal_heartbeat_seconds, max_streams=max_streams
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
