@@ -174,7 +174,7 @@ async def measure(count: int, rounds: int) -> Figures:
     market = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
     signal = signal_wiring.build(deps)
     server = GrpcServer(
-        settings,
+        settings.server,
         [market, signal, model_wiring.build(deps)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination, deps.clients),
@@ -203,7 +203,7 @@ async def _run(
     engine = next(c for c in signal.components if isinstance(c, LiveEngine))
     await _until(lambda: runner.status.state == FeedState.HEALTHY, "the bench feed")
     assert deps.signing_keys is not None
-    issuer = TokenIssuer(deps.signing_keys, token_policy(deps.settings))
+    issuer = TokenIssuer(deps.signing_keys, token_policy(deps.settings.auth))
 
     def bearer(account: int, scopes: list[str], roles: list[str]) -> tuple[tuple[str, str], ...]:
         token, _ = issuer.issue(account_id=account, shard=0, roles=roles, scopes=scopes, session_id=f"b{account}")

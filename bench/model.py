@@ -222,7 +222,7 @@ async def running_platform() -> AsyncIterator[Platform]:
         )
         deps = build_dependencies(settings)
         server = GrpcServer(
-            settings,
+            settings.server,
             [market_wiring.build(deps), model_wiring.build(deps)],
             lifecycle=deps.lifecycle,
             components=(deps.databases, deps.coordination, deps.clients),
@@ -231,7 +231,7 @@ async def running_platform() -> AsyncIterator[Platform]:
         await server.start()
         try:
             assert deps.signing_keys is not None
-            issuer = TokenIssuer(deps.signing_keys, token_policy(settings))
+            issuer = TokenIssuer(deps.signing_keys, token_policy(settings.auth))
             admin, _ = issuer.issue(
                 account_id=1, shard=0, roles=["user", "admin"], scopes=["read", "trade", "admin"], session_id="admin"
             )

@@ -65,7 +65,7 @@ async def _bullant_server(
         full_name=MARKET.full_name,
         add_to_server=lambda s: market_pb2_grpc.add_MarketServiceServicer_to_server(servicer, s),
     )
-    server = GrpcServer(settings, [registration], authenticator=authenticator)
+    server = GrpcServer(settings.server, [registration], authenticator=authenticator)
     await server.start()
     assert server.port is not None
     return server, server.port

@@ -179,7 +179,7 @@ class BullantTarget(Target):
         deps = build_dependencies(settings)
         registration = market_wiring.build(deps, factories={FEED_ID: lambda: feed})
         server = GrpcServer(
-            settings,
+            settings.server,
             [registration],
             lifecycle=deps.lifecycle,
             components=(deps.databases, deps.coordination),
@@ -196,7 +196,7 @@ class BullantTarget(Target):
             directory.cleanup()
             raise
         assert deps.signing_keys is not None
-        token, _ = TokenIssuer(deps.signing_keys, token_policy(settings)).issue(
+        token, _ = TokenIssuer(deps.signing_keys, token_policy(settings.auth)).issue(
             account_id=1, shard=0, roles=["user"], scopes=["read"], session_id="bench"
         )
         return cls(server=server, feed=feed, runner=runner, hub=hub, token=token, directory=directory)

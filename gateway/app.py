@@ -54,7 +54,7 @@ from services.core.coordination.factory import build_coordination, keyspace_for
 from services.core.grpc_errors import domain_of_method
 from services.core.links import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
 from services.core.rules import JSON_BODY_FACTOR, max_request_bytes
-from services.core.settings import BUILT_SERVICES, Environment, Settings
+from services.core.settings import BUILT_SERVICES, Environment, GatewaySettings, Settings
 
 log = logging.getLogger("bullant.gateway")
 # The reason the services give a credential they cannot use, by the header that carries it.
@@ -97,15 +97,25 @@ class Gateway:
     """The routes, the upstream channels and the handlers."""
 
     def __init__(
-        self, settings: Settings, clients: ClientFactory, router: Router, limiter: RateLimiter | None = None
+        self,
+        settings: GatewaySettings,
+        clients: ClientFactory,
+        router: Router,
+        limiter: RateLimiter | None = None,
+        *,
+        identity: ServiceIdentity | None,
+        request_timeout_seconds: float,
     ) -> None:
+        """`settings`: the gateway section; `identity`: the platform service the gateway acts as for shared tick
+        streams (None: each socket's ticks topic streams on its own); `request_timeout_seconds`: a unary call's
+        deadline."""
         self._settings = settings
+        self._request_timeout = request_timeout_seconds
         self._clients = clients
         self.router = router
         self._limiter = limiter
         self._document: dict[str, Any] | None = None
         self.connections: set[Connection] = set()
-        identity = _service_identity(settings)
         # Shared tick streams need the gateway to act as the platform's service; without the key, each ticks topic
         # is a stream of its own.
         self.relay = TickRelay(clients, identity) if identity is not None else None
@@ -113,7 +123,7 @@ class Gateway:
         self.memo = Memo()
         # One callable per method, made on first use (the channels live as long as the app).
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
-        self.pages = LinkPages(clients, settings.request_timeout_seconds)
+        self.pages = LinkPages(clients, request_timeout_seconds)
         # Shutting down (drain): /readyz says NOT_SERVING, new streams are refused, open ones are ended.
         self.draining = False
         self._streams: set[OpenStream] = set()
@@ -180,7 +190,7 @@ class Gateway:
                 response_deserializer=route.response_class.FromString,
             )
         try:
-            response = await call(message, metadata=metadata, timeout=self._settings.request_timeout_seconds)
+            response = await call(message, metadata=metadata, timeout=self._request_timeout)
         except grpc.aio.AioRpcError as error:
             status, body, headers = from_rpc_error(error)
             return self._json(body, status, request_id, headers)
@@ -359,14 +369,14 @@ class Gateway:
 def _service_identity(settings: Settings) -> ServiceIdentity | None:
     """The gateway's identity as the platform's service for shared tick streams, when they are on and it holds the
     platform signing key (a configured private key file, or the local environment's development key)."""
-    if not settings.gateway_shared_ticks:
+    if not settings.gateway.gateway_shared_ticks:
         return None
-    if settings.jwt_private_key_file is None and settings.env is not Environment.LOCAL:
+    if settings.auth.jwt_private_key_file is None and settings.env is not Environment.LOCAL:
         return None
     keys = load_signing_keys(settings)
     if keys.private_key is None:
         return None
-    return ServiceIdentity(keys, token_policy(settings), "gateway")
+    return ServiceIdentity(keys, token_policy(settings.auth), "gateway")
 
 
 def _client_key(request: Request) -> str:
@@ -379,9 +389,16 @@ def _client_key(request: Request) -> str:
 
 def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> Starlette:
     """The gateway for the services at the settings' upstream addresses."""
-    factory = clients or ClientFactory(settings)
-    coordination = build_coordination(settings.redis_url, keyspace_for(settings, "gateway"))
-    gateway = Gateway(settings, factory, Router.from_services(generated_services()), coordination.limiter)
+    factory = clients or ClientFactory(settings.calls, settings.server)
+    coordination = build_coordination(settings.coordination.redis_url, keyspace_for(settings, "gateway"))
+    gateway = Gateway(
+        settings.gateway,
+        factory,
+        Router.from_services(generated_services()),
+        coordination.limiter,
+        identity=_service_identity(settings),
+        request_timeout_seconds=settings.calls.request_timeout_seconds,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -395,7 +412,7 @@ def create_app(settings: Settings, *, clients: ClientFactory | None = None) -> S
             await factory.stop()
             await coordination.stop()
 
-    cors = cors_policy(settings.gateway_cors_origins, _METHODS, [*_CORS_HEADERS, *SAFELISTED_HEADERS])
+    cors = cors_policy(settings.gateway.gateway_cors_origins, _METHODS, [*_CORS_HEADERS, *SAFELISTED_HEADERS])
     app = Starlette(
         routes=[
             HttpRoute("/healthz", gateway.healthz, methods=["GET"]),

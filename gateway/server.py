@@ -33,16 +33,17 @@ class _Server(uvicorn.Server):
 async def _wait_for_redis(settings: Settings) -> None:
     """Wait (a log line per attempt, BULLANT_STARTUP_WAIT_SECONDS at most) for the Redis the gateway's rate limits
     live in; DependencyUnreachable (exit 69) when it never answers. Nothing to wait for without Redis."""
-    if not settings.redis_url.strip():
+    redis_url = settings.coordination.redis_url
+    if not redis_url.strip():
         return
-    backend = build_backend(settings.redis_url)
+    backend = build_backend(redis_url)
     await backend.start()
     try:
         await wait_until_reachable(
             "redis",
             lambda: backend.ping(2.0),
-            wait_seconds=settings.startup_wait_seconds,
-            hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.redis_url)}) and that Redis is up "
+            wait_seconds=settings.server.startup_wait_seconds,
+            hint=f"Check BULLANT_REDIS_URL ({redact_url(redis_url)}) and that Redis is up "
             "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
         )
     finally:
@@ -50,11 +51,13 @@ async def _wait_for_redis(settings: Settings) -> None:
 
 
 class GatewayServer:
-    """Serves the gateway on settings.gateway_host:gateway_port (port 0: a free one, see `port`)."""
+    """Serves the gateway on its section's gateway_host:gateway_port (port 0: a free one, see `port`)."""
 
     def __init__(self, settings: Settings, *, beside: GrpcServer | None = None) -> None:
         """`beside`: the gRPC server of this process, which the gateway then calls for every service."""
         self._settings = settings
+        self._gateway = settings.gateway
+        self._grace_seconds = settings.server.grace_seconds
         self._beside = beside
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,20 +67,20 @@ class GatewayServer:
 
     @property
     def address(self) -> str:
-        return f"{self._settings.gateway_host}:{self.port}"
+        return f"{self._gateway.gateway_host}:{self.port}"
 
     async def start(self) -> None:
         settings = self._settings
         if self._beside is not None:
-            settings = settings.model_copy(update={"upstreams": {}, "default_upstream": self._beside.address})
+            settings = settings.with_overrides(upstreams={}, default_upstream=self._beside.address)
         else:
             # Beside a gRPC server, that server has waited for Redis already; alone, the gateway waits itself.
             await _wait_for_redis(settings)
         app = create_app(settings)
         config = uvicorn.Config(
             app,
-            host=self._settings.gateway_host,
-            port=self._settings.gateway_port,
+            host=self._gateway.gateway_host,
+            port=self._gateway.gateway_port,
             lifespan="on",
             http="httptools",
             log_config=None,  # the platform's logging
@@ -86,21 +89,21 @@ class GatewayServer:
             # A bound on the wait for open connections at shutdown, whatever a client does (the gateway ends its
             # streams and sockets itself first; this is for requests still waiting on a service). stop() sets it to
             # what is left of the grace period.
-            timeout_graceful_shutdown=math.ceil(self._settings.grace_seconds),
+            timeout_graceful_shutdown=math.ceil(self._grace_seconds),
         )
         server = _Server(config)
         # Bound here, so a taken port is a clear start-up error rather than uvicorn exiting the process.
         # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it every
         # keep-alive response waits ~40 ms for a delayed ACK (Nagle) between its header and body writes.
-        family = socket.AF_INET6 if ":" in self._settings.gateway_host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in self._gateway.gateway_host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listener.bind((self._settings.gateway_host, self._settings.gateway_port))
+            listener.bind((self._gateway.gateway_host, self._gateway.gateway_port))
         except OSError as error:
             listener.close()
             raise StartupError(
-                f"the gateway cannot listen on {self._settings.gateway_host}:{self._settings.gateway_port}: "
+                f"the gateway cannot listen on {self._gateway.gateway_host}:{self._gateway.gateway_port}: "
                 f"{error.strerror} (set BULLANT_GATEWAY_PORT)"
             ) from None
         self.port = int(listener.getsockname()[1])
@@ -132,9 +135,9 @@ class GatewayServer:
         if self._server is None or self._task is None:
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.grace_seconds
+        deadline = loop.time() + self._grace_seconds
         if self.gateway is not None:
-            await self.gateway.drain(within_seconds=min(2.0, self._settings.grace_seconds / 2))
+            await self.gateway.drain(within_seconds=min(2.0, self._grace_seconds / 2))
         # What is left of the grace period for the requests under way (uvicorn reads it as asyncio.timeout's delay).
         self._server.config.timeout_graceful_shutdown = max(0.1, deadline - loop.time())  # type: ignore[assignment]
         self._server.should_exit = True

@@ -42,8 +42,8 @@ def build_dependencies(settings: Settings) -> Dependencies:
     return Dependencies(
         settings=settings,
         databases=Databases(DatabaseConfig.from_settings(settings)),
-        coordination=Coordination(build_backend(settings.redis_url), keyspace_for(settings, "platform")),
-        clients=ClientFactory(settings),
+        coordination=Coordination(build_backend(settings.coordination.redis_url), keyspace_for(settings, "platform")),
+        clients=ClientFactory(settings.calls, settings.server),
         lifecycle=Lifecycle(),
         readiness=Readiness(),
         page_tokens=PageTokens(load_page_token_key(settings)),
@@ -58,7 +58,7 @@ def build_authenticator(deps: Dependencies) -> Authenticator:
     assert deps.signing_keys is not None
     account = deps.coordination.for_service("account")
     return Authenticator(
-        TokenVerifier(deps.signing_keys, token_policy(deps.settings)),
+        TokenVerifier(deps.signing_keys, token_policy(deps.settings.auth)),
         RevocationList(account.cache, account.pubsub),
         ApiKeyResolver(deps.databases, account.cache),
     )
@@ -77,13 +77,13 @@ def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> G
             f"served; serve any of: all, {', '.join(BUILT_SERVICES)}"
         )
     deps = build_dependencies(settings)
-    interval = settings.db_health_interval_seconds
+    interval = settings.database.db_health_interval_seconds
     database_monitor = DependencyMonitor(
         "database",
         deps.databases.problem,
         deps.readiness,
         interval_seconds=interval,
-        timeout_seconds=settings.db_connect_timeout_seconds,
+        timeout_seconds=settings.database.db_connect_timeout_seconds,
     )
     coordination_monitor = DependencyMonitor(
         deps.coordination.backend.name,
@@ -92,12 +92,12 @@ def build_server(settings: Settings, names: Sequence[str] = BUILT_SERVICES) -> G
         interval_seconds=interval,
         # The databases wait for their servers in their own start(); the coordination backend connects lazily, so
         # its monitor waits for it before any service starts on it.
-        startup_wait_seconds=settings.startup_wait_seconds,
-        startup_hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.redis_url)}) and that Redis is up "
+        startup_wait_seconds=settings.server.startup_wait_seconds,
+        startup_hint=f"Check BULLANT_REDIS_URL ({redact_url(settings.coordination.redis_url)}) and that Redis is up "
         "(BULLANT_STARTUP_WAIT_SECONDS sets how long to wait).",
     )
     return GrpcServer(
-        settings,
+        settings.server,
         [REGISTRATIONS[name](deps) for name in names],
         lifecycle=deps.lifecycle,
         metrics=GrpcMetrics(),

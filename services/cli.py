@@ -215,7 +215,7 @@ async def _migrate(settings: Settings, check_only: bool) -> int:
 
 async def _set_admin(settings: Settings, email: str, *, grant: bool) -> int:
     databases = Databases(DatabaseConfig.from_settings(settings))
-    coordination = Coordination(build_backend(settings.redis_url), keyspace_for(settings, "platform"))
+    coordination = Coordination(build_backend(settings.coordination.redis_url), keyspace_for(settings, "platform"))
     await databases.start()
     await coordination.start()
     try:
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (StartupError, InvalidArgument) as exc:
             print(f"bullant: {exc}", file=sys.stderr)
             return 1
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     try:
         return asyncio.run(_migrate(settings, args.check))
     except StartupError as exc:
@@ -318,7 +318,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(overrides)
     if isinstance(settings, int):
         return settings
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     if args.services == ["all"]:
         for name in SERVICE_NAMES:
             if name not in names:
@@ -353,7 +353,7 @@ def _gateway(args: argparse.Namespace) -> int:
     settings = _settings(overrides)
     if isinstance(settings, int):
         return settings
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     gateway = GatewayServer(settings)
 
     async def run() -> None:
@@ -410,7 +410,7 @@ def _dev_token(settings: Settings, account_id: int, scopes: list[str], *, admin:
     if admin and "admin" not in scopes:
         scopes.append("admin")
     try:
-        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings))
+        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth))
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1
@@ -448,7 +448,7 @@ def _backtest(args: argparse.Namespace) -> int:
         return token
     return backtest_cli.run(
         args,
-        target=args.target or f"127.0.0.1:{settings.port}",
+        target=args.target or f"127.0.0.1:{settings.server.port}",
         token=token,
         png_dir=settings.data_dir / "backtests",
     )

@@ -159,7 +159,7 @@ async def running_account_service(
     deps = build_dependencies(settings)
     clock = Clock()
     server = GrpcServer(
-        settings,
+        settings.server,
         [account_wiring.build(deps, clock=clock), *extra],
         components=(deps.databases, deps.coordination),
         authenticator=build_authenticator(deps),

@@ -41,7 +41,7 @@ def bearer(
 ) -> dict[str, str]:
     """The authorization header of an access token signed with the platform's key (no account row needed)."""
     roles = ("user", "admin") if admin else ("user",)
-    token, _ = TokenIssuer(load_signing_keys(settings), token_policy(settings)).issue(
+    token, _ = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth)).issue(
         account_id=account_id,
         shard=account_id % 2,
         roles=roles,

@@ -112,7 +112,7 @@ def bearer(
     deps: Dependencies, account_id: int, scopes: tuple[str, ...], roles: tuple[str, ...] = ("user",)
 ) -> Metadata:
     assert deps.signing_keys is not None
-    token, _ = TokenIssuer(deps.signing_keys, token_policy(deps.settings)).issue(
+    token, _ = TokenIssuer(deps.signing_keys, token_policy(deps.settings.auth)).issue(
         account_id=account_id, shard=0, roles=roles, scopes=scopes, session_id=f"s{account_id}"
     )
     return (("authorization", f"Bearer {token}"),)
@@ -138,7 +138,7 @@ async def running_live_platform(
     if "model" in services:
         registrations.append(model_wiring.build(deps))
     server = GrpcServer(
-        settings,
+        settings.server,
         registrations,
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination, deps.clients),

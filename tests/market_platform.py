@@ -112,7 +112,7 @@ class MarketPlatform:
         assert self.deps.signing_keys is not None
         roles = ("user", "admin") if admin else ("user",)
         granted = tuple(scopes or ("read",)) + (("admin",) if admin else ())
-        token, _ = TokenIssuer(self.deps.signing_keys, token_policy(self.deps.settings)).issue(
+        token, _ = TokenIssuer(self.deps.signing_keys, token_policy(self.deps.settings.auth)).issue(
             account_id=account_id, shard=0, roles=roles, scopes=granted, session_id=f"s{account_id}"
         )
         return (("authorization", f"Bearer {token}"),)
@@ -165,7 +165,7 @@ async def running_market(
     deps = build_dependencies(settings)
     chosen = feeds(deps) if feeds is not None else factories if factories is not None else {feed.feed_id: lambda: feed}
     server = GrpcServer(
-        settings,
+        settings.server,
         [market_wiring.build(deps, factories=chosen)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),

@@ -100,7 +100,7 @@ async def running_signal_platform(
     settings = make_settings(port=port, default_upstream=f"127.0.0.1:{port}", market_feeds=[], **settings_overrides)
     deps = build_dependencies(settings)
     server = GrpcServer(
-        settings,
+        settings.server,
         [REGISTRATIONS[name](deps) for name in services],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination, deps.clients),
@@ -108,7 +108,7 @@ async def running_signal_platform(
     )
     await server.start()
     assert deps.signing_keys is not None
-    issuer = TokenIssuer(deps.signing_keys, token_policy(settings))
+    issuer = TokenIssuer(deps.signing_keys, token_policy(settings.auth))
 
     def bearer(account_id: int, scopes: tuple[str, ...], roles: tuple[str, ...] = ("user",)) -> Metadata:
         token, _ = issuer.issue(account_id=account_id, shard=0, roles=roles, scopes=scopes, session_id=f"s{account_id}")

@@ -63,7 +63,7 @@ async def running_server(
 ) -> AsyncIterator[GrpcServer]:
     """A started GrpcServer on a free loopback port, stopped on exit."""
     # No authenticator: these servers test other runtime concerns; tests/service/test_authentication.py covers it.
-    server = GrpcServer(settings or make_settings(), registrations, authenticator=None)
+    server = GrpcServer((settings or make_settings()).server, registrations, authenticator=None)
     await server.start()
     try:
         yield server

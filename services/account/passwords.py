@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from services.core.settings import Settings
+from services.core.settings import AccountSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,11 +20,11 @@ class HashParameters:
     parallelism: int = 4
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HashParameters:
+    def from_settings(cls, account: AccountSettings) -> HashParameters:
         return cls(
-            time_cost=settings.password_hash_time_cost,
-            memory_kib=settings.password_hash_memory_kib,
-            parallelism=settings.password_hash_parallelism,
+            time_cost=account.password_hash_time_cost,
+            memory_kib=account.password_hash_memory_kib,
+            parallelism=account.password_hash_parallelism,
         )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from services.core.coordination import Cache, RateLimiter
 from services.core.errors import ResourceExhausted
-from services.core.settings import Settings
+from services.core.settings import AccountSettings
 
 _MINUTE = 60.0
 
@@ -26,12 +26,12 @@ class ThrottlePolicy:
     lockout_seconds: int = 900
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ThrottlePolicy:
+    def from_settings(cls, account: AccountSettings) -> ThrottlePolicy:
         return cls(
-            per_email_per_minute=settings.login_rate_per_email_per_minute,
-            per_ip_per_minute=settings.login_rate_per_ip_per_minute,
-            lockout_failures=settings.login_lockout_failures,
-            lockout_seconds=settings.login_lockout_seconds,
+            per_email_per_minute=account.login_rate_per_email_per_minute,
+            per_ip_per_minute=account.login_rate_per_ip_per_minute,
+            lockout_failures=account.login_lockout_failures,
+            lockout_seconds=account.login_lockout_seconds,
         )
 
 

@@ -45,7 +45,7 @@ def build(deps: Dependencies, settings: Settings | None = None, *, clock: WallCl
     without one)."""
     settings = settings or deps.settings
     service = build_service(deps, settings, clock=clock)
-    servicer = AccountServicer(service, settings.trusted_proxies, draining=deps.lifecycle.draining)
+    servicer = AccountServicer(service, settings.account.trusted_proxies, draining=deps.lifecycle.draining)
     return ServiceRegistration(
         name="account",
         full_name=SERVICE.full_name,
@@ -54,10 +54,12 @@ def build(deps: Dependencies, settings: Settings | None = None, *, clock: WallCl
 
 
 def _policy(settings: Settings) -> AccountPolicy:
+    """The account section's lifetimes and links, with the access tokens' lifetime (auth) and, in the local
+    environment, email links written to the log."""
     return AccountPolicy(
-        access_token_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
-        refresh_token_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
-        public_url=settings.public_url,
+        access_token_ttl=timedelta(seconds=settings.auth.access_token_ttl_seconds),
+        refresh_token_ttl=timedelta(seconds=settings.account.refresh_token_ttl_seconds),
+        public_url=settings.account.public_url,
         log_email_links=settings.env is Environment.LOCAL,
     )
 
@@ -99,7 +101,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: WallClock) -
     """The account service and its parts, each given what it uses."""
     keys, raw = _signing_secret(deps.signing_keys)
     coordination = deps.coordination.for_service("account")
-    throttle_policy = ThrottlePolicy.from_settings(settings)
+    throttle_policy = ThrottlePolicy.from_settings(settings.account)
 
     def throttle(action: str, policy: ThrottlePolicy = throttle_policy) -> Throttle:
         return Throttle(coordination.limiter, coordination.cache, policy, action=action)
@@ -113,7 +115,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: WallClock) -
     policy = _policy(settings)
     store = AccountStore(deps.databases)
     credentials = CredentialStore(deps.databases)
-    passwords = Passwords(HashParameters.from_settings(settings))
+    passwords = Passwords(HashParameters.from_settings(settings.account))
     accounts = Accounts(store=store, passwords=passwords, login_throttle=throttles.login)
     revocations = _session_revocations(deps.databases, deps.coordination, policy, clock)
     two_factor = TwoFactor(
@@ -130,7 +132,7 @@ def build_service(deps: Dependencies, settings: Settings, *, clock: WallClock) -
         passwords=passwords,
         login_throttle=throttles.login,
         two_factor=two_factor,
-        issuer=TokenIssuer(keys, token_policy(settings)),
+        issuer=TokenIssuer(keys, token_policy(settings.auth)),
         directory_ref=deps.databases.directory_ref,
         revocations=revocations,
         refresh_ttl=policy.refresh_token_ttl,

@@ -16,7 +16,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 
 from services.core.backoff import backoff_delay
 from services.core.context import REQUEST_ID_KEY, current_call, new_request_id
-from services.core.settings import Settings
+from services.core.settings import CallSettings, ServerSettings
 
 StubT = TypeVar("StubT")
 log = logging.getLogger("bullant.clients")
@@ -47,11 +47,11 @@ class RetryPolicy:
     max_backoff_seconds: float = 2.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, calls: CallSettings) -> RetryPolicy:
         return cls(
-            max_attempts=settings.retry_max_attempts,
-            initial_backoff_seconds=settings.retry_initial_backoff_seconds,
-            max_backoff_seconds=settings.retry_max_backoff_seconds,
+            max_attempts=calls.retry_max_attempts,
+            initial_backoff_seconds=calls.retry_initial_backoff_seconds,
+            max_backoff_seconds=calls.retry_max_backoff_seconds,
         )
 
     def delay(self, retry: int) -> float:
@@ -68,13 +68,13 @@ def retryable_methods(service: ServiceDescriptor) -> frozenset[str]:
     )
 
 
-def channel_options(settings: Settings) -> list[tuple[str, Any]]:
-    """Channel arguments: message limits, keepalive, and how soon a lost upstream is tried again."""
+def channel_options(server: ServerSettings) -> list[tuple[str, Any]]:
+    """Channel arguments: the server's message limits and keepalive, and how soon a lost upstream is tried again."""
     return [
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.keepalive_time_ms", settings.keepalive_time_seconds * 1000),
-        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_seconds * 1000),
+        ("grpc.max_send_message_length", server.max_message_bytes),
+        ("grpc.max_receive_message_length", server.max_message_bytes),
+        ("grpc.keepalive_time_ms", server.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", server.keepalive_timeout_seconds * 1000),
         # While an upstream refuses connections every call fails at once (see RetryingInterceptor); the channel
         # tries to reconnect with backoff, by default growing to two minutes. A restarted upstream is found within
         # this bound instead.
@@ -231,9 +231,12 @@ class ClientFactory:
     retried (RetryingInterceptor); an unreachable upstream fails them with UNAVAILABLE at once.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._policy = RetryPolicy.from_settings(settings)
+    def __init__(self, calls: CallSettings, server: ServerSettings) -> None:
+        """`calls`: where services are and how calls to them behave; `server`: this process's own server (its
+        port, its message limits and keepalive, which channels share)."""
+        self._calls = calls
+        self._server = server
+        self._policy = RetryPolicy.from_settings(calls)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._own_port: int | None = None
 
@@ -242,7 +245,7 @@ class ClientFactory:
 
     def listening_on(self, port: int) -> None:
         """The port this process's gRPC server bound (with BULLANT_PORT=0 known only then): services without an
-        upstream of their own are reached there, as settings.upstream() says."""
+        upstream of their own are reached there, as CallSettings.upstream says."""
         self._own_port = port
 
     def channel(self, service: ServiceDescriptor, *, propagate: bool = True) -> grpc.aio.Channel:
@@ -255,13 +258,13 @@ class ClientFactory:
         key = service.full_name if propagate else f"{service.full_name} (edge)"
         channel = self._channels.get(key)
         if channel is None:
-            address = self._settings.upstream(service_short_name(service), own_port=self._own_port)
+            address = self._calls.upstream(service_short_name(service), port=self._own_port or self._server.port)
             retrying = RetryingInterceptor(retryable_methods(service), self._policy)
             interceptors: list[grpc.aio.ClientInterceptor] = (
-                [*client_interceptors(self._settings.request_timeout_seconds), retrying] if propagate else [retrying]
+                [*client_interceptors(self._calls.request_timeout_seconds), retrying] if propagate else [retrying]
             )
             channel = grpc.aio.insecure_channel(
-                address, options=channel_options(self._settings), interceptors=interceptors
+                address, options=channel_options(self._server), interceptors=interceptors
             )
             retrying.watch(channel)
             self._channels[key] = channel

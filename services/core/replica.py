@@ -6,14 +6,14 @@ from __future__ import annotations
 import secrets
 import socket
 
-from services.core.settings import Settings
+from services.core.settings import ServerSettings
 
 
-def replica_identity(settings: Settings) -> str:
+def replica_identity(server: ServerSettings) -> str:
     """BULLANT_REPLICA_ID, else "<host name>:<port>": unique among live replicas (two processes cannot listen on one
     host and port) and the same after a restart. With an ephemeral port (0) there is no such identity: a fresh one
     each start, so its orphans wait for their heartbeats to lapse like any other replica's."""
-    if settings.replica_id:
-        return settings.replica_id
-    suffix = str(settings.port) if settings.port else "ephemeral-" + secrets.token_hex(6)
+    if server.replica_id:
+        return server.replica_id
+    suffix = str(server.port) if server.port else "ephemeral-" + secrets.token_hex(6)
     return f"{socket.gethostname()[:40]}:{suffix}"

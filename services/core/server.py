@@ -21,7 +21,7 @@ from services.core.auth.authenticator import Authenticator
 from services.core.health import HEALTH_SERVICE_NAME, NOT_SERVING, SERVING, HealthService, Readiness
 from services.core.interceptors import server_interceptors
 from services.core.metrics import GrpcMetrics
-from services.core.settings import Settings
+from services.core.settings import ServerSettings
 from services.core.startup import StartupError
 
 log = logging.getLogger("bullant.server")
@@ -83,7 +83,7 @@ def _check_port_free(host: str, port: int) -> None:
                 raise ServerError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Channel arguments for the server: message size limits, keepalive, and exclusive port binding."""
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -105,7 +105,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ServerSettings,
         registrations: Sequence[ServiceRegistration],
         *,
         lifecycle: Lifecycle | None = None,
@@ -115,8 +115,9 @@ class GrpcServer:
         authenticator: Authenticator | None,
         on_bound: Sequence[Callable[[int], None]] = (),
     ) -> None:
-        """`on_bound`: told the port once it is bound (before any component starts), e.g. the client factory, so
-        that with port 0 the services of this process call each other on the port picked."""
+        """`settings`: the process's server section. `on_bound`: told the port once it is bound (before any
+        component starts), e.g. the client factory, so that with port 0 the services of this process call each other
+        on the port picked."""
         if not registrations:
             raise ValueError("a server needs at least one service")
         self.settings = settings

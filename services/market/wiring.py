@@ -30,12 +30,14 @@ def build(
 ) -> ServiceRegistration:
     """The market service and the components its registration starts (tick hub first, then the history sources,
     then a runner per feed): `deps` are the shared platform dependencies, `settings` the process's settings (those of
-    `deps` when not given), `factories` replaces the configured feeds (tests drive their own)."""
+    `deps` when not given; the feeds and their runners take its market section), `factories` replaces the configured
+    feeds (tests drive their own)."""
     settings = settings or deps.settings
+    market = settings.market
     coordination = deps.coordination.for_service("market")
     store = MarketStore(deps.databases)
     hub = TickHub(coordination.pubsub, deps.lifecycle.draining)
-    factories = dict(factories) if factories is not None else build_factories(settings, store)
+    factories = dict(factories) if factories is not None else build_factories(market, store)
     runners = [
         FeedRunner(
             factory(),
@@ -43,11 +45,7 @@ def build(
             hub=hub,
             cache=coordination.cache,
             locks=coordination.locks,
-            policy=RunnerPolicy(
-                staleness_seconds=settings.feed_staleness_seconds,
-                initial_daily_days=settings.sim_history_daily_days if feed_id == "sim" else 0,
-                initial_minute_days=settings.sim_history_minute_days if feed_id == "sim" else 0,
-            ),
+            policy=RunnerPolicy.for_feed(market, feed_id),
             clock=clock,
         )
         for feed_id, factory in factories.items()
@@ -60,9 +58,9 @@ def build(
         locks=coordination.locks,
         history=history,
         streams=TickStreams(
-            hub, capacity=settings.stream_queue_capacity, max_per_account=settings.max_streams_per_account
+            hub, capacity=market.stream_queue_capacity, max_per_account=settings.server.max_streams_per_account
         ),
-        staleness=timedelta(seconds=settings.feed_staleness_seconds),
+        staleness=timedelta(seconds=market.feed_staleness_seconds),
         pages=deps.page_tokens,
         clock=clock,
     )

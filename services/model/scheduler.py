@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from services.core.auth.service_identity import SERVICE_ACCOUNT_ID, ServiceIdentity
@@ -21,6 +21,7 @@ from services.core.coordination.base import Lease, Locks
 from services.core.coordination.leader import LeaderElection
 from services.core.errors import DomainError, FailedPrecondition
 from services.core.market_data import MarketData
+from services.core.settings import ModelSettings, SignalSettings
 from services.core.timeframes import Timeframe
 from services.model.forecasting.base import Algorithm
 from services.model.forecasting.catalogue import ALGORITHMS
@@ -39,6 +40,29 @@ DEMO_HOLDOUT = 0.2
 DEMO_RETRY_SECONDS = 5.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerPolicy:
+    """How often the scheduler works, how old an auto-retrain version gets, and the demo models it seeds."""
+
+    interval_seconds: float
+    retrain_every: timedelta
+    demo_symbols: tuple[str, ...] = ()
+    demo_timeframes: tuple[Timeframe, ...] = (Timeframe.M1,)
+    demo_horizon: int = 1
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings, signal: SignalSettings) -> SchedulerPolicy:
+        """The model settings' round, retraining age and demo symbols; the demo models forecast what the live
+        signal engine fuses: its timeframes, at its horizon (the signal settings)."""
+        return cls(
+            interval_seconds=model.model_scheduler_interval_seconds,
+            retrain_every=timedelta(hours=model.model_retrain_every_hours),
+            demo_symbols=tuple(model.model_demo_symbols),
+            demo_timeframes=signal.timeframes(),
+            demo_horizon=signal.signal_fusion_horizon_bars,
+        )
+
+
 class ModelScheduler:
     """A Component: campaigns for the scheduler lease and runs the periodic work while holding it."""
 
@@ -51,11 +75,7 @@ class ModelScheduler:
         market: MarketData,
         identity: ServiceIdentity,
         locks: Locks,
-        interval: float,
-        retrain_every: timedelta,
-        demo_symbols: Sequence[str] = (),
-        demo_timeframes: Sequence[Timeframe] = (Timeframe.M1,),
-        demo_horizon: int = 1,
+        policy: SchedulerPolicy,
         clock: WallClock = utc_now,
     ) -> None:
         self._registry = registry
@@ -63,10 +83,12 @@ class ModelScheduler:
         self._training = training
         self._market = market
         self._identity = identity
-        self._interval = interval
-        self._retrain_every = retrain_every
-        self._demo_pending = [(symbol, timeframe) for symbol in demo_symbols for timeframe in demo_timeframes]
-        self._demo_horizon = demo_horizon
+        self._interval = policy.interval_seconds
+        self._retrain_every = policy.retrain_every
+        self._demo_pending = [
+            (symbol, timeframe) for symbol in policy.demo_symbols for timeframe in policy.demo_timeframes
+        ]
+        self._demo_horizon = policy.demo_horizon
         self._demo_waiting: set[tuple[str, Timeframe]] = set()
         self._clock = clock
         self._election = LeaderElection(locks, "model-scheduler", self._lead, ttl_seconds=15.0)

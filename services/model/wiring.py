@@ -3,9 +3,6 @@ dependencies and the settings, and handed to the server as one registration (ser
 
 from __future__ import annotations
 
-from datetime import timedelta
-from pathlib import Path
-
 from bullant.model.v1 import model_pb2_grpc
 from services.core.auth.service_identity import ServiceIdentity
 from services.core.auth.tokens import token_policy
@@ -15,10 +12,9 @@ from services.core.market_data import MarketData
 from services.core.replica import replica_identity
 from services.core.server import ServiceRegistration
 from services.core.settings import Settings
-from services.core.timeframes import Timeframe
 from services.model.registry.service import ModelRegistry
 from services.model.registry.store import VersionStore
-from services.model.scheduler import ModelScheduler
+from services.model.scheduler import ModelScheduler, SchedulerPolicy
 from services.model.servicer import SERVICE, ModelServicer
 from services.model.serving.service import Predictor
 from services.model.serving.store import PredictionStore
@@ -29,16 +25,13 @@ from services.model.training.store import JobStore
 from services.model.training.worker import ProcessWorker
 
 
-def model_dir(settings: Settings) -> Path:
-    """Where artifacts are written: BULLANT_MODEL_DIR, else `models` under the data directory."""
-    return Path(settings.model_dir) if settings.model_dir else settings.data_dir / "models"
-
-
 def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegistration:
     """The model service, ready to be hosted by a GrpcServer: `deps` are the shared platform dependencies and
-    `settings` the process's settings (those of `deps` when not given)."""
+    `settings` the process's settings (those of `deps` when not given): its model section, and the signal section's
+    timeframes and horizon for the demo models the live engine fuses."""
     settings = settings or deps.settings
-    artifacts = model_dir(settings)
+    model = settings.model
+    artifacts = model.artifact_dir(settings.data_dir)
     versions, jobs, predictions = (
         VersionStore(deps.databases),
         JobStore(deps.databases),
@@ -47,30 +40,25 @@ def build(deps: Dependencies, settings: Settings | None = None) -> ServiceRegist
     market = MarketData(deps.clients)
     runner = TrainingRunner(
         jobs,
-        ProcessWorker(gate_threshold=settings.model_gate_threshold, gate_max_pvalue=settings.model_gate_max_pvalue),
+        ProcessWorker(gate_threshold=model.model_gate_threshold, gate_max_pvalue=model.model_gate_max_pvalue),
         model_dir=artifacts,
-        max_queued=settings.max_queued_training_jobs,
-        jobs=JobOptions(slots=settings.training_workers, runner_id=replica_identity(settings)),
+        max_queued=model.max_queued_training_jobs,
+        jobs=JobOptions(slots=model.training_workers, runner_id=replica_identity(settings.server)),
     )
     registry = ModelRegistry(versions, artifacts, pages=deps.page_tokens)
     training = TrainingService(runner, jobs, registry, market, pages=deps.page_tokens)
-    cache = settings.model_serving_cache_seconds
+    cache = model.model_serving_cache_seconds
     predictor = Predictor(versions, predictions, market, artifacts, bar_ttl=cache, registry_ttl=min(cache, 2.0))
-    tracker = Tracker(versions, predictions, market, registry, training, drift_threshold=settings.model_drift_factor)
+    tracker = Tracker(versions, predictions, market, registry, training, drift_threshold=model.model_drift_factor)
     servicer = ModelServicer(training, registry, predictor, tracker)
     scheduler = ModelScheduler(
         registry=registry,
         tracker=tracker,
         training=training,
         market=market,
-        identity=ServiceIdentity(deps.signing_keys, token_policy(settings), "model"),
+        identity=ServiceIdentity(deps.signing_keys, token_policy(settings.auth), "model"),
         locks=deps.coordination.for_service("model").locks,
-        interval=settings.model_scheduler_interval_seconds,
-        retrain_every=timedelta(hours=settings.model_retrain_every_hours),
-        demo_symbols=settings.model_demo_symbols,
-        # Demo models forecast what the live signal engine fuses: its timeframes, at its horizon.
-        demo_timeframes=[Timeframe.from_label(label) for label in settings.signal_timeframes],
-        demo_horizon=settings.signal_fusion_horizon_bars,
+        policy=SchedulerPolicy.from_settings(model, settings.signal),
     )
     return ServiceRegistration(
         name="model",

@@ -13,7 +13,6 @@ from services.core.market_data import MarketData
 from services.core.replica import replica_identity
 from services.core.server import PreEncodedResponses, ServiceRegistration
 from services.core.settings import Settings
-from services.core.timeframes import Timeframe
 from services.signal.alerts.store import AlertStore
 from services.signal.backtests.report_codec import ProtoReportCodec
 from services.signal.backtests.runner import BacktestRunner
@@ -45,16 +44,18 @@ def build(
     clock: WallClock = utc_now,
 ) -> ServiceRegistration:
     """The signal service, ready to be hosted by a GrpcServer: `deps` are the shared platform dependencies,
-    `settings` the process's settings (those of `deps` when not given), `on_processed` the engine's probe
-    (benchmarks and tests) and `clock` the live engine's (the market's time)."""
+    `settings` the process's settings (those of `deps` when not given; the engine's, the runners' and the streams'
+    policies are built from its signal section), `on_processed` the engine's probe (benchmarks and tests) and `clock`
+    the live engine's (the market's time)."""
     settings = settings or deps.settings
+    signal = settings.signal
     load_indicators()
     load_strategies()
     runner = BacktestRunner(
         BacktestStore(deps.databases),
         ProtoReportCodec(),
-        per_account=settings.backtests_per_account,
-        jobs=JobOptions(slots=settings.backtest_workers, runner_id=replica_identity(settings)),
+        per_account=signal.backtests_per_account,
+        jobs=JobOptions(slots=signal.backtest_workers, runner_id=replica_identity(settings.server)),
     )
     market = MarketData(deps.clients)
     alerts = AlertStore(deps.databases)
@@ -63,24 +64,19 @@ def build(
     outcomes = OutcomeStore(deps.databases)
     coordination = deps.coordination.for_service("signal")
     hub = SignalHub(coordination.pubsub, draining=deps.lifecycle.draining)
-    watch = WatchRegistry(coordination.pubsub, refresh=settings.signal_watch_refresh_seconds)
+    watch = WatchRegistry(coordination.pubsub, refresh=signal.signal_watch_refresh_seconds)
     dispatcher = AlertDispatcher(firings=firings, rules=alerts, signals=signals, databases=deps.databases, hub=hub)
-    identity = ServiceIdentity(deps.signing_keys, token_policy(settings), "signal")
-    timeframes = tuple(Timeframe.from_label(label) for label in settings.signal_timeframes)
+    identity = ServiceIdentity(deps.signing_keys, token_policy(settings.auth), "signal")
     pipeline = SignalPipeline(
         market=market,
         signals=signals,
         fusion=ModelFusion(
-            deps.clients,
-            deadline_seconds=settings.signal_fusion_deadline_seconds,
-            enabled=settings.signal_fusion_enabled,
+            deps.clients, deadline_seconds=signal.signal_fusion_deadline_seconds, enabled=signal.signal_fusion_enabled
         ),
         hub=hub,
         dispatcher=dispatcher,
         identity=identity,
-        policy=RunnerPolicy(
-            repeat_bars=settings.signal_repeat_bars, fusion_horizon=settings.signal_fusion_horizon_bars
-        ),
+        policy=RunnerPolicy.from_settings(signal),
         on_processed=on_processed,
         clock=clock,
     )
@@ -94,15 +90,7 @@ def build(
         pubsub=coordination.pubsub,
         locks=coordination.locks,
         identity=identity,
-        policy=EnginePolicy(
-            symbols=tuple(settings.signal_symbols),
-            timeframes=timeframes,
-            strategies=tuple(settings.signal_strategies),
-            grace_seconds=settings.signal_bar_close_grace_seconds,
-            lease_seconds=settings.signal_engine_lease_seconds,
-            refresh_seconds=settings.signal_watch_refresh_seconds,
-            performance_seconds=settings.signal_performance_interval_seconds,
-        ),
+        policy=EnginePolicy.from_settings(signal),
         clock=clock,
     )
     live = LiveSignals(
@@ -115,16 +103,12 @@ def build(
         watch=watch,
         draining=deps.lifecycle.draining,
         pages=deps.page_tokens,
-        policy=StreamPolicy(
-            timeframes=timeframes,
-            heartbeat_seconds=settings.signal_heartbeat_seconds,
-            max_streams=settings.max_streams_per_account,
-        ),
+        policy=StreamPolicy.from_settings(signal, max_streams=settings.server.max_streams_per_account),
     )
     servicer = SignalServicer(
         Catalogue(market, deps.page_tokens),
         Backtests(market, runner, deps.page_tokens),
-        Alerts(market, alerts, watch, deps.page_tokens, limit=settings.max_alerts_per_account),
+        Alerts(market, alerts, watch, deps.page_tokens, limit=signal.max_alerts_per_account),
         live,
     )
     return ServiceRegistration(

@@ -70,7 +70,7 @@ async def test_lifecycle_on_mariadb_and_redis(settings: Settings) -> None:
         assert stored.last_use_time is not None
 
         # Revocations and cached lookups are in Redis, under this platform's key space.
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis.Redis.from_url(settings.coordination.redis_url)
         try:
             keys = [
                 key.decode() if isinstance(key, bytes) else key for key in await client.keys(f"{settings.app_name}:*")

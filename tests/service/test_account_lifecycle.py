@@ -250,7 +250,7 @@ async def test_login_rehashes_a_password_stored_with_older_parameters() -> None:
     settings = account_settings()
     async with running_account_service(settings) as platform:
         await platform.register("judy@example.com")
-    stronger = settings.model_copy(update={"password_hash_time_cost": 2})
+    stronger = settings.with_overrides(password_hash_time_cost=2)
     async with running_account_service(stronger) as platform:
         await platform.login("judy@example.com")
         async with platform.deps.databases.global_transaction() as connection:

@@ -89,7 +89,7 @@ async def platform() -> AsyncIterator[Platform]:
         add_to_server=lambda s: account_pb2_grpc.add_AccountServiceServicer_to_server(bare_account, s),
     )
     server = GrpcServer(
-        settings,
+        settings.server,
         [market, account],
         authenticator=Authenticator(TokenVerifier(KEYS, POLICY), revocations, _api_keys),
     )

@@ -39,7 +39,7 @@ def add(server):
 
 
 async def main():
-    server = GrpcServer(make_settings(), [ServiceRegistration("ticks", "test.Ticks", add)], authenticator=None)
+    server = GrpcServer(make_settings().server, [ServiceRegistration("ticks", "test.Ticks", add)], authenticator=None)
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stream = channel.unary_stream(

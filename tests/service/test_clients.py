@@ -75,7 +75,8 @@ def _registration(servicer: MarketServicer) -> ServiceRegistration:
 
 async def _factory_for(address: str, **overrides: Any) -> ClientFactory:
     values: dict[str, Any] = {"retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.05, **overrides}
-    factory = ClientFactory(make_settings(upstreams={"market": address}, **values))
+    settings = make_settings(upstreams={"market": address}, **values)
+    factory = ClientFactory(settings.calls, settings.server)
     await factory.start()
     return factory
 
@@ -207,7 +208,8 @@ async def test_a_short_deadline_to_a_dead_upstream_still_ends_unavailable() -> N
     # The default retry settings against the 0.5 s deadline live signals give the model service.
     closed, address = _refusing_address()
     with closed:
-        factory = ClientFactory(make_settings(upstreams={"market": address}))
+        settings = make_settings(upstreams={"market": address})
+        factory = ClientFactory(settings.calls, settings.server)
         try:
             stub = factory.stub(market_pb2_grpc.MarketServiceStub, MARKET)
             for _ in range(3):

@@ -189,8 +189,8 @@ async def test_disabling_an_account_ends_every_stream_of_it(platform: GatewayPla
 async def test_a_stream_ends_when_its_token_expires(platform: GatewayPlatform) -> None:
     settings = platform.settings
     # A token issued long enough ago that it has two seconds to live (on the real clock the server reads).
-    ttl = settings.access_token_ttl_seconds
-    issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings), clock=lambda: time.time() - ttl + 2)
+    ttl = settings.auth.access_token_ttl_seconds
+    issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth), clock=lambda: time.time() - ttl + 2)
     token, _ = issuer.issue(account_id=5, shard=1, roles=("user",), scopes=("read",), session_id="short")
     async with grpc.aio.insecure_channel(platform.server.address) as channel:
         stream = await _open_ticks(market_pb2_grpc.MarketServiceStub(channel), (("authorization", f"Bearer {token}"),))
@@ -272,8 +272,8 @@ async def test_a_socket_ends_when_its_api_key_is_revoked_or_its_account_disabled
 
 async def test_a_socket_ends_when_its_token_expires(platform: GatewayPlatform) -> None:
     settings = platform.settings
-    ttl = settings.access_token_ttl_seconds
-    issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings), clock=lambda: time.time() - ttl + 3)
+    ttl = settings.auth.access_token_ttl_seconds
+    issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth), clock=lambda: time.time() - ttl + 3)
     token, _ = issuer.issue(account_id=6, shard=0, roles=("user",), scopes=("read",), session_id="short-ws")
     async with websockets.connect(_url(platform)) as socket:
         await _socket_watching(socket, {"token": token})
@@ -299,7 +299,7 @@ async def test_expiry_follows_the_servers_clock_not_wall_time() -> None:
     deps = build_dependencies(settings)
     revocations = RevocationList(deps.coordination.for_service("account").cache)
     server = GrpcServer(
-        settings,
+        settings.server,
         [market_wiring.build(deps)],
         lifecycle=deps.lifecycle,
         components=(deps.databases, deps.coordination),
@@ -337,7 +337,7 @@ async def test_the_relay_renews_its_credential_before_it_expires(platform: Gatew
     settings = platform.settings
     # Service tokens that live six seconds: the shared stream must be renewed over and over.
     identity = ServiceIdentity(load_signing_keys(settings), TokenPolicy(ttl_seconds=6), "gateway")
-    clients = ClientFactory(settings)
+    clients = ClientFactory(settings.calls, settings.server)
     await clients.start()
     relay = TickRelay(clients, identity)
     received: list[int] = []

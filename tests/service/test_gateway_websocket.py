@@ -283,7 +283,7 @@ async def test_a_gateway_whose_key_the_market_refuses_streams_ticks_per_socket(
 ) -> None:
     """A local gateway with a data directory of its own has a development key the services do not know: the market
     refuses its shared streams, and ticks topics fall back to one stream per socket instead of failing."""
-    settings = platform.settings.model_copy(update={"data_dir": fresh_data_dir()})
+    settings = platform.settings.with_overrides(data_dir=fresh_data_dir())
     app = create_app(settings)
     relay = app.state.gateway.relay
     port = free_port()

@@ -66,7 +66,7 @@ async def demo(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterato
         signal_fusion_deadline_seconds=5.0,
         signal_repeat_bars=0,
     )
-    feed = SimulatedFeed(seed=settings.sim_seed, clock=clock)
+    feed = SimulatedFeed(seed=settings.market.sim_seed, clock=clock)
     async with running_live_platform(settings, feed=feed, clock=clock) as running:
         yield running
 

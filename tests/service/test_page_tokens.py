@@ -101,7 +101,7 @@ class Lists:
 
 
 def _admin(settings: Settings) -> tuple[tuple[str, str], ...]:
-    token, _ = TokenIssuer(load_signing_keys(settings), token_policy(settings)).issue(
+    token, _ = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth)).issue(
         account_id=3, shard=1, roles=("user", "admin"), scopes=("read", "trade", "admin"), session_id="lists"
     )
     return (("authorization", f"Bearer {token}"),)

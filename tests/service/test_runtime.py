@@ -440,7 +440,7 @@ async def test_metrics_count_calls_by_method_and_code(market: Any) -> None:
 
 async def test_graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones() -> None:
     servicer = ScriptedMarket()
-    server = GrpcServer(make_settings(), [_registration(servicer)], authenticator=None)
+    server = GrpcServer(make_settings().server, [_registration(servicer)], authenticator=None)
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = market_pb2_grpc.MarketServiceStub(channel)
@@ -467,7 +467,7 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones()
 
 
 async def test_shutdown_cuts_a_stream_that_outlives_the_grace_period() -> None:
-    server = GrpcServer(make_settings(), [_registration(ScriptedMarket())], authenticator=None)
+    server = GrpcServer(make_settings().server, [_registration(ScriptedMarket())], authenticator=None)
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stream = market_pb2_grpc.MarketServiceStub(channel).StreamTicks(market_pb2.StreamTicksRequest(symbols=["AAPL"]))

@@ -30,7 +30,7 @@ async def platform() -> AsyncIterator[AccountPlatform]:
 def _token(p: AccountPlatform, ref: AccountRef) -> str:
     """An access token the platform signs for `ref` (its shard claim as given)."""
     assert p.deps.signing_keys is not None
-    token, _ = TokenIssuer(p.deps.signing_keys, token_policy(p.deps.settings)).issue(
+    token, _ = TokenIssuer(p.deps.signing_keys, token_policy(p.deps.settings.auth)).issue(
         account_id=ref.account_id, shard=ref.shard, roles=["user"], scopes=["read", "trade"], session_id="0" * 32
     )
     return token

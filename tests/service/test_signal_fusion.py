@@ -50,8 +50,9 @@ async def _fused(
     symbol: str = "DEMO",
     timeframe: Timeframe = Timeframe.D1,
 ) -> object:
-    clients = ClientFactory(make_settings(default_upstream=upstream))
-    identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings), "signal")
+    settings = make_settings(default_upstream=upstream)
+    clients = ClientFactory(settings.calls, settings.server)
+    identity = ServiceIdentity(platform.deps.signing_keys, token_policy(platform.deps.settings.auth), "signal")
     try:
         with identity.acting():
             return await ModelFusion(clients, deadline_seconds=deadline, enabled=enabled).fuse(

@@ -12,32 +12,33 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from services.core.settings import Settings
+from services.core.settings import MarketSettings, ModelSettings, SignalSettings
 from services.market.feeds.sim import SimulatedFeed
 from services.market.records import Timeframe
 from services.model.forecasting.catalogue import ALGORITHMS
 from services.model.forecasting.evaluation import Gate, fit_and_evaluate
 from services.model.scheduler import DEMO_ALGORITHM, DEMO_HOLDOUT, DEMO_SEED
 
-DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
+# The settings' defaults.
+MARKET, SIGNAL, MODEL = MarketSettings(), SignalSettings(), ModelSettings()
 
 
 def demo_gate(symbol: str, now: datetime) -> Gate:
     """The gate of the demo model a fresh `bullant serve all` started at `now` trains on `symbol`'s 1-minute bars
     (the settings' defaults: the sim's seed and days of minutes, the gate, the fusion horizon)."""
-    feed = SimulatedFeed(seed=int(DEFAULTS["sim_seed"]), clock=lambda: now)
+    feed = SimulatedFeed(seed=MARKET.sim_seed, clock=lambda: now)
     end = Timeframe.M1.floor(now)
-    start = end - timedelta(days=int(DEFAULTS["sim_history_minute_days"]))
+    start = end - timedelta(days=MARKET.sim_history_minute_days)
     closes = np.array([bar.close for bar in feed.bars(symbol, Timeframe.M1, start, end)])
     result = fit_and_evaluate(
         DEMO_ALGORITHM,
         ALGORITHMS[DEMO_ALGORITHM].resolve({}),
         closes,
         holdout_fraction=DEMO_HOLDOUT,
-        horizon=int(DEFAULTS["signal_fusion_horizon_bars"]),
+        horizon=SIGNAL.signal_fusion_horizon_bars,
         seed=DEMO_SEED,
-        gate_threshold=float(DEFAULTS["model_gate_threshold"]),
-        gate_max_pvalue=float(DEFAULTS["model_gate_max_pvalue"]),
+        gate_threshold=MODEL.model_gate_threshold,
+        gate_max_pvalue=MODEL.model_gate_max_pvalue,
     )
     return result.gate
 

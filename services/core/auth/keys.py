@@ -124,7 +124,7 @@ def load_data_key(settings: Settings) -> bytes:
     """The key that encrypts secrets the platform must read back (TOTP secrets): BULLANT_DATA_KEY_FILE, or in the
     local environment a key generated under the data directory. Elsewhere a missing key stops the process."""
     return _load_secret(
-        settings, settings.data_key_file, "BULLANT_DATA_KEY_FILE", DEV_DATA_KEY_NAME, "the key of TOTP secrets"
+        settings, settings.auth.data_key_file, "BULLANT_DATA_KEY_FILE", DEV_DATA_KEY_NAME, "the key of TOTP secrets"
     )
 
 
@@ -134,7 +134,7 @@ def load_page_token_key(settings: Settings) -> bytes:
     one, so a page token from one replica is good on the next and after a restart."""
     return _load_secret(
         settings,
-        settings.page_token_key_file,
+        settings.auth.page_token_key_file,
         "BULLANT_PAGE_TOKEN_KEY_FILE",
         DEV_PAGE_TOKEN_KEY_NAME,
         "the key that signs page tokens",
@@ -147,10 +147,11 @@ def load_signing_keys(settings: Settings) -> SigningKeys:
     Production refuses to start without a configured key: a key generated on the fly would differ per replica and
     every token from another replica would be rejected.
     """
-    if settings.jwt_private_key_file is not None:
-        return SigningKeys.from_private(_read_private(settings.jwt_private_key_file))
-    if settings.jwt_public_key_file is not None:
-        return SigningKeys.from_public(_read_public(settings.jwt_public_key_file))
+    auth = settings.auth
+    if auth.jwt_private_key_file is not None:
+        return SigningKeys.from_private(_read_private(auth.jwt_private_key_file))
+    if auth.jwt_public_key_file is not None:
+        return SigningKeys.from_public(_read_public(auth.jwt_public_key_file))
     if settings.env is Environment.LOCAL:
         return SigningKeys.from_private(development_key(settings.data_dir))
     raise StartupError(

@@ -13,7 +13,7 @@ import jwt
 from services.core.auth.keys import SigningKeys
 from services.core.clock import EpochClock
 from services.core.errors import Unauthenticated
-from services.core.settings import Settings
+from services.core.settings import AuthSettings
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "iss", "aud", "jti")
@@ -47,11 +47,9 @@ class TokenPolicy:
     leeway_seconds: int = 5
 
 
-def token_policy(settings: Settings) -> TokenPolicy:
-    """Issuer, audience and lifetime of access tokens from the settings."""
-    return TokenPolicy(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=settings.access_token_ttl_seconds
-    )
+def token_policy(auth: AuthSettings) -> TokenPolicy:
+    """Issuer, audience and lifetime of access tokens from the auth settings."""
+    return TokenPolicy(issuer=auth.jwt_issuer, audience=auth.jwt_audience, ttl_seconds=auth.access_token_ttl_seconds)
 
 
 class TokenIssuer:

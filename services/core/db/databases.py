@@ -65,19 +65,21 @@ class DatabaseConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabaseConfig:
-        """The configuration a process's settings describe."""
+        """The configuration a process's settings describe: its database section, over its data directory (the
+        embedded databases) and environment, waiting for servers as long as its start-up may."""
+        database = settings.database
         return cls(
-            global_url=settings.global_database_url(),
-            shard_urls=tuple(settings.shard_database_urls()),
+            global_url=database.global_database_url(settings.data_dir),
+            shard_urls=tuple(database.shard_database_urls(settings.data_dir)),
             engine=EngineOptions(
-                pool_size=settings.db_pool_size,
-                max_overflow=settings.db_max_overflow,
-                pool_recycle_seconds=settings.db_pool_recycle_seconds,
-                connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                pool_size=database.db_pool_size,
+                max_overflow=database.db_max_overflow,
+                pool_recycle_seconds=database.db_pool_recycle_seconds,
+                connect_timeout_seconds=database.db_connect_timeout_seconds,
             ),
-            auto_migrate=settings.auto_migrate,
-            retry_attempts=settings.db_retry_attempts,
-            startup_wait_seconds=settings.startup_wait_seconds,
+            auto_migrate=database.auto_migrate(settings.env),
+            retry_attempts=database.db_retry_attempts,
+            startup_wait_seconds=settings.server.startup_wait_seconds,
         )
 
     def locations(self) -> list[tuple[str, str, SchemaKind]]:

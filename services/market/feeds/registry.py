@@ -1,11 +1,11 @@
-"""The configured feeds: an adapter factory per feed id, built from settings."""
+"""The configured feeds: an adapter factory per feed id, built from the market settings."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-from services.core.settings import Settings
+from services.core.settings import MarketSettings
 from services.market.feeds.base import FeedAdapter
 from services.market.store import MarketStore
 
@@ -16,17 +16,17 @@ def ccxt_feed_id(exchange: str) -> str:
     return f"ccxt-{exchange}"
 
 
-def build_factories(settings: Settings, store: MarketStore) -> dict[str, AdapterFactory]:
+def build_factories(market: MarketSettings, store: MarketStore) -> dict[str, AdapterFactory]:
     """One factory per configured feed, by feed id. Imports are local: a process without ccxt configured never loads
     it (ccxt is large and slow to import)."""
     factories: dict[str, AdapterFactory] = {}
-    for name in settings.market_feeds:
+    for name in market.market_feeds:
         if name == "sim":
             from services.market.feeds.sim import SimulatedFeed  # noqa: PLC0415 - load only configured feeds
 
             def sim() -> FeedAdapter:
                 return SimulatedFeed(
-                    "sim", seed=settings.sim_seed, tick_interval_seconds=settings.sim_tick_interval_seconds
+                    "sim", seed=market.sim_seed, tick_interval_seconds=market.sim_tick_interval_seconds
                 )
 
             factories["sim"] = sim
@@ -35,7 +35,7 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
 
             def replay() -> FeedAdapter:
                 return ReplayFeed(
-                    "replay", store=store, symbols=settings.replay_symbols, speed=settings.replay_speed, loop=True
+                    "replay", store=store, symbols=market.replay_symbols, speed=market.replay_speed, loop=True
                 )
 
             factories["replay"] = replay
@@ -44,14 +44,14 @@ def build_factories(settings: Settings, store: MarketStore) -> dict[str, Adapter
 
             def ccxt() -> FeedAdapter:
                 return CcxtFeed(
-                    ccxt_feed_id(settings.ccxt_exchange),
-                    exchange=settings.ccxt_exchange,
-                    symbols=settings.ccxt_symbols,
-                    base_url=settings.ccxt_base_url or None,
-                    poll_interval_seconds=settings.ccxt_poll_interval_seconds,
+                    ccxt_feed_id(market.ccxt_exchange),
+                    exchange=market.ccxt_exchange,
+                    symbols=market.ccxt_symbols,
+                    base_url=market.ccxt_base_url or None,
+                    poll_interval_seconds=market.ccxt_poll_interval_seconds,
                 )
 
-            factories[ccxt_feed_id(settings.ccxt_exchange)] = ccxt
+            factories[ccxt_feed_id(market.ccxt_exchange)] = ccxt
     return factories
 
 

@@ -21,6 +21,7 @@ from services.core.bars import BarBuilder, roll_up
 from services.core.clock import WallClock, utc_now
 from services.core.coordination import Cache, LeaderElection, Lease, Locks
 from services.core.errors import Unavailable
+from services.core.settings import MarketSettings
 from services.market.encoding import encode_ticks
 from services.market.feeds.base import FeedAdapter, FeedError
 from services.market.quotes import QuoteBook, QuoteCache
@@ -96,6 +97,17 @@ class RunnerPolicy:
     # History stored at the first start of a feed that has none (the simulator's demo history).
     initial_daily_days: int = 0
     initial_minute_days: int = 0
+
+    @classmethod
+    def for_feed(cls, market: MarketSettings, feed_id: str) -> RunnerPolicy:
+        """The runner of `feed_id` under the market settings: their staleness, and the simulator's demo history for
+        the sim feed only."""
+        sim = feed_id == "sim"
+        return cls(
+            staleness_seconds=market.feed_staleness_seconds,
+            initial_daily_days=market.sim_history_daily_days if sim else 0,
+            initial_minute_days=market.sim_history_minute_days if sim else 0,
+        )
 
 
 class FeedRunner:

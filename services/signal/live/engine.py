@@ -22,6 +22,7 @@ from services.core.clock import WallClock, utc_now
 from services.core.coordination.base import Lease, Locks, PubSub
 from services.core.coordination.leader import LeaderElection
 from services.core.errors import DomainError, NotFound, Unavailable
+from services.core.settings import SignalSettings
 from services.core.timeframes import Timeframe
 from services.signal.alerts.store import AlertRule, AlertStore
 from services.signal.live.alerting import AlertDispatcher
@@ -44,6 +45,8 @@ MAX_TICK_SYMBOLS = 1000
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnginePolicy:
+    """What the live engine watches and evaluates, and its timing."""
+
     symbols: tuple[str, ...]
     timeframes: tuple[Timeframe, ...]
     strategies: tuple[str, ...]
@@ -51,6 +54,18 @@ class EnginePolicy:
     lease_seconds: float
     refresh_seconds: float
     performance_seconds: float
+
+    @classmethod
+    def from_settings(cls, signal: SignalSettings) -> EnginePolicy:
+        return cls(
+            symbols=tuple(signal.signal_symbols),
+            timeframes=signal.timeframes(),
+            strategies=tuple(signal.signal_strategies),
+            grace_seconds=signal.signal_bar_close_grace_seconds,
+            lease_seconds=signal.signal_engine_lease_seconds,
+            refresh_seconds=signal.signal_watch_refresh_seconds,
+            performance_seconds=signal.signal_performance_interval_seconds,
+        )
 
 
 def platform_units(series: SeriesKey, strategies: Sequence[StrategyDef]) -> list[Unit]:

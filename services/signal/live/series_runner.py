@@ -16,6 +16,7 @@ from services.core.bars import Bar
 from services.core.clock import WallClock, utc_now
 from services.core.errors import DomainError
 from services.core.market_data import MarketData
+from services.core.settings import SignalSettings
 from services.signal.alerts.store import AlertRule
 from services.signal.fusion import Fused, TechnicalOnly
 from services.signal.history import History, read_history
@@ -49,6 +50,8 @@ ProcessedProbe = Callable[[SeriesKey, datetime, Sequence[LiveSignal]], None]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerPolicy:
+    """How a series runner signals: repeats suppressed, the forecast horizon it fuses, how it catches up."""
+
     repeat_bars: int
     fusion_horizon: int
     # The newest bars a new leader evaluates after the checkpoint (older ones are history, not news).
@@ -56,6 +59,10 @@ class RunnerPolicy:
     # How long to wait for the market's stored copy of a bar the engine saw only part of.
     stored_bar_attempts: int = 12
     stored_bar_wait_seconds: float = 0.25
+
+    @classmethod
+    def from_settings(cls, signal: SignalSettings) -> RunnerPolicy:
+        return cls(repeat_bars=signal.signal_repeat_bars, fusion_horizon=signal.signal_fusion_horizon_bars)
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from services.core.paging import (
     keyset_cursor,
     keyset_page,
 )
+from services.core.settings import SignalSettings
 from services.core.timeframes import Timeframe
 from services.signal.alerts.rules import alert_id_of, alert_not_found
 from services.signal.alerts.store import AlertStore
@@ -71,6 +72,13 @@ class StreamPolicy:
     heartbeat_seconds: float
     # Concurrent StreamSignals per account on this server.
     max_streams: int = 32
+
+    @classmethod
+    def from_settings(cls, signal: SignalSettings, *, max_streams: int) -> StreamPolicy:
+        """The signal settings' timeframes and heartbeat, with the server's limit of streams per account."""
+        return cls(
+            timeframes=signal.timeframes(), heartbeat_seconds=signal.signal_heartbeat_seconds, max_streams=max_streams
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
