@@ -17,21 +17,17 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from gateway.server import GatewayServer
+from services.account.development import DevelopmentTokenRefused, development_token
 from services.account.wiring import build_admin_roles
 from services.bootstrap import build_server
-from services.core.access import SCOPES
-from services.core.accounts import AccountRef
-from services.core.auth.keys import load_signing_keys
-from services.core.auth.tokens import TokenIssuer, token_policy
 from services.core.coordination import Coordination, build_backend, keyspace_for
 from services.core.db.databases import DatabaseConfig, Databases, describe_error
-from services.core.errors import DomainError, InvalidArgument, NotFound
+from services.core.errors import DomainError, InvalidArgument
 from services.core.logging import configure_logging
 from services.core.server import GrpcServer, serve_until_signal
 from services.core.settings import (
     BUILT_SERVICES,
     SERVICE_NAMES,
-    Environment,
     Settings,
     SettingsError,
     load_settings,
@@ -399,44 +395,14 @@ def _print_dev_token(args: argparse.Namespace) -> int:
 
 def _dev_token(settings: Settings, account_id: int, scopes: list[str], *, admin: bool) -> str | int:
     """A development access token, or an exit code after saying why there is none."""
-    if settings.env is not Environment.LOCAL:
-        print("bullant: development tokens exist only in BULLANT_ENV=local; sign in with Login", file=sys.stderr)
-        return 2
-    unknown = sorted(set(scopes) - SCOPES)
-    if unknown:
-        print(f"bullant: unknown scope(s) {', '.join(unknown)}; use {', '.join(sorted(SCOPES))}", file=sys.stderr)
-        return 2
-    roles = ["user", "admin"] if admin else ["user"]
-    if admin and "admin" not in scopes:
-        scopes.append("admin")
     try:
-        issuer = TokenIssuer(load_signing_keys(settings), token_policy(settings.auth))
+        return asyncio.run(development_token(settings, account_id, scopes, admin=admin))
+    except DevelopmentTokenRefused as exc:
+        print(f"bullant: {exc}", file=sys.stderr)
+        return 2
     except StartupError as exc:
         print(f"bullant: {exc}", file=sys.stderr)
         return 1
-    try:
-        ref = asyncio.run(_dev_ref(settings, account_id))
-    except StartupError as exc:
-        print(f"bullant: {exc}", file=sys.stderr)
-        return 1
-    token, _claims = issuer.issue(
-        account_id=ref.account_id, shard=ref.shard, roles=roles, scopes=scopes, session_id="development"
-    )
-    return token
-
-
-async def _dev_ref(settings: Settings, account_id: int) -> AccountRef:
-    """The ref a development token claims: the directory's for an existing account, else the shard a new account
-    with this id would be given – so the token reaches the same data as the account's own sessions."""
-    databases = Databases(DatabaseConfig.from_settings(settings))
-    try:
-        await databases.start()
-        try:
-            return await databases.directory_ref(account_id)
-        except NotFound:
-            return AccountRef(account_id, databases.choose_shard(account_id))
-    finally:
-        await databases.stop()
 
 
 def _backtest(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 
 from services import cli
+from services.account.development import development_ref
 from services.core.accounts import AccountRef
 from services.core.clock import utc_now
 from services.core.db import schema
@@ -142,10 +143,10 @@ async def test_a_development_token_claims_the_shard_its_account_is_routed_to() -
         )
     finally:
         await databases.stop()
-    assert await cli._dev_ref(settings, 4) == AccountRef(4, 1)
+    assert await development_ref(settings, 4) == AccountRef(4, 1)
     # A made-up account gets the shard sign-up would give it.
-    assert await cli._dev_ref(settings, 7) == AccountRef(7, 1)
-    assert await cli._dev_ref(settings, 8) == AccountRef(8, 0)
+    assert await development_ref(settings, 7) == AccountRef(7, 1)
+    assert await development_ref(settings, 8) == AccountRef(8, 0)
 
 
 def test_the_token_command_signs_the_routed_shard(
