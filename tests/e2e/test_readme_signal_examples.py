@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.platform import BIN, Platform, dev_token
+from tests.e2e.platform import BIN, GRPCURL, Platform, dev_token
 from tests.signal_platform import free_port
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_the_examples_run_as_written(platform: Platform, section: str, tmp_path:
             "A": platform.address,
         }
     )
-    script = PRELUDE % {"streaming": STREAMING, "grpcurl": BIN / "grpcurl"} + examples(section)
+    script = PRELUDE % {"streaming": STREAMING, "grpcurl": GRPCURL} + examples(section)
     result = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300, check=False
     )
