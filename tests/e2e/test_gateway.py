@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.platform import BIN, Platform, dev_token, wait_until
-from tests.e2e.schemathesis_hooks import SEMANTIC_REFUSALS
 from tests.signal_platform import free_port
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +71,10 @@ def _schemathesis_config(document: dict[str, Any], token: str) -> str:
     first event (they never end by themselves); 501 accepted from the unbuilt services; a 400 to valid data accepted
     by positive_data_acceptance only where the operation has documented semantic refusals, which the hooks' own
     check holds to their reasons."""
+    # Imported here, not at the top: the hooks import schemathesis and hypothesis (about 1.5 s), which every test
+    # process would otherwise load while collecting, for this one test.
+    from tests.e2e.schemathesis_hooks import SEMANTIC_REFUSALS  # noqa: PLC0415
+
     streams = sorted(
         operation["operationId"]
         for path in document["paths"].values()
@@ -114,6 +117,9 @@ def _schemathesis_config(document: dict[str, Any], token: str) -> str:
     )
 
 
+# A hang guard like the run's own 600 s: the run takes about 30 s alone, but on a loaded 2-core machine it went past
+# the suite's default of 120 s (100 s for the run, plus waiting for the module's server).
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(platform: tuple[Platform, str]) -> None:
     """Generated requests for every operation of the gateway's own /openapi.json (bounded), streams included, checked
     against that document: no 5xx, every status, media type, header and body as documented."""

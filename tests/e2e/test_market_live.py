@@ -29,8 +29,14 @@ def platform() -> Iterator[Platform]:
         running.stop()
 
 
-def test_stream_ticks_shows_a_snapshot_then_live_ticks(platform: Platform) -> None:
-    token = dev_token(platform.data_dir, "--scopes", "read")
+@pytest.fixture(scope="module")
+def reader_token(platform: Platform) -> str:
+    """`bullant token --scopes read` for the module's platform, run once."""
+    return dev_token(platform.data_dir, "--scopes", "read")
+
+
+def test_stream_ticks_shows_a_snapshot_then_live_ticks(platform: Platform, reader_token: str) -> None:
+    token = reader_token
     messages, errors = grpcurl_stream(
         "-plaintext",
         "-H",
@@ -50,8 +56,8 @@ def test_stream_ticks_shows_a_snapshot_then_live_ticks(platform: Platform) -> No
     assert sequences == sorted(sequences)
 
 
-def test_history_and_quotes_are_there_on_a_fresh_start(platform: Platform) -> None:
-    token = dev_token(platform.data_dir, "--scopes", "read")
+def test_history_and_quotes_are_there_on_a_fresh_start(platform: Platform, reader_token: str) -> None:
+    token = reader_token
     bars = grpcurl(
         "-plaintext",
         "-H",

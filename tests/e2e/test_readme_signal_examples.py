@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.platform import BIN, Platform, dev_token
+from tests.e2e.platform import BIN, GRPCURL, Platform, dev_token
 from tests.signal_platform import free_port
 
 pytestmark = pytest.mark.e2e
@@ -55,19 +55,25 @@ def platform() -> Iterator[Platform]:
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def token(platform: Platform) -> str:
+    """The README's `bullant token --scopes read,trade`, run once for the three sections."""
+    return dev_token(platform.data_dir, "--scopes", "read,trade")
+
+
 @pytest.mark.parametrize("section", SECTIONS)
-def test_the_examples_run_as_written(platform: Platform, section: str, tmp_path: Path) -> None:
+def test_the_examples_run_as_written(platform: Platform, token: str, section: str, tmp_path: Path) -> None:
     (tmp_path / ".venv").symlink_to(BIN.parent)  # the examples call .venv/bin/...; images land in tmp_path
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BULLANT_")}
     environment.update(
         {
             "BULLANT_DATA_DIR": platform.data_dir,
             "BULLANT_PORT": platform.address.rsplit(":", 1)[1],
-            "TOKEN": dev_token(platform.data_dir, "--scopes", "read,trade"),
+            "TOKEN": token,
             "A": platform.address,
         }
     )
-    script = PRELUDE % {"streaming": STREAMING, "grpcurl": BIN / "grpcurl"} + examples(section)
+    script = PRELUDE % {"streaming": STREAMING, "grpcurl": GRPCURL} + examples(section)
     result = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=300, check=False
     )
